@@ -1,0 +1,86 @@
+"""Corpus preparation (stage 0) and the class maps it applies.
+
+A class map is configuration, not code: a YAML file that lists the classes in index order and
+sends each corpus label code to one of them (``exc: hap`` merges excited into happy). Shipped maps
+live in ``serkit/corpora/class_maps/``; users can pass their own file instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from serkit.errors import SerkitError
+
+CLASS_MAP_DIR = Path(__file__).resolve().parent / "class_maps"
+
+
+class CorpusError(SerkitError):
+    """A corpus copy or a corpus configuration (class map) is not what data preparation expects."""
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Classes in index order plus the corpus-code -> class mapping."""
+
+    name: str
+    classes: tuple[str, ...]
+    mapping: dict[str, str]
+    source: Path
+
+    def label(self, code: str) -> str | None:
+        """The class a corpus code maps to, or None if the code is excluded."""
+        return self.mapping.get(code)
+
+
+def shipped_class_maps() -> list[str]:
+    """Names of the class maps shipped with serkit (file stems in ``class_maps/``)."""
+    return sorted(path.stem for path in CLASS_MAP_DIR.glob("*.yaml"))
+
+
+def _resolve(name_or_path: str | Path) -> Path:
+    """A shipped name (``4class``) or a path to a YAML file -> the file to read."""
+    text = str(name_or_path)
+    looks_like_path = text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file()
+    if looks_like_path:
+        path = Path(text)
+        if not path.is_file():
+            raise CorpusError(f"class map file {path} not found (give a YAML file or one of {shipped_class_maps()})")
+        return path
+    path = CLASS_MAP_DIR / f"{text}.yaml"
+    if not path.is_file():
+        raise CorpusError(f"unknown class map {text!r}: shipped maps are {shipped_class_maps()}, "
+                          "or give the path of a YAML file with 'classes' and 'map'")
+    return path
+
+
+def load_class_map(name_or_path: str | Path) -> ClassMap:
+    """Load and check a class map; every mistake raises :class:`CorpusError` naming the file.
+
+    Checked: ``classes`` is a non-empty list of unique names; ``map`` sends strings to listed
+    classes; every class receives at least one code (else it would be an empty class that still
+    takes a softmax output and a token suffix).
+    """
+    path = _resolve(name_or_path)
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CorpusError(f"{path}: not a readable YAML class map ({error})") from None
+    if not isinstance(content, dict) or "classes" not in content or "map" not in content:
+        raise CorpusError(f"{path}: a class map needs the keys 'classes' (list) and 'map' (code: class)")
+    classes, mapping = content["classes"], content["map"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise CorpusError(f"{path}: 'classes' must be a non-empty list of class names, got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise CorpusError(f"{path}: 'classes' lists a class twice: {classes}")
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise CorpusError(f"{path}: 'map' must map corpus codes to class names (strings), got {mapping!r}")
+    unknown_targets = sorted(set(mapping.values()) - set(classes))
+    if unknown_targets:
+        raise CorpusError(f"{path}: 'map' sends codes to {unknown_targets}, which 'classes' {classes} does not list")
+    empty = [c for c in classes if c not in mapping.values()]
+    if empty:
+        raise CorpusError(f"{path}: classes {empty} receive no corpus code in 'map' (they would stay empty)")
+    name = path.stem if path.parent == CLASS_MAP_DIR else str(path)
+    return ClassMap(name=name, classes=tuple(classes), mapping=dict(mapping), source=path)
