@@ -1,0 +1,203 @@
+"""Emotion-phoneme labels (stage 1): ARPAbet phones -> six phone classes tagged with the emotion.
+
+The W2V2-MTL paper (docs: /work/shared/papers.md section 1, Table 1) trains an auxiliary CTC head
+on coarse phone classes -- plosives/affricates S, fricatives F, nasals N, liquids/glides L,
+unstressed vowels V, stressed vowels VS -- each suffixed with the utterance's emotion index, so
+that the phoneme head also has to carry the emotion. ``HH AH0 L OW1`` said angrily (index 0)
+becomes ``F0 V0 L0 VS0``.
+
+Files (docs/formats.md): the data dir gets ``utt2arpabet`` and ``utt2phn`` (empty value when the
+transcript has no phones, e.g. only ``[LAUGHTER]``: the utterance stays in the emotion task) and
+``emophone_report.txt``; the lang dir gets ``tokens.txt`` (``<blank>`` = 0, then S F N L V VS for
+each emotion in ``classes`` order).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from serkit import datadir
+from serkit.errors import SerkitError
+from serkit.g2p import ARPABET_VOWELS, G2P, default_g2p
+
+logger = logging.getLogger(__name__)
+
+BLANK = "<blank>"
+PHONE_CLASSES = ("S", "F", "N", "L", "V", "VS")
+_CONSONANT_CLASS = {
+    **dict.fromkeys("B D G K P T CH JH".split(), "S"),
+    **dict.fromkeys("DH F HH S SH TH V Z ZH".split(), "F"),
+    **dict.fromkeys("M N NG".split(), "N"),
+    **dict.fromkeys("L R W Y".split(), "L"),
+}
+REPORT_NAME = "emophone_report.txt"
+
+
+class EmophoneError(SerkitError):
+    """A phone, emotion label or token inventory that the emotion-phoneme scheme cannot use."""
+
+
+def phone_class(arpabet: str) -> str:
+    """The Table 1 class of one ARPAbet phone (vowels must carry a stress digit 0, 1 or 2)."""
+    if arpabet in _CONSONANT_CLASS:
+        return _CONSONANT_CLASS[arpabet]
+    base, stress = arpabet[:-1], arpabet[-1:]
+    if base in ARPABET_VOWELS and stress in ("0", "1", "2"):
+        return "V" if stress == "0" else "VS"
+    if arpabet in ARPABET_VOWELS:
+        raise EmophoneError(f"vowel {arpabet!r} has no stress digit (expected e.g. {arpabet}0 or {arpabet}1)")
+    raise EmophoneError(f"unknown ARPAbet phone {arpabet!r} (not in Table 1 of the W2V2-MTL paper)")
+
+
+def emotion_phonemes(phones: Sequence[str], emotion_index: int) -> list[str]:
+    """Map phones to their class tokens, all suffixed with ``emotion_index``."""
+    if not isinstance(emotion_index, int) or emotion_index < 0:
+        raise EmophoneError(f"emotion index must be a non-negative integer, got {emotion_index!r}")
+    return [f"{phone_class(phone)}{emotion_index}" for phone in phones]
+
+
+def make_token_inventory(n_emotions: int) -> list[str]:
+    """``<blank>`` then S F N L V VS for each emotion 0..n-1 (list position = token index)."""
+    if n_emotions < 1:
+        raise EmophoneError(f"need at least one emotion class, got {n_emotions}")
+    return [BLANK] + [f"{cls}{e}" for e in range(n_emotions) for cls in PHONE_CLASSES]
+
+
+def write_tokens(path: str | Path, tokens: Sequence[str]) -> None:
+    """Write ``<token> <index>`` lines in index order (atomic)."""
+    if len(set(tokens)) != len(tokens):
+        raise EmophoneError(f"{path}: token inventory has duplicates")
+    datadir.write_list(path, [f"{token} {index}" for index, token in enumerate(tokens)])
+
+
+def read_tokens(path: str | Path) -> dict[str, int]:
+    """Read ``tokens.txt`` and check it: indices 0..n-1 each once, ``<blank>`` at 0."""
+    mapping = datadir.read_map(path)
+    tokens: dict[str, int] = {}
+    for token, value in mapping.items():
+        if not value.isdigit():
+            raise EmophoneError(f"{path}: token {token!r} has index {value!r}, expected an integer "
+                                "(regenerate it with python -m serkit.bin.make_emophones)")
+        tokens[token] = int(value)
+    if sorted(tokens.values()) != list(range(len(tokens))) or tokens.get(BLANK) != 0:
+        raise EmophoneError(f"{path}: indices must be 0..{len(tokens) - 1}, each once, with {BLANK} "
+                            "at 0 (regenerate it with python -m serkit.bin.make_emophones)")
+    return tokens
+
+
+@dataclass
+class EmophoneReport:
+    """What stage 1 did to one data dir."""
+
+    n_utterances: int = 0
+    n_phones: int = 0
+    empty: list[str] = field(default_factory=list)
+    oov_counts: Counter = field(default_factory=Counter)
+    report_path: Path | None = None
+
+
+def label_data_dir(data_dir: str | Path, lang_dir: str | Path, g2p: G2P | None = None) -> EmophoneReport:
+    """Write ``utt2arpabet``, ``utt2phn`` and ``emophone_report.txt`` for ``data_dir`` and
+    ``lang_dir/tokens.txt``; then validate the data dir.
+
+    Every output is recomputed from ``text``/``utt2emo``/``classes`` and written atomically, so a
+    rerun (after a crash or an edit of the inputs) is safe and gives the same files.
+    """
+    data_dir, lang_dir = Path(data_dir), Path(lang_dir)
+    texts, emotion_index, classes = _read_inputs(data_dir)
+    _install_tokens(lang_dir / "tokens.txt", make_token_inventory(len(classes)))
+    g2p = g2p or default_g2p()
+
+    report = EmophoneReport(n_utterances=len(texts))
+    utt2arpabet: dict[str, str] = {}
+    utt2phn: dict[str, str] = {}
+    for utt in tqdm(datadir.c_sorted(texts), desc="emotion phonemes", unit="utt"):
+        result = g2p.convert(texts[utt])
+        utt2arpabet[utt] = " ".join(result.phones)
+        utt2phn[utt] = " ".join(emotion_phonemes(result.phones, emotion_index[utt]))
+        report.n_phones += len(result.phones)
+        report.oov_counts.update(result.oov)
+        if not result.phones:
+            report.empty.append(utt)
+    datadir.write_map(data_dir / "utt2arpabet", utt2arpabet)
+    datadir.write_map(data_dir / "utt2phn", utt2phn)
+    report.report_path = data_dir / REPORT_NAME
+    _write_report(report, texts, g2p)
+    _log_summary(report)
+    datadir.validate_data_dir(data_dir)
+    return report
+
+
+def _read_inputs(data_dir: Path) -> tuple[dict[str, str], dict[str, int], list[str]]:
+    """Read ``text``, ``utt2emo`` and ``classes``; check they agree (every error names the file)."""
+    texts = datadir.read_map(data_dir / "text")
+    utt2emo = datadir.read_map(data_dir / "utt2emo")
+    classes = datadir.read_list(data_dir / "classes")
+    if len(set(classes)) != len(classes):
+        raise EmophoneError(f"{data_dir / 'classes'}: a class label is listed twice")
+    only_text = sorted(set(texts) - set(utt2emo))
+    only_emo = sorted(set(utt2emo) - set(texts))
+    if only_text or only_emo:
+        raise EmophoneError(
+            f"{data_dir}: 'text' and 'utt2emo' list different utterances ({len(only_text)} only in "
+            f"text, e.g. {only_text[:3]}; {len(only_emo)} only in utt2emo, e.g. {only_emo[:3]}); "
+            f"fix: python -m serkit.bin.validate_data_dir {data_dir} --fix")
+    index = {label: i for i, label in enumerate(classes)}
+    unknown = sorted(utt for utt, label in utt2emo.items() if label not in index)
+    if unknown:
+        raise EmophoneError(
+            f"{data_dir / 'utt2emo'}: {len(unknown)} utterance(s) have a label missing from "
+            f"{data_dir / 'classes'} (e.g. {unknown[0]} -> {utt2emo[unknown[0]]!r}); "
+            "fix the class map or the classes file")
+    return texts, {utt: index[label] for utt, label in utt2emo.items()}, classes
+
+
+def _install_tokens(path: Path, inventory: list[str]) -> None:
+    """Write ``tokens.txt``, or check that an existing one is the same inventory.
+
+    A lang dir may be shared by several data dirs; silently overwriting a different inventory
+    would make earlier models' token indices meaningless, so a mismatch is an error.
+    """
+    if path.exists():
+        existing = read_tokens(path)
+        if sorted(existing, key=existing.get) != inventory:
+            raise EmophoneError(
+                f"{path}: holds a different token inventory ({len(existing)} tokens) than this data "
+                f"dir's classes need ({len(inventory)}); use another --lang dir or delete the file")
+        return
+    write_tokens(path, inventory)
+
+
+def _write_report(report: EmophoneReport, texts: dict[str, str], g2p: G2P) -> None:
+    """Human-readable account: totals, G2P path, utterances without phones, OOV words."""
+    tagger = "yes" if g2p.tagger is not None else "no (first CMU pronunciation)"
+    lines = [
+        f"utterances {report.n_utterances}",
+        f"phones {report.n_phones}",
+        f"utterances_without_phones {len(report.empty)}",
+        f"oov_words {len(report.oov_counts)} distinct, {sum(report.oov_counts.values())} tokens",
+        f"g2p dictionary=cmudict({len(g2p.dictionary)} words) homographs_by_pos={tagger} "
+        "oov=g2p-en neural model",
+        "",
+        "# utterances without phones (kept, empty utt2phn value): <utt> <transcript>",
+        *(f"{utt} {texts[utt]}" for utt in report.empty),
+        "",
+        "# OOV words (pronounced by the neural model): <count> <word> <phones>",
+        *(f"{count} {word} {' '.join(g2p.phonemize(word))}"
+          for word, count in sorted(report.oov_counts.items(), key=lambda item: (-item[1], item[0]))),
+    ]
+    datadir.write_list(report.report_path, lines)
+
+
+def _log_summary(report: EmophoneReport) -> None:
+    logger.info("emotion phonemes: %d utterances, %d phones, %d OOV words (%d tokens); report: %s",
+                report.n_utterances, report.n_phones, len(report.oov_counts),
+                sum(report.oov_counts.values()), report.report_path)
+    if report.empty:
+        logger.warning("%d utterance(s) have no phones (kept with an empty utt2phn), e.g. %s; "
+                       "listed in %s", len(report.empty), ", ".join(report.empty[:5]), report.report_path)
