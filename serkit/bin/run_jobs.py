@@ -1,0 +1,115 @@
+"""serkit-run: run a command as parallel jobs with one log each (Kaldi ``run.pl`` interface).
+
+Usage::
+
+    serkit-run [options] [JOB=1:N] LOG COMMAND...
+
+Every occurrence of the range variable (any ``NAME=a:b``) in LOG and COMMAND is replaced by the
+job index; the command words are joined into one line and run with ``bash -o pipefail -c``.
+Recipes set it in ``cmd.sh`` (``train_cmd="serkit-run --max-jobs 2"``) and call
+``$train_cmd JOB=1:10 exp/tag/log/train.JOB.log python -m serkit.bin.train ... foldJOB``.
+
+Exit status: 0 when all jobs succeed, 1 when any fails (the failed jobs and the first failed log are
+named on stderr) or the jobs cannot be launched, 2 for a usage error, 128+N after signal N.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from serkit.errors import SerkitError
+from serkit.jobs import (BACKENDS, JobsInterrupted, JobsUsageError, Resources, expand_jobs,
+                         failure_message, looks_like_job_range, make_backend, parse_job_range,
+                         run_jobs)
+
+PROG = "serkit-run"
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, allow_abbrev=False,
+        usage=f"{PROG} [options] [JOB=1:N] LOG COMMAND...",
+        description="Run COMMAND as jobs JOB=1..N (in parallel, one log each), Kaldi run.pl style. "
+                    "Options come first; everything from the job range (or the log) on is the job.")
+    parser.add_argument("--max-jobs", "--max-jobs-run", dest="max_jobs", type=_positive_int,
+                        default=None, help="jobs run at once (default: the number of CPUs)")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="local",
+                        help="where the jobs run (default: local)")
+    parser.add_argument("--pad", type=_non_negative_int, default=0,
+                        help="zero-pad the job index to this many digits (--pad 2: foldJOB -> fold01); "
+                             "default 0 = plain integer, as in Kaldi")
+    parser.add_argument("--gpu", type=_non_negative_int, default=0,
+                        help="GPUs per job; the local backend assigns them with CUDA_VISIBLE_DEVICES "
+                             "when GPUs are visible, else ignores this with a warning")
+    parser.add_argument("--mem", default=None, help="memory per job (recorded; for cluster backends)")
+    parser.add_argument("--time", default=None, help="time limit per job (recorded; for cluster backends)")
+    parser.add_argument("--num-threads", type=_positive_int, default=1,
+                        help="threads per job (recorded in the log's accounting line)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each job's start and end")
+    parser.add_argument("job", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _split_job_words(words: Sequence[str]):
+    """Split ``[JOB=a:b] LOG COMMAND...`` into (range or None, log, command words)."""
+    words = list(words)
+    job_range = None
+    if words and looks_like_job_range(words[0]):
+        job_range = parse_job_range(words.pop(0))
+    if not words:
+        raise JobsUsageError("missing the log file and the command")
+    if words[0].startswith("-"):
+        raise JobsUsageError(f"option {words[0]!r} after the job range or log; options go first")
+    log, command = words[0], words[1:]
+    if not command:
+        raise JobsUsageError(f"missing the command after the log file {log!r}")
+    return job_range, log, command
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format=f"{PROG}: %(message)s")
+    try:
+        job_range, log, command = _split_job_words(args.job)
+        jobs = expand_jobs(log, command, job_range, pad=args.pad)
+    except JobsUsageError as error:
+        parser.error(str(error))  # exits with status 2 after printing the usage line
+    resources = Resources(gpu=args.gpu, mem=args.mem, time=args.time, num_threads=args.num_threads)
+    try:
+        results = run_jobs(jobs, make_backend(args.backend, args.max_jobs), resources)
+    except JobsInterrupted as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return error.exit_code
+    except SerkitError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    message = failure_message(results)
+    if message is not None:
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Tests of the job launcher (serkit.jobs and the serkit-run command): real bash jobs, real timing."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from serkit.bin import run_jobs as cli
+from serkit.jobs import (Job, JobRange, JobsError, JobsUsageError, LocalBackend, Resources,
+                         expand_jobs, failure_message, looks_like_job_range, parse_job_range,
+                         run_jobs, shell_join, visible_gpus)
+
+REPO = Path(__file__).resolve().parents[1]
+TRAILER = re.compile(r"# Accounting: time=\d+ threads=(\d+)\n"
+                     r"# Ended \(code (\d+)\) at .+, elapsed time [\d.]+ seconds\n\Z")
+
+
+def _concurrency_command(tmp_path: Path, seconds: float) -> list[str]:
+    """Words of a job that marks itself running, records how many run now, sleeps, then unmarks."""
+    running, counts = tmp_path / "running", tmp_path / "counts"
+    running.mkdir(exist_ok=True)
+    return ["touch", f"{running}/JOB", "&&", "ls", str(running), "|", "wc", "-l", ">>", str(counts),
+            "&&", "sleep", str(seconds), "&&", "rm", f"{running}/JOB"]
+
+
+def _max_concurrency(tmp_path: Path) -> int:
+    return max(int(line) for line in (tmp_path / "counts").read_text().split())
+
+
+def _trailer(log: Path) -> tuple[int, int]:
+    """(threads, exit code) from a log's run.pl trailer; fails the test if the trailer is missing."""
+    match = TRAILER.search(log.read_text())
+    assert match, f"no accounting trailer at the end of {log}:\n{log.read_text()}"
+    return int(match[1]), int(match[2])
+
+
+# ---------------------------------------------------------------- ranges and substitution
+
+def test_parse_job_range():
+    assert parse_job_range("JOB=1:10") == JobRange("JOB", 1, 10)
+    assert parse_job_range("SPLIT=3") == JobRange("SPLIT", 3, 3)
+    assert list(parse_job_range("N=2:4").indices()) == [2, 3, 4]
+    for bad in ("JOB=1:", "JOB=a:3", "JOB=1:3:5", "JOB=-1:2", "JOB=3:1"):
+        with pytest.raises(JobsUsageError, match="JOB"):
+            parse_job_range(bad)
+    assert looks_like_job_range("JOB=1:x") and not looks_like_job_range("exp/log=1/a.log")
+
+
+def test_expand_jobs_substitutes_every_occurrence(tmp_path):
+    jobs = expand_jobs(f"{tmp_path}/log/train.JOB.log",
+                       ["train", "--fold_dir", "folds/foldJOB", "--seed", "JOB"], JobRange("JOB", 1, 3))
+    assert [job.index for job in jobs] == [1, 2, 3]
+    assert jobs[1].command == "train --fold_dir folds/fold2 --seed 2"
+    assert jobs[2].log_path == tmp_path / "log" / "train.3.log"
+    padded = expand_jobs("l/x.N.log", ["echo", "foldN"], JobRange("N", 9, 10), pad=2)
+    assert [job.command for job in padded] == ["echo fold09", "echo fold10"]
+    single = expand_jobs("l/one.log", ["echo", "JOB"])
+    assert single == [Job(None, "echo JOB", Path("l/one.log"))]
+
+
+def test_expand_jobs_rejects_shared_log_and_missing_command():
+    with pytest.raises(JobsUsageError, match="same log"):
+        expand_jobs("exp/log/train.log", ["true"], JobRange("JOB", 1, 2))
+    with pytest.raises(JobsUsageError, match="no command"):
+        expand_jobs("exp/log/train.JOB.log", [], JobRange("JOB", 1, 2))
+
+
+def test_shell_join_keeps_spaced_words_whole_and_operators_live(tmp_path):
+    out = tmp_path / "out.txt"
+    words = ["printf", "'%s\\n'", "a b", "", "c", "|", "tr", "a-z", "A-Z", ">", str(out)]
+    assert shell_join(words[:5]) == "printf '%s\\n' 'a b' '' c"
+    [job] = expand_jobs(str(tmp_path / "j.log"), words)
+    assert run_jobs([job], LocalBackend(max_jobs=1))[0].ok
+    assert out.read_text() == "A B\n\nC\n"  # three arguments, then piped through tr
+
+
+# ---------------------------------------------------------------- local backend
+
+def test_jobs_run_in_parallel_up_to_max_jobs(tmp_path):
+    jobs = expand_jobs(f"{tmp_path}/p/s.JOB.log", ["sleep", "1"], JobRange("JOB", 1, 4))
+    start = time.monotonic()
+    assert all(r.ok for r in run_jobs(jobs, LocalBackend(max_jobs=4)))
+    parallel = time.monotonic() - start
+    start = time.monotonic()
+    assert all(r.ok for r in run_jobs(jobs, LocalBackend(max_jobs=1)))
+    serial = time.monotonic() - start
+    assert parallel < 3.0, f"4 parallel 1-second jobs took {parallel:.1f} s"
+    assert serial >= 4.0, f"4 serial 1-second jobs took only {serial:.1f} s"
+
+
+def test_max_jobs_limit_is_respected(tmp_path):
+    jobs = expand_jobs(f"{tmp_path}/log/c.JOB.log", _concurrency_command(tmp_path, 0.3),
+                       JobRange("JOB", 1, 6))
+    results = run_jobs(jobs, LocalBackend(max_jobs=2))
+    assert [r.ok for r in results] == [True] * 6
+    assert len((tmp_path / "counts").read_text().split()) == 6
+    assert _max_concurrency(tmp_path) == 2
+    assert not any((tmp_path / "running").iterdir())
+
+
+def test_logs_have_header_output_and_accounting(tmp_path):
+    jobs = expand_jobs(f"{tmp_path}/log/a.JOB.log", ["echo", "out", "JOB;", "echo", "err", ">&2"],
+                       JobRange("JOB", 1, 2))
+    run_jobs(jobs, LocalBackend(max_jobs=2), Resources(mem="2G", num_threads=3))
+    text = (tmp_path / "log" / "a.2.log").read_text()
+    assert text.startswith("# echo out 2; echo err >&2\n")
+    assert re.search(r"^# Started at .+\d{4}$", text, re.M)
+    assert "job=2 gpu=0 mem=2G time=- num_threads=3" in text
+    assert "out 2\nerr\n" in text
+    assert _trailer(tmp_path / "log" / "a.2.log") == (3, 0)
+
+
+def test_exit_codes_pipefail_and_signals(tmp_path):
+    commands = [["exit", "3"], ["false", "|", "true"], ["kill", "-9", "$$"], ["true"]]
+    jobs = [Job(n, shell_join(words), tmp_path / f"e{n}.log") for n, words in enumerate(commands, 1)]
+    results = run_jobs(jobs, LocalBackend(max_jobs=4))
+    assert [r.returncode for r in results] == [3, 1, 128 + 9, 0]
+    assert [_trailer(job.log_path)[1] for job in jobs] == [3, 1, 137, 0]
+    assert failure_message(results) == f"3 / 4 jobs failed (jobs 1,2,3); see {tmp_path / 'e1.log'}"
+
+
+def test_bad_log_path_is_a_clear_error(tmp_path):
+    (tmp_path / "afile").write_text("")
+    jobs = expand_jobs(f"{tmp_path}/afile/x.JOB.log", ["true"], JobRange("JOB", 1, 2))
+    with pytest.raises(JobsError, match="afile"):
+        run_jobs(jobs, LocalBackend(max_jobs=1))
+    with pytest.raises(JobsUsageError, match="max-jobs"):
+        LocalBackend(max_jobs=0)
+
+
+def test_gpus_are_assigned_one_per_job(tmp_path):
+    words = ["echo", "gpu=$CUDA_VISIBLE_DEVICES", "&&"] + _concurrency_command(tmp_path, 0.3)
+    jobs = expand_jobs(f"{tmp_path}/log/g.JOB.log", words, JobRange("JOB", 1, 4))
+    results = run_jobs(jobs, LocalBackend(max_jobs=4, gpus=["0", "1"]), Resources(gpu=1))
+    assert all(r.ok for r in results)
+    seen = [re.search(r"^gpu=(.*)$", job.log_path.read_text(), re.M)[1] for job in jobs]
+    assert sorted(seen) == ["0", "0", "1", "1"]
+    assert _max_concurrency(tmp_path) == 2  # two GPUs: two jobs at a time despite --max-jobs 4
+    with pytest.raises(JobsError, match="--gpu 3"):
+        LocalBackend(max_jobs=1, gpus=["0", "1"]).run(jobs, Resources(gpu=3))
+
+
+def test_gpu_request_without_gpus_is_ignored_with_note(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6")
+    assert visible_gpus() == ["4", "6"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    [job] = expand_jobs(str(tmp_path / "g.log"), ["echo", "gpu=${CUDA_VISIBLE_DEVICES-unset}"])
+    assert run_jobs([job], LocalBackend(max_jobs=1, gpus=[]), Resources(gpu=1))[0].ok
+    assert "gpu=unset" in job.log_path.read_text()
+    assert "no GPU is visible" in caplog.text
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_failure_names_failed_log_and_others_still_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["--max-jobs", "2", "JOB=1:4", "exp/log/t.JOB.log",
+                     "echo", "done", "JOB", ">", "out.JOB", "&&", "test", "JOB", "-ne", "3"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "1 / 4 jobs failed (job 3); see exp/log/t.3.log" in err
+    assert [(tmp_path / f"out.{n}").read_text() for n in (1, 2, 3, 4)] == [f"done {n}\n" for n in (1, 2, 3, 4)]
+    assert [_trailer(tmp_path / f"exp/log/t.{n}.log")[1] for n in (1, 2, 3, 4)] == [0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus", "log", "true"], "unrecognized arguments: --bogus"),
+    (["JOB=1:x", "log.JOB", "true"], "malformed job range"),
+    (["JOB=1:2", "log.JOB"], "missing the command"),
+    (["JOB=1:2", "--gpu", "1", "log.JOB", "true"], "options go first"),
+    (["--max-jobs", "0", "log", "true"], "at least 1"),
+    ([], "missing the log file"),
+])
+def test_cli_usage_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "serkit.bin.run_jobs", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_console_module_runs_jobs(tmp_path):
+    ok = _run_module(["--pad", "2", "JOB=1:2", "log/x.JOB.log", "echo", "foldJOB"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "fold02\n" in (tmp_path / "log/x.02.log").read_text()
+    failed = _run_module(["log/single.log", "exit", "5"], tmp_path)
+    assert failed.returncode == 1
+    assert "job failed (code 5); see log/single.log" in failed.stderr
+    usage = _run_module(["--nope", "log", "true"], tmp_path)
+    assert usage.returncode == 2 and "usage: serkit-run" in usage.stderr
+
+
+def _process_running(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_terminates_running_jobs(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "serkit.bin.run_jobs", "--max-jobs", "2", "JOB=1:3", "log/s.JOB.log",
+         "sleep", "30", "&", "echo", "$!", ">", "pid.JOB", ";", "wait"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    pid_files = [tmp_path / "pid.1", tmp_path / "pid.2"]
+    deadline = time.monotonic() + 20
+    while not all(f.is_file() and f.read_text().strip() for f in pid_files):
+        assert time.monotonic() < deadline, "jobs did not start"
+        time.sleep(0.05)
+    sleepers = [int(f.read_text()) for f in pid_files]
+    assert all(_process_running(pid) for pid in sleepers)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=20)
+    assert launcher.returncode == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM: terminated 2 running job(s), 1 job(s) not started" in err
+    time.sleep(0.2)
+    assert not any(_process_running(pid) for pid in sleepers)
+    assert not (tmp_path / "log/s.3.log").exists()
+    text = (tmp_path / "log/s.1.log").read_text()
+    assert "# Terminated by serkit-run: SIGTERM received" in text
+    assert _trailer(tmp_path / "log/s.1.log")[1] == 143
+
+
+def test_job_list_runs_exactly_the_listed_indices(tmp_path):
+    """JOB=2,5 runs jobs 2 and 5 only (used to retrain a chosen subset of folds)."""
+    from serkit.jobs import LocalBackend, expand_jobs, parse_job_range, run_jobs
+
+    job_range = parse_job_range("JOB=2,5")
+    assert list(job_range.indices()) == [2, 5]
+    jobs = expand_jobs(str(tmp_path / "log.JOB"), ["touch", str(tmp_path / "ran.JOB")], job_range)
+    results = run_jobs(jobs, LocalBackend(max_jobs=2))
+    assert all(result.ok for result in results)
+    assert sorted(path.name for path in tmp_path.glob("ran.*")) == ["ran.2", "ran.5"]
+
+
+def test_local_jobs_get_the_thread_limit(tmp_path):
+    """--num-threads reaches the job as OMP_NUM_THREADS so parallel trainings do not oversubscribe."""
+    from serkit.jobs import LocalBackend, Resources, expand_jobs, run_jobs
+
+    jobs = expand_jobs(str(tmp_path / "log"), ["echo", "threads=$OMP_NUM_THREADS"])
+    run_jobs(jobs, LocalBackend(max_jobs=1), Resources(num_threads=3))
+    assert "threads=3" in (tmp_path / "log").read_text()
