@@ -1,0 +1,48 @@
+"""Compare scored experiments in one table (e.g. the lambda ablation) and add it to RESULTS.md.
+
+Usage::
+
+    python -m serkit.bin.compare --results RESULTS.md --title "lambda ablation" \\
+        exp/mtl_lambda0/loso exp/mtl_lambda0.001/loso exp/mtl_lambda0.1/loso ...
+
+Each experiment must have been scored (``scores/summary.json``). Rows are ordered by the lambda in
+the experiments' model_config.json; experiments without one follow in the order given.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from serkit.errors import SerkitError
+from serkit.results_md import comparison_key, comparison_section, update_results
+from serkit.scoring import load_summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serkit.bin.compare",
+        description="One comparison table of scored experiments, printed and written to RESULTS.md.")
+    parser.add_argument("--results", required=True, help="the recipe's RESULTS.md (created if absent)")
+    parser.add_argument("--title", required=True, help="section title, e.g. 'lambda ablation'")
+    parser.add_argument("exp_dirs", nargs="+", metavar="EXP_DIR", help="scored experiment folders exp/<tag>/<protocol>")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summaries = [load_summary(exp_dir) for exp_dir in args.exp_dirs]
+        section = comparison_section(args.title, summaries)
+        update_results(args.results, comparison_key(args.title), section)
+    except SerkitError as error:
+        print(f"compare: error: {error}", file=sys.stderr)
+        return 1
+    print(section)
+    print(f"wrote the section '{comparison_key(args.title)}' of {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

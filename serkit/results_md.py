@@ -1,0 +1,379 @@
+"""A recipe's ``RESULTS.md``: one section per scored experiment, plus comparison tables.
+
+Each section sits between ``<!-- serkit:begin KEY -->`` and ``<!-- serkit:end KEY -->`` markers.
+Re-scoring an experiment replaces its own section and leaves every other section, and any text
+written by hand outside the markers, untouched. A section records what is needed to trust or
+rerun the figures: environment, git commit, config, command, protocol, tables and figure links.
+All figures are percentages with one decimal.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+from serkit.errors import SerkitError
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = {
+    "loso": "leave-one-speaker-out: each fold tests one speaker; the other speaker of the same "
+            "session is the validation set (checkpoint selection never sees the test speaker)",
+    "loso_session": "leave-one-session-out: each fold tests one session (both its speakers)",
+    "random": "random speaker-dependent 80/10/10 utterance split (one fold; only for comparison "
+              "with published speaker-dependent numbers)",
+}
+
+HEADER = ("# Results\n\n"
+          "Written by `python -m serkit.bin.score` and `python -m serkit.bin.compare`. Each section between "
+          "`serkit:begin`/`serkit:end` markers is replaced when re-scored; text outside them is kept.\n\n"
+          "WA = accuracy (correct / total); UA = mean per-class recall; figures in %.\n")
+
+EXPLANATION = (
+    "WA = accuracy; UA = mean per-class recall; macro-F1 over classes present; "
+    "PER = emotion-phoneme token error rate (edit distance / reference tokens); "
+    "suffix acc = emotion read as the majority digit suffix of the decoded tokens "
+    "(an utterance with no decoded token counts as wrong; *no tok* counts them). "
+    "*mean ± std* averages the per-fold figures (sample std over folds); "
+    "*pooled* scores all folds' predictions together.")
+
+
+class ResultsError(SerkitError):
+    """RESULTS.md cannot be updated safely (e.g. a section's markers are broken)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting helpers
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal; '–' when undefined."""
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def pct_pm(mean: float | None, std: float | None) -> str:
+    """'mean ± std' in percent; only the mean when the spread is undefined (one fold)."""
+    return pct(mean) if std is None else f"{pct(mean)} ± {pct(std)}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table, first column left-aligned, the rest right-aligned."""
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+
+
+def environment_info() -> dict[str, str]:
+    """Versions of the packages that shape results, and the CPU/GPU of the scoring machine.
+
+    Versions come from package metadata, so nothing heavy is imported.
+    """
+    info = {"python": platform.python_version()}
+    for package in ("torch", "torchaudio", "speechbrain", "transformers", "numpy"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = "not installed"
+    info["cpu"] = _cpu_name()
+    info["gpu"] = _gpu_name()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _gpu_name() -> str:
+    """GPU names from nvidia-smi (importing torch just for this would cost seconds)."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "none (no nvidia-smi)"
+    names = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    return ", ".join(names) if done.returncode == 0 and names else "none"
+
+
+def git_state(path: str | Path, ignore: str | Path | None = None) -> str:
+    """The commit of the repository holding ``path``, with ' (dirty)' if files differ from it.
+
+    ``ignore`` (RESULTS.md itself) does not count as a change: writing the previous section
+    must not make every later one look dirty.
+    """
+    cwd = Path(path).resolve()
+    cwd = cwd if cwd.is_dir() else cwd.parent
+    commit = _git(cwd, "rev-parse", "HEAD")
+    if commit is None:
+        return "unknown (not a git checkout, or no commit yet)"
+    top = _git(cwd, "rev-parse", "--show-toplevel")
+    status = _git(cwd, "status", "--porcelain") or ""
+    ignored = os.path.relpath(Path(ignore).resolve(), top) if ignore is not None and top else None
+    changes = [line for line in status.splitlines() if line[3:].strip('"') != ignored]
+    return commit + (" (dirty)" if changes else "")
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+# --------------------------------------------------------------------------------------------
+# Experiment sections
+
+
+def experiment_key(summary: dict) -> str:
+    """The section key of an experiment: ``<tag>/<protocol>``."""
+    return f"{summary['tag']}/{summary['protocol']}"
+
+
+def fold_table(summary: dict) -> str:
+    """Per-fold WA/UA/macro-F1/PER/suffix-acc, missing folds, mean ± std and pooled rows."""
+    header = ["fold", "utts", "WA", "UA", "macro-F1", "PER", "suffix acc", "no tok"]
+    rows = []
+    for name in summary["expected_folds"]:
+        fold = summary["folds"].get(name)
+        if fold is None:
+            rows.append([name, "missing"] + [""] * 6)
+            continue
+        rows.append([name, fold["n_utts"], pct(fold["WA"]), pct(fold["UA"]), pct(fold["macro_F1"]),
+                     pct(fold["PER"]), pct(fold["suffix_acc"]), _count(fold["n_no_tokens"])])
+    mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
+    n_folds = len(summary["folds"])
+    rows.append([f"**mean ± std ({n_folds} folds)**", "",
+                 *(pct_pm(mean[key], std[key]) for key in ("WA", "UA", "macro_F1", "PER", "suffix_acc")), ""])
+    rows.append([f"**pooled ({n_folds} folds)**", pooled["n_utts"], pct(pooled["WA"]), pct(pooled["UA"]),
+                 pct(pooled["macro_F1"]), pct(pooled["PER"]), pct(pooled["suffix_acc"]),
+                 _count(pooled["n_no_tokens"])])
+    table = markdown_table(header, rows)
+    if summary["missing_folds"]:
+        table += (f"\n\n**Partial experiment**, missing folds: {', '.join(summary['missing_folds'])}; "
+                  "the mean and pooled rows cover the other folds only.")
+    return table
+
+
+def _count(value: int | None) -> str:
+    return "–" if value is None else str(value)
+
+
+def recall_table(summary: dict) -> str:
+    """Per-class recall per fold, mean ± std and pooled."""
+    classes = summary["classes"]
+    rows = [[name, *(pct(fold["recall"][c]) for c in classes)] for name, fold in summary["folds"].items()]
+    rows.append(["**mean ± std**", *(pct_pm(summary["mean"]["recall"][c], summary["std"]["recall"][c])
+                                    for c in classes)])
+    rows.append(["**pooled**", *(pct(summary["pooled"]["recall"][c]) for c in classes)])
+    return markdown_table(["recall", *classes], rows)
+
+
+def confusion_table(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """Counts with the row percentage in brackets; rows = reference, columns = hypothesis."""
+    rows = []
+    for label, row in zip(classes, confusion):
+        total = sum(row)
+        cells = [f"{n} ({100 * n / total:.1f})" if total else str(n) for n in row]
+        rows.append([f"**{label}**", *cells, str(total)])
+    return markdown_table(["ref \\ hyp", *classes, "total"], rows)
+
+
+def layer_weights_table(summary: dict) -> str | None:
+    """Learned layer weights (%) per fold and their mean; None for models without layer fusion."""
+    weights = summary["layer_weights"]
+    if not weights["per_fold"]:
+        return None
+    n_layers = len(weights["mean"])
+    rows = [[name, *(pct(w) for w in values)] for name, values in weights["per_fold"].items()]
+    rows.append(["**mean**", *(pct(w) for w in weights["mean"])])
+    return markdown_table(["layer", *(str(i) for i in range(n_layers))], rows)
+
+
+def experiment_section(
+    summary: dict,
+    results_path: str | Path,
+    config: str | Path | None = None,
+    overrides: str | None = None,
+    command: str | None = None,
+    scored_with: str | None = None,
+    environment: dict[str, str] | None = None,
+    commit: str | None = None,
+) -> str:
+    """The markdown of one experiment's section (without its markers).
+
+    ``command`` is the training command (from the recipe), ``scored_with`` the scoring command.
+    ``environment`` and ``commit`` default to this machine's and this checkout's; tests pass them.
+    """
+    results_dir = Path(results_path).resolve().parent
+    environment = environment if environment is not None else environment_info()
+    commit = commit if commit is not None else git_state(results_dir, ignore=results_path)
+    scores_dir = Path(summary["exp_dir"]) / "scores"
+    model = summary.get("model", {})
+
+    parts = [f"## {summary['tag']} / {summary['protocol']}", ""]
+    status = "complete" if summary["complete"] else f"PARTIAL, missing {', '.join(summary['missing_folds'])}"
+    parts.append(f"Scored {summary['scored_at']}; {len(summary['folds'])} of {len(summary['expected_folds'])} "
+                 f"folds ({status}); classes {', '.join(summary['classes'])}"
+                 + (f"; lambda = {model['lambda']}" if "lambda" in model else "") + ".")
+    parts += ["", "**Protocol**: " + protocol_description(summary["protocol"]), ""]
+    parts += ["**Environment** (scoring machine)", "", "```"]
+    parts += [f"{key:<13}{value}" for key, value in environment.items()]
+    parts += [f"{'git commit':<13}{commit}", "```", ""]
+    parts += ["**Command**: " + (f"`{command}`" if command else "not recorded (pass --command)"), ""]
+    if scored_with:
+        parts += [f"**Scored with**: `{scored_with}`", ""]
+    parts += _config_block(config, overrides, results_dir)
+    parts += ["### Scores (%)", "", EXPLANATION, "", fold_table(summary), ""]
+    parts += ["### Per-class recall (%)", "", recall_table(summary), ""]
+    parts += ["### Pooled confusion matrix", "", "Counts (row %); rows = reference, columns = hypothesis.", "",
+              confusion_table(summary["pooled"]["confusion"], summary["classes"]), ""]
+    weights = layer_weights_table(summary)
+    if weights is not None:
+        parts += ["### Learned layer weights (%)", "",
+                  "Layer 0 = CNN features entering the Transformer; uniform start = "
+                  f"{100 / len(summary['layer_weights']['mean']):.1f}.", "", weights, ""]
+    parts += ["### Figures", ""] + _figure_links(summary, scores_dir, results_dir) + [""]
+    return "\n".join(parts)
+
+
+def protocol_description(protocol: str) -> str:
+    """A sentence describing a fold protocol named in docs/formats.md."""
+    known = PROTOCOLS.get(protocol)
+    return f"`{protocol}`: {known}." if known else f"`{protocol}` (no description known to serkit)."
+
+
+def _config_block(config: str | Path | None, overrides: str | None, results_dir: Path) -> list[str]:
+    """The config file's path and contents (folded), and the overrides."""
+    if config is None:
+        lines = ["**Config**: not recorded (pass --config)"]
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ResultsError(f"{path}: config file not found (fix the --config path)")
+        lines = [f"**Config**: `{_relative(path, results_dir)}`", "", "<details><summary>config contents</summary>",
+                 "", "```yaml", path.read_text(encoding="utf-8").rstrip("\n"), "```", "", "</details>"]
+    lines += ["", "**Overrides**: " + (f"`{overrides}`" if overrides else "none"), ""]
+    return lines
+
+
+def _figure_links(summary: dict, scores_dir: Path, results_dir: Path) -> list[str]:
+    files = summary.get("files", {})
+    titles = {"confusion_pooled": "pooled confusion matrix", "layer_weights": "layer weights",
+              "learning_curves": "learning curves"}
+    links = []
+    for role in ["confusion_pooled", "layer_weights", "learning_curves"] + [f"confusion_{n}" for n in summary["folds"]]:
+        if role in files:
+            title = titles.get(role, role.replace("_", " "))
+            links.append(f"- [{title}]({_relative(scores_dir / files[role], results_dir)})")
+    links.append(f"- [summary.json]({_relative(scores_dir / 'summary.json', results_dir)})")
+    return links
+
+
+def _relative(path: Path, start: Path) -> str:
+    """A link target relative to RESULTS.md (absolute only across drives), with '/' separators."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), start)).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_posix()
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison tables (e.g. the lambda ablation)
+
+
+def comparison_order(summaries: Sequence[dict]) -> list[dict]:
+    """Experiments with a lambda first, by increasing lambda; the rest after, in the order given."""
+    def has_lambda(summary: dict) -> bool:
+        return isinstance(summary.get("model", {}).get("lambda"), (int, float))
+
+    with_lambda = [s for s in summaries if has_lambda(s)]
+    without = [s for s in summaries if not has_lambda(s)]
+    return sorted(with_lambda, key=lambda s: s["model"]["lambda"]) + without
+
+
+def comparison_table(summaries: Sequence[dict]) -> str:
+    """One row per experiment: mean ± std WA/UA over folds, pooled WA/UA, PER and suffix acc."""
+    header = ["experiment", "lambda", "folds", "WA mean ± std", "UA mean ± std", "pooled WA", "pooled UA",
+              "PER mean", "suffix acc mean"]
+    rows = []
+    for s in comparison_order(summaries):
+        folds = f"{len(s['folds'])}/{len(s['expected_folds'])}"
+        if s["missing_folds"]:
+            folds += " (partial)"
+        rows.append([f"{s['tag']} / {s['protocol']}", str(s.get("model", {}).get("lambda", "–")), folds,
+                     pct_pm(s["mean"]["WA"], s["std"]["WA"]), pct_pm(s["mean"]["UA"], s["std"]["UA"]),
+                     pct(s["pooled"]["WA"]), pct(s["pooled"]["UA"]), pct(s["mean"]["PER"]),
+                     pct(s["mean"]["suffix_acc"])])
+    return markdown_table(header, rows)
+
+
+def comparison_section(title: str, summaries: Sequence[dict]) -> str:
+    """The markdown of a comparison section (without its markers)."""
+    protocols = sorted({s["protocol"] for s in summaries})
+    parts = [f"## Comparison: {title}", ""]
+    if len(protocols) > 1:
+        parts += [f"**Warning**: the experiments use different protocols ({', '.join(protocols)}); "
+                  "their figures are not directly comparable.", ""]
+    parts += ["Figures in %; *mean ± std* over folds (sample std), *pooled* over all folds' predictions.", "",
+              comparison_table(summaries), ""]
+    return "\n".join(parts)
+
+
+def comparison_key(title: str) -> str:
+    """The section key of a comparison: ``compare:<title as a slug>``."""
+    return "compare:" + (re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "untitled")
+
+
+# --------------------------------------------------------------------------------------------
+# Updating the file
+
+
+def _markers(key: str) -> tuple[str, str]:
+    return f"<!-- serkit:begin {key} -->", f"<!-- serkit:end {key} -->"
+
+
+def replace_section(text: str, key: str, section: str, where: str = "RESULTS.md") -> str:
+    """``text`` with the section ``key`` replaced by ``section``, or appended if new."""
+    begin, end = _markers(key)
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    n_begin, n_end = text.count(begin), text.count(end)
+    if n_begin == 0 and n_end == 0:
+        return text.rstrip("\n") + "\n\n" + block if text.strip() else block
+    if n_begin != 1 or n_end != 1 or text.index(begin) > text.index(end):
+        raise ResultsError(
+            f"{where}: the markers of section {key!r} are broken ({n_begin} begin, {n_end} end); "
+            f"fix them by hand so that '{begin}' is followed by exactly one '{end}'")
+    start = text.index(begin)
+    stop = text.index(end) + len(end)
+    if text[stop:stop + 1] == "\n":
+        stop += 1
+    return text[:start] + block + text[stop:]
+
+
+def update_results(results_path: str | Path, key: str, section: str) -> None:
+    """Write ``section`` as section ``key`` of RESULTS.md (created if absent), atomically."""
+    path = Path(results_path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else HEADER
+    new_text = replace_section(text, key, section, where=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    tmp.replace(path)
+    logger.info("%s: wrote section %s", path, key)

@@ -1,0 +1,382 @@
+"""Stage 4 scoring, RESULTS.md sections and the comparison table, on experiments built here.
+
+Expected figures are worked out by hand in the comments, never taken from the code under test.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from serkit import results_md, scoring
+from serkit.bin import compare as compare_cli
+from serkit.bin import score as score_cli
+from serkit.results_md import ResultsError
+from serkit.scoring import ScoringError
+
+CLASSES = ["ang", "hap", "sad", "neu"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# fold01: 4 utterances, neu mistaken for ang.
+#   utt  ref  hyp   ref_tokens        hyp_tokens       edits  suffix vote
+#   a1   ang  ang   F0 V0 L0 VS0      F0 V0 VS0        1      0 (right)
+#   a2   hap  hap   S1 VS1            S1 VS0 V1        2      1 (two 1s vs one 0: right)
+#   a3   sad  sad   N2 V2             (none)           2      none (counts as wrong)
+#   a4   neu  ang   L3                L0 L3            1      tie 0/3 -> first seen, 0 (wrong)
+FOLD01 = [
+    ("a1", "ang", "ang", "F0 V0 L0 VS0", "F0 V0 VS0"),
+    ("a2", "hap", "hap", "S1 VS1", "S1 VS0 V1"),
+    ("a3", "sad", "sad", "N2 V2", ""),
+    ("a4", "neu", "ang", "L3", "L0 L3"),
+]
+# fold02: 8 utterances, one hap mistaken for ang; tokens decoded perfectly.
+FOLD02 = [
+    (f"b{i}", ref, hyp, f"V{CLASSES.index(ref)}", f"V{CLASSES.index(ref)}")
+    for i, (ref, hyp) in enumerate([("ang", "ang"), ("ang", "ang"), ("hap", "hap"), ("hap", "ang"),
+                                    ("sad", "sad"), ("sad", "sad"), ("neu", "neu"), ("neu", "neu")])
+]
+
+
+def write_fold(exp_dir: Path, fold: str, rows, *, lam=0.1, phoneme_head=True, weights=None, history=None):
+    fold_dir = exp_dir / fold
+    fold_dir.mkdir(parents=True)
+    lines = ["\t".join(["utt", "ref", "hyp", *(f"p_{c}" for c in CLASSES), "ref_tokens", "hyp_tokens"])]
+    for utt, ref, hyp, ref_tokens, hyp_tokens in rows:
+        lines.append("\t".join([utt, ref, hyp, "0.25", "0.25", "0.25", "0.25", ref_tokens, hyp_tokens]))
+    (fold_dir / "test_predictions.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = {"classes": CLASSES, "lambda": lam, "phoneme_head": phoneme_head, "n_emotions": 4, "n_tokens": 25}
+    (fold_dir / "model_config.json").write_text(json.dumps(config), encoding="utf-8")
+    if weights is not None:
+        (fold_dir / "layer_weights.json").write_text(json.dumps({"weights": weights}), encoding="utf-8")
+    if history is not None:
+        (fold_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    return fold_dir
+
+
+def two_fold_experiment(root: Path, tag="mtl", lam=0.1, **kwargs) -> Path:
+    exp_dir = root / "exp" / tag / "loso"
+    write_fold(exp_dir, "fold01", FOLD01, lam=lam, **kwargs)
+    write_fold(exp_dir, "fold02", FOLD02, lam=lam, **kwargs)
+    return exp_dir
+
+
+HISTORY = [{"epoch": e, "train_loss": 2.0 / e, "valid_loss": 2.5 / e, "valid_UA": 0.3 + 0.1 * e} for e in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """The two-fold experiment, scored once for the tests that only read its results."""
+    exp_dir = tmp_path_factory.mktemp("scored") / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold01", FOLD01, weights=[0.5, 0.25, 0.25], history=HISTORY)
+    write_fold(exp_dir, "fold02", FOLD02, weights=[0.1, 0.2, 0.7], history=HISTORY)
+    return exp_dir, scoring.score_experiment(exp_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring maths
+
+
+def test_per_fold_scores(scored):
+    _, summary = scored
+    f1 = summary["folds"]["fold01"]
+    # fold01: 3 of 4 right; recalls ang 1, hap 1, sad 1, neu 0
+    assert f1["WA"] == pytest.approx(3 / 4)
+    assert f1["UA"] == pytest.approx(3 / 4)
+    assert f1["recall"] == pytest.approx({"ang": 1.0, "hap": 1.0, "sad": 1.0, "neu": 0.0})
+    # F1: ang precision 1/2 recall 1 -> 2/3; hap 1; sad 1; neu 0 -> mean 2/3
+    assert f1["macro_F1"] == pytest.approx(2 / 3)
+    assert f1["confusion"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+    f2 = summary["folds"]["fold02"]
+    # fold02: 7 of 8 right; recalls 1, 1/2, 1, 1 -> UA 3.5/4
+    assert f2["WA"] == pytest.approx(7 / 8)
+    assert f2["UA"] == pytest.approx(3.5 / 4)
+    assert f2["n_utts"] == 8
+
+
+def test_pooled_differs_from_mean(scored):
+    _, summary = scored
+    # mean over folds: WA (3/4 + 7/8) / 2 = 13/16; UA (3/4 + 7/8) / 2 = 13/16
+    assert summary["mean"]["WA"] == pytest.approx(13 / 16)
+    assert summary["mean"]["UA"] == pytest.approx(13 / 16)
+    # sample std of two values = |difference| / sqrt(2)
+    assert summary["std"]["WA"] == pytest.approx((7 / 8 - 3 / 4) / 2 ** 0.5)
+    # pooled: 10 of 12 right; recalls ang 3/3, hap 2/3, sad 3/3, neu 2/3 -> UA 10/12
+    pooled = summary["pooled"]
+    assert pooled["n_utts"] == 12
+    assert pooled["WA"] == pytest.approx(10 / 12)
+    assert pooled["UA"] == pytest.approx((1 + 2 / 3 + 1 + 2 / 3) / 4)
+    assert pooled["WA"] != pytest.approx(summary["mean"]["WA"])
+    assert pooled["confusion"] == [[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 3, 0], [1, 0, 0, 2]]
+    # per-class recall mean over folds: hap (1 + 1/2) / 2
+    assert summary["mean"]["recall"]["hap"] == pytest.approx(0.75)
+
+
+def test_per_and_suffix_accuracy(scored):
+    _, summary = scored
+    f1, f2, pooled = summary["folds"]["fold01"], summary["folds"]["fold02"], summary["pooled"]
+    # fold01: 1 + 2 + 2 + 1 = 6 edits over 4 + 2 + 2 + 1 = 9 reference tokens
+    assert f1["PER"] == pytest.approx(6 / 9)
+    # votes right, right, none, wrong (tie broken towards the first suffix seen)
+    assert f1["suffix_acc"] == pytest.approx(2 / 4)
+    assert f1["n_no_tokens"] == 1
+    assert f2["PER"] == 0.0 and f2["suffix_acc"] == 1.0 and f2["n_no_tokens"] == 0
+    # pooled PER is 6 edits over 17 tokens, not the mean of 6/9 and 0
+    assert pooled["PER"] == pytest.approx(6 / 17)
+    assert summary["mean"]["PER"] == pytest.approx(3 / 9)
+    assert pooled["suffix_acc"] == pytest.approx(10 / 12)
+    assert pooled["n_no_tokens"] == 1
+
+
+def test_suffix_vote():
+    assert scoring.suffix_vote(["VS2", "F2", "L1"]) == 2
+    assert scoring.suffix_vote(["L0", "L3"]) == 0  # tie: first suffix seen
+    assert scoring.suffix_vote(["L3", "L0"]) == 3
+    assert scoring.suffix_vote(["S12"]) == 12  # multi-digit suffixes are whole numbers
+    assert scoring.suffix_vote([]) is None
+    with pytest.raises(ValueError, match="no emotion suffix"):
+        scoring.suffix_vote(["<blank>"])
+
+
+def test_model_without_phoneme_head_has_no_per(tmp_path):
+    summary = scoring.score_experiment(two_fold_experiment(tmp_path, phoneme_head=False))
+    assert summary["pooled"]["PER"] is None and summary["mean"]["suffix_acc"] is None
+    table = results_md.fold_table(summary)
+    assert "| fold01 | 4 | 75.0 | 75.0 | 66.7 | – | – | – |" in table
+
+
+def test_layer_weights_and_history_summary(scored):
+    _, summary = scored
+    # mean of (0.5, 0.25, 0.25) and (0.1, 0.2, 0.7)
+    assert summary["layer_weights"]["mean"] == pytest.approx([0.3, 0.225, 0.475])
+    assert summary["history"]["fold02"][2]["valid_UA"] == pytest.approx(0.6)
+    assert "| **mean** | 30.0 | 22.5 | 47.5 |" in results_md.layer_weights_table(summary)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_missing_fold_is_an_error_naming_it(tmp_path):
+    exp_dir = tmp_path / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold01", FOLD01)
+    write_fold(exp_dir, "fold03", FOLD02)  # fold02 never started: no folder at all
+    (exp_dir / "fold04").mkdir()  # fold04 started but has no predictions
+    with pytest.raises(ScoringError, match=r"2 of 4 folds .*fold02, fold04.*--allow-partial"):
+        scoring.score_experiment(exp_dir)
+
+
+def test_allow_partial_lists_missing_folds(tmp_path):
+    exp_dir = tmp_path / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold01", FOLD01)
+    write_fold(exp_dir, "fold03", FOLD02)
+    summary = scoring.score_experiment(exp_dir, allow_partial=True)
+    assert summary["missing_folds"] == ["fold02"] and not summary["complete"]
+    assert sorted(summary["folds"]) == ["fold01", "fold03"]
+    table = results_md.fold_table(summary)
+    assert "| fold02 | missing |" in table and "Partial experiment" in table
+
+
+def test_expected_folds_from_fold_definitions(tmp_path):
+    exp_dir = two_fold_experiment(tmp_path)
+    folds_dir = tmp_path / "data" / "folds" / "loso"
+    for name in ("fold01", "fold02", "fold03"):
+        (folds_dir / name).mkdir(parents=True)
+    with pytest.raises(ScoringError, match="fold03"):
+        scoring.score_experiment(exp_dir, folds_dir=folds_dir)
+
+
+def test_unknown_label_names_file_and_line(tmp_path):
+    exp_dir = tmp_path / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold01", FOLD01[:2] + [("a3", "fear", "sad", "N2", "N2")])
+    with pytest.raises(ScoringError, match=r"fold01/test_predictions.tsv:4: ref label 'fear'"):
+        scoring.score_experiment(exp_dir)
+
+
+def test_suffix_beyond_classes_is_an_error(tmp_path):
+    exp_dir = tmp_path / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold01", [("a1", "ang", "ang", "F0", "F7")])
+    with pytest.raises(ScoringError, match=r"test_predictions.tsv:2: .*suffix 7"):
+        scoring.score_experiment(exp_dir)
+
+
+def test_bad_header_and_field_count(tmp_path):
+    path = tmp_path / "test_predictions.tsv"
+    path.write_text("utt\tref\thyp\n", encoding="utf-8")
+    with pytest.raises(ScoringError, match="unexpected header"):
+        scoring.read_predictions(path)
+    path.write_text("utt\tref\thyp\tp_ang\tp_hap\tref_tokens\thyp_tokens\nu1\tang\tang\t1\t0\tF0\n", encoding="utf-8")
+    with pytest.raises(ScoringError, match=r":2: 6 tab-separated fields, header has 7"):
+        scoring.read_predictions(path)
+    with pytest.raises(ScoringError, match="must match in order"):
+        scoring.read_predictions(path, classes=["hap", "ang"])
+
+
+def test_same_utterance_in_two_folds_is_an_error(tmp_path):
+    exp_dir = tmp_path / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold01", FOLD01)
+    write_fold(exp_dir, "fold02", FOLD01[:1])
+    with pytest.raises(ScoringError, match="more than one fold.*'a1'"):
+        scoring.score_experiment(exp_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Output files
+
+
+def test_score_files_are_written(scored):
+    exp_dir, summary = scored
+    scores = exp_dir / "scores"
+    for name in ("confusion_fold01", "confusion_fold02", "confusion_pooled", "layer_weights", "learning_curves"):
+        data = (scores / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_SIGNATURE), name
+        assert len(data) > 5000, name  # a real figure, not an empty canvas
+    text = (scores / "confusion_pooled.txt").read_text(encoding="utf-8")
+    # pooled hap row: 1 as ang, 2 as hap, total 3; row % 33.3 / 66.7
+    assert "hap" in text and text.split("\n")[3].split() == ["hap", "1", "2", "0", "0", "3"]
+    assert "33.3   66.7" in text
+    on_disk = json.loads((scores / "summary.json").read_text(encoding="utf-8"))
+    assert on_disk["pooled"]["WA"] == summary["pooled"]["WA"]
+    assert scoring.load_summary(exp_dir)["folds"].keys() == summary["folds"].keys()
+
+
+def test_rescore_removes_stale_fold_figures(tmp_path):
+    exp_dir = two_fold_experiment(tmp_path)
+    scoring.score_experiment(exp_dir)
+    (exp_dir / "fold02" / "test_predictions.tsv").unlink()
+    scoring.score_experiment(exp_dir, allow_partial=True)
+    assert not (exp_dir / "scores" / "confusion_fold02.png").exists()
+    assert (exp_dir / "scores" / "confusion_fold01.png").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# RESULTS.md
+
+
+def section_for(summary, results):
+    return results_md.experiment_section(summary, results, command="./run.sh --stage 3",
+                                         environment={"python": "3.x"}, commit="abc123")
+
+
+def test_experiment_section_content(scored, tmp_path):
+    exp_dir, summary = scored
+    config = tmp_path / "conf.yaml"
+    config.write_text("lambda: 0.1\nlr: 5.0e-5\n", encoding="utf-8")
+    text = results_md.experiment_section(summary, exp_dir.parent.parent.parent / "RESULTS.md", config=config, overrides="--lambda 0.1",
+                                         command="./run.sh", environment={"torch": "9.9"}, commit="abc123 (dirty)")
+    assert "## mtl / loso" in text and "leave-one-speaker-out" in text
+    assert "abc123 (dirty)" in text and "torch        9.9" in text
+    assert "lr: 5.0e-5" in text and "`--lambda 0.1`" in text and "`./run.sh`" in text
+    # per-fold row and summary rows in percent with one decimal
+    assert "| fold02 | 8 | 87.5 | 87.5 |" in text
+    assert "| **pooled (2 folds)** | 12 | 83.3 | 83.3 |" in text
+    assert "81.2 ± 8.8" in text  # 13/16 = 81.25 -> 81.2 ; std 0.125/sqrt(2) = 8.84
+    # pooled confusion as counts (row %)
+    assert "| **hap** | 1 (33.3) | 2 (66.7) | 0 (0.0) | 0 (0.0) | 3 |" in text
+    assert "(exp/mtl/loso/scores/confusion_pooled.png)" in text
+
+
+def test_section_replacement_keeps_other_sections(scored, tmp_path):
+    results = tmp_path / "RESULTS.md"
+    second = scored[1]
+    first = dict(second, tag="single")
+    results_md.update_results(results, "single/loso", section_for(first, results))
+    results_md.update_results(results, "mtl/loso", section_for(second, results))
+    with open(results, "a", encoding="utf-8") as handle:
+        handle.write("\nNotes written by hand.\n")
+    before = results.read_text(encoding="utf-8")
+    mtl_block = before[before.index("<!-- serkit:begin mtl/loso -->"):before.index("<!-- serkit:end mtl/loso -->")]
+
+    results_md.update_results(results, "single/loso", "## single / loso\n\nre-scored\n")
+    after = results.read_text(encoding="utf-8")
+    assert after.count("<!-- serkit:begin single/loso -->") == 1
+    assert "re-scored" in after
+    assert "| fold01 | 4 | 75.0" in mtl_block and mtl_block in after  # the other section is untouched
+    assert "Notes written by hand." in after
+    assert after.index("single/loso") < after.index("mtl/loso")  # it stays where it was
+
+
+def test_broken_markers_are_refused(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\n<!-- serkit:begin a/loso -->\nhalf a section\n", encoding="utf-8")
+    with pytest.raises(ResultsError, match="markers of section 'a/loso' are broken"):
+        results_md.update_results(results, "a/loso", "new")
+    assert "half a section" in results.read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Command-line entry points
+
+
+def test_score_cli(tmp_path, capsys):
+    exp_dir = two_fold_experiment(tmp_path)
+    results = tmp_path / "RESULTS.md"
+    assert score_cli.main(["--exp", str(exp_dir), "--results", str(results), "--command", "./run.sh"]) == 0
+    out = capsys.readouterr().out
+    assert "| **pooled (2 folds)** | 12 | 83.3 |" in out
+    assert "<!-- serkit:begin mtl/loso -->" in results.read_text(encoding="utf-8")
+
+
+def test_score_cli_reports_missing_fold(tmp_path, capsys):
+    exp_dir = tmp_path / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold02", FOLD02)
+    assert score_cli.main(["--exp", str(exp_dir), "--results", str(tmp_path / "R.md")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("score: error:") and "fold01" in err
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_compare_orders_by_lambda(scored, tmp_path, capsys):
+    # Four lambda variants: copies of the scored experiment's summary under other tags and lambdas.
+    exp_dirs = {}
+    for tag, lam in (("lam1", 1), ("lam0", 0.0), ("lam0.01", 0.01), ("lam0.1", 0.1)):
+        exp_dirs[tag] = tmp_path / "exp" / tag / "loso"
+        variant = dict(scored[1], tag=tag, model=dict(scored[1]["model"], **{"lambda": lam}))
+        scoring.write_summary(exp_dirs[tag] / "scores" / "summary.json", variant)
+    other = tmp_path / "exp" / "crnn" / "loso"  # a model without lambda goes last
+    write_fold(other, "fold01", FOLD02, phoneme_head=False)
+    config = json.loads((other / "fold01" / "model_config.json").read_text())
+    del config["lambda"]
+    (other / "fold01" / "model_config.json").write_text(json.dumps(config))
+    scoring.score_experiment(other)
+
+    results = tmp_path / "RESULTS.md"
+    argv = ["--results", str(results), "--title", "lambda ablation", str(other),
+            *(str(exp_dirs[t]) for t in ("lam1", "lam0", "lam0.01", "lam0.1"))]
+    assert compare_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "/ loso" in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| lam0 / loso", "| lam0.01 / loso", "| lam0.1 / loso", "| lam1 / loso", "| crnn / loso"]
+    # mean ± std WA and UA 13/16 ± 0.125/sqrt(2); pooled 10/12; PER mean 1/3; suffix mean 3/4
+    assert rows[0] == "| lam0 / loso | 0.0 | 2/2 | 81.2 ± 8.8 | 81.2 ± 8.8 | 83.3 | 83.3 | 33.3 | 75.0 |"
+    # one fold only: no std; pooled = that fold (7 of 8); no phoneme head: no PER
+    assert rows[-1] == "| crnn / loso | – | 1/1 | 87.5 | 87.5 | 87.5 | 87.5 | – | – |"
+    text = results.read_text(encoding="utf-8")
+    assert "<!-- serkit:begin compare:lambda-ablation -->" in text
+
+    # re-running the comparison replaces its section instead of adding another
+    assert compare_cli.main(argv[:4] + [str(exp_dirs["lam0"])]) == 0
+    text = results.read_text(encoding="utf-8")
+    assert text.count("## Comparison: lambda ablation") == 1 and "lam1 / loso" not in text
+
+
+def test_compare_needs_scored_experiments(tmp_path, capsys):
+    assert compare_cli.main(["--results", str(tmp_path / "R.md"), "--title", "t", str(tmp_path / "nope")]) == 1
+    assert "score the experiment first" in capsys.readouterr().err
+
+
+def test_history_nan_becomes_null_and_bad_weights_are_refused(tmp_path):
+    history = tmp_path / "history.jsonl"
+    history.write_text('{"epoch": 1, "train_loss": NaN, "valid_UA": 0.5}\n\n{"epoch": 2, "train_loss": 1.0}\n')
+    records = scoring.read_history(history)
+    assert records == [{"epoch": 1, "train_loss": None, "valid_UA": 0.5}, {"epoch": 2, "train_loss": 1.0}]
+    history.write_text('{"epoch": 1}\n{"epoch": 2\n')
+    with pytest.raises(ScoringError, match="history.jsonl:2: not valid JSON"):
+        scoring.read_history(history)
+    weights = tmp_path / "layer_weights.json"
+    weights.write_text('{"weights": [0.5, NaN]}')
+    with pytest.raises(ScoringError, match="layer_weights.json: expected"):
+        scoring.read_layer_weights(weights)
+
+
+def test_git_state_outside_a_repository(tmp_path):
+    assert results_md.git_state(tmp_path).startswith("unknown")
