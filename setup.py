@@ -7,7 +7,7 @@ setup(
     description="Recipes and library for speech emotion recognition (wav2vec 2.0 multi-task and more)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.11",
     packages=find_packages(include=["serkit", "serkit.*"]),
     include_package_data=True,
     package_data={"serkit": ["corpora/class_maps/*.yaml"]},

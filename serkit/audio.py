@@ -54,8 +54,11 @@ def to_mono(signal: np.ndarray | torch.Tensor, channels_first: bool | None = Non
     any real recording (fewer channels than samples).
     """
     tensor = torch.as_tensor(signal)
-    if not tensor.is_floating_point():
-        # Integer PCM: scale to [-1, 1) like soundfile does for float reads.
+    if tensor.dtype == torch.uint8:
+        # 8-bit PCM is unsigned with its zero at 128 (the WAV convention).
+        tensor = (tensor.to(torch.float32) - 128.0) / 128.0
+    elif not tensor.is_floating_point():
+        # Signed integer PCM: scale to [-1, 1) like soundfile does for float reads.
         scale = float(torch.iinfo(tensor.dtype).max) + 1.0
         tensor = tensor.to(torch.float32) / scale
     tensor = tensor.to(torch.float32)
