@@ -1,0 +1,448 @@
+"""Tests of the W2V2-MTL network (serkit.model): shapes, padding invariance, losses, freezing,
+loading, export round trip and a small learning run. Tiny configs keep the file fast on 2 CPU cores."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import Wav2Vec2Config
+
+from serkit.bin import make_tiny_w2v2
+from serkit.model import (EncoderConfigError, EncoderNotFoundError, ModelInputError, W2V2MultiTask,
+                          build_tiny_w2v2, ctc_greedy_decode, encoder_from_config, load_encoder, mtl_loss,
+                          phoneme_ctc_loss)
+from serkit.model.tiny_w2v2 import TinyEncoderError
+
+SR = 16000
+N_EMO, N_TOK = 4, 7
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tensors here are tiny: thread start-up costs more than it gains, and on a busy 2-core machine
+    two threads made the learning test ~10x slower. Restored afterwards for the other test files."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(norm: str = "group", stable: bool = False, **overrides) -> dict:
+    """A small wav2vec 2.0 with the real CNN geometry (20 ms frames) and no dropout by default."""
+    settings = dict(conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                    conv_bias=norm == "layer", feat_extract_norm=norm, do_stable_layer_norm=stable,
+                    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, hidden_dropout=0.0,
+                    attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0,
+                    layerdrop=0.0)
+    settings.update(overrides)
+    return Wav2Vec2Config(**settings).to_dict()
+
+
+def make_model(seed: int = 0, norm: str = "group", stable: bool = False, phoneme_head: bool = True,
+               freeze_feature_encoder: bool = True, **overrides) -> W2V2MultiTask:
+    torch.manual_seed(seed)
+    return W2V2MultiTask.from_encoder_config(tiny_config(norm, stable, **overrides), N_EMO, N_TOK,
+                                             phoneme_head=phoneme_head,
+                                             freeze_feature_encoder=freeze_feature_encoder)
+
+
+def padded_batch(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded [B, T] batch with SpeechBrain relative lengths."""
+    longest = max(len(w) for w in waves)
+    batch = torch.zeros(len(waves), longest)
+    for row, wave in enumerate(waves):
+        batch[row, :len(wave)] = wave
+    return batch, torch.tensor([len(w) / longest for w in waves])
+
+
+def noise_waves(lengths, seed=0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [0.3 * torch.randn(n, generator=generator) for n in lengths]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_tiny_w2v2(tmp_path_factory.mktemp("enc") / "tiny", seed=0)
+
+
+# ------------------------------------------------------------------------------------ shapes
+def test_output_shapes_and_frame_counts():
+    model = make_model().eval()
+    wavs, lens = padded_batch(noise_waves([SR, 12000, 4000]))
+    with torch.no_grad():
+        out = model(wavs, lens)
+    assert out.emo_logits.shape == (3, N_EMO)
+    # 20 ms frames with a 25 ms receptive field: floor((n - 400) / 320) + 1
+    expected = [(n - 400) // 320 + 1 for n in (SR, 12000, 4000)]
+    assert out.frame_lens.tolist() == expected and out.frame_lens.dtype == torch.int64
+    assert out.phn_log_probs.shape == (3, max(expected), N_TOK)
+    assert out.phn_log_probs.dtype == torch.float32
+    assert torch.allclose(out.phn_log_probs.exp().sum(-1), torch.ones(3, max(expected)), atol=1e-5)
+    assert out.layer_weights.shape == (model.num_layers,) == (3,)  # 2 Transformer layers + H_0
+
+
+# -------------------------------------------------------------------------- padding invariance
+@pytest.mark.parametrize("norm,stable", [("group", False), ("layer", True)])
+def test_padding_does_not_change_results(norm, stable):
+    model = make_model(norm=norm, stable=stable).eval()
+    lengths = [SR, 11000, 5200]
+    waves = noise_waves(lengths, seed=1)
+    tokens = torch.tensor([[1, 2, 3], [4, 4, 0], [5, 0, 0]])
+    token_lens = torch.tensor([3, 2, 1])
+    wavs, lens = padded_batch(waves)
+    with torch.no_grad():
+        batched = model(wavs, lens)
+        batched_ctc = phoneme_ctc_loss(batched.phn_log_probs, batched.frame_lens, tokens, token_lens)
+        single_ctc = []
+        for row, wave in enumerate(waves):
+            alone = model(wave.unsqueeze(0), torch.ones(1))
+            n = int(alone.frame_lens[0])
+            assert n == int(batched.frame_lens[row])
+            assert torch.allclose(alone.emo_logits[0], batched.emo_logits[row], atol=1e-5)
+            assert torch.allclose(alone.phn_log_probs[0], batched.phn_log_probs[row, :n], atol=1e-4)
+            single_ctc.append(phoneme_ctc_loss(alone.phn_log_probs, alone.frame_lens, tokens[row:row + 1],
+                                               token_lens[row:row + 1]))
+    assert torch.allclose(batched_ctc, torch.stack(single_ctc).mean(), rtol=1e-5)
+
+
+def test_group_norm_cnn_alone_is_not_padding_invariant():
+    """Why the per-utterance CNN path exists: HF's batched GroupNorm CNN sees the padding."""
+    model = make_model(norm="group").eval()
+    waves = noise_waves([SR, 6000], seed=2)
+    wavs, _ = padded_batch(waves)
+    cnn = model.encoder.feature_extractor
+    with torch.no_grad():
+        padded = cnn(wavs)[1]
+        alone = cnn(waves[1].unsqueeze(0))[0]
+    assert not torch.allclose(padded[:, :alone.shape[1]], alone, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------- layer fusion
+def test_fused_representations_are_hf_hidden_states():
+    """H_k selected alone (one-hot fusion) equals HF's hidden_states[k] of the same input."""
+    model = make_model(norm="group").eval()
+    waves = noise_waves([8000, 8000], seed=3)
+    wavs = torch.stack(waves)
+    normalised = (wavs - wavs.mean(1, keepdim=True)) / torch.sqrt(wavs.var(1, unbiased=False, keepdim=True) + 1e-7)
+    with torch.no_grad():
+        reference = model.encoder(normalised, output_hidden_states=True).hidden_states
+        assert len(reference) == model.num_layers
+        for k in range(model.num_layers):
+            model.fusion_weights.copy_(torch.full((model.num_layers,), -1e4))
+            model.fusion_weights[k] = 0.0
+            out = model(wavs, torch.ones(2))
+            expected = model.emotion_head(reference[k].mean(dim=1))
+            assert torch.allclose(out.emo_logits, expected, atol=1e-4), f"H_{k} differs from HF"
+
+
+def test_fusion_weights_start_uniform_and_learn():
+    model = make_model().train()
+    wavs, lens = padded_batch(noise_waves([9000, 7000], seed=4))
+    with torch.no_grad():
+        first = model(wavs, lens).layer_weights
+    assert torch.allclose(first, torch.full((3,), 1 / 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    targets, tokens, token_lens = torch.tensor([0, 1]), torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1])
+    for _ in range(3):
+        loss, _, _ = mtl_loss(model(wavs, lens), targets, tokens, token_lens, lam=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        assert model.fusion_weights.grad.abs().sum() > 0
+        optimizer.step()
+    after = model(wavs, lens).layer_weights.detach()
+    assert not torch.allclose(after, first, atol=1e-4)
+    assert math.isclose(float(after.sum()), 1.0, rel_tol=1e-6)
+
+
+def test_layerdrop_skipped_layers_act_as_identity():
+    """With every layer dropped, H_0 = ... = H_N (post-LN model), so the fusion weights cannot matter."""
+    model = make_model(layerdrop=1.0).train()
+    wavs, lens = padded_batch(noise_waves([7000, 5000], seed=5))
+    with torch.no_grad():
+        uniform = model(wavs, lens).emo_logits
+        model.fusion_weights.copy_(torch.tensor([3.0, -2.0, 1.0]))
+        skewed = model(wavs, lens).emo_logits
+    assert torch.allclose(uniform, skewed, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- losses
+def test_lambda_zero_without_phoneme_head(monkeypatch):
+    with_head = make_model(seed=0)
+    without = make_model(seed=0, phoneme_head=False)
+    assert not any("phn_head" in name for name, _ in without.named_parameters())
+    n_with = sum(p.numel() for p in with_head.parameters())
+    n_without = sum(p.numel() for p in without.parameters())
+    assert n_with - n_without == 64 * N_TOK + N_TOK
+
+    def no_ctc(*args, **kwargs):
+        raise AssertionError("CTC must not be computed when lambda is 0")
+
+    monkeypatch.setattr(F, "ctc_loss", no_ctc)
+    wavs, lens = padded_batch(noise_waves([6000, 9000], seed=6))
+    targets = torch.tensor([2, 0])
+    for model in (without, with_head):
+        out = model(wavs, lens)
+        assert (out.phn_log_probs is None) == (model is without)
+        loss, l_er, l_pr = mtl_loss(out, targets, None, None, lam=0.0)
+        log_probs = out.emo_logits.log_softmax(-1)
+        expected_ce = -(log_probs[0, 2] + log_probs[1, 0]) / 2
+        assert torch.allclose(loss, expected_ce) and torch.equal(loss, l_er) and float(l_pr) == 0.0
+    with pytest.raises(ModelInputError, match="phoneme_head=False"):
+        mtl_loss(without(wavs, lens), targets, torch.tensor([[1], [2]]), torch.tensor([1, 1]), lam=0.1)
+
+
+def test_ctc_with_zero_tokens_is_the_blank_path():
+    generator = torch.Generator().manual_seed(7)
+    log_probs = torch.randn(2, 6, N_TOK, generator=generator).log_softmax(-1)
+    frame_lens = torch.tensor([6, 4])
+    tokens = torch.zeros(2, 0, dtype=torch.long)  # nobody has tokens: width 0
+    loss = phoneme_ctc_loss(log_probs, frame_lens, tokens, torch.tensor([0, 0]))
+    blank_path = torch.stack([-log_probs[0, :6, 0].sum(), -log_probs[1, :4, 0].sum()]).mean()
+    assert torch.isfinite(loss) and torch.allclose(loss, blank_path)
+    # Mixed batch, SpeechBrain relative token lengths (floats): same per-utterance terms.
+    tokens = torch.tensor([[0, 0], [3, 5]])
+    mixed = phoneme_ctc_loss(log_probs, frame_lens, tokens, torch.tensor([0.0, 1.0]))
+    other = phoneme_ctc_loss(log_probs[1:], frame_lens[1:], tokens[1:], torch.tensor([2]))
+    assert torch.allclose(mixed, (-log_probs[0, :6, 0].sum() + other) / 2)
+
+
+def test_ctc_unalignable_utterance_is_counted_and_zeroed(caplog):
+    log_probs = torch.randn(2, 5, N_TOK).log_softmax(-1)
+    tokens = torch.tensor([[1, 1, 2, 2, 3], [4, 0, 0, 0, 0]])  # 5 tokens + 2 repeats > 5 frames
+    with caplog.at_level("WARNING", logger="serkit.model.w2v2_mtl"):
+        loss = phoneme_ctc_loss(log_probs, torch.tensor([5, 5]), tokens, torch.tensor([5, 1]))
+    assert "1 of 2 utterances" in caplog.text
+    alone = phoneme_ctc_loss(log_probs[1:], torch.tensor([5]), tokens[1:, :1], torch.tensor([1]))
+    assert torch.allclose(loss, alone / 2)
+
+
+def test_ctc_rejects_out_of_range_targets():
+    log_probs = torch.randn(1, 8, N_TOK).log_softmax(-1)
+    for bad in (0, N_TOK):
+        with pytest.raises(ModelInputError, match="tokens.txt"):
+            phoneme_ctc_loss(log_probs, torch.tensor([8]), torch.tensor([[1, bad]]), torch.tensor([2]))
+
+
+def test_greedy_decode_collapses_repeats_and_drops_blanks():
+    frames = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 0, 3, 3], [0, 4, 4, 4, 0, 4, 5, 5, 6, 6]])
+    log_probs = F.one_hot(frames, N_TOK).float().log_softmax(-1)
+    assert ctc_greedy_decode(log_probs, torch.tensor([10, 8])) == [[1, 1, 2, 3], [4, 4, 5]]
+
+
+# --------------------------------------------------------------------------------- input errors
+def test_bad_inputs_raise_clear_errors():
+    model = make_model().eval()
+    with pytest.raises(ModelInputError, match=r"\[batch, samples\]"):
+        model(torch.zeros(SR), torch.ones(1))
+    with pytest.raises(ModelInputError, match=r"\(0, 1\]"):
+        model(torch.zeros(2, SR), torch.tensor([1.0, 1.5]))
+    with pytest.raises(ModelInputError, match="300 samples, fewer than the 400"):
+        model(torch.randn(2, 3000), torch.tensor([1.0, 0.1]))
+
+
+# -------------------------------------------------------------------------------------- freezing
+def _grads_after_backward(model):
+    wavs, lens = padded_batch(noise_waves([6000, 8000], seed=8))
+    loss, _, _ = mtl_loss(model(wavs, lens), torch.tensor([1, 3]), torch.tensor([[1, 2], [3, 4]]),
+                          torch.tensor([2, 2]), lam=0.5)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_feature_encoder_frozen_by_default_and_partition():
+    model = make_model().train()
+    grads = _grads_after_backward(model)
+    cnn = [n for n in grads if n.startswith("encoder.feature_extractor.")]
+    assert cnn and all(grads[n] is None for n in cnn)
+    assert grads["encoder.feature_projection.projection.weight"].abs().sum() > 0
+    assert grads["encoder.encoder.layers.0.attention.q_proj.weight"].abs().sum() > 0
+    # encoder_parameters + head_parameters + the frozen CNN cover every parameter exactly once
+    groups = [id(p) for p in model.encoder_parameters()] + [id(p) for p in model.head_parameters()]
+    cnn_ids = [id(p) for p in model.encoder.feature_extractor.parameters()]
+    assert len(set(groups)) == len(groups) and not set(groups) & set(cnn_ids)
+    assert set(groups) | set(cnn_ids) == {id(p) for p in model.parameters()}
+
+    trainable = make_model(freeze_feature_encoder=False).train()
+    grads = _grads_after_backward(trainable)
+    assert grads["encoder.feature_extractor.conv_layers.0.conv.weight"].abs().sum() > 0
+
+
+def test_set_encoder_frozen_trains_only_heads_then_releases():
+    model = make_model().train()
+    model.set_encoder_frozen(True)
+    grads = _grads_after_backward(model)
+    assert all(g is None for n, g in grads.items() if n.startswith("encoder."))
+    for name in ("fusion_weights", "emotion_head.weight", "phn_head.weight"):
+        assert grads[name].abs().sum() > 0
+    model.set_encoder_frozen(False)
+    grads = _grads_after_backward(model)
+    assert grads["encoder.encoder.layers.1.feed_forward.output_dense.weight"].abs().sum() > 0
+    assert grads["encoder.feature_extractor.conv_layers.0.conv.weight"] is None  # CNN stays frozen
+
+
+def test_autocast_bfloat16_forward_and_backward():
+    model = make_model().train()
+    wavs, lens = padded_batch(noise_waves([7000, 9000], seed=9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(wavs, lens)
+        loss, _, l_pr = mtl_loss(out, torch.tensor([0, 1]), torch.tensor([[1, 2], [3, 0]]),
+                                 torch.tensor([2, 1]), lam=0.1)
+    assert out.phn_log_probs.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(l_pr)
+    loss.backward()
+    assert torch.isfinite(model.fusion_weights.grad).all()
+
+
+# ------------------------------------------------------------------------------------- learning
+TONES = {1: 300.0, 2: 500.0, 3: 800.0, 4: 1200.0, 5: 1800.0, 6: 2600.0}
+
+
+def tone_utterance(tokens: list[int], rng: np.random.Generator) -> torch.Tensor:
+    """One 0.2 s tone per token (frequency = token identity) between 60 ms gaps, plus light noise."""
+    gap = np.zeros(int(0.06 * SR))
+    t = np.arange(int(0.2 * SR)) / SR
+    parts = [gap]
+    for token in tokens:
+        parts += [0.5 * np.sin(2 * math.pi * TONES[token] * t), gap]
+    wave = np.concatenate(parts)
+    return torch.tensor(wave + 0.01 * rng.standard_normal(len(wave)), dtype=torch.float32)
+
+
+def test_overfits_four_utterances():
+    sequences = [[1, 2, 3], [4, 5], [6, 6, 1], [2, 5, 4, 3]]
+    rng = np.random.default_rng(0)
+    wavs, lens = padded_batch([tone_utterance(s, rng) for s in sequences])
+    tokens = torch.zeros(4, 4, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        tokens[row, :len(seq)] = torch.tensor(seq)
+    token_lens, emotions = torch.tensor([len(s) for s in sequences]), torch.tensor([0, 1, 2, 3])
+
+    model = make_model(seed=0)
+    optimizer = torch.optim.Adam([{"params": model.encoder_parameters(), "lr": 2e-3},
+                                  {"params": model.head_parameters(), "lr": 6e-3}])
+    decoded, ce = None, float("inf")
+    for step in range(1, 401):
+        model.train()
+        loss, _, _ = mtl_loss(model(wavs, lens), emotions, tokens, token_lens, lam=1.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 0:
+            model.eval()
+            with torch.no_grad():
+                out = model(wavs, lens)
+                ce = float(mtl_loss(out, emotions, tokens, token_lens, lam=1.0)[1])
+            decoded = ctc_greedy_decode(out.phn_log_probs, out.frame_lens)
+            if ce < 0.05 and decoded == sequences:
+                break
+    assert ce < 0.05, f"cross-entropy still {ce:.3f}"
+    assert decoded == sequences
+    assert out.emo_logits.argmax(-1).tolist() == emotions.tolist()
+
+
+# -------------------------------------------------------------------------- loading and export
+def test_tiny_encoder_build_is_idempotent_and_loadable(tiny_dir, tmp_path):
+    stamp = {p.name: p.stat().st_mtime_ns for p in tiny_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= set(stamp)
+    assert build_tiny_w2v2(tiny_dir, seed=0) == tiny_dir
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_dir.iterdir()} == stamp
+    with pytest.raises(TinyEncoderError, match="seed 0, not 1"):
+        build_tiny_w2v2(tiny_dir, seed=1)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(TinyEncoderError, match="remove it"):
+        build_tiny_w2v2(tmp_path / "busy")
+
+    encoder = load_encoder(str(tiny_dir), layerdrop=0.2, hidden_dropout=0.0)
+    assert encoder.config.layerdrop == 0.2 and encoder.config.hidden_dropout == 0.0
+    assert encoder.config.mask_time_prob == 0.0 and encoder.config.mask_feature_prob == 0.0
+    saved = load_file(str(tiny_dir / "model.safetensors"))
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    # the standard wav2vec 2.0 frame rate: 1 s -> 49 frames
+    model = W2V2MultiTask(encoder, N_EMO, N_TOK).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, SR), torch.ones(1)).frame_lens.tolist() == [49]
+
+
+def test_make_tiny_w2v2_cli(tmp_path, capsys):
+    assert make_tiny_w2v2.main(["--out", str(tmp_path / "enc"), "--seed", "3"]) == 0
+    assert json.loads((tmp_path / "enc" / "serkit_tiny_w2v2.json").read_text())["seed"] == 3
+    assert make_tiny_w2v2.main(["--out", str(tmp_path / "enc"), "--seed", "4"]) == 1
+    assert "seed 3, not 4" in capsys.readouterr().err
+
+
+def test_missing_encoder_gives_helpful_error(tmp_path, monkeypatch):
+    missing = tmp_path / "no_such_encoder"
+    with pytest.raises(EncoderNotFoundError) as info:
+        load_encoder(str(missing))
+    message = str(info.value)
+    assert str(missing) in message and "encoder_source" in message and "huggingface-cli download" in message
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EncoderNotFoundError, match="no loadable wav2vec 2.0 checkpoint"):
+        load_encoder(str(tmp_path / "empty"))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EncoderNotFoundError) as info:
+        W2V2MultiTask.from_pretrained("serkit-tests/no-such-wav2vec2", N_EMO, N_TOK)
+    message = str(info.value)
+    assert "serkit-tests/no-such-wav2vec2" in message and "HF_HUB_OFFLINE" in message
+    assert "huggingface-cli download serkit-tests/no-such-wav2vec2" in message and "HF_HOME" in message
+
+
+def test_bad_encoder_overrides_are_rejected(tiny_dir):
+    with pytest.raises(EncoderConfigError, match="layer_drop"):
+        load_encoder(str(tiny_dir), layer_drop=0.1)
+    with pytest.raises(EncoderConfigError, match="masking"):
+        load_encoder(str(tiny_dir), mask_time_prob=0.05)
+
+
+def test_export_round_trip_gives_identical_outputs(tiny_dir):
+    trained = W2V2MultiTask.from_pretrained(str(tiny_dir), N_EMO, N_TOK).eval()
+    with torch.no_grad():
+        trained.fusion_weights.copy_(torch.tensor([0.5, -1.0, 2.0, 0.1]))
+    config = json.loads(json.dumps(trained.config_dict()))  # must survive model_config.json
+    rebuilt = W2V2MultiTask.from_encoder_config(config["encoder_config"], config["n_emotions"],
+                                                config["n_tokens"], phoneme_head=config["phoneme_head"])
+    rebuilt.load_state_dict(trained.state_dict(), strict=True)
+    rebuilt.eval()
+    wavs, lens = padded_batch(noise_waves([SR, 9000], seed=10))
+    with torch.no_grad():
+        a, b = trained(wavs, lens), rebuilt(wavs, lens)
+    assert torch.equal(a.emo_logits, b.emo_logits)
+    assert torch.equal(a.phn_log_probs, b.phn_log_probs)
+    assert torch.equal(a.layer_weights, b.layer_weights)
+
+
+def test_encoder_from_config_rejects_garbage():
+    with pytest.raises(EncoderConfigError, match="dict"):
+        encoder_from_config(["not", "a", "dict"])
+
+
+def test_runs_with_bfloat16_weights():
+    model = make_model().to(torch.bfloat16).eval()
+    wavs, lens = padded_batch(noise_waves([7000, 5000], seed=11))
+    with torch.no_grad():
+        out = model(wavs, lens)
+    assert out.emo_logits.dtype == torch.bfloat16 and torch.isfinite(out.emo_logits.float()).all()
+    assert out.phn_log_probs.dtype == torch.float32 and out.frame_lens.tolist() == [21, 15]
+
+
+def test_incomplete_checkpoint_is_not_silently_random(tiny_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_dir / "config.json").read_text())
+    weights = load_file(str(tiny_dir / "model.safetensors"))
+    del weights["encoder.layers.1.attention.k_proj.weight"]
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(EncoderConfigError, match="encoder.layers.1.attention.k_proj.weight"):
+        load_encoder(str(broken))
