@@ -1,0 +1,359 @@
+"""Stage 3 data loading: one fold of a data directory as padded batches of audio, labels and tokens.
+
+Inputs (docs/formats.md): a data directory (``wav.scp``, ``utt2emo``, ``utt2dur``, ``classes`` and,
+for the phoneme task, ``utt2phn``), a fold directory (``train``, ``valid``, ``test`` utterance lists)
+and the token inventory ``tokens.txt`` of a lang directory.
+
+Everything is checked when the fold is loaded, before any training starts: a fold list that names an
+utterance the data directory lacks, an unknown emotion label or phoneme token, or an utterance listed
+in two splits (a test leak) stops the run with an error naming the file and the fix. Hours into a
+run is the wrong time to find a typo in a data file.
+
+Batches follow SpeechBrain's conventions (:class:`~speechbrain.dataio.batch.PaddedBatch`): waveforms
+are padded on the right and come with *relative* lengths; CTC targets come with *absolute* lengths,
+as CTC losses want. :class:`DurationBucketBatchSampler` puts utterances of similar duration together
+so that little compute is spent on padding.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+from torch.utils.data import Dataset, Sampler
+
+from serkit.audio import read_audio
+from serkit.datadir import DataDirError, read_list, read_map
+from serkit.folds import load_fold
+
+logger = logging.getLogger(__name__)
+
+BLANK = "<blank>"
+SPLITS = ("train", "valid", "test")
+MAX_LISTED = 5  # how many offending ids an error message shows
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """Everything training needs to know about one utterance, read once from the data directory."""
+
+    utt_id: str
+    wav: str
+    emotion: int  # index into the classes list
+    tokens: tuple[int, ...]  # emotion-phoneme token indices (may be empty: no phones)
+    duration: float  # seconds, from utt2dur
+
+
+@dataclass
+class FoldData:
+    """The three datasets of one fold plus the label inventories they index into."""
+
+    train: "EmotionDataset"
+    valid: "EmotionDataset"
+    test: "EmotionDataset"
+    classes: list[str]
+    tokens: list[str]
+
+
+# ----------------------------------------------------------------------------- inventories
+
+
+def read_classes(data_dir: str | Path) -> list[str]:
+    """The emotion classes of a data directory, in index order (``classes``, one label a line)."""
+    path = Path(data_dir) / "classes"
+    classes = read_list(path)
+    if not classes:
+        raise DataDirError(f"{path}: no class labels; re-run data preparation (stage 0)")
+    duplicates = sorted({label for label in classes if classes.count(label) > 1})
+    if duplicates:
+        raise DataDirError(f"{path}: duplicate class label(s) {', '.join(duplicates)}; each label must appear once")
+    return classes
+
+
+def read_tokens(lang_dir: str | Path) -> list[str]:
+    """The token inventory ``tokens.txt`` as a list indexed by token id; index 0 must be ``<blank>``.
+
+    The indices must run 0, 1, 2, ... in file order, because the network's output layer and every
+    decoded hypothesis rely on position = index.
+    """
+    path = Path(lang_dir) / "tokens.txt"
+    if not path.is_file():
+        raise DataDirError(f"{path}: token inventory not found; run stage 1 (emotion-phoneme labels) first")
+    tokens: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or parts[1] != str(len(tokens)):
+                raise DataDirError(f"{path}:{line_number}: expected '<token> {len(tokens)}', got {line.strip()!r}; "
+                                   "indices must run 0, 1, 2, ... in order (re-run stage 1)")
+            if parts[0] in tokens:
+                raise DataDirError(f"{path}:{line_number}: duplicate token {parts[0]!r}")
+            tokens.append(parts[0])
+    if not tokens or tokens[0] != BLANK:
+        raise DataDirError(f"{path}: the first token (index 0) must be {BLANK} (the CTC blank); re-run stage 1")
+    return tokens
+
+
+# ----------------------------------------------------------------------------- fold and utterances
+
+
+def read_fold(fold_dir: str | Path) -> dict[str, list[str]]:
+    """The ``train``/``valid``/``test`` utterance lists of a fold, checked to be non-empty and disjoint.
+
+    Disjointness matters beyond tidiness: an utterance in both ``test`` and ``train``/``valid`` would
+    let the test set influence training or checkpoint selection.
+    """
+    fold_dir = Path(fold_dir)
+    if not fold_dir.is_dir():
+        raise DataDirError(f"{fold_dir}: fold directory not found; run stage 2 (folds) first")
+    fold = load_fold(fold_dir)
+    for split, utts in fold.items():
+        if not utts:
+            raise DataDirError(f"{fold_dir / split}: empty utterance list; re-create the folds (stage 2)")
+        repeated = sorted(utt for utt, count in Counter(utts).items() if count > 1)
+        if repeated:
+            raise DataDirError(f"{fold_dir / split}: utterance(s) listed twice: {_few(repeated)}")
+    for index, first in enumerate(SPLITS):
+        for second in SPLITS[index + 1:]:
+            shared = sorted(set(fold[first]) & set(fold[second]))
+            if shared:
+                raise DataDirError(f"{fold_dir}: {len(shared)} utterance(s) are in both '{first}' and '{second}' "
+                                   f"({_few(shared)}); splits must be disjoint, re-create the folds (stage 2)")
+    return fold
+
+
+def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], classes: Sequence[str],
+                    tokens: Sequence[str], require_phones: bool = True) -> list[Utterance]:
+    """Join the data directory's files for ``utt_ids`` into :class:`Utterance` records.
+
+    ``utt2phn`` is needed only when the phoneme task is trained (``require_phones``); without it
+    every utterance gets an empty token sequence. An utterance whose ``utt2phn`` value is empty (no
+    phones, e.g. only noise tags) keeps an empty CTC target and still trains the emotion task.
+    """
+    data_dir = Path(data_dir)
+    wavs = read_map(data_dir / "wav.scp")
+    emotions = read_map(data_dir / "utt2emo")
+    durations = read_map(data_dir / "utt2dur")
+    phn_path = data_dir / "utt2phn"
+    if require_phones and not phn_path.is_file():
+        raise DataDirError(f"{phn_path}: not found; the phoneme task (lambda > 0) needs it, run stage 1 "
+                           "or train with lambda 0")
+    phones = read_map(phn_path) if phn_path.is_file() else None
+
+    sources = {"wav.scp": wavs, "utt2emo": emotions, "utt2dur": durations}
+    if phones is not None and require_phones:
+        sources["utt2phn"] = phones
+    for name, mapping in sources.items():
+        missing = [utt for utt in utt_ids if utt not in mapping]
+        if missing:
+            raise DataDirError(f"{data_dir / name}: {len(missing)} utterance(s) of the fold are missing "
+                               f"({_few(missing)}); the fold lists do not match the data directory: re-create "
+                               "the folds (stage 2) after changing the data directory")
+
+    absent = [utt for utt in utt_ids if not Path(wavs[utt]).is_file()]
+    if absent:
+        raise DataDirError(f"{data_dir / 'wav.scp'}: {len(absent)} audio file(s) of the fold do not exist "
+                           f"({_few([f'{utt}: {wavs[utt]}' for utt in absent])}); check the corpus location "
+                           "or re-run data preparation (stage 0)")
+    class_index = {label: index for index, label in enumerate(classes)}
+    token_index = {token: index for index, token in enumerate(tokens) if token != BLANK}
+    utterances = []
+    for utt in utt_ids:
+        label = emotions[utt]
+        if label not in class_index:
+            raise DataDirError(f"{data_dir / 'utt2emo'}: utterance {utt} has label {label!r}, which is not in "
+                               f"{data_dir / 'classes'} ({', '.join(classes)}); fix the class map and re-run stage 0")
+        utterances.append(Utterance(
+            utt_id=utt,
+            wav=wavs[utt],
+            emotion=class_index[label],
+            tokens=_token_ids(phones.get(utt, "") if phones else "", token_index, phn_path, utt),
+            duration=_duration(durations[utt], data_dir / "utt2dur", utt),
+        ))
+    return utterances
+
+
+def _token_ids(value: str, token_index: dict[str, int], path: Path, utt: str) -> tuple[int, ...]:
+    unknown = [token for token in value.split() if token not in token_index]
+    if unknown:
+        raise DataDirError(f"{path}: utterance {utt} has token(s) {', '.join(sorted(set(unknown)))} that are not in "
+                           "tokens.txt (or are the blank); re-run stage 1 so labels and inventory agree")
+    return tuple(token_index[token] for token in value.split())
+
+
+def _duration(value: str, path: Path, utt: str) -> float:
+    try:
+        duration = float(value)
+    except ValueError:
+        raise DataDirError(f"{path}: utterance {utt} has duration {value!r}, not a number; re-run stage 0") from None
+    if not duration > 0:
+        raise DataDirError(f"{path}: utterance {utt} has duration {value!r}; empty recordings must be removed "
+                           "from the data directory (fix_data_dir)")
+    return duration
+
+
+def _few(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f", ... ({len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
+
+
+# ----------------------------------------------------------------------------- dataset and batches
+
+
+class EmotionDataset(Dataset):
+    """Utterances as dicts ``{id, sig, emo, tokens, token_len}``; audio is read on access.
+
+    ``max_duration`` (seconds, training only) crops longer waveforms to a random window of that
+    length: it bounds memory for the few very long utterances. The crop keeps the utterance's whole
+    CTC target, which then covers more speech than the window holds; the run logs how many
+    utterances this affects so the trade-off is visible (leave it unset to train on whole utterances).
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], sample_rate: int = 16000,
+                 max_duration: float | None = None):
+        if max_duration is not None and max_duration <= 0:
+            raise ValueError(f"max_duration must be positive seconds or None, got {max_duration}")
+        self.utterances = list(utterances)
+        self.sample_rate = sample_rate
+        self.max_duration = max_duration
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    @property
+    def durations(self) -> list[float]:
+        """Duration of each item as it will be batched (after any crop), for the bucketing sampler."""
+        cap = self.max_duration if self.max_duration is not None else float("inf")
+        return [min(utt.duration, cap) for utt in self.utterances]
+
+    @property
+    def n_cropped(self) -> int:
+        """How many utterances are longer than ``max_duration`` (and so get cropped)."""
+        if self.max_duration is None:
+            return 0
+        return sum(utt.duration > self.max_duration for utt in self.utterances)
+
+    def __getitem__(self, index: int) -> dict:
+        utt = self.utterances[index]
+        signal, _ = read_audio(utt.wav, target_sr=self.sample_rate)
+        if self.max_duration is not None:
+            signal = random_crop(signal, int(self.max_duration * self.sample_rate))
+        return {
+            "id": utt.utt_id,
+            "sig": signal,
+            "emo": utt.emotion,
+            "tokens": torch.tensor(utt.tokens, dtype=torch.long),
+            "token_len": len(utt.tokens),
+        }
+
+
+def random_crop(signal: torch.Tensor, length: int) -> torch.Tensor:
+    """A random window of ``length`` samples (the signal itself if it is not longer)."""
+    if signal.shape[0] <= length:
+        return signal
+    start = int(torch.randint(0, signal.shape[0] - length + 1, (1,)))
+    return signal[start:start + length]
+
+
+def collate_batch(examples: list[dict]) -> PaddedBatch:
+    """Pad a list of dataset items into a :class:`PaddedBatch`.
+
+    ``batch.sig`` is (waveforms [B, T], relative lengths [B]); ``batch.tokens.data`` is [B, S] padded
+    with the blank and ``batch.token_len`` holds the absolute target lengths. Token sequences are
+    padded here, to at least length 1, because SpeechBrain's ``batch_pad_right`` cannot pad a batch
+    in which every sequence is empty (utterances without phones).
+    """
+    width = max(1, max(int(example["token_len"]) for example in examples))
+    padded = []
+    for example in examples:
+        tokens = example["tokens"]
+        example = dict(example)
+        example["tokens"] = torch.nn.functional.pad(tokens, (0, width - tokens.shape[0]), value=0)
+        padded.append(example)
+    return PaddedBatch(padded, padded_keys=["sig", "tokens"])
+
+
+class DurationBucketBatchSampler(Sampler):
+    """Batches of utterances of similar duration, in a per-epoch shuffled order.
+
+    Utterances are sorted by duration and cut into consecutive batches of ``batch_size``, so a batch
+    pads every waveform only up to its longest neighbour in duration (see :func:`padded_fraction`).
+    The batches themselves are fixed; with ``shuffle`` their *order* is drawn from ``seed + epoch``,
+    so every epoch differs yet a run (or a resumed run) replays exactly the same order.
+    Call :meth:`set_epoch` before each epoch (SpeechBrain's Brain does it for its ``train_sampler``).
+    """
+
+    def __init__(self, durations: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.durations = list(durations)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        by_duration = sorted(range(len(self.durations)), key=lambda index: (self.durations[index], index))
+        self.batches = [by_duration[start:start + batch_size] for start in range(0, len(by_duration), batch_size)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose batch order :meth:`__iter__` yields next."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(range(len(self.batches)))
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        for index in order:
+            yield list(self.batches[index])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def padded_fraction(durations: Sequence[float], batches: Sequence[Sequence[int]]) -> float:
+    """The share of padding in the padded batches: 1 - (real audio / (batch size x longest item)).
+
+    0 means no padding at all; the closer to 0, the less compute is spent on zeros.
+    """
+    padded_total = real_total = 0.0
+    for batch in batches:
+        lengths = [durations[index] for index in batch]
+        if lengths:
+            padded_total += max(lengths) * len(lengths)
+            real_total += sum(lengths)
+    return 1.0 - real_total / padded_total if padded_total > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------- the whole fold
+
+
+def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | Path, sample_rate: int = 16000,
+                   max_duration: float | None = None, require_phones: bool = True) -> FoldData:
+    """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only."""
+    classes = read_classes(data_dir)
+    tokens = read_tokens(lang_dir)
+    fold = read_fold(fold_dir)
+    splits = {split: load_utterances(data_dir, fold[split], classes, tokens, require_phones) for split in SPLITS}
+    data = FoldData(
+        train=EmotionDataset(splits["train"], sample_rate, max_duration),
+        valid=EmotionDataset(splits["valid"], sample_rate),
+        test=EmotionDataset(splits["test"], sample_rate),
+        classes=classes,
+        tokens=tokens,
+    )
+    for split in SPLITS:
+        utts = splits[split]
+        without_phones = sum(not utt.tokens for utt in utts)
+        logger.info("%s: %d utterances, %.1f h, %d without phone tokens (emotion task only)", split, len(utts),
+                    sum(utt.duration for utt in utts) / 3600, without_phones)
+    if data.train.n_cropped:
+        logger.warning("train: %d of %d utterances are longer than max_duration=%.1f s and are randomly cropped; "
+                       "their CTC targets still cover the whole utterance", data.train.n_cropped, len(data.train),
+                       max_duration)
+    return data

@@ -1,0 +1,222 @@
+"""Tests of serkit.dataio: fold loading and its checks, batching, and duration bucketing."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from serkit.datadir import DataDirError
+from serkit.dataio import (DurationBucketBatchSampler, EmotionDataset, collate_batch, load_fold_data,
+                           padded_fraction, read_tokens)
+
+CLASSES = ["ang", "hap", "sad", "neu"]
+PHONE_CLASSES = ["S", "F", "N", "L", "V", "VS"]
+TOKENS = ["<blank>"] + [f"{p}{e}" for e in range(len(CLASSES)) for p in PHONE_CLASSES]
+
+
+def write_map(path: Path, mapping: dict) -> None:
+    path.write_text("".join(f"{key} {value}\n" for key, value in sorted(mapping.items())), encoding="utf-8")
+
+
+def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[str, Path]:
+    """8 utterances of 2 speakers (tones + noise, 0.5-1.25 s), a data dir, a lang dir and one fold.
+
+    ``spk0-u00`` has no phones (empty utt2phn value). ``rates`` maps utterance ids to a sample
+    rate other than 16 kHz for their wav file.
+    """
+    rates = rates or {}
+    rng = np.random.default_rng(0)
+    data, lang, fold, wavs = (root / name for name in ("data", "lang", "fold", "wav"))
+    for folder in (data, lang, fold, wavs):
+        folder.mkdir(parents=True)
+    wav_scp, utt2emo, utt2dur, utt2phn = {}, {}, {}, {}
+    for i in range(8):
+        utt, emo, duration = f"spk{i // 4}-u{i:02d}", i % 4, 0.5 + 0.25 * (i % 4)
+        rate = rates.get(utt, 16000)
+        t = np.arange(int(duration * rate)) / rate
+        signal = 0.3 * np.sin(2 * np.pi * (220 + 110 * emo) * t) + 0.05 * rng.standard_normal(t.size)
+        sf.write(wavs / f"{utt}.wav", signal.astype(np.float32), rate)
+        wav_scp[utt], utt2emo[utt], utt2dur[utt] = wavs / f"{utt}.wav", CLASSES[emo], f"{duration:.3f}"
+        utt2phn[utt] = "" if i == 0 else f"F{emo} V{emo} L{emo} VS{emo}"
+    write_map(data / "wav.scp", wav_scp)
+    write_map(data / "utt2emo", utt2emo)
+    write_map(data / "utt2dur", utt2dur)
+    write_map(data / "utt2phn", utt2phn)
+    (data / "classes").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
+    (lang / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(TOKENS)), encoding="utf-8")
+    utts = sorted(wav_scp)
+    for split, members in (("train", utts[:4]), ("valid", utts[4:6]), ("test", utts[6:])):
+        (fold / split).write_text("".join(f"{u}\n" for u in members), encoding="utf-8")
+    return {"data": data, "lang": lang, "fold": fold}
+
+
+# ----------------------------------------------------------------------------- bucketing
+
+
+def test_bucket_batches_cover_every_utterance_exactly_once():
+    durations = [random.Random(1).uniform(0.5, 12.0) for _ in range(53)]
+    sampler = DurationBucketBatchSampler(durations, batch_size=8, shuffle=True, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 7  # ceil(53 / 8)
+    assert sorted(index for batch in batches for index in batch) == list(range(53))
+    assert sorted(len(batch) for batch in batches) == [5] + [8] * 6
+
+
+def test_bucketing_pads_less_than_random_batching():
+    rng = random.Random(7)
+    durations = [rng.uniform(0.5, 15.0) for _ in range(400)]
+    bucketed = list(DurationBucketBatchSampler(durations, batch_size=16, seed=0))
+    order = list(range(len(durations)))
+    rng.shuffle(order)
+    random_batches = [order[start:start + 16] for start in range(0, len(order), 16)]
+    assert padded_fraction(durations, bucketed) < 0.25 * padded_fraction(durations, random_batches)
+
+
+def test_padded_fraction_counts_padding_over_padded_area():
+    # batch [1 s, 2 s] pads to 2 x 2 s, batch [3 s, 4 s] to 2 x 4 s: 10 s real in 12 s padded
+    assert padded_fraction([1.0, 2.0, 3.0, 4.0], [[0, 1], [2, 3]]) == pytest.approx(1 / 6)
+    assert padded_fraction([2.0, 2.0], [[0, 1]]) == 0.0
+
+
+def test_sampler_order_is_seeded_and_changes_with_epoch():
+    durations = [float(i % 37) + 0.5 for i in range(200)]
+
+    def order(seed: int, epoch: int) -> list[list[int]]:
+        sampler = DurationBucketBatchSampler(durations, batch_size=4, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(seed=5, epoch=1) == order(seed=5, epoch=1)
+    assert order(seed=5, epoch=2) != order(seed=5, epoch=1)
+    assert order(seed=6, epoch=1) != order(seed=5, epoch=1)
+    # the batches themselves are the same every epoch; only their order changes
+    assert sorted(map(tuple, order(5, 1))) == sorted(map(tuple, order(5, 2)))
+
+
+def test_unshuffled_sampler_yields_batches_in_increasing_duration():
+    durations = [3.0, 1.0, 2.0, 5.0, 4.0]
+    batches = list(DurationBucketBatchSampler(durations, batch_size=2, shuffle=False))
+    assert batches == [[1, 2], [0, 4], [3]]
+
+
+def test_sampler_rejects_a_zero_batch_size():
+    with pytest.raises(ValueError, match="batch_size"):
+        DurationBucketBatchSampler([1.0], batch_size=0)
+
+
+# ----------------------------------------------------------------------------- loading a fold
+
+
+def test_fold_items_hold_audio_labels_and_tokens(tmp_path):
+    paths = make_tiny_corpus(tmp_path, rates={"spk0-u01": 22050})
+    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    assert [len(data.train), len(data.valid), len(data.test)] == [4, 2, 2]
+    assert data.classes == CLASSES and data.tokens == TOKENS
+
+    items = {data.train[i]["id"]: data.train[i] for i in range(len(data.train))}
+    assert items["spk0-u00"]["sig"].shape == (8000,)  # 0.5 s at 16 kHz
+    assert items["spk0-u01"]["sig"].shape == (12000,)  # 0.75 s resampled from 22.05 kHz
+    assert items["spk0-u02"]["emo"] == CLASSES.index("sad")
+    assert items["spk0-u02"]["tokens"].tolist() == [TOKENS.index(t) for t in ("F2", "V2", "L2", "VS2")]
+    assert items["spk0-u00"]["tokens"].tolist() == [] and items["spk0-u00"]["token_len"] == 0
+    assert data.train.durations == [0.5, 0.75, 1.0, 1.25]
+
+
+def test_collate_pads_audio_with_relative_lengths_and_tokens_with_absolute_lengths(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    batch = collate_batch([data.train[0], data.train[3]])  # 0.5 s without phones, 1.25 s with 4
+    wavs, lens = batch.sig
+    assert wavs.shape == (2, 20000)
+    assert lens.tolist() == pytest.approx([0.4, 1.0])
+    assert torch.all(wavs[0, 8000:] == 0)
+    assert batch.tokens.data.shape == (2, 4) and batch.tokens.data[0].tolist() == [0, 0, 0, 0]
+    assert batch.token_len.tolist() == [0, 4]
+    assert batch.emo.tolist() == [0, 3] and batch.id == ["spk0-u00", "spk0-u03"]
+
+
+def test_collate_handles_a_batch_in_which_no_utterance_has_phones(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    batch = collate_batch([data.train[0], data.train[0]])
+    assert batch.tokens.data.shape == (2, 1) and batch.token_len.tolist() == [0, 0]
+
+
+def test_max_duration_crops_training_audio_only(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    data = load_fold_data(paths["data"], paths["fold"], paths["lang"], max_duration=0.6)
+    assert data.train.n_cropped == 3
+    assert data.train.durations == [0.5, 0.6, 0.6, 0.6]
+    assert max(data.train[i]["sig"].shape[0] for i in range(4)) == 9600
+    assert data.valid[1]["sig"].shape[0] == 12000  # 0.75 s: valid and test are never cropped
+
+
+def test_phones_are_optional_only_when_not_required(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    (paths["data"] / "utt2phn").unlink()
+    with pytest.raises(DataDirError, match="utt2phn.*lambda"):
+        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    data = load_fold_data(paths["data"], paths["fold"], paths["lang"], require_phones=False)
+    assert all(data.train[i]["token_len"] == 0 for i in range(len(data.train)))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_fold_naming_an_unknown_utterance_is_an_error(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    with open(paths["fold"] / "test", "a", encoding="utf-8") as handle:
+        handle.write("spk9-u99\n")
+    with pytest.raises(DataDirError, match=r"wav\.scp.*spk9-u99.*stage 2"):
+        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+
+
+def test_missing_audio_file_is_an_error_before_training(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    (tmp_path / "wav" / "spk1-u05.wav").unlink()
+    with pytest.raises(DataDirError, match=r"wav\.scp: 1 audio file.*spk1-u05"):
+        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+
+
+def test_utterance_in_train_and_test_is_an_error(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    with open(paths["fold"] / "train", "a", encoding="utf-8") as handle:
+        handle.write("spk1-u07\n")  # a test utterance
+    with pytest.raises(DataDirError, match="both 'train' and 'test'.*spk1-u07"):
+        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+
+
+def test_label_outside_the_classes_is_an_error(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    text = (paths["data"] / "utt2emo").read_text(encoding="utf-8").replace("spk0-u01 hap", "spk0-u01 exc")
+    (paths["data"] / "utt2emo").write_text(text, encoding="utf-8")
+    with pytest.raises(DataDirError, match="spk0-u01.*'exc'.*classes"):
+        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+
+
+def test_token_outside_the_inventory_is_an_error(tmp_path):
+    paths = make_tiny_corpus(tmp_path)
+    text = (paths["data"] / "utt2phn").read_text(encoding="utf-8").replace("spk0-u01 F1", "spk0-u01 Q1")
+    (paths["data"] / "utt2phn").write_text(text, encoding="utf-8")
+    with pytest.raises(DataDirError, match="utt2phn.*spk0-u01.*Q1"):
+        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("S0 0\n<blank> 1\n", "<blank>"),
+    ("<blank> 0\nS0 2\n", "expected '<token> 1'"),
+    ("<blank> 0\nS0 1\nS0 2\n", "duplicate token"),
+])
+def test_malformed_token_inventory_is_an_error(tmp_path, text, problem):
+    (tmp_path / "tokens.txt").write_text(text, encoding="utf-8")
+    with pytest.raises(DataDirError, match=problem):
+        read_tokens(tmp_path)
+
+
+def test_dataset_rejects_a_non_positive_crop_length():
+    with pytest.raises(ValueError, match="max_duration"):
+        EmotionDataset([], max_duration=0)
