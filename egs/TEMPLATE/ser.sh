@@ -82,7 +82,7 @@ if stage_on 3; then
       "$exp/log/train.foldJOB.log" \
       python -m serkit.bin.train "$train_config" --overrides "$train_overrides" \
         --data_dir "$data" --lang_dir "$lang" --fold_dir "data/folds/$protocol/foldJOB" \
-        --output_folder "$exp/foldJOB" --lambda_pr "$lam" --seed "$seed"
+        --output_folder "$exp/foldJOB" --mtl_lambda "$lam" --seed "$seed"
   done
 fi
 
@@ -93,7 +93,8 @@ if stage_on 4; then
     exps+=("$exp")
     log "Stage 4: scoring $exp"
     python -m serkit.bin.score --exp "$exp" --results RESULTS.md \
-      --config "$train_config" --command "$cmdline"
+      --config "$train_config" --folds "data/folds/$protocol" --command "$cmdline" \
+      ${folds:+--allow-partial}
   done
   if [ ${#exps[@]} -gt 1 ]; then
     log "Stage 4: lambda comparison"

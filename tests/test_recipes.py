@@ -1,0 +1,128 @@
+"""The recipes' shell layer and the mini recipe end to end.
+
+The recipes are copied into a temporary folder (with the repository's shared conf/ and tools/env.sh)
+so the test never writes into the checkout; SERKIT_VENV points path.sh at the installed environment.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serkit.datadir import read_list, read_map, validate_data_dir
+from serkit.folds import check_no_leakage, load_fold
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_recipes(dest: Path) -> Path:
+    """A throw-away copy of egs/ + conf/ + tools/env.sh laid out like the repository."""
+    shutil.copytree(REPO / "egs", dest / "egs", ignore=shutil.ignore_patterns("data", "exp", "db", "RESULTS.md"))
+    shutil.copytree(REPO / "conf", dest / "conf")
+    (dest / "tools").mkdir()
+    shutil.copy(REPO / "tools" / "env.sh", dest / "tools" / "env.sh")
+    return dest / "egs"
+
+
+def run_recipe(recipe_dir: Path, *args: str, env: dict | None = None, timeout: int = 1500):
+    environment = dict(os.environ, SERKIT_VENV=str(Path(sys.prefix)))
+    environment.update(env or {})
+    return subprocess.run(["./run.sh", *args], cwd=recipe_dir, env=environment, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def egs(tmp_path_factory) -> Path:
+    return copy_recipes(tmp_path_factory.mktemp("recipes"))
+
+
+def test_unknown_option_is_a_clear_error(egs):
+    result = run_recipe(egs / "iemocap", "--stag", "3")
+    assert result.returncode == 2
+    assert "unknown option --stag" in result.stderr
+
+
+def test_help_lists_the_stages_options(egs):
+    result = run_recipe(egs / "iemocap", "--help")
+    assert result.returncode == 0
+    assert "--stop_stage" in result.stderr and "--lambdas" in result.stderr
+
+
+def test_wrong_corpus_root_says_what_layout_is_expected(egs, tmp_path):
+    result = run_recipe(egs / "iemocap", "--stop_stage", "0", env={"IEMOCAP": str(tmp_path / "nowhere")})
+    assert result.returncode != 0
+    assert str(tmp_path / "nowhere") in result.stderr
+    assert "Session1" in result.stderr and "IEMOCAP=" in result.stderr
+    # A folder that exists but is not IEMOCAP: the Python check names the expected layout.
+    (tmp_path / "empty").mkdir()
+    result = run_recipe(egs / "iemocap", "--stop_stage", "0", env={"IEMOCAP": str(tmp_path / "empty")})
+    assert result.returncode != 0
+    assert "EmoEvaluation" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def mini_stages_0_2(egs):
+    recipe = egs / "mini_iemocap"
+    result = run_recipe(recipe, "--stage", "0", "--stop_stage", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return recipe, result
+
+
+def test_mini_stages_0_to_2_give_valid_data_tokens_and_folds(mini_stages_0_2):
+    recipe, result = mini_stages_0_2
+    for n, name in enumerate(["data preparation", "emotion-phoneme labels", "folds"]):
+        assert f"Stage {n}: {name}" in result.stdout
+    data = recipe / "data" / "all"
+    validate_data_dir(data)
+    utt2spk = read_map(data / "utt2spk")
+    assert len(set(utt2spk.values())) == 10
+    assert set(read_map(data / "utt2emo").values()) == {"ang", "hap", "sad", "neu"}
+    tokens = (recipe / "data" / "lang" / "tokens.txt").read_text().split("\n")
+    assert len([line for line in tokens if line]) == 25
+    phones = read_map(data / "utt2phn")
+    assert sum(bool(value) for value in phones.values()) > 0.9 * len(phones)
+    fold_dirs = sorted((recipe / "data" / "folds" / "loso").glob("fold*"))
+    assert len(fold_dirs) == 10
+    for fold_dir in fold_dirs:
+        fold = load_fold(fold_dir)
+        check_no_leakage(fold, utt2spk)
+        test_speakers = {utt2spk[utt] for utt in fold["test"]}
+        assert len(test_speakers) == 1
+        assert not test_speakers & {utt2spk[utt] for utt in fold["train"] + fold["valid"]}
+    assert len(list((recipe / "data" / "folds" / "loso_session").glob("fold*"))) == 5
+
+
+def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
+    recipe, _ = mini_stages_0_2
+    result = run_recipe(recipe, "--stage", "3", "--stop_stage", "5")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    for n, name in [(3, "training"), (4, "scoring"), (5, "export and inference")]:
+        assert f"Stage {n}: {name}" in result.stdout
+    exp = next((recipe / "exp").glob("*_lambda0.1_seed1"))
+    folds = sorted((exp / "loso").glob("fold*"))
+    assert len(folds) == 10 and all((fold / "train.done").is_file() for fold in folds)
+    summary = json.loads((exp / "loso" / "scores" / "summary.json").read_text())
+    assert summary  # scoring wrote its figures
+    results = (recipe / "RESULTS.md").read_text()
+    assert "pooled" in results.lower() and "UA" in results
+    assert (exp / "loso" / "scores" / "confusion_pooled.png").is_file()
+    export = exp / "export"
+    assert {"model.pt", "config.json", "classes.txt", "tokens.txt"} <= {p.name for p in export.iterdir()}
+    assert f"Exported model: {export}" in result.stdout or str(export) in result.stdout
+    # serkit-infer printed one prediction per demo utterance, each naming a class.
+    demo = read_map(exp / "export_demo.scp")
+    for utt in demo:
+        line = next(line for line in result.stdout.splitlines() if line.startswith(utt))
+        assert any(label in line.split() for label in ("ang", "hap", "sad", "neu"))
+
+    # Rerunning training is a no-op for finished folds (train.done) and scoring is reproducible.
+    rerun = run_recipe(recipe, "--stage", "3", "--stop_stage", "4")
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    assert json.loads((exp / "loso" / "scores" / "summary.json").read_text()) == summary
