@@ -4,54 +4,29 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 from serkit.datadir import DataDirError
 from serkit.dataio import (DurationBucketBatchSampler, EmotionDataset, collate_batch, load_fold_data,
                            padded_fraction, read_tokens)
 
-CLASSES = ["ang", "hap", "sad", "neu"]
-PHONE_CLASSES = ["S", "F", "N", "L", "V", "VS"]
-TOKENS = ["<blank>"] + [f"{p}{e}" for e in range(len(CLASSES)) for p in PHONE_CLASSES]
-
-
-def write_map(path: Path, mapping: dict) -> None:
-    path.write_text("".join(f"{key} {value}\n" for key, value in sorted(mapping.items())), encoding="utf-8")
-
 
 def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[str, Path]:
-    """8 utterances of 2 speakers (tones + noise, 0.5-1.25 s), a data dir, a lang dir and one fold.
+    """8 utterances of 2 speakers (tones + noise, 0.5-1.25 s), a data dir, a lang dir and one fold
+    (train: spk0, valid: spk1-u04/u05, test: spk1-u06/u07).
 
     ``spk0-u00`` has no phones (empty utt2phn value). ``rates`` maps utterance ids to a sample
     rate other than 16 kHz for their wav file.
     """
-    rates = rates or {}
-    rng = np.random.default_rng(0)
-    data, lang, fold, wavs = (root / name for name in ("data", "lang", "fold", "wav"))
-    for folder in (data, lang, fold, wavs):
-        folder.mkdir(parents=True)
-    wav_scp, utt2emo, utt2dur, utt2phn = {}, {}, {}, {}
-    for i in range(8):
-        utt, emo, duration = f"spk{i // 4}-u{i:02d}", i % 4, 0.5 + 0.25 * (i % 4)
-        rate = rates.get(utt, 16000)
-        t = np.arange(int(duration * rate)) / rate
-        signal = 0.3 * np.sin(2 * np.pi * (220 + 110 * emo) * t) + 0.05 * rng.standard_normal(t.size)
-        sf.write(wavs / f"{utt}.wav", signal.astype(np.float32), rate)
-        wav_scp[utt], utt2emo[utt], utt2dur[utt] = wavs / f"{utt}.wav", CLASSES[emo], f"{duration:.3f}"
-        utt2phn[utt] = "" if i == 0 else f"F{emo} V{emo} L{emo} VS{emo}"
-    write_map(data / "wav.scp", wav_scp)
-    write_map(data / "utt2emo", utt2emo)
-    write_map(data / "utt2dur", utt2dur)
-    write_map(data / "utt2phn", utt2phn)
-    (data / "classes").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
-    (lang / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(TOKENS)), encoding="utf-8")
-    utts = sorted(wav_scp)
-    for split, members in (("train", utts[:4]), ("valid", utts[4:6]), ("test", utts[6:])):
-        (fold / split).write_text("".join(f"{u}\n" for u in members), encoding="utf-8")
-    return {"data": data, "lang": lang, "fold": fold}
+    return write_tiny_corpus(root, 8, seconds=lambda i: 0.5 + 0.25 * (i % 4), waveform=noisy_tones(220, 110),
+                             splits={"train": range(0, 4), "valid": range(4, 6), "test": range(6, 8)},
+                             phoneless={0}, rates=rates)
+
+
+def replace_in_file(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- bucketing
@@ -192,16 +167,14 @@ def test_utterance_in_train_and_test_is_an_error(tmp_path):
 
 def test_label_outside_the_classes_is_an_error(tmp_path):
     paths = make_tiny_corpus(tmp_path)
-    text = (paths["data"] / "utt2emo").read_text(encoding="utf-8").replace("spk0-u01 hap", "spk0-u01 exc")
-    (paths["data"] / "utt2emo").write_text(text, encoding="utf-8")
+    replace_in_file(paths["data"] / "utt2emo", "spk0-u01 hap", "spk0-u01 exc")
     with pytest.raises(DataDirError, match="spk0-u01.*'exc'.*classes"):
         load_fold_data(paths["data"], paths["fold"], paths["lang"])
 
 
 def test_token_outside_the_inventory_is_an_error(tmp_path):
     paths = make_tiny_corpus(tmp_path)
-    text = (paths["data"] / "utt2phn").read_text(encoding="utf-8").replace("spk0-u01 F1", "spk0-u01 Q1")
-    (paths["data"] / "utt2phn").write_text(text, encoding="utf-8")
+    replace_in_file(paths["data"] / "utt2phn", "spk0-u01 F1", "spk0-u01 Q1")
     with pytest.raises(DataDirError, match="utt2phn.*spk0-u01.*Q1"):
         load_fold_data(paths["data"], paths["fold"], paths["lang"])
 

@@ -17,6 +17,7 @@ import pytest
 import soundfile
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
+from tiny_corpus import CLASSES, TOKENS, write_tiny_corpus
 
 from serkit.audio import AudioError
 from serkit.bin import export_model as export_cli
@@ -25,8 +26,6 @@ from serkit.export import ExportError, best_fold, export_model, load_export, res
 from serkit.inference import EmotionRecognizer, Prediction
 from serkit.model import W2V2MultiTask, build_tiny_w2v2
 
-CLASSES = ["ang", "hap", "sad", "neu"]
-TOKENS = ["<blank>"] + [f"{cls}{e}" for e in range(4) for cls in ("S", "F", "N", "L", "V", "VS")]
 SR = 16000
 
 
@@ -347,26 +346,13 @@ def test_infer_cli_bad_model_dir(tmp_path, capsys):
 
 
 def write_mini_corpus(root: Path, encoder: Path) -> dict[str, str]:
-    """Data, lang and fold directories (docs/formats.md) for 12 short utterances of 3 speakers."""
-    data, lang, fold, wavs = (root / name for name in ("data", "lang", "fold", "wav"))
-    for folder in (data, lang, fold, wavs):
-        folder.mkdir(parents=True)
-    files = {name: [] for name in ("wav.scp", "utt2emo", "utt2dur", "utt2phn")}
-    for i in range(12):
-        utt, emo, seconds = f"spk{i // 4}-u{i:02d}", i % 4, 0.5 + 0.1 * (i % 3)
-        path = write_wav(wavs / f"{utt}.wav", seconds, seed=i)
-        files["wav.scp"].append(f"{utt} {path}")
-        files["utt2emo"].append(f"{utt} {CLASSES[emo]}")
-        files["utt2dur"].append(f"{utt} {seconds:.3f}")
-        files["utt2phn"].append(f"{utt} F{emo} V{emo} L{emo} VS{emo}")
-    for name, lines in files.items():
-        (data / name).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    (data / "classes").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
-    (lang / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(TOKENS)), encoding="utf-8")
-    for split, speaker in (("train", 0), ("valid", 1), ("test", 2)):
-        utts = [f"spk{speaker}-u{i:02d}" for i in range(4 * speaker, 4 * speaker + 4)]
-        (fold / split).write_text("".join(f"{utt}\n" for utt in utts), encoding="utf-8")
-    return {"data_dir": str(data), "fold_dir": str(fold), "lang_dir": str(lang), "encoder_source": str(encoder)}
+    """Data, lang and fold directories (docs/formats.md) for 12 short utterances of 3 speakers
+    (train: spk0, valid: spk1, test: spk2), each with its own band-limited :func:`signal`."""
+    paths = write_tiny_corpus(root, 12, seconds=lambda i: 0.5 + 0.1 * (i % 3),
+                              waveform=lambda i, emo, seconds, rate: signal(rate, seconds, seed=i),
+                              splits={"train": range(0, 4), "valid": range(4, 8), "test": range(8, 12)})
+    return {"data_dir": str(paths["data"]), "fold_dir": str(paths["fold"]), "lang_dir": str(paths["lang"]),
+            "encoder_source": str(encoder)}
 
 
 def test_export_of_a_real_training_run_reproduces_its_test_predictions(setup, tmp_path):

@@ -12,6 +12,7 @@ import soundfile as sf
 import speechbrain as sb
 import torch
 import yaml
+from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 import serkit.train
 from serkit.bin import train as train_cli
@@ -22,13 +23,7 @@ from serkit.train import (EmotionPhonemeBrain, TrainError, cpu_safe_run_opts, re
                           write_history)
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
-CLASSES = ["ang", "hap", "sad", "neu"]
-TOKENS = ["<blank>"] + [f"{p}{e}" for e in range(len(CLASSES)) for p in ("S", "F", "N", "L", "V", "VS")]
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
-
-
-def write_map(path: Path, mapping: dict) -> None:
-    path.write_text("".join(f"{key} {value}\n" for key, value in sorted(mapping.items())), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -36,27 +31,11 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     """16 utterances (4 speakers x 4 emotions, tones + noise, 0.5-1.0 s), data/lang/fold dirs and a
     tiny encoder. Fold: train = spk0+spk1, valid = spk2, test = spk3. ``spk0-u00`` has no phones."""
     root = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    data, lang, fold, wavs = (root / name for name in ("data", "lang", "fold", "wav"))
-    for folder in (data, lang, fold, wavs):
-        folder.mkdir()
-    wav_scp, utt2emo, utt2dur, utt2phn = {}, {}, {}, {}
-    for i in range(16):
-        utt, emo, duration = f"spk{i // 4}-u{i:02d}", i % 4, 0.5 + 0.125 * (i % 5)
-        t = np.arange(int(duration * 16000)) / 16000
-        signal = 0.3 * np.sin(2 * np.pi * (200 + 150 * emo) * t) + 0.05 * rng.standard_normal(t.size)
-        sf.write(wavs / f"{utt}.wav", signal.astype(np.float32), 16000)
-        wav_scp[utt], utt2emo[utt], utt2dur[utt] = wavs / f"{utt}.wav", CLASSES[emo], f"{duration:.3f}"
-        utt2phn[utt] = "" if i == 0 else f"F{emo} V{emo} L{emo} VS{emo}"
-    for name, mapping in (("wav.scp", wav_scp), ("utt2emo", utt2emo), ("utt2dur", utt2dur), ("utt2phn", utt2phn)):
-        write_map(data / name, mapping)
-    (data / "classes").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
-    (lang / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(TOKENS)), encoding="utf-8")
-    for split, speakers in (("train", ("spk0", "spk1")), ("valid", ("spk2",)), ("test", ("spk3",))):
-        (fold / split).write_text("".join(f"{u}\n" for u in sorted(wav_scp) if u.startswith(speakers)),
-                                  encoding="utf-8")
+    paths = write_tiny_corpus(root, 16, seconds=lambda i: 0.5 + 0.125 * (i % 5), waveform=noisy_tones(200, 150),
+                              splits={"train": range(0, 8), "valid": range(8, 12), "test": range(12, 16)},
+                              phoneless={0})
     encoder = build_tiny_w2v2(root / "tiny_w2v2")
-    return {"root": root, "data": data, "lang": lang, "fold": fold, "encoder": encoder}
+    return {"root": root, "data": paths["data"], "lang": paths["lang"], "fold": paths["fold"], "encoder": encoder}
 
 
 def fold_overrides(corpus: dict[str, Path], out: Path, **extra) -> dict:

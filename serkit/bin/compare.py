@@ -11,10 +11,9 @@ the experiments' model_config.json; experiments without one follow in the order 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from serkit.errors import SerkitError
+from serkit.bin import one_line_errors, setup_logging
 from serkit.results_md import comparison_key, comparison_section, update_results
 from serkit.scoring import load_summary
 
@@ -29,16 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors("compare")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        summaries = [load_summary(exp_dir) for exp_dir in args.exp_dirs]
-        section = comparison_section(args.title, summaries)
-        update_results(args.results, comparison_key(args.title), section)
-    except SerkitError as error:
-        print(f"compare: error: {error}", file=sys.stderr)
-        return 1
+    setup_logging()
+    summaries = [load_summary(exp_dir) for exp_dir in args.exp_dirs]
+    section = comparison_section(args.title, summaries)
+    update_results(args.results, comparison_key(args.title), section)
     print(section)
     print(f"wrote the section '{comparison_key(args.title)}' of {args.results}")
     return 0

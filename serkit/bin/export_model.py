@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from serkit.errors import SerkitError
+from serkit.bin import one_line_errors, setup_logging
 from serkit.export import best_fold, export_model
 
 logger = logging.getLogger(__name__)
@@ -34,15 +34,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(timestamps=False)
     args = parse_args(argv)
-    try:
-        fold_dir = best_fold(args.exp) if args.fold == "best" else Path(args.exp) / args.fold
-        out_dir = export_model(fold_dir, args.out, checkpoint=args.checkpoint)
-    except SerkitError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    fold_dir = best_fold(args.exp) if args.fold == "best" else Path(args.exp) / args.fold
+    out_dir = export_model(fold_dir, args.out, checkpoint=args.checkpoint)
     print(f"exported {fold_dir} to {out_dir}")
     return 0
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from serkit.audio import AudioError, read_audio
+from serkit.bin import one_line_errors, setup_logging
 from serkit.datadir import read_map
-from serkit.errors import SerkitError
 from serkit.inference import EmotionRecognizer, Prediction
 
 logger = logging.getLogger(__name__)
@@ -116,15 +116,12 @@ def score(recognizer: EmotionRecognizer, items: list[Item], batch_size: int, as_
     return failures
 
 
+@one_line_errors(PROG, exit_code=2)  # the inputs or the model are unusable (unreadable files are counted)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(timestamps=False)
     args = parse_args(argv)
-    try:
-        items = collect_items(args.inputs, args.scp)
-        recognizer = EmotionRecognizer.from_export(args.model_dir, device=args.device)
-    except SerkitError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    items = collect_items(args.inputs, args.scp)
+    recognizer = EmotionRecognizer.from_export(args.model_dir, device=args.device)
     if args.phonemes and not recognizer.has_phoneme_head:
         logger.warning("this model has no phoneme head; --phonemes prints nothing")
     failures = score(recognizer, items, args.batch_size, args.json, args.phonemes)

@@ -11,11 +11,10 @@ the same files.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from serkit.bin import one_line_errors, setup_logging
 from serkit.emophone import label_data_dir
-from serkit.errors import SerkitError
 
 PROG = "python -m serkit.bin.make_emophones"
 
@@ -28,14 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors("make_emophones")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        report = label_data_dir(args.data, args.lang)
-    except SerkitError as error:
-        print(f"make_emophones: error: {error}", file=sys.stderr)
-        return 1
+    setup_logging()
+    report = label_data_dir(args.data, args.lang)
     print(f"labelled {report.n_utterances} utterances ({len(report.empty)} without phones, "
           f"{len(report.oov_counts)} OOV words); report: {report.report_path}")
     return 0

@@ -11,10 +11,9 @@ Writes ``OUT/<protocol>/fold<NN>/{train,valid,test}`` and ``OUT/<protocol>/folds
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from serkit.errors import SerkitError
+from serkit.bin import one_line_errors, setup_logging
 from serkit.folds import PROTOCOLS, make_folds
 
 PROG = "python -m serkit.bin.make_folds"
@@ -30,15 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors("make_folds")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
-    try:
-        built = make_folds(args.data, args.out, protocols, args.seed)
-    except SerkitError as error:
-        print(f"make_folds: error: {error}", file=sys.stderr)
-        return 1
+    built = make_folds(args.data, args.out, protocols, args.seed)
     for protocol, folds in built.items():
         print(f"{protocol}: {len(folds)} fold(s) in {args.out}/{protocol}")
     return 0

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from serkit.errors import SerkitError
+from serkit.bin import one_line_errors, setup_logging
 
 # serkit.synth.mini_iemocap (and with it torch) is imported inside main(): multiprocessing re-imports
 # the __main__ module in every espeak-ng worker process, and workers must start fast.
@@ -45,26 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors("make_mini_iemocap")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
     from serkit.synth.mini_iemocap import make_mini_iemocap
 
-    try:
-        root = make_mini_iemocap(
-            args.out,
-            seed=args.seed,
-            utts_per_speaker=args.utts_per_speaker,
-            others_per_speaker=args.others_per_speaker,
-            dialogs_per_session=args.dialogs_per_session,
-            jobs=args.jobs,
-            progress=not args.quiet,
-        )
-    except SerkitError as error:
-        print(f"make_mini_iemocap: error: {error}", file=sys.stderr)
-        return 1
+    root = make_mini_iemocap(
+        args.out,
+        seed=args.seed,
+        utts_per_speaker=args.utts_per_speaker,
+        others_per_speaker=args.others_per_speaker,
+        dialogs_per_session=args.dialogs_per_session,
+        jobs=args.jobs,
+        progress=not args.quiet,
+    )
     print(root)
     return 0
 

@@ -9,9 +9,9 @@ Point a config's ``encoder_source`` at the folder. Rerunning with the same seed 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from serkit.bin import one_line_errors, setup_logging
 from serkit.errors import SerkitError
 
 PROG = "make_tiny_w2v2"
@@ -25,16 +25,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@one_line_errors(PROG, errors=(SerkitError, OSError))
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(timestamps=False)
     args = parse_args(argv)
     from serkit.model.tiny_w2v2 import build_tiny_w2v2  # imported here: transformers is slow to import
 
-    try:
-        path = build_tiny_w2v2(args.out, seed=args.seed)
-    except (SerkitError, OSError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    path = build_tiny_w2v2(args.out, seed=args.seed)
     print(path)
     return 0
 

@@ -15,9 +15,9 @@ import argparse
 import logging
 import sys
 
+from serkit.bin import one_line_errors, setup_logging
 from serkit.corpora import shipped_class_maps
 from serkit.corpora.iemocap import prepare_iemocap
-from serkit.errors import SerkitError
 
 logger = logging.getLogger(__name__)
 PROG = "prepare_iemocap"
@@ -37,14 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(timestamps=False)
     args = parse_args(argv)
-    try:
-        report = prepare_iemocap(args.root, args.out, class_map=args.class_map, strict=args.strict)
-    except SerkitError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    report = prepare_iemocap(args.root, args.out, class_map=args.class_map, strict=args.strict)
     for line in report.summary_lines():
         logger.info("%s", line)
     for line in report.skipped.lines(max_examples=3) + report.notes.lines(max_examples=3):

@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from serkit.errors import SerkitError
+from serkit.bin import one_line_errors
 from serkit.jobs import (BACKENDS, JobsInterrupted, JobsUsageError, Resources, expand_jobs,
                          failure_message, looks_like_job_range, make_backend, parse_job_range,
                          run_jobs)
@@ -85,6 +85,7 @@ def _split_job_words(words: Sequence[str]):
     return job_range, log, command
 
 
+@one_line_errors(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -101,9 +102,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except JobsInterrupted as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.exit_code
-    except SerkitError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
     message = failure_message(results)
     if message is not None:
         print(f"{PROG}: {message}", file=sys.stderr)

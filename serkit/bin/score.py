@@ -11,11 +11,10 @@ Writes ``<exp>/scores/`` (summary.json, confusion matrices, figures) and prints 
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 
-from serkit.errors import SerkitError
+from serkit.bin import one_line_errors, setup_logging
 from serkit.results_md import experiment_key, experiment_section, fold_table, update_results
 from serkit.scoring import score_experiment
 
@@ -37,19 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors("score")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
     scored_with = shlex.join(["python", "-m", "serkit.bin.score", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        summary = score_experiment(args.exp, classes=classes, allow_partial=args.allow_partial, folds_dir=args.folds)
-        section = experiment_section(summary, args.results, config=args.config, overrides=args.overrides,
-                                     command=args.command, scored_with=scored_with)
-        update_results(args.results, experiment_key(summary), section)
-    except SerkitError as error:
-        print(f"score: error: {error}", file=sys.stderr)
-        return 1
+    summary = score_experiment(args.exp, classes=classes, allow_partial=args.allow_partial, folds_dir=args.folds)
+    section = experiment_section(summary, args.results, config=args.config, overrides=args.overrides,
+                                 command=args.command, scored_with=scored_with)
+    update_results(args.results, experiment_key(summary), section)
     print(f"## {experiment_key(summary)} (figures in %)\n")
     print(fold_table(summary))
     print(f"\nwrote {args.exp}/scores/ and the section '{experiment_key(summary)}' of {args.results}")

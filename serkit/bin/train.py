@@ -24,6 +24,7 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from hyperpyyaml.core import recursive_update
 
+from serkit.bin import LOG_FORMAT
 from serkit.errors import SerkitError
 from serkit.train import DONE_FILE, train_fold
 
@@ -31,7 +32,6 @@ logger = logging.getLogger("serkit.bin.train")
 
 REQUIRED_DIRS = ("data_dir", "fold_dir", "lang_dir")
 LOG_FILE = "train_log.txt"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class UsageError(SerkitError):

@@ -11,11 +11,10 @@ Exit status: 0 valid (after fixing, with --fix), 1 problems remain, 2 bad argume
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from serkit.bin import one_line_errors, setup_logging
 from serkit.datadir import fix_data_dir, validate_data_dir
-from serkit.errors import SerkitError
 
 PROG = "validate_data_dir"
 
@@ -30,20 +29,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(timestamps=False)
     args = parse_args(argv)
-    try:
-        if args.fix:
-            counts = fix_data_dir(args.data_dir)
-            print(f"{PROG}: {args.data_dir}: fixed; kept {counts['kept']} utterance(s), "
-                  f"removed {counts['removed']}")
-            for reason, count in counts["removed_by_reason"].items():
-                print(f"  removed {count}: {reason}")
-        summary = validate_data_dir(args.data_dir)
-    except SerkitError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    if args.fix:
+        counts = fix_data_dir(args.data_dir)
+        print(f"{PROG}: {args.data_dir}: fixed; kept {counts['kept']} utterance(s), "
+              f"removed {counts['removed']}")
+        for reason, count in counts["removed_by_reason"].items():
+            print(f"  removed {count}: {reason}")
+    summary = validate_data_dir(args.data_dir)
     print(f"{PROG}: {args.data_dir} is valid ({summary['utterances']} utterances, "
           f"{summary['speakers']} speakers)")
     return 0
