@@ -446,3 +446,15 @@ def test_incomplete_checkpoint_is_not_silently_random(tiny_dir, tmp_path):
     save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(EncoderConfigError, match="encoder.layers.1.attention.k_proj.weight"):
         load_encoder(str(broken))
+
+
+def test_ctc_is_normalised_per_token_like_torch_mean_reduction():
+    """L_PR uses CTCLoss' standard 'mean' reduction, so lambda is independent of utterance length."""
+    torch.manual_seed(0)
+    log_probs = torch.randn(3, 30, 6).log_softmax(-1)
+    frame_lens = torch.tensor([30, 25, 20])
+    tokens = torch.tensor([[1, 2, 3, 4], [5, 1, 0, 0], [2, 0, 0, 0]])
+    token_lens = torch.tensor([4, 2, 1])
+    reference = torch.nn.CTCLoss(blank=0, reduction="mean")(
+        log_probs.transpose(0, 1), tokens, frame_lens, token_lens)
+    assert torch.allclose(phoneme_ctc_loss(log_probs, frame_lens, tokens, token_lens), reference, rtol=1e-5)

@@ -284,7 +284,11 @@ def _absolute_token_lens(tokens: Tensor, token_lens: Tensor) -> Tensor:
 
 
 def phoneme_ctc_loss(log_probs: Tensor, frame_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
-    """CTC loss summed over each utterance's frames, averaged over utterances.
+    """CTC loss of each utterance divided by its number of tokens, averaged over utterances.
+
+    This is ``torch.nn.CTCLoss``'s (and SpeechBrain's) default ``mean`` reduction: a per-token loss,
+    on the same scale as the cross-entropy whatever the utterance length, so ``lambda`` weighs the
+    two tasks as the paper's ablation assumes (the paper does not state its reduction; ours).
 
     Utterances without tokens are fine (the target is the all-blank path). An utterance with more
     tokens (plus repeats, which need a blank between them) than frames has no CTC alignment: its loss
@@ -305,7 +309,7 @@ def phoneme_ctc_loss(log_probs: Tensor, frame_lens: Tensor, tokens: Tensor, toke
                        "them); their CTC loss is set to 0", int(too_short.sum()), len(lens))
     per_utt = F.ctc_loss(log_probs.float().transpose(0, 1), targets, frame_lens, lens, blank=BLANK,
                          reduction="none", zero_infinity=True)
-    return per_utt.mean()
+    return (per_utt / lens.clamp(min=1).to(per_utt.dtype)).mean()
 
 
 def mtl_loss(out: MTLOutput, emo_targets: Tensor, tokens: Optional[Tensor], token_lens: Optional[Tensor],
