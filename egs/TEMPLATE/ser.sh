@@ -54,7 +54,7 @@ exp_tag() {  # experiment name = config + overrides + lambda + seed (self-descri
 }
 fold_ids() {  # fold numbers of the protocol, or the user's --folds
   if [ -n "$folds" ]; then echo "$folds"; return; fi
-  ls -d "data/folds/$protocol"/fold* | sed 's/.*fold0*//' | sort -n | tr '\n' ' '
+  ls -d "data/folds/$protocol"/fold[0-9]* | sed 's/.*fold0*//' | sort -n | tr '\n' ' '
 }
 
 if stage_on 0; then
