@@ -269,7 +269,13 @@ def _config_block(config: str | Path | None, overrides: str | None, results_dir:
             raise ResultsError(f"{path}: config file not found (fix the --config path)")
         lines = [f"**Config**: `{_relative(path, results_dir)}`", "", "<details><summary>config contents</summary>",
                  "", "```yaml", path.read_text(encoding="utf-8").rstrip("\n"), "```", "", "</details>"]
-    lines += ["", "**Overrides**: " + (f"`{overrides}`" if overrides else "none"), ""]
+    if overrides and Path(overrides).is_file():
+        # A recipe's override file (conf/train.yaml): show it like the config it changes.
+        path = Path(overrides)
+        lines += ["", f"**Overrides**: `{_relative(path, results_dir)}`", "", "```yaml",
+                  path.read_text(encoding="utf-8").rstrip("\n"), "```", ""]
+    else:
+        lines += ["", "**Overrides**: " + (f"`{overrides}`" if overrides else "none"), ""]
     return lines
 
 

@@ -87,7 +87,7 @@ def test_mini_stages_0_to_2_give_valid_data_tokens_and_folds(mini_stages_0_2):
     assert len([line for line in tokens if line]) == 25
     phones = read_map(data / "utt2phn")
     assert sum(bool(value) for value in phones.values()) > 0.9 * len(phones)
-    fold_dirs = sorted((recipe / "data" / "folds" / "loso").glob("fold*"))
+    fold_dirs = sorted((recipe / "data" / "folds" / "loso").glob("fold[0-9]*"))
     assert len(fold_dirs) == 10
     for fold_dir in fold_dirs:
         fold = load_fold(fold_dir)
@@ -95,7 +95,7 @@ def test_mini_stages_0_to_2_give_valid_data_tokens_and_folds(mini_stages_0_2):
         test_speakers = {utt2spk[utt] for utt in fold["test"]}
         assert len(test_speakers) == 1
         assert not test_speakers & {utt2spk[utt] for utt in fold["train"] + fold["valid"]}
-    assert len(list((recipe / "data" / "folds" / "loso_session").glob("fold*"))) == 5
+    assert len(list((recipe / "data" / "folds" / "loso_session").glob("fold[0-9]*"))) == 5
 
 
 def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
@@ -106,7 +106,7 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     for n, name in [(3, "training"), (4, "scoring"), (5, "export and inference")]:
         assert f"Stage {n}: {name}" in result.stdout
     exp = next((recipe / "exp").glob("*_lambda0.1_seed1"))
-    folds = sorted((exp / "loso").glob("fold*"))
+    folds = sorted((exp / "loso").glob("fold[0-9]*"))
     assert len(folds) == 10 and all((fold / "train.done").is_file() for fold in folds)
     summary = json.loads((exp / "loso" / "scores" / "summary.json").read_text())
     assert summary  # scoring wrote its figures

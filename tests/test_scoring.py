@@ -274,6 +274,19 @@ def test_experiment_section_content(scored, tmp_path):
     assert "(exp/mtl/loso/scores/confusion_pooled.png)" in text
 
 
+def test_override_file_is_shown_with_its_contents(scored, tmp_path):
+    """A recipe's override file (conf/train.yaml) is recorded with what it changes, not just named."""
+    exp_dir, summary = scored
+    config = tmp_path / "conf.yaml"
+    config.write_text("batch_size: 16\n", encoding="utf-8")
+    overrides = tmp_path / "train.yaml"
+    overrides.write_text("batch_size: 4  # CPU demo\n", encoding="utf-8")
+    text = results_md.experiment_section(summary, tmp_path / "RESULTS.md", config=config, overrides=str(overrides),
+                                         command="./run.sh", environment={}, commit="abc")
+    assert "**Overrides**: `train.yaml`" in text
+    assert "batch_size: 4  # CPU demo" in text
+
+
 def test_section_replacement_keeps_other_sections(scored, tmp_path):
     results = tmp_path / "RESULTS.md"
     second = scored[1]

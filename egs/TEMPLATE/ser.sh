@@ -93,7 +93,7 @@ if stage_on 4; then
     exps+=("$exp")
     log "Stage 4: scoring $exp"
     python -m serkit.bin.score --exp "$exp" --results RESULTS.md \
-      --config "$train_config" --folds "data/folds/$protocol" --command "$cmdline" \
+      --config "$train_config" --overrides "$train_overrides" --folds "data/folds/$protocol" --command "$cmdline" \
       ${folds:+--allow-partial}
   done
   if [ ${#exps[@]} -gt 1 ]; then

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exp", required=True, help="experiment folder exp/<tag>/<protocol> holding fold<NN>/")
     parser.add_argument("--results", required=True, help="the recipe's RESULTS.md (created if absent)")
     parser.add_argument("--config", help="training config file to record in RESULTS.md")
-    parser.add_argument("--overrides", help="config overrides used for training, recorded as given")
+    parser.add_argument("--overrides", help="config overrides used for training: an override file (shown with its contents) or a string recorded as given")
     parser.add_argument("--command", help="the training command line, recorded as given")
     parser.add_argument("--folds", help="data/folds/<protocol>: the expected folds (default: the exp's fold folders)")
     parser.add_argument("--classes", help="comma-separated class labels in index order "
