@@ -208,7 +208,12 @@ def read_fold_inputs(data_dir: str | Path) -> tuple[dict[str, str], dict[str, st
 
 def make_folds(data_dir: str | Path, folds_dir: str | Path, protocols: Sequence[str] = PROTOCOLS,
                seed: int = 1) -> dict[str, list[Fold]]:
-    """Build, write and verify the folds of each protocol; return them by protocol."""
+    """Build, write and verify the folds of each protocol; return them by protocol.
+
+    The data directory is validated first (as at the end of every data stage), so folds are never
+    built from inconsistent files.
+    """
+    datadir.validate_data_dir(data_dir)
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise FoldError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")

@@ -29,6 +29,10 @@ def synthetic_corpus(sessions=("Ses01", "Ses02", "Ses03"), single_speaker=(), se
 
 
 def write_corpus(data: Path, utt2spk, utt2session, utt2emo) -> Path:
+    """A valid Kaldi data directory (stage 2 validates it before building folds)."""
+    datadir.write_map(data / "wav.scp", {utt: f"/corpus/{utt}.wav" for utt in utt2spk})
+    datadir.write_map(data / "spk2utt", {spk: " ".join(datadir.c_sorted(u for u in utt2spk if utt2spk[u] == spk))
+                                         for spk in set(utt2spk.values())})
     datadir.write_map(data / "utt2spk", utt2spk)
     datadir.write_map(data / "utt2session", utt2session)
     datadir.write_map(data / "utt2emo", utt2emo)
@@ -162,3 +166,15 @@ def test_cli_and_its_errors(tmp_path, capsys):
     (data / "utt2session").unlink()
     assert make_folds_cli.main(["--data", str(data), "--out", str(out)]) == 1
     assert "utt2session" in capsys.readouterr().err
+
+
+def test_make_folds_refuses_an_inconsistent_data_dir(tmp_path):
+    """Stage 2 validates its data directory first: an unsorted utt2spk is reported, not folded."""
+    from serkit.folds import make_folds
+
+    data = write_corpus(tmp_path / "data", *synthetic_corpus())
+    lines = (data / "utt2spk").read_text().splitlines()
+    (data / "utt2spk").write_text("\n".join(reversed(lines)) + "\n")
+    with pytest.raises(datadir.DataDirError, match="utt2spk"):
+        make_folds(data, tmp_path / "folds")
+    assert not (tmp_path / "folds").exists()

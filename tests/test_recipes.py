@@ -98,6 +98,19 @@ def test_mini_stages_0_to_2_give_valid_data_tokens_and_folds(mini_stages_0_2):
     assert len(list((recipe / "data" / "folds" / "loso_session").glob("fold[0-9]*"))) == 5
 
 
+def test_iemocap_recipe_runs_unchanged_on_an_iemocap_layout_tree(mini_stages_0_2, egs):
+    """egs/iemocap, pointed at any IEMOCAP_full_release-layout tree through the IEMOCAP variable,
+    prepares exactly what the mini recipe prepared from the same tree (one code path, no copy)."""
+    mini, _ = mini_stages_0_2
+    corpus = mini / "db" / "mini_iemocap" / "IEMOCAP_full_release"
+    result = run_recipe(egs / "iemocap", "--stop_stage", "2", env={"IEMOCAP": str(corpus)})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    for name in ("wav.scp", "utt2spk", "utt2emo", "utt2gender", "utt2phn", "text"):
+        assert read_map(egs / "iemocap" / "data" / "all" / name) == read_map(mini / "data" / "all" / name)
+    assert read_list(egs / "iemocap" / "data" / "folds" / "loso" / "fold03" / "test") == \
+        read_list(mini / "data" / "folds" / "loso" / "fold03" / "test")
+
+
 def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     recipe, _ = mini_stages_0_2
     result = run_recipe(recipe, "--stage", "3", "--stop_stage", "5")

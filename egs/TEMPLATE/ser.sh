@@ -22,7 +22,10 @@ help_message="Usage: $0 [options]
   --lambdas \"L ...\"    phoneme-loss weights; several values run the lambda ablation
   --seed N             random seed (part of the experiment name)
   --nj N               parallel fold jobs for the local backend
-  --export_fold F      fold to export in stage 5: best (by validation UA) or e.g. 3"
+  --threads N          CPU threads per training job (default: cores / nj)
+  --export_fold F      fold to export in stage 5: best (by validation UA) or a number, e.g. 3
+  --corpus_root DIR    the corpus (run.sh passes db.sh's value)
+  --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang)"
 
 stage=0
 stop_stage=5
@@ -106,9 +109,10 @@ if stage_on 5; then
   lam=${lambdas%% *}
   exp=exp/$(exp_tag "$lam")
   log "Stage 5: export and inference"
+  if [[ $export_fold =~ ^[0-9]+$ ]]; then export_fold=$(printf 'fold%02d' "$export_fold"); fi
   python -m serkit.bin.export_model --exp "$exp/$protocol" --fold "$export_fold" --out "$exp/export"
   log "Exported model: $(pwd)/$exp/export"
-  head -n 3 "$data/wav.scp" > "$exp/export_demo.scp"
+  head -n 3 "$data/wav.scp" > "$exp/export_demo.scp"  # a demo of serkit-infer, not an evaluation
   serkit-infer "$exp/export" --scp "$exp/export_demo.scp" --phonemes
 fi
 log "Done (stages $stage-$stop_stage)"
