@@ -281,39 +281,53 @@ def collate_batch(examples: list[dict]) -> PaddedBatch:
 
 
 class DurationBucketBatchSampler(Sampler):
-    """Batches of utterances of similar duration, in a per-epoch shuffled order.
+    """Batches of utterances of similar duration, drawn anew each epoch.
 
     Utterances are sorted by duration and cut into consecutive batches of ``batch_size``, so a batch
     pads every waveform only up to its longest neighbour in duration (see :func:`padded_fraction`).
-    The batches themselves are fixed; with ``shuffle`` their *order* is drawn from ``seed + epoch``,
-    so every epoch differs yet a run (or a resumed run) replays exactly the same order.
-    Call :meth:`set_epoch` before each epoch (SpeechBrain's Brain does it for its ``train_sampler``).
+    With ``shuffle``, each epoch sorts by duration times a random factor in ``1 +- jitter`` (so
+    neighbours of similar length trade places and batch membership changes from epoch to epoch, as
+    SGD wants) and then shuffles the batch order; both draws come from ``seed + epoch``, so a run (or
+    a resumed run) replays exactly the same batches. Call :meth:`set_epoch` before each epoch
+    (SpeechBrain's Brain does it for its ``train_sampler``).
     """
 
-    def __init__(self, durations: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0):
+    def __init__(self, durations: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 jitter: float = 0.1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
         self.durations = list(durations)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.jitter = jitter
         self.epoch = 0
-        by_duration = sorted(range(len(self.durations)), key=lambda index: (self.durations[index], index))
-        self.batches = [by_duration[start:start + batch_size] for start in range(0, len(by_duration), batch_size)]
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose batch order :meth:`__iter__` yields next."""
+        """Choose the epoch whose batches :meth:`__iter__` yields next."""
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        order = list(range(len(self.batches)))
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches, in the order they will be yielded."""
+        rng = random.Random(self.seed + self.epoch)
+        if self.shuffle and self.jitter:
+            factors = [1.0 + rng.uniform(-self.jitter, self.jitter) for _ in self.durations]
+        else:
+            factors = [1.0] * len(self.durations)
+        by_duration = sorted(range(len(self.durations)), key=lambda i: (self.durations[i] * factors[i], i))
+        batches = [by_duration[start:start + self.batch_size]
+                   for start in range(0, len(by_duration), self.batch_size)]
         if self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(order)
-        for index in order:
-            yield list(self.batches[index])
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return (len(self.durations) + self.batch_size - 1) // self.batch_size
 
 
 def padded_fraction(durations: Sequence[float], batches: Sequence[Sequence[int]]) -> float:

@@ -68,8 +68,20 @@ def test_sampler_order_is_seeded_and_changes_with_epoch():
     assert order(seed=5, epoch=1) == order(seed=5, epoch=1)
     assert order(seed=5, epoch=2) != order(seed=5, epoch=1)
     assert order(seed=6, epoch=1) != order(seed=5, epoch=1)
-    # the batches themselves are the same every epoch; only their order changes
-    assert sorted(map(tuple, order(5, 1))) == sorted(map(tuple, order(5, 2)))
+
+
+def test_batch_membership_changes_between_epochs_but_stays_duration_homogeneous():
+    """Each epoch regroups neighbours of similar duration (not only reorders fixed batches)."""
+    durations = [1.0 + 0.01 * i for i in range(64)]
+    sampler = DurationBucketBatchSampler(durations, batch_size=8, shuffle=True, seed=0)
+    membership = []
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        membership.append({frozenset(batch) for batch in sampler})
+    assert membership[0] != membership[1]
+    for batch in list(sampler):
+        spread = max(durations[i] for i in batch) / min(durations[i] for i in batch)
+        assert spread < 1.3  # 10 % jitter keeps a batch's durations close together
 
 
 def test_unshuffled_sampler_yields_batches_in_increasing_duration():

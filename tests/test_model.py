@@ -197,19 +197,22 @@ def test_lambda_zero_without_phoneme_head(monkeypatch):
         mtl_loss(without(wavs, lens), targets, torch.tensor([[1], [2]]), torch.tensor([1, 1]), lam=0.1)
 
 
-def test_ctc_with_zero_tokens_is_the_blank_path():
+def test_ctc_ignores_utterances_without_tokens():
+    """No phones -> emotion task only: such an utterance adds nothing to L_PR (not an all-blank target)."""
     generator = torch.Generator().manual_seed(7)
     log_probs = torch.randn(2, 6, N_TOK, generator=generator).log_softmax(-1)
     frame_lens = torch.tensor([6, 4])
     tokens = torch.zeros(2, 0, dtype=torch.long)  # nobody has tokens: width 0
     loss = phoneme_ctc_loss(log_probs, frame_lens, tokens, torch.tensor([0, 0]))
-    blank_path = torch.stack([-log_probs[0, :6, 0].sum(), -log_probs[1, :4, 0].sum()]).mean()
-    assert torch.isfinite(loss) and torch.allclose(loss, blank_path)
-    # Mixed batch, SpeechBrain relative token lengths (floats): same per-utterance terms.
+    assert torch.isfinite(loss) and loss.item() == 0.0
+    # Mixed batch, SpeechBrain relative token lengths (floats): only the labelled utterance counts.
     tokens = torch.tensor([[0, 0], [3, 5]])
     mixed = phoneme_ctc_loss(log_probs, frame_lens, tokens, torch.tensor([0.0, 1.0]))
-    other = phoneme_ctc_loss(log_probs[1:], frame_lens[1:], tokens[1:], torch.tensor([2]))
-    assert torch.allclose(mixed, (-log_probs[0, :6, 0].sum() + other) / 2)
+    alone = phoneme_ctc_loss(log_probs[1:], frame_lens[1:], tokens[1:], torch.tensor([2]))
+    assert torch.allclose(mixed, alone)
+    expected = torch.nn.functional.ctc_loss(log_probs[1:].transpose(0, 1), tokens[1:], frame_lens[1:],
+                                            torch.tensor([2]), reduction="sum") / 2  # per token
+    assert torch.allclose(alone, expected)
 
 
 def test_ctc_unalignable_utterance_is_counted_and_zeroed(caplog):
@@ -395,6 +398,14 @@ def test_missing_encoder_gives_helpful_error(tmp_path, monkeypatch):
     message = str(info.value)
     assert "serkit-tests/no-such-wav2vec2" in message and "HF_HUB_OFFLINE" in message
     assert "huggingface-cli download serkit-tests/no-such-wav2vec2" in message and "HF_HOME" in message
+
+
+def test_relative_folder_that_looks_like_a_hub_id_is_reported_as_a_missing_folder(tmp_path, monkeypatch):
+    """`db/tiny_w2v2` before stage 0 built it: 'no such folder', not a hub lookup of 'db/tiny_w2v2'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "db").mkdir()
+    with pytest.raises(EncoderNotFoundError, match="db/tiny_w2v2: no such folder"):
+        load_encoder("db/tiny_w2v2")
 
 
 def test_bad_encoder_overrides_are_rejected(tiny_dir):

@@ -121,6 +121,10 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     exp = next((recipe / "exp").glob("*_lambda0.1_seed1"))
     folds = sorted((exp / "loso").glob("fold[0-9]*"))
     assert len(folds) == 10 and all((fold / "train.done").is_file() for fold in folds)
+    for fold in folds:  # the model learns: training loss well below where it started, in every fold
+        history = [json.loads(line) for line in (fold / "history.jsonl").read_text().splitlines()]
+        assert len(history) == 12
+        assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"], (fold.name, history)
     summary = json.loads((exp / "loso" / "scores" / "summary.json").read_text())
     assert summary  # scoring wrote its figures
     results = (recipe / "RESULTS.md").read_text()

@@ -30,8 +30,8 @@ then
   $pip install --quiet "torch==$TORCH_VERSION" "torchaudio==$TORCH_VERSION"
 fi
 
-echo "install.sh: installing serkit (editable) and its dependencies"
-$pip install --quiet -e "$root[dev]"
+echo "install.sh: installing serkit (editable) and its dependencies (versions: tools/constraints.txt)"
+$pip install --quiet -c "$here/constraints.txt" -e "$root[dev]"
 
 "$venv/bin/python" -m serkit.doctor
 echo "install.sh: done. Activate with: . $venv/bin/activate  (recipes' path.sh do this)"

@@ -24,6 +24,7 @@ help_message="Usage: $0 [options]
   --nj N               parallel fold jobs for the local backend
   --threads N          CPU threads per training job (default: cores / nj)
   --export_fold F      fold to export in stage 5: best (by validation UA) or a number, e.g. 3
+  --export_lambda L    which of --lambdas to export in stage 5 (default: the first)
   --corpus_root DIR    the corpus (run.sh passes db.sh's value)
   --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang)"
 
@@ -39,6 +40,7 @@ seed=1
 nj=2
 threads=        # CPU threads per training job (default: cores / nj)
 export_fold=best
+export_lambda=
 corpus_root=
 data=data/all
 lang=data/lang
@@ -52,8 +54,8 @@ if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (options are --name val
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-exp_tag() {  # experiment name = config + overrides + lambda + seed (self-describing)
-  echo "$(basename "$train_config" .yaml)_$(basename "$train_overrides" .yaml)_lambda${1}_seed${seed}"
+exp_tag() {  # experiment name = config + overrides + class map + lambda + seed (self-describing)
+  echo "$(basename "$train_config" .yaml)_$(basename "$train_overrides" .yaml)_$(basename "$class_map" .yaml)_lambda${1}_seed${seed}"
 }
 fold_ids() {  # fold numbers of the protocol, or the user's --folds
   if [ -n "$folds" ]; then echo "$folds"; return; fi
@@ -106,7 +108,7 @@ if stage_on 4; then
 fi
 
 if stage_on 5; then
-  lam=${lambdas%% *}
+  lam=${export_lambda:-${lambdas%% *}}
   exp=exp/$(exp_tag "$lam")
   log "Stage 5: export and inference"
   if [[ $export_fold =~ ^[0-9]+$ ]]; then export_fold=$(printf 'fold%02d' "$export_fold"); fi

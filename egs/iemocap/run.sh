@@ -2,7 +2,7 @@
 # IEMOCAP, 4 emotions, W2V2-MTL (multi-task wav2vec 2.0 with emotion-phoneme CTC), 10-fold
 # leave-one-speaker-out. Stages and options: ../TEMPLATE/ser.sh --help.
 #   IEMOCAP=/data/IEMOCAP_full_release ./run.sh            # everything
-#   ./run.sh --stage 3 --lambdas "0 0.001 0.01 0.1 1"      # the paper's lambda ablation
+#   ./run.sh --stage 3 --stop_stage 4 --lambdas "0 0.001 0.01 0.1 1"   # the paper's lambda ablation
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
-exec ../TEMPLATE/ser.sh --corpus_root "$IEMOCAP" "$@"
+exec ../TEMPLATE/ser.sh --corpus_root "$MINI_IEMOCAP" "$@"

@@ -43,12 +43,16 @@ def hub_offline() -> bool:
 
 
 def _looks_like_path(source: str) -> bool:
-    """A source that can only mean a folder (absolute, ``./``, ``~`` or more than one ``/``).
+    """A source that can only mean a folder (absolute, ``./``, ``~``, more than one ``/``, or a first
+    component that is a local folder).
 
     A hub id is ``name`` or ``owner/name``, so anything else is a local path and must not be
     looked up on the hub (which would turn a typo into a confusing network error).
     """
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1:
+        return True
+    # `db/tiny_w2v2`: shaped like a hub id, but `db` is a local folder, so it names a missing folder.
+    return "/" in source and Path(source.split("/")[0]).is_dir()
 
 
 def _how_to_provide(source: str) -> str:

@@ -290,9 +290,12 @@ def phoneme_ctc_loss(log_probs: Tensor, frame_lens: Tensor, tokens: Tensor, toke
     on the same scale as the cross-entropy whatever the utterance length, so ``lambda`` weighs the
     two tasks as the paper's ablation assumes (the paper does not state its reduction; ours).
 
-    Utterances without tokens are fine (the target is the all-blank path). An utterance with more
-    tokens (plus repeats, which need a blank between them) than frames has no CTC alignment: its loss
-    is set to 0 by ``zero_infinity`` and the number of such utterances is logged.
+    Utterances without tokens (a transcript that gave no phones) take no part: they stay in the
+    emotion task only. Otherwise their all-blank target would be trained with a loss summed over
+    every frame (nothing to divide by), tens of times larger than a labelled utterance's. A batch with
+    no tokens at all has ``L_PR = 0``. An utterance with more tokens (plus repeats, which need a blank
+    between them) than frames has no CTC alignment: its loss is set to 0 by ``zero_infinity`` and the
+    number of such utterances is logged.
     """
     lens = _absolute_token_lens(tokens, token_lens.to(tokens.device))
     valid = length_mask(lens, tokens.shape[1])
@@ -309,7 +312,10 @@ def phoneme_ctc_loss(log_probs: Tensor, frame_lens: Tensor, tokens: Tensor, toke
                        "them); their CTC loss is set to 0", int(too_short.sum()), len(lens))
     per_utt = F.ctc_loss(log_probs.float().transpose(0, 1), targets, frame_lens, lens, blank=BLANK,
                          reduction="none", zero_infinity=True)
-    return (per_utt / lens.clamp(min=1).to(per_utt.dtype)).mean()
+    labelled = lens > 0
+    if not bool(labelled.any()):
+        return per_utt.sum() * 0.0  # keeps the graph and device; nothing to learn from
+    return (per_utt[labelled] / lens[labelled].to(per_utt.dtype)).mean()
 
 
 def mtl_loss(out: MTLOutput, emo_targets: Tensor, tokens: Optional[Tensor], token_lens: Optional[Tensor],
