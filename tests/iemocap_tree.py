@@ -2,10 +2,11 @@
 
 The real corpus cannot be shipped, so tests write trees with the same layout and the same traps
 (evaluator lines, EmoEvaluation sub-folders, macOS ``._*`` files, odd transcript lines, XX turns,
-suffixed dialogs, CRLF line ends, labels outside the classes, missing / corrupt / 8 kHz / stereo
-wavs), with tiny real wav files. Each utterance is described by :class:`TreeUtt`, whose expected
-speaker, gender and ids are computed from its own fields — never by parsing the id — so tests
-know the ground truth independently of the parser under test.
+suffixed dialogs, CRLF line ends, labels outside the classes, missing / corrupt / 8 kHz / stereo /
+too short wavs, stray files and unlabelled wavs in ``sentences/wav``), with tiny real wav files.
+Each utterance is described by :class:`TreeUtt`, whose expected speaker, gender and ids are
+computed from its own fields — never by parsing the id — so tests know the ground truth
+independently of the parser under test.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ import soundfile
 #: A consensus line for this id is planted in every trap file that must NOT be read; its wav
 #: exists, so a parser that took those files for label files could put it in the data directory.
 GHOST_TURN = "F999"
+#: Shortest wav a correct preparation keeps, in seconds (typed here independently of the module).
+MIN_SECONDS = 0.05
+#: A stray non-audio file planted in every sentence wav folder of a trap tree.
+STRAY_FILE = ".DS_Store"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,14 @@ class TreeUtt:
         """The utt2dur value a correct preparation writes."""
         return f"{self.frames / self.sample_rate:.3f}"
 
+    @property
+    def usable(self) -> bool:
+        """Whether the wav exists, reads, and holds at least MIN_SECONDS of audio."""
+        return self.wav == "ok" and self.frames > 0 and self.frames / self.sample_rate >= MIN_SECONDS
+
+    def wav_path(self, root: Path) -> Path:
+        return root / f"Session{self.session}" / "sentences" / "wav" / self.dialog / f"{self.corpus_id}.wav"
+
 
 @dataclass(frozen=True)
 class DialogStyle:
@@ -79,13 +92,20 @@ class IemocapTree:
     root: Path
     utts: list[TreeUtt]
     n_trap_files: dict[str, int] = field(default_factory=dict)
+    ghost_wavs: list[Path] = field(default_factory=list)  # planted wavs that no label file names
+    stray_files: list[Path] = field(default_factory=list)  # planted non-wav files in sentence wav folders
 
     def labelled(self) -> list[TreeUtt]:
         return [u for u in self.utts if u.code is not None]
 
     def expected(self, mapping: dict[str, str]) -> dict[str, TreeUtt]:
         """``{utt_id: utt}`` that a correct preparation keeps under a class map's ``map``."""
-        return {u.utt_id: u for u in self.labelled() if u.code in mapping and u.wav == "ok"}
+        return {u.utt_id: u for u in self.labelled() if u.code in mapping and u.usable}
+
+    def unlabelled_wavs(self) -> list[Path]:
+        """Sentence wavs that no consensus line names (unlabelled turns and planted ghosts), sorted."""
+        paths = [u.wav_path(self.root) for u in self.utts if u.code is None and u.wav != "missing"]
+        return sorted(paths + self.ghost_wavs)
 
 
 def _write_text(path: Path, lines: list[str], crlf: bool) -> None:
@@ -94,10 +114,19 @@ def _write_text(path: Path, lines: list[str], crlf: bool) -> None:
     path.write_bytes(ending.join(lines).encode("utf-8") + ending.encode())
 
 
-def _write_wav(path: Path, utt: TreeUtt, seed: int) -> None:
+def _write_wav(path: Path, utt: TreeUtt, seed: int, cache: dict | None = None) -> None:
+    """Write ``utt``'s wav; with ``cache``, wavs of the same shape share one rendering (fast)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if utt.wav == "corrupt":
         path.write_bytes(b"RIFF\x00\x00 this is not a wav file")
+        return
+    if cache is not None:
+        key = (utt.frames, utt.sample_rate, utt.channels)
+        if key not in cache:
+            _write_wav(path, utt, seed)
+            cache[key] = path.read_bytes()
+        else:
+            path.write_bytes(cache[key])
         return
     rng = np.random.default_rng(seed)
     t = np.arange(utt.frames) / utt.sample_rate
@@ -140,8 +169,9 @@ def _transcription(dialog: str, utts: list[TreeUtt], times: dict[str, tuple[floa
     return lines
 
 
-def _plant_traps(session_dir: Path, dialog: str, counts: dict[str, int]) -> None:
-    """Files a correct parser must skip: each holds a consensus line for a ghost utterance."""
+def _plant_traps(session_dir: Path, dialog: str, counts: dict[str, int], tree: IemocapTree) -> None:
+    """Files a correct parser must skip: each holds a consensus line for a ghost utterance, whose wav
+    exists; plus macOS twins and a stray file in ``sentences/wav``."""
     ghost = f"{dialog}_{GHOST_TURN}"
     ghost_line = _consensus_line(1.0, 2.0, ghost, "ang", "\t")
     emo_dir = session_dir / "dialog" / "EmoEvaluation"
@@ -153,16 +183,29 @@ def _plant_traps(session_dir: Path, dialog: str, counts: dict[str, int]) -> None
     apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X\xff\xfe\n"
     (emo_dir / f"._{dialog}.txt").write_bytes(apple_double + ghost_line.encode())
     (session_dir / "dialog" / "transcriptions" / f"._{dialog}.txt").write_bytes(b"\x00\x05\x16\x07junk")
-    counts["._"] = counts.get("._", 0) + 1  # only the EmoEvaluation twin is in a folder the parser lists
-    ghost_wav = session_dir / "sentences" / "wav" / dialog / f"{ghost}.wav"
+    counts["._"] = counts.get("._", 0) + 1  # the EmoEvaluation twin: the transcription folder is not listed
+    wav_dir = session_dir / "sentences" / "wav" / dialog
+    ghost_wav = wav_dir / f"{ghost}.wav"
     _write_wav(ghost_wav, TreeUtt(1, "F", "x", "F", 999, "ang"), seed=999)
+    tree.ghost_wavs.append(ghost_wav)
+    # twins of the dialog folder and of a wav, as a copy from a Mac leaves them; a Finder file
+    (wav_dir.parent / f"._{dialog}").write_bytes(apple_double)
+    (wav_dir / f"._{ghost}.wav").write_bytes(apple_double)
+    counts["._"] += 2
+    (wav_dir / STRAY_FILE).write_bytes(b"\x00\x00\x00\x01Bud1")
+    tree.stray_files.append(wav_dir / STRAY_FILE)
 
 
 def write_iemocap_tree(root: Path, utts: list[TreeUtt], styles: dict[str, DialogStyle] | None = None,
-                       traps: bool = True) -> IemocapTree:
-    """Write an IEMOCAP-layout tree under ``root`` holding ``utts``; return it with its ground truth."""
+                       traps: bool = True, reuse_audio: bool = False) -> IemocapTree:
+    """Write an IEMOCAP-layout tree under ``root`` holding ``utts``; return it with its ground truth.
+
+    ``reuse_audio``: utterances of the same length share one rendering (for trees of thousands).
+    """
     styles = styles or {}
-    counts: dict[str, int] = {}
+    audio_cache: dict | None = {} if reuse_audio else None
+    tree = IemocapTree(root=root, utts=list(utts))
+    counts = tree.n_trap_files
     dialogs: dict[str, list[TreeUtt]] = {}
     for u in utts:
         dialogs.setdefault(u.dialog, []).append(u)
@@ -180,13 +223,14 @@ def write_iemocap_tree(root: Path, utts: list[TreeUtt], styles: dict[str, Dialog
                     _transcription(dialog, members, times), style.crlf)
         for n, u in enumerate(members):
             if u.wav != "missing":
-                _write_wav(session_dir / "sentences" / "wav" / dialog / f"{u.corpus_id}.wav", u, seed=n)
+                _write_wav(session_dir / "sentences" / "wav" / dialog / f"{u.corpus_id}.wav", u, seed=n,
+                           cache=audio_cache)
         if traps:
-            _plant_traps(session_dir, dialog, counts)
+            _plant_traps(session_dir, dialog, counts, tree)
     if traps:
         (root / "._Session1").write_bytes(b"\x00\x05\x16\x07")
         counts["._"] = counts.get("._", 0) + 1
-    return IemocapTree(root=root, utts=list(utts), n_trap_files=counts)
+    return tree
 
 
 def trap_utts() -> list[TreeUtt]:
@@ -213,6 +257,8 @@ def trap_utts() -> list[TreeUtt]:
         U(3, "M", "impro05a", "F", 1, "exc", seconds=0.2),
         U(3, "M", "impro08b", "M", 0, "neu"),
         U(3, "M", "impro08b", "F", 0, "sad", sample_rate=8000),  # not 16 kHz: kept, noted
+        U(3, "M", "impro08b", "M", 1, "ang", seconds=0.03),  # too short for wav2vec 2.0: skipped, reported
+        U(3, "M", "impro08b", "F", 1, "xxx", seconds=0.02),  # too short, but excluded by its code first
         U(5, "M", "script01_1b", "F", 0, "neu"),
         U(5, "M", "script01_1b", "M", 0, "exc", channels=2),  # stereo: kept, noted
         U(5, "M", "script01_1b", "F", 1, "fea"),
@@ -232,3 +278,37 @@ TRAP_STYLES = {
 def build_trap_tree(root: Path) -> IemocapTree:
     """The standard look-alike tree most tests use (partial: sessions 1, 3 and 5)."""
     return write_iemocap_tree(root, trap_utts(), TRAP_STYLES)
+
+
+#: Published full-release counts (corpora.md), typed here independently of the module under test.
+PUBLISHED_CODES = {"xxx": 2507, "fru": 1849, "neu": 1708, "ang": 1103, "sad": 1084, "exc": 1041,
+                   "hap": 595, "sur": 107, "fea": 40, "oth": 3, "dis": 2}
+PUBLISHED_4CLASS_SESSIONS = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
+FULL_RELEASE_DIALOGS_PER_SESSION = {1: 30, 2: 30, 3: 30, 4: 30, 5: 31}  # 151 in all (the split is made up)
+
+
+def published_count_utts() -> list[TreeUtt]:
+    """10,039 labelled utterances over 5 sessions and 151 dialogs with exactly the published consensus-code
+    and 4-class per-session counts: the shape of an intact full release.
+
+    Only the 5,531 four-class utterances get a wav (the others are excluded before any wav is read),
+    each 0.05 s long, which keeps the tree small enough to write in a few seconds.
+    """
+    four = [code for code in ("ang", "hap", "exc", "sad", "neu") for _ in range(PUBLISHED_CODES[code])]
+    others = [code for code in ("xxx", "fru", "sur", "fea", "oth", "dis") for _ in range(PUBLISHED_CODES[code])]
+    per_session: dict[int, list[str]] = {}
+    start = 0
+    for session, count in PUBLISHED_4CLASS_SESSIONS.items():
+        per_session[session] = four[start:start + count]
+        start += count
+    for k, code in enumerate(others):
+        per_session[1 + k % 5].append(code)
+    four_classes = {"ang", "hap", "exc", "sad", "neu"}
+    utts = []
+    for session, codes in per_session.items():
+        n_dialogs = FULL_RELEASE_DIALOGS_PER_SESSION[session]
+        for k, code in enumerate(codes):
+            dialog = k % n_dialogs
+            utts.append(TreeUtt(session, "FM"[dialog % 2], f"impro{dialog:02d}", "FM"[k % 2], k, code,
+                                seconds=MIN_SECONDS, wav="ok" if code in four_classes else "missing"))
+    return utts

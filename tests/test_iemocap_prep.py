@@ -1,10 +1,20 @@
 """IEMOCAP stage 0 on look-alike trees: every trap, class maps, count checks, wrong roots, CLI."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
-from iemocap_tree import GHOST_TURN, DialogStyle, TreeUtt, build_trap_tree, write_iemocap_tree
+from iemocap_tree import (
+    GHOST_TURN,
+    PUBLISHED_CODES,
+    DialogStyle,
+    TreeUtt,
+    build_trap_tree,
+    published_count_utts,
+    write_iemocap_tree,
+)
 
 from serkit.bin import prepare_iemocap as prepare_cli
 from serkit.corpora import CorpusError, load_class_map, shipped_class_maps
@@ -19,9 +29,7 @@ from serkit.corpora.iemocap import (
 )
 from serkit.datadir import read_list, read_map, validate_data_dir
 
-# Published full-release facts (corpora.md), typed here independently of the module under test.
-PUBLISHED_CODES = {"xxx": 2507, "fru": 1849, "neu": 1708, "ang": 1103, "sad": 1084, "exc": 1041,
-                   "hap": 595, "sur": 107, "fea": 40, "oth": 3, "dis": 2}
+# Published full-release facts (corpora.md), typed independently of the module under test.
 PUBLISHED_4CLASS = {"ang": 1103, "hap": 1636, "sad": 1084, "neu": 1708}
 PUBLISHED_SESSIONS = {"Ses01": 1085, "Ses02": 1023, "Ses03": 1151, "Ses04": 1031, "Ses05": 1241}
 
@@ -171,6 +179,105 @@ def test_odd_audio_and_missing_transcripts_are_kept_and_noted(tree, prepared):
     assert report.notes.counts["labelled utterance without transcript line (kept, empty text)"] == len(no_text)
 
 
+SHORT = "wav shorter than 0.05 s (too short for wav2vec 2.0)"
+# Reasons for files in sentences/wav that no consensus line names.
+FILE_REASONS = ("macOS '._' file", "sentence wav with no label line",
+                "file in a sentence wav folder that is not a .wav", "file in sentences/wav outside a dialog folder",
+                "folder inside a sentence wav folder", "sentence wav of a dialog without EmoEvaluation file",
+                "sentence wav in another dialog's folder (its label looks elsewhere)")
+
+
+def test_too_short_wavs_are_skipped_and_reported(tree, prepared):
+    report, out = prepared
+    short = [u for u in tree.labelled() if u.code in MAPS["4class"] and u.wav == "ok" and not u.usable]
+    assert len(short) == 1
+    assert [e.split(": ")[0] for e in report.skipped.examples[SHORT]] == [str(short[0].wav_path(tree.root))]
+    assert short[0].utt_id not in read_map(out / "wav.scp")
+    assert str(short[0].wav_path(tree.root)) in (out / "prep_report.txt").read_text()
+    # a short wav of an excluded code is accounted for by its code, not reported as short
+    assert not any("_F001" in e and "impro08b" in e for e in report.skipped.examples[SHORT])
+
+
+def test_short_wav_boundary(tmp_path):
+    U = TreeUtt
+    utts = [U(2, "F", "impro01", "F", 0, "neu", seconds=0.05),                   # 800 samples: kept
+            U(2, "F", "impro01", "M", 0, "ang", seconds=0.049),                  # 784: too short
+            U(2, "F", "impro01", "F", 1, "sad", seconds=0.04, sample_rate=8000),  # 320 at 8 kHz: too short
+            U(2, "F", "impro01", "M", 1, "hap", seconds=1 / 16000),              # one sample: too short, not empty
+            U(2, "F", "impro01", "F", 2, "exc", seconds=0.0),                    # no sample: empty
+            U(2, "F", "impro01", "M", 2, "neu", seconds=0.0501, sample_rate=8000)]  # 401 at 8 kHz: kept
+    tree = write_iemocap_tree(tmp_path / "root", utts, traps=False)
+    report = prepare_iemocap(tree.root, tmp_path / "d")
+    assert sorted(read_map(tmp_path / "d" / "wav.scp")) == sorted(tree.expected(MAPS["4class"]))
+    assert sorted(read_map(tmp_path / "d" / "wav.scp")) == sorted([utts[0].utt_id, utts[5].utt_id])
+    assert report.skipped.counts[SHORT] == 3
+    assert [e.split(": ")[0] for e in report.skipped.examples[SHORT]] == [
+        str(u.wav_path(tree.root.absolute())) for u in (utts[1], utts[2], utts[3])]
+    assert "784 samples at 16000 Hz" in report.skipped.examples[SHORT][0]
+    assert report.skipped.examples["wav empty (no samples)"] == [str(utts[4].wav_path(tree.root.absolute()))]
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every entry below ``folder`` (hidden ones included); folders only where they hold nothing walked."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        found += [Path(top) / name for name in files]
+    return sorted(found)
+
+
+def test_every_file_in_sentences_wav_is_accounted_for(tree, prepared):
+    report, out = prepared
+    examples = report.skipped.examples
+    assert examples["sentence wav with no label line"] == [str(p) for p in tree.unlabelled_wavs()]
+    assert sorted(examples["file in a sentence wav folder that is not a .wav"]) == sorted(map(str, tree.stray_files))
+    twins = [e for e in examples["macOS '._' file"] if "/sentences/wav/" in e]
+    assert len(twins) == 2 * len({u.dialog for u in tree.utts})  # a folder twin and a wav twin per dialog
+    # wavs that a consensus line names are accounted for by that line (used, excluded code, skipped wav)
+    labelled = {str(u.wav_path(tree.root)): u for u in tree.labelled()}
+    file_examples = {e for reason in FILE_REASONS for e in examples.get(reason, [])}
+    assert not file_examples & set(labelled)
+    used = set(read_map(out / "wav.scp").values())
+    all_examples = [e for reason_examples in examples.values() for e in reason_examples]
+    text = (out / "prep_report.txt").read_text()
+    for path in _files_under(tree.root):
+        if "sentences" not in path.parts:
+            continue
+        if str(path) in used:
+            continue
+        u = labelled.get(str(path))
+        if u is not None and u.code not in MAPS["4class"]:
+            assert report.excluded_codes[u.code] >= 1
+        elif u is not None:
+            assert any(u.corpus_id in e for e in all_examples), path
+        else:
+            assert str(path) in file_examples and str(path) in text, f"{path} is not accounted for"
+
+
+def test_odd_entries_of_sentences_wav_are_reported_by_reason(tmp_path):
+    U = TreeUtt
+    utts = [U(2, "F", "impro01", "F", 0, "neu"), U(2, "F", "impro01", "M", 0, "fru"),
+            U(2, "M", "impro02", "F", 0, "ang"), U(2, "M", "impro02", "M", 0, "sad"),
+            U(2, "F", "impro03", "F", 0, "neu")]
+    tree = write_iemocap_tree(tmp_path / "root", utts, traps=False)
+    wav_root = tree.root / "Session2" / "sentences" / "wav"
+    (tree.root / "Session2" / "dialog" / "EmoEvaluation" / "Ses02M_impro02.txt").unlink()  # a dialog without labels
+    (wav_root / "readme.txt").write_text("stray")
+    (wav_root / "Ses02F_impro01" / "old").mkdir()
+    shutil.copy(utts[0].wav_path(tree.root), wav_root / "Ses02F_impro03" / f"{utts[0].corpus_id}.wav")  # misplaced
+    report = prepare_iemocap(tree.root, tmp_path / "d")
+    examples = report.skipped.examples
+    assert examples["sentence wav of a dialog without EmoEvaluation file"] == [
+        str(utts[2].wav_path(tree.root)), str(utts[3].wav_path(tree.root))]
+    assert examples["sentence wav in another dialog's folder (its label looks elsewhere)"] == [
+        str(wav_root / "Ses02F_impro03" / f"{utts[0].corpus_id}.wav")]
+    assert examples["file in sentences/wav outside a dialog folder"] == [str(wav_root / "readme.txt")]
+    assert examples["folder inside a sentence wav folder"] == [str(wav_root / "Ses02F_impro01" / "old")]
+    assert "sentence wav with no label line" not in examples  # the fru wav is accounted for by its code
+    assert report.excluded_codes == {"fru": 1}
+    text = (tmp_path / "d" / "prep_report.txt").read_text()
+    assert all(e in text for reason in FILE_REASONS for e in examples.get(reason, []))
+
+
 def test_excluded_codes_are_counted_per_code(tree, prepared):
     report, _ = prepared
     excluded = {}
@@ -287,9 +394,9 @@ def test_count_mismatch_lists_found_vs_expected():
     assert "EmoEvaluation" in message
 
 
-def _full_layout_tree(root: Path) -> Path:
-    """5 sessions and 151 dialogs (the shape of the full release), one utterance each."""
-    utts = [TreeUtt(1 + n % 5, "F", f"impro{n:03d}", "M", 0, "neu", seconds=0.2) for n in range(151)]
+def _full_layout_tree(root: Path, n_dialogs: int = 151) -> Path:
+    """5 sessions and ``n_dialogs`` dialogs (151: the shape of the full release), one utterance each."""
+    utts = [TreeUtt(1 + n % 5, "F", f"impro{n:03d}", "M", 0, "neu", seconds=0.2) for n in range(n_dialogs)]
     return write_iemocap_tree(root, utts, traps=False).root
 
 
@@ -304,8 +411,83 @@ def test_full_release_shape_triggers_the_count_check(tmp_path):
 
 
 def test_strict_forces_the_check_on_a_partial_tree(tree, tmp_path):
-    with pytest.raises(IemocapError, match="expected"):
+    with pytest.raises(IemocapError, match="expected") as info:
         prepare_iemocap(tree.root, tmp_path / "d", strict=True)
+    assert f"found {len({u.dialog for u in tree.utts})} dialogs" in str(info.value)
+
+
+@pytest.mark.parametrize("n_dialogs", [139, 140, 150, 152])
+def test_a_full_copy_with_a_wrong_dialog_count_fails(tmp_path, n_dialogs):
+    """All 5 sessions and >= 140 dialogs: a damaged full release (error); fewer: a partial copy (report only)."""
+    root = _full_layout_tree(tmp_path / "root", n_dialogs)
+    if n_dialogs < 140:
+        report = prepare_iemocap(root, tmp_path / "d")
+        assert not report.full_release and report.count_check == "not run (partial copy)"
+        assert report.n_dialogs == n_dialogs and report.code_counts == {"neu": n_dialogs}
+        assert f"{n_dialogs} dialogs" in (tmp_path / "d" / "prep_report.txt").read_text()
+        return
+    with pytest.raises(IemocapError) as info:
+        prepare_iemocap(root, tmp_path / "d")
+    message = str(info.value)
+    assert f"found {n_dialogs} dialogs" in message and "expected 151" in message
+    assert ("incomplete" if n_dialogs < 151 else "extra files") in message
+    assert f"consensus code neu: found {n_dialogs}, expected 1708" in message  # the counts are checked too
+    assert not (tmp_path / "d").exists()
+    report = prepare_iemocap(root, tmp_path / "d", strict=False)
+    assert report.full_release and report.count_check == "not run (strict=False)"
+    assert "full release: yes, 151 dialogs expected" in report.summary_lines()[0]
+
+
+@pytest.fixture(scope="module")
+def published_tree(tmp_path_factory):
+    """An intact full release in shape and counts (151 dialogs, 10,039 labels, 5,531 four-class wavs)."""
+    return write_iemocap_tree(tmp_path_factory.mktemp("full") / "IEMOCAP_full_release", published_count_utts(),
+                              traps=False, reuse_audio=True)
+
+
+def test_intact_full_release_passes_the_checks(published_tree, tmp_path):
+    report = prepare_iemocap(published_tree.root, tmp_path / "d")
+    assert report.full_release and report.count_check == "passed" and report.n_dialogs == 151
+    assert dict(report.code_counts) == PUBLISHED_CODES
+    assert dict(report.class_counts) == PUBLISHED_4CLASS and dict(report.session_counts) == PUBLISHED_SESSIONS
+    assert "full release: yes," in report.summary_lines()[0]
+    assert not any(reason in report.skipped.counts for reason in FILE_REASONS)
+
+
+def test_full_release_with_a_stray_emo_evaluation_file_fails(published_tree, tmp_path):
+    """Counts intact, one extra .txt: only the dialog count can catch it."""
+    stray = published_tree.root / "Session4" / "dialog" / "EmoEvaluation" / "notes.txt"
+    stray.write_text("checked 2009-05-01\n")
+    try:
+        with pytest.raises(IemocapError) as info:
+            prepare_iemocap(published_tree.root, tmp_path / "d")
+    finally:
+        stray.unlink()
+    message = str(info.value)
+    assert "found 152 dialogs" in message and "expected 151" in message and "extra files" in message
+    assert "Session4/dialog/EmoEvaluation/notes.txt (no sentences/wav folder, no consensus line)" in message
+    assert "consensus code" not in message and "--no-strict" in message
+    assert not (tmp_path / "d").exists()
+
+
+def test_full_release_missing_an_emo_evaluation_file_fails(published_tree, tmp_path):
+    label_file = published_tree.root / "Session2" / "dialog" / "EmoEvaluation" / "Ses02M_impro07.txt"
+    aside = tmp_path / label_file.name
+    shutil.move(label_file, aside)
+    try:
+        with pytest.raises(IemocapError) as info:
+            prepare_iemocap(published_tree.root, tmp_path / "d")
+        report = prepare_iemocap(published_tree.root, tmp_path / "e", strict=False)
+    finally:
+        shutil.move(aside, label_file)
+    message = str(info.value)
+    assert "found 150 dialogs" in message and "expected 151" in message and "incomplete" in message
+    assert ("Session2/dialog/EmoEvaluation/Ses02M_impro07.txt (missing; sentences/wav folder and transcription "
+            "present)") in message
+    assert "consensus code" in message  # its labels are gone from the counts too
+    lost = [u for u in published_tree.utts if u.dialog == "Ses02M_impro07" and u.wav == "ok"]
+    assert report.skipped.examples["sentence wav of a dialog without EmoEvaluation file"] == sorted(
+        str(u.wav_path(published_tree.root)) for u in lost)
 
 
 # ---------------------------------------------------------------------------------- wrong root

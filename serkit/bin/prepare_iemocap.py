@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     strict.add_argument("--strict", dest="strict", action="store_true", default=None,
                         help="always check the counts against the published full-release counts")
     strict.add_argument("--no-strict", dest="strict", action="store_false",
-                        help="never check the counts (default: check only when 5 sessions / 151 dialogs)")
+                        help="never check the counts (default: check when all 5 sessions and at least 140 dialogs are present: a full release, which must then have 151)")
     return parser.parse_args(argv)
 
 

@@ -13,17 +13,31 @@ The parser follows the corpus FORMAT (see /work/shared/corpora.md), not a list o
   ``_`` field of its id (``Ses01F_impro01_M000`` -> ``Ses01M``); the dialog prefix names who started
   the dialog, and suffixed dialogs (``Ses03M_impro05a``) break fixed character indices.
 
+* a labelled utterance of a kept class is skipped, counted and listed with its path when its sentence
+  wav is missing, unreadable, empty, or shorter than :data:`MIN_WAV_SECONDS` (0.05 s: the wav2vec 2.0
+  CNN emits no frame for fewer than 400 samples, and training would crash on it hours later).
+* every file in ``SessionN/sentences/wav/`` and its ``<dialog>/`` folders is accounted for: a wav
+  that some consensus line names is used or skipped under that line's reason (excluded code, too
+  short, ...); every other entry (macOS ``._*`` twins, non-wav files, sub-folders, wavs that no
+  consensus line names, wavs of a dialog without an EmoEvaluation file) is counted by reason and
+  listed in ``prep_report.txt``. This costs one directory listing per dialog.
+
 Decision on labelled utterances without a transcript line: they stay in the emotion task with an
 empty ``text`` value, and are counted and listed in ``prep_report.txt`` (stage 1 then reports them
 as utterances without phones). Dropping them would change the standard 5531-utterance set.
 
-On the full release (5 sessions, 151 dialogs) the counts must equal the published ones, otherwise
-preparation stops with found-vs-expected, because a different number means a damaged copy or a
-parser bug, and every result computed on it would be silently incomparable.
+A copy with all 5 sessions and at least :data:`FULL_RELEASE_MIN_DIALOGS` (140) dialogs is taken to
+be the full release (151 dialogs); smaller trees (partial copies, test look-alikes) are partial and
+only reported. On the full release, a dialog count other than 151 stops preparation (found vs
+expected, with the dialogs that look missing or extra), and the counts must equal the published
+ones, otherwise preparation stops with found-vs-expected, because a different number means a
+damaged copy or a parser bug, and every result computed on it would be silently incomparable.
+``strict=True`` applies both checks to any tree, ``strict=False`` to none.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,6 +56,12 @@ logger = logging.getLogger(__name__)
 IEMOCAP_CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx")
 FULL_RELEASE_SESSIONS = (1, 2, 3, 4, 5)
 FULL_RELEASE_DIALOGS = 151
+#: All 5 sessions and at least this many dialogs (EmoEvaluation files) = the full release, damaged or
+#: not. A copy a few files short of (or over) 151 is a broken full release, not a deliberate subset:
+#: treating it as partial would skip the count check and let a silently incomparable corpus through.
+#: Deliberate subsets and look-alike trees (tests, the synthetic mini corpus: 20 dialogs) have far
+#: fewer dialogs, so they stay partial; 140 leaves room for ~10 lost or stray files either way.
+FULL_RELEASE_MIN_DIALOGS = 140
 #: Consensus-code counts of the full release (corpora.md); every mapped count derives from them.
 FULL_RELEASE_CODE_COUNTS = {
     "xxx": 2507, "fru": 1849, "neu": 1708, "ang": 1103, "sad": 1084, "exc": 1041,
@@ -51,6 +71,11 @@ FULL_RELEASE_CODE_COUNTS = {
 STANDARD_4CLASS_CODES = frozenset({"ang", "hap", "exc", "sad", "neu"})
 FULL_RELEASE_4CLASS_SESSION_COUNTS = {"Ses01": 1085, "Ses02": 1023, "Ses03": 1151, "Ses04": 1031, "Ses05": 1241}
 SAMPLE_RATE = 16000
+#: Shortest sentence wav kept, in seconds. The wav2vec 2.0 CNN needs 400 samples (25 ms at 16 kHz)
+#: to emit one frame; a shorter utterance makes a batch with zero frames and crashes training (hours
+#: in, when the batch comes up). 50 ms gives two frames' margin and still holds after 8 kHz audio
+#: is resampled. A spoken utterance this short would hold no word: such a file is truncated or broken.
+MIN_WAV_SECONDS = 0.05
 #: Stage-1 outputs that depend on stage 0's labels; a re-run of stage 0 deletes them.
 STAGE1_FILES = ("utt2arpabet", "utt2phn")
 
@@ -238,6 +263,10 @@ class PrepReport:
     class_map: ClassMap
     sessions: list[int] = field(default_factory=list)
     n_dialogs: int = 0
+    #: Session folder name -> {dialog (EmoEvaluation file stem): number of consensus lines in it}.
+    dialogs: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Session folder name -> names of the folders in its ``sentences/wav``.
+    wav_dialogs: dict[str, list[str]] = field(default_factory=dict)
     full_release: bool = False
     count_check: str = "not run"
     code_counts: Counter = field(default_factory=Counter)
@@ -255,9 +284,12 @@ class PrepReport:
     def summary_lines(self) -> list[str]:
         """The count tables (no examples): what the CLI logs."""
         classes = self.class_map.classes
+        full = "no"
+        if self.full_release:
+            full = "yes" if self.n_dialogs == FULL_RELEASE_DIALOGS else f"yes, {FULL_RELEASE_DIALOGS} dialogs expected"
         lines = [
             f"IEMOCAP root {self.root}: sessions {self.sessions}, {self.n_dialogs} dialogs, "
-            f"full release: {'yes' if self.full_release else 'no'}, count check: {self.count_check}",
+            f"full release: {full}, count check: {self.count_check}",
             f"class map {self.class_map.name}: {' '.join(classes)}; {self.n_utterances} utterances written "
             f"to {self.out_dir}",
             "  per class:   " + "  ".join(f"{c} {self.class_counts[c]}" for c in classes),
@@ -349,14 +381,24 @@ class _Utterance:
     code: str
 
 
-def _collect_labels(session_dirs: list[tuple[int, Path]], report: PrepReport) -> list[tuple[Path, Label]]:
-    """All consensus labels with their Session folder; duplicates and foreign ids are skipped."""
+def _collect_labels(session_dirs: list[tuple[int, Path]],
+                    report: PrepReport) -> tuple[list[tuple[Path, Label]], set[tuple[str, str]]]:
+    """All consensus labels with their Session folder; duplicates and foreign ids are skipped.
+
+    Also returns ``(Session folder name, utterance id)`` of EVERY consensus line, kept or skipped:
+    the sentence wavs those lines account for (see :func:`_account_for_sentence_files`).
+    """
     seen: set[str] = set()
     labels = []
+    named: set[tuple[str, str]] = set()
     for _, session_dir in session_dirs:
+        dialogs = report.dialogs.setdefault(session_dir.name, {})
         for path in list_label_files(session_dir, report.skipped):
             report.n_dialogs += 1
-            for label in parse_emo_evaluation(path, report.skipped, report.notes):
+            file_labels = parse_emo_evaluation(path, report.skipped, report.notes)
+            dialogs[path.stem] = len(file_labels)
+            for label in file_labels:
+                named.add((session_dir.name, label.utt))
                 if label.utt in seen:
                     report.skipped.add("duplicate consensus label (first kept)", f"{label.source}: {label.utt}")
                 elif not label.utt.startswith(path.stem + "_"):
@@ -365,7 +407,53 @@ def _collect_labels(session_dirs: list[tuple[int, Path]], report: PrepReport) ->
                 else:
                     seen.add(label.utt)
                     labels.append((session_dir, label))
-    return labels
+    return labels, named
+
+
+def _account_for_sentence_files(session_dirs: list[tuple[int, Path]], named: set[tuple[str, str]],
+                                report: PrepReport) -> None:
+    """Count, by reason, every entry of ``sentences/wav`` that no consensus line accounts for.
+
+    A wav at ``SessionN/sentences/wav/<dialog>/<utt>.wav`` is accounted for when a consensus line of
+    SessionN's EmoEvaluation files names ``<utt>`` and ``<dialog>`` is that id's dialog (where the
+    utterance is looked up): it was used or skipped under that line's own reason. Everything else
+    is a skipped file. One listing per session folder and one per dialog folder.
+    """
+    skipped = report.skipped
+    for _, session_dir in session_dirs:
+        wav_root = session_dir / "sentences" / "wav"
+        if not wav_root.is_dir():
+            continue  # its labelled utterances are already counted as "wav missing"
+        label_dialogs = report.dialogs.get(session_dir.name, {})
+        folders = report.wav_dialogs.setdefault(session_dir.name, [])
+        with os.scandir(wav_root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("._"):
+                skipped.add("macOS '._' file", entry.path)
+                continue
+            if not entry.is_dir():
+                skipped.add("file in sentences/wav outside a dialog folder", entry.path)
+                continue
+            folders.append(entry.name)
+            with os.scandir(entry.path) as it:
+                files = sorted(it, key=lambda e: e.name)
+            for item in files:
+                stem = item.name[:-4] if item.name.endswith(".wav") else None
+                if item.name.startswith("._"):
+                    skipped.add("macOS '._' file", item.path)
+                elif item.is_dir():
+                    skipped.add("folder inside a sentence wav folder", item.path)
+                elif stem is None:
+                    skipped.add("file in a sentence wav folder that is not a .wav", item.path)
+                elif (session_dir.name, stem) in named and stem.rpartition("_")[0] == entry.name:
+                    continue  # used, or skipped under its consensus line's reason
+                elif (session_dir.name, stem) in named:
+                    skipped.add("sentence wav in another dialog's folder (its label looks elsewhere)", item.path)
+                elif entry.name not in label_dialogs:
+                    skipped.add("sentence wav of a dialog without EmoEvaluation file", item.path)
+                else:
+                    skipped.add("sentence wav with no label line", item.path)
 
 
 def _make_utterance(session_dir: Path, label: Label, class_label: str, texts: Mapping[str, str],
@@ -385,8 +473,12 @@ def _make_utterance(session_dir: Path, label: Label, class_label: str, texts: Ma
     except AudioError as error:
         report.skipped.add("wav unreadable", str(error))
         return None
-    if round(info.duration, 3) <= 0:
+    if info.frames <= 0:
         report.skipped.add("wav empty (no samples)", str(wav))
+        return None
+    if info.duration < MIN_WAV_SECONDS:
+        report.skipped.add(f"wav shorter than {MIN_WAV_SECONDS} s (too short for wav2vec 2.0)",
+                           f"{wav}: {info.frames} samples at {info.sample_rate} Hz ({info.duration:.4f} s)")
         return None
     if info.sample_rate != SAMPLE_RATE:
         report.notes.add(f"wav not {SAMPLE_RATE} Hz (kept; loaders resample)", f"{wav}: {info.sample_rate} Hz")
@@ -452,9 +544,11 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     """Prepare an IEMOCAP data directory (docs/formats.md) and ``prep_report.txt``; return the report.
 
     ``class_map``: a shipped map name (``4class``, ``5class``, ``6class``) or a YAML file.
-    ``strict``: None checks the published counts only on a full release (5 sessions, 151
-    dialogs); True checks them always; False never. Nothing is written when a check fails, so an
-    earlier good data directory is not half-overwritten. Re-running overwrites every file.
+    ``strict``: None checks the dialog count (151) and the published counts only on a full release
+    (5 sessions and at least ``FULL_RELEASE_MIN_DIALOGS`` dialogs: a full copy missing a file or
+    holding a stray one is damaged, not partial); True checks them always; False never. Nothing is
+    written when a check fails, so an earlier good data directory is not half-overwritten.
+    Re-running overwrites every file.
     """
     root, out_dir = Path(root).absolute(), Path(out_dir).absolute()  # reports and wav.scp name full paths
     if out_dir.exists() and not out_dir.is_dir():
@@ -467,7 +561,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     report = PrepReport(root=root, out_dir=out_dir, class_map=mapping)
     session_dirs = find_session_dirs(root, report.skipped)
     report.sessions = [number for number, _ in session_dirs]
-    labels = _collect_labels(session_dirs, report)
+    labels, named = _collect_labels(session_dirs, report)
 
     cache: dict[str, dict[str, str]] = {}
     utterances = []
@@ -484,6 +578,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
         if utterance is not None:
             utterances.append(utterance)
     _note_unlabelled_turns(cache, {label.utt for _, label in labels}, report)
+    _account_for_sentence_files(session_dirs, named, report)
     for u in utterances:
         report.class_counts[u.label] += 1
         report.session_counts[u.turn.session] += 1
@@ -500,23 +595,81 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
 
 
 def _check_counts(report: PrepReport, strict: bool | None) -> None:
-    """Decide whether this is the full release and, if so (or if forced), check the counts."""
-    report.full_release = (tuple(report.sessions) == FULL_RELEASE_SESSIONS
-                           and report.n_dialogs == FULL_RELEASE_DIALOGS)
-    if tuple(report.sessions) == FULL_RELEASE_SESSIONS and not report.full_release:
-        logger.warning("all 5 sessions found but %d dialogs (the full release has %d): treated as a partial "
+    """Decide whether this is the full release and, if so (or if forced), check dialogs and counts."""
+    all_sessions = tuple(report.sessions) == FULL_RELEASE_SESSIONS
+    report.full_release = all_sessions and report.n_dialogs >= FULL_RELEASE_MIN_DIALOGS
+    if all_sessions and not report.full_release:
+        logger.warning("all 5 sessions found but only %d dialogs (the full release has %d): treated as a partial "
                        "copy; counts are not checked (strict=True forces the check)",
                        report.n_dialogs, FULL_RELEASE_DIALOGS)
     check = report.full_release if strict is None else strict
     if not check:
         report.count_check = "not run (partial copy)" if strict is None else "not run (strict=False)"
         return
+    problems = []
+    if report.n_dialogs != FULL_RELEASE_DIALOGS:
+        problems.append(_dialog_count_problem(report))
     try:
         check_full_release(report.code_counts, report.class_counts, report.session_counts, report.class_map,
                            skipped=dict(report.skipped.counts))
-    except IemocapError:
+    except IemocapError as error:
+        problems.append(str(error))
+    if problems:
+        if len(problems) == 1 and report.n_dialogs != FULL_RELEASE_DIALOGS:
+            problems.append("If this copy is intentionally partial or modified, rerun with --no-strict (strict=False).")
         # Nothing is written on failure, so the skipped items (the usual explanation) go to the log.
         logger.warning("skipped while reading %s:\n%s", report.root,
                        "\n".join(report.skipped.lines(max_examples=10)) or "  nothing")
-        raise
+        raise IemocapError("\n\n".join(problems))
     report.count_check = "passed"
+
+
+def _dialog_count_problem(report: PrepReport, max_listed: int = 20) -> str:
+    """Found-vs-expected dialog count, with the dialogs that look missing or extra.
+
+    The release's dialog list is not hard-coded (the parser follows the format), so a dialog looks
+    missing when its ``sentences/wav`` folder or transcription exists without an EmoEvaluation file,
+    and extra when its EmoEvaluation file has no sentence wav folder or holds no consensus line.
+    """
+    found = report.n_dialogs
+    missing, extra = [], []
+    for name, dialogs in sorted(report.dialogs.items()):
+        session_dir = report.root / name
+        transcripts = session_dir / "dialog" / "transcriptions"
+        transcribed = ({p.stem for p in transcripts.glob("*.txt") if not p.name.startswith("._")}
+                       if transcripts.is_dir() else set())
+        with_wavs = set(report.wav_dialogs.get(name, []))
+        for dialog in sorted((with_wavs | transcribed) - set(dialogs)):
+            has = [what for what, found_in in (("sentences/wav folder", with_wavs), ("transcription", transcribed))
+                   if dialog in found_in]
+            missing.append(f"    {name}/dialog/EmoEvaluation/{dialog}.txt (missing; {' and '.join(has)} present)")
+        for dialog, n_labels in sorted(dialogs.items()):
+            oddities = []
+            if dialog not in with_wavs:
+                oddities.append("no sentences/wav folder")
+            if n_labels == 0:
+                oddities.append("no consensus line")
+            if oddities:
+                extra.append(f"    {name}/dialog/EmoEvaluation/{dialog}.txt ({', '.join(oddities)})")
+    incomplete = "is incomplete (EmoEvaluation files missing)"
+    has_extra = "has extra files (stray or duplicated .txt files in EmoEvaluation)"
+    if missing and extra:
+        kind = f"{incomplete} and {has_extra}"
+    else:
+        kind = incomplete if found < FULL_RELEASE_DIALOGS else has_extra
+    why = (f"all 5 sessions and at least {FULL_RELEASE_MIN_DIALOGS} dialogs" if report.full_release
+           else "strict=True")
+    lines = [f"IEMOCAP full release expected ({why}), but found {found} dialogs "
+             f"(SessionN/dialog/EmoEvaluation/<dialog>.txt files), expected {FULL_RELEASE_DIALOGS}: "
+             f"the copy {kind}.",
+             "  dialogs per session: " + "  ".join(f"{name} {len(dialogs)}"
+                                                   for name, dialogs in sorted(report.dialogs.items()))]
+    for title, items in (("  looks missing:", missing), ("  looks extra or damaged:", extra)):
+        if items:
+            lines.append(title)
+            lines += items[:max_listed]
+            if len(items) > max_listed:
+                lines.append(f"    ... and {len(items) - max_listed} more")
+    if not (missing or extra):
+        lines.append("  (no dialog stands out: compare the EmoEvaluation folders with an intact copy)")
+    return "\n".join(lines)
