@@ -134,7 +134,8 @@ def _git(cwd: Path, *args: str) -> str | None:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    # rstrip only: a porcelain status line starts with a meaningful space (" M path").
+    return done.stdout.rstrip() if done.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -393,3 +393,24 @@ def test_history_nan_becomes_null_and_bad_weights_are_refused(tmp_path):
 
 def test_git_state_outside_a_repository(tmp_path):
     assert results_md.git_state(tmp_path).startswith("unknown")
+
+
+def test_git_state_ignores_only_the_results_file(tmp_path):
+    """Rewriting RESULTS.md itself does not make the commit 'dirty'; any other change does."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    recipe = tmp_path / "egs" / "r"
+    recipe.mkdir(parents=True)
+    (recipe / "RESULTS.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (recipe / "RESULTS.md").write_text("new section\n")  # the only change: a modified tracked file
+    state = results_md.git_state(recipe, ignore=recipe / "RESULTS.md")
+    assert not state.endswith("(dirty)") and len(state) == 40
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results_md.git_state(recipe, ignore=recipe / "RESULTS.md").endswith("(dirty)")
