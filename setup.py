@@ -30,6 +30,9 @@ setup(
         "espeakng-loader>=0.2",
         "matplotlib>=3.7",
         "tqdm",
+        "opensmile>=2.5",      # eGeMAPS functionals for the classical floor family
+        "scikit-learn>=1.3",   # its classifiers (SVM / logistic regression)
+        "pypinyin>=0.50",      # Mandarin (ESD) text to initials/finals for emotion-phoneme labels
     ],
     extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
     entry_points={
