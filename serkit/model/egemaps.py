@@ -179,7 +179,10 @@ class FunctionalsCache:
         missing = [utt for utt in utt_ids if utt not in wav_scp]
         if missing:
             raise FunctionalsError(f"{len(missing)} utterance(s) have no wav.scp entry, e.g. {missing[:3]}")
+        hits, computed = self.hits, self.computed
         rows = [self.get(utt, wav_scp[utt]) for utt in utt_ids]
+        logger.info("eGeMAPS functionals of %d utterances: %d from %s, %d computed", len(rows),
+                    self.hits - hits, self.dump_dir, self.computed - computed)
         return np.stack(rows) if rows else np.zeros((0, N_FUNCTIONALS))
 
 
@@ -263,7 +266,9 @@ class FloorNet(nn.Module):
 
     def _svm_decisions(self, x: torch.Tensor) -> torch.Tensor:
         """libsvm's one-vs-one decision values [B, K(K-1)/2], pairs in (0,1), (0,2), ... order."""
-        kernel = torch.exp(-self.gamma * torch.cdist(x, self.support_vectors, compute_mode="donot_use_mm_for_euclid_dist").pow(2))   # [B, n_sv]
+        # Direct differences, not the |x|^2 + |y|^2 - 2xy shortcut, which loses digits to cancellation.
+        distance = torch.cdist(x, self.support_vectors, compute_mode="donot_use_mm_for_euclid_dist")
+        kernel = torch.exp(-self.gamma * distance.pow(2))   # [B, n_sv]
         bounds = torch.cumsum(torch.cat([self.n_support.new_zeros(1), self.n_support]), 0).tolist()
         columns, pair = [], 0
         for i in range(self.n_classes):
