@@ -43,7 +43,7 @@ def synthetic_set(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def corpus():
     """Train / valid / test functionals from disjoint random draws (computed once for the module)."""
-    return {"train": synthetic_set(10, seed=1), "valid": synthetic_set(5, seed=2), "test": synthetic_set(5, seed=3)}
+    return {"train": synthetic_set(16, seed=1), "valid": synthetic_set(6, seed=2), "test": synthetic_set(6, seed=3)}
 
 
 def test_functionals_of_a_tone_are_88_finite_and_deterministic():

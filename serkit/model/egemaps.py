@@ -411,6 +411,10 @@ def fit_floor(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_v
     because the simpler model is the safer bet. The chosen model is the one fitted on the training
     set (not re-fitted on train + valid), like a neural model's best checkpoint. Deterministic for
     a seed. ``class_weight='balanced'`` weights classes inversely to their frequency, which suits UA.
+
+    ``logreg`` is the default: its posteriors are one softmax, and it uses no deprecated API. On the
+    mini corpus (10-fold LOSO) ``rbf_svm`` scored pooled UA 67.9 against 65.4 for ``logreg``, a gap of
+    about six utterances, but it relies on ``SVC(probability=True)``, deprecated in scikit-learn 1.9.
     """
     if classifier not in CLASSIFIERS:
         raise FloorError(f"unknown floor classifier {classifier!r}; choose one of {CLASSIFIERS}")
