@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from serkit.model.outputs import FrameModelOutput
+from serkit.model.outputs import FrameModelOutput, check_frame_lens
 from serkit.model.w2v2_mtl import ModelInputError, length_mask
 
 
@@ -156,9 +156,4 @@ class TIMNet(nn.Module):
         if feats.dim() != 3 or feats.shape[-1] != self.n_features:
             raise ModelInputError(f"TIM-Net expects features [batch, frames, {self.n_features}], got "
                                   f"{tuple(feats.shape)}; check the feature spec (n_mfcc) against the model config")
-        if frame_lens.shape != (feats.shape[0],) or frame_lens.dtype != torch.long:
-            raise ModelInputError(f"frame_lens must be int64 [{feats.shape[0]}], got {frame_lens.dtype} "
-                                  f"{tuple(frame_lens.shape)}")
-        if int(frame_lens.min()) < 1 or int(frame_lens.max()) > feats.shape[1]:
-            raise ModelInputError(f"frame_lens must lie in 1..{feats.shape[1]} (the padded length), got "
-                                  f"{frame_lens.tolist()}")
+        check_frame_lens(frame_lens, feats.shape[0], feats.shape[1])
