@@ -48,24 +48,25 @@ def frame_count(n_samples: int, sample_rate: int, hop_ms: float) -> int:
     return 1 + int(n_samples) // _samples(hop_ms, sample_rate)
 
 
+def _mel_settings(sample_rate: int, n_mels: int, win_ms: float, hop_ms: float) -> dict[str, Any]:
+    """torchaudio Mel-spectrogram arguments for the framing convention of the module docstring."""
+    win_length = _samples(win_ms, sample_rate)
+    return dict(n_fft=_fft_size(win_length), win_length=win_length, hop_length=_samples(hop_ms, sample_rate),
+                n_mels=n_mels, center=True, pad_mode="constant", norm="slaney", mel_scale="slaney")
+
+
 @lru_cache(maxsize=16)
 def _mel_spectrogram(sample_rate: int, n_mels: int, win_ms: float, hop_ms: float) -> torchaudio.transforms.MelSpectrogram:
     """The Mel power-spectrogram transform for these settings (built once: its filter bank is reused)."""
-    win_length = _samples(win_ms, sample_rate)
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=sample_rate, n_fft=_fft_size(win_length), win_length=win_length,
-        hop_length=_samples(hop_ms, sample_rate), n_mels=n_mels, power=2.0, center=True,
-        pad_mode="constant", norm="slaney", mel_scale="slaney")
+    return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, power=2.0,
+                                                **_mel_settings(sample_rate, n_mels, win_ms, hop_ms))
 
 
 @lru_cache(maxsize=16)
 def _mfcc_transform(sample_rate: int, n_mfcc: int, n_mels: int, win_ms: float, hop_ms: float) -> torchaudio.transforms.MFCC:
-    """The MFCC transform: dB-scaled Mel power (top 80 dB kept, as librosa) -> orthonormal DCT-II."""
-    win_length = _samples(win_ms, sample_rate)
-    melkwargs = dict(n_fft=_fft_size(win_length), win_length=win_length, hop_length=_samples(hop_ms, sample_rate),
-                     n_mels=n_mels, center=True, pad_mode="constant", norm="slaney", mel_scale="slaney")
-    return torchaudio.transforms.MFCC(sample_rate=sample_rate, n_mfcc=n_mfcc, dct_type=2, norm="ortho",
-                                      log_mels=False, melkwargs=melkwargs)
+    """The MFCC transform: Mel power in dB (top 80 dB kept, as librosa's power_to_db) -> orthonormal DCT-II."""
+    return torchaudio.transforms.MFCC(sample_rate=sample_rate, n_mfcc=n_mfcc, dct_type=2, norm="ortho", log_mels=False,
+                                      melkwargs=_mel_settings(sample_rate, n_mels, win_ms, hop_ms))
 
 
 def _check_waveform(waveform: Tensor) -> Tensor:
@@ -138,6 +139,9 @@ class FeatureSpec:
             raise FeatureError(f"feature {self.kind!r} has no setting(s) {', '.join(unknown)}; "
                                f"known: {', '.join(_DEFAULTS[self.kind]) or 'none'}")
         self.params = {**_DEFAULTS[self.kind], **self.params}
+        if self.kind == "mfcc" and not 1 <= int(self.params["n_mfcc"]) <= int(self.params["n_mels"]):
+            raise FeatureError(f"mfcc: n_mfcc {self.params['n_mfcc']} must lie in 1..n_mels ({self.params['n_mels']}); "
+                               "lower n_mfcc or raise n_mels")
 
     @property
     def frame_shape(self) -> tuple[int, ...]:

@@ -90,6 +90,8 @@ def test_spec_round_trip_and_errors():
         FeatureSpec("spectrogram")
     with pytest.raises(FeatureError, match="no setting"):
         FeatureSpec("mfcc", params={"n_mel": 40})
+    with pytest.raises(FeatureError, match="lower n_mfcc"):
+        FeatureSpec("mfcc", params={"n_mfcc": 40, "n_mels": 32})
     with pytest.raises(FeatureError, match="resample"):
         spec.compute(wave, 22050)
     with pytest.raises(FeatureError, match="non-empty"):
