@@ -101,10 +101,12 @@ class STACRNN(nn.Module):
                 layers.append(nn.MaxPool2d(self.pool_size))
             previous = width
         self.cnn = nn.Sequential(*layers)
-        self.piece_steps, bands = piece_frames, n_mels
+        if not set(self.pool_after) <= set(range(1, len(self.channels) + 1)):
+            raise ValueError(f"STA-CRNN: pool_after {list(self.pool_after)} must name conv layers 1..{len(self.channels)}")
+        steps, bands = piece_frames, n_mels
         for _ in self.pool_after:
-            self.piece_steps, bands = self.piece_steps // self.pool_size[0], bands // self.pool_size[1]
-        if self.piece_steps < 1 or bands < 1:
+            steps, bands = steps // self.pool_size[0], bands // self.pool_size[1]
+        if steps < 1 or bands < 1:
             raise ValueError(f"STA-CRNN: {len(self.pool_after)} pools of {self.pool_size} leave no time steps or "
                              f"bands from {piece_frames} frames x {n_mels} Mel bands; use more bands or fewer pools")
         self.spatial_attention = SpatialAttention(attention_kernel)

@@ -49,8 +49,8 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 
     The real frames of the batch are gathered into one [1, C, N] sequence and normalised by
     :class:`torch.nn.BatchNorm1d` itself (same parameters, buffers and state-dict keys); padded frames
-    get zeros. Gathering along the time axis keeps the fast channels-first batch-norm kernel (a
-    [N, C] layout was 5-10x slower on CPU).
+    get zeros. Gathering along the time axis keeps the fast channels-first batch-norm kernel (an
+    [N, C] layout was several times slower on CPU).
     """
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # x [B, C, T], mask [B, T] bool
