@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from serkit.model.outputs import FrameModelOutput, check_frame_lens
-from serkit.model.w2v2_mtl import ModelInputError, length_mask
+from serkit.model.common import ModelInputError, check_frame_lens, length_mask
+from serkit.model.ser_model import NetworkOutput
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -135,7 +135,7 @@ class TIMNet(nn.Module):
         return {"n_features": self.n_features, "n_classes": self.n_classes, "n_filters": self.n_filters,
                 "kernel_size": self.kernel_size, "n_blocks": self.n_blocks, "dropout": self.dropout}
 
-    def forward(self, feats: Tensor, frame_lens: Tensor) -> FrameModelOutput:
+    def forward(self, feats: Tensor, frame_lens: Tensor) -> NetworkOutput:
         """``feats`` [B, T, n_features] float, ``frame_lens`` [B] int64 real frames (padding at the end)."""
         self._check(feats, frame_lens)
         mask = length_mask(frame_lens, feats.shape[1])
@@ -150,7 +150,7 @@ class TIMNet(nn.Module):
         fused = torch.stack(scales, dim=-1) @ self.fusion_weights  # [B, C]
         frames = torch.cat([fwd.transpose(1, 2), reverse_within(bwd.transpose(1, 2), frame_lens)], dim=-1)
         frames = frames.masked_fill(~mask.unsqueeze(-1), 0.0)
-        return FrameModelOutput(emo_logits=self.classifier(fused), frame_features=frames, frame_lens=frame_lens)
+        return NetworkOutput(emo_logits=self.classifier(fused), frame_features=frames, frame_lens=frame_lens)
 
     def _check(self, feats: Tensor, frame_lens: Tensor) -> None:
         if feats.dim() != 3 or feats.shape[-1] != self.n_features:
