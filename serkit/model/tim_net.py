@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serkit.model.common import ModelInputError, check_frame_lens, length_mask
+from serkit.model.family import FeatureNetworkFamily
 from serkit.model.ser_model import NetworkOutput
 
 
@@ -157,3 +158,13 @@ class TIMNet(nn.Module):
             raise ModelInputError(f"TIM-Net expects features [batch, frames, {self.n_features}], got "
                                   f"{tuple(feats.shape)}; check the feature spec (n_mfcc) against the model config")
         check_frame_lens(frame_lens, feats.shape[0], feats.shape[1])
+
+
+class TIMNetFamily(FeatureNetworkFamily):
+    """TIM-Net (Ye et al. 2023) over MFCC frames; ``mtl_lambda`` adds the emotion-phoneme CTC head over
+    its frame features (forward and time-aligned backward branch outputs)."""
+
+    name = "tim_net"
+    options = ("mtl_lambda",)
+    network_class = TIMNet
+    input_size_argument = "n_features"
