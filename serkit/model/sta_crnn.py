@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from serkit.model.common import ModelInputError, check_frame_lens, length_mask
+from serkit.model.family import FeatureNetworkFamily
 from serkit.model.ser_model import NetworkOutput
 
 
@@ -198,3 +199,17 @@ class STACRNN(nn.Module):
                                   f"{tuple(feats.shape)}; check the feature spec (log_mel_deltas, n_mels) "
                                   "against the model config")
         check_frame_lens(frame_lens, feats.shape[0], feats.shape[1])
+
+
+class STACRNNFamily(FeatureNetworkFamily):
+    """STA-CRNN (seed 004) over log-Mel with deltas in 300-frame pieces; ``mtl_lambda`` adds the CTC head
+    over the BiLSTM outputs of the pieces, joined in time.
+
+    Padding invariance holds in eval mode (the contract's claim); in training, batch-norm statistics
+    are shared by the pieces of the batch, as in any batch-normalised network (module docstring).
+    """
+
+    name = "sta_crnn"
+    options = ("mtl_lambda",)
+    network_class = STACRNN
+    input_size_argument = "n_mels"
