@@ -38,7 +38,7 @@ class ModelFamily:
     options: ClassVar[tuple[str, ...]] = ()
     trainer: ClassVar[str] = "brain"
     normalise_input: ClassVar[bool] = True
-    padding_invariant: ClassVar[bool] = True  # batching with padding gives the same outputs (tested)
+    padding_invariant: ClassVar[bool] = True  # in eval mode, batch padding never changes an output (tested)
 
     # ---- input
     def feature(self, hparams: dict) -> dict[str, Any]:
@@ -73,10 +73,11 @@ class ModelFamily:
         """``(total, {part: value})``; default ``CE + mtl_lambda * CTC`` with parts ``ER`` and ``PR``
         (``label_smoothing`` in the config smooths the CE, as TIM-Net's authors train)."""
         tokens = getattr(batch, "tokens", None)
+        lam = float(hparams.get("mtl_lambda", 0.0))
         total, l_er, l_pr = mtl_loss(out, batch.emo, None if tokens is None else tokens.data,
-                                     getattr(batch, "token_len", None), float(hparams.get("mtl_lambda", 0.0)),
+                                     getattr(batch, "token_len", None), lam,
                                      label_smoothing=float(hparams.get("label_smoothing", 0.0)))
-        return total, {"ER": l_er, "PR": l_pr}
+        return total, ({"ER": l_er, "PR": l_pr} if lam > 0 else {"ER": l_er})
 
     def set_frozen(self, model: SERModel, group: str, frozen: bool) -> None:
         """Hold a parameter group still (e.g. the encoder for the first steps); families that allow it."""
