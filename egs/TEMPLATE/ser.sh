@@ -83,8 +83,9 @@ if stage_on 3; then
     exp=exp/$(exp_tag "$lam")/$protocol
     log "Stage 3: training $exp (folds: $(fold_ids))"
     # shellcheck disable=SC2154  # train_cmd comes from cmd.sh
-    $train_cmd --max-jobs "$nj" --num-threads "$threads" --pad 2 JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" \
-      "$exp/log/train.foldJOB.log" \
+    # Folds with train.done are not started again (on a cluster they would wait in the queue for nothing).
+    $train_cmd --max-jobs "$nj" --num-threads "$threads" --pad 2 --skip-if-exists "$exp/foldJOB/train.done" \
+      JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" "$exp/log/train.foldJOB.log" \
       python -m serkit.bin.train "$train_config" --overrides "$train_overrides" \
         --data_dir "$data" --lang_dir "$lang" --fold_dir "data/folds/$protocol/foldJOB" \
         --output_folder "$exp/foldJOB" --mtl_lambda "$lam" --seed "$seed"
