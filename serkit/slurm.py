@@ -50,7 +50,7 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PRE
 # squeue is asked every POLL_MIN seconds at first, then less often (up to POLL_MAX): quick
 # feedback for short jobs without loading the controller during hours of training.
 POLL_MIN_SECONDS = 0.5
-POLL_MAX_SECONDS = 15.0
+POLL_MAX_SECONDS = 10.0
 # Consecutive squeue failures (a busy or restarting controller) tolerated before giving up.
 SQUEUE_RETRIES = 8
 COMMAND_TIMEOUT_SECONDS = 120

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,10 +20,10 @@ import pytest
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
 from serkit.bin import run_jobs as cli
-from serkit.jobs import JobsError, JobsUsageError
+from serkit.jobs import Job, JobsError, JobsUsageError, Resources, exit_status
 from serkit.local_slurm import LocalSlurmError, start_cluster
 from serkit.model import build_tiny_w2v2
-from serkit.slurm import SlurmBackend, read_config
+from serkit.slurm import ArrayFiles, SlurmBackend, read_config
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_CONF = REPO / "conf" / "slurm.conf"
@@ -66,6 +67,26 @@ def test_config_maps_generic_options_to_sbatch_options(tmp_path):
     custom.write_text("option gpus=* --gres=gpu:$0\n")
     with pytest.raises(JobsUsageError, match=r"custom.conf:1: unknown option 'gpus'"):
         read_config(custom)
+
+
+def test_task_results_combine_the_status_file_and_the_slurm_state(tmp_path):
+    """A task killed by Slurm may not write its status: the state alone then says what happened,
+    and the log gets a trailer saying so."""
+    files = ArrayFiles(tmp_path / "slurm", "t.JOB")
+    files.folder.mkdir()
+    jobs = [Job(n, ("true",), tmp_path / f"t.{n}.log") for n in (1, 2, 3, 4)]
+    files.status(1).write_text('{"returncode": 0, "elapsed": 2.5, "reason": ""}')
+    files.status(2).write_text('{"returncode": 143, "elapsed": 1.0, "reason": "terminated by SIGTERM (scancel)"}')
+    states = {1: "COMPLETED", 2: "CANCELLED", 3: "TIMEOUT", 4: "NODE_FAIL"}
+    results = [SlurmBackend._result(job, states[job.index], files, Resources(time="10"), 9.0) for job in jobs]
+    assert [(r.returncode, r.reason) for r in results] == [
+        (0, ""), (143, "Slurm state CANCELLED: terminated by SIGTERM (scancel)"),
+        (124, "timed out after 0:10:00 (Slurm state TIMEOUT), no exit status written"),
+        (1, "Slurm state NODE_FAIL, no exit status written")]
+    assert exit_status(results[2:3]) == 124 and exit_status(results) == 1
+    assert "# Timed out after 0:10:00 (Slurm state TIMEOUT), no exit status written\n# Accounting" \
+        in (tmp_path / "t.3.log").read_text()
+    assert not (tmp_path / "t.1.log").exists()  # a task that reported itself needs no trailer from us
 
 
 def test_array_of_commands_runs_with_literal_arguments(cluster, tmp_path, monkeypatch):
@@ -131,6 +152,30 @@ def test_cancelled_task_is_reported_and_resubmitted_on_rerun(cluster, tmp_path):
     assert list(json.loads((tmp_path / "log/slurm/c.FOLD.json").read_text())["tasks"]) == ["2"]
     assert (tmp_path / "done.2").read_text() == "ok"
     assert (tmp_path / "log/c.1.log").read_text() == first_log  # job 1 was not run again
+
+
+def test_stopping_the_launcher_cancels_the_array(cluster, tmp_path):
+    """Ctrl-C / kill of the waiting launcher cancels its tasks instead of leaving them queued."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    launcher = subprocess.Popen([PYTHON, "-m", "serkit.bin.run_jobs", *SLURM, "FOLD=2:3", "log/s.FOLD.log",
+                                 PYTHON, "-c", SLOW_TASK, "2"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started.2").is_file():
+        assert time.monotonic() < deadline and launcher.poll() is None, "the tasks did not start"
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in err
+    array_id = (tmp_path / "started.2").read_text()
+    deadline = time.monotonic() + 30
+    while True:
+        states = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "--states=all", "-o", "%T"],
+                                capture_output=True, text=True).stdout.split()
+        if states == ["CANCELLED", "CANCELLED"]:
+            break
+        assert time.monotonic() < deadline, f"tasks not cancelled: {states}"
+        time.sleep(0.2)
 
 
 # On its first start the task waits to be requeued; started again (SLURM_RESTART_COUNT 1) it ends.

@@ -65,6 +65,8 @@ def job_name(log_template: str) -> str:
     ``<recipe>/exp/<tag>/<protocol>/train.foldJOB`` (the scheduler adds the array task, the fold).
     """
     log = Path(log_template)
+    if log.is_absolute() and log.is_relative_to(Path.cwd()):
+        log = log.relative_to(Path.cwd())
     folder = log.parent.parent if log.parent.name == "log" else log.parent
     name = log.name[:-len(".log")] if log.name.endswith(".log") else log.name
     parts = [Path.cwd().name] + [part for part in folder.parts if part not in ("", ".", "/")] + [name]
