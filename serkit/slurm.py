@@ -44,9 +44,10 @@ logger = logging.getLogger(__name__)
 
 # Generic options a config may map, as serkit-run spells them.
 OPTION_NAMES = ("gpu", "mem", "time", "num_threads", "partition", "account")
-# Slurm states after which a task will not run again (a requeued task passes through PENDING).
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
-                "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+# Slurm states after which a task will not run again.  PREEMPTED and NODE_FAIL are left out: with
+# --requeue such a task goes back to PENDING, so the launcher waits until squeue shows that, or
+# until the task is purged from squeue (then it ended for good and its status file tells how).
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 # squeue is asked every POLL_MIN seconds at first, then less often (up to POLL_MAX): quick
 # feedback for short jobs without loading the controller during hours of training.
 POLL_MIN_SECONDS = 0.5
@@ -320,7 +321,7 @@ class SlurmBackend(Backend):
         if state == "TIMEOUT":
             limit = format_duration(resources.time_limit) if resources.time else "the partition's limit"
             code, reason = TIMEOUT_EXIT_CODE, f"timed out after {limit} (Slurm state TIMEOUT)"
-        elif state in FINAL_STATES - {"COMPLETED", "FAILED"}:
+        elif state not in ("COMPLETED", "FAILED", "ENDED", ""):
             code = code or 1
             reason = f"Slurm state {state}" + (f": {reason}" if reason else "")
         if status is None:
