@@ -98,8 +98,9 @@ if stage_on 3; then
     [ "$overrides" = - ] || opts+=(--overrides "$overrides")
     [ "$targets" = - ] || opts+=(--lang_dir "$lang")
     # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh
-    $train_cmd --max-jobs "$nj" --num-threads "$threads" --pad 2 JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" \
-      "$exp/log/train.foldJOB.log" \
+    # Folds with train.done are not started again (on a cluster they would wait in the queue for nothing).
+    $train_cmd --max-jobs "$nj" --num-threads "$threads" --pad 2 --skip-if-exists "$exp/foldJOB/train.done" \
+      JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" "$exp/log/train.foldJOB.log" \
       python -m serkit.bin.train "$config" "${opts[@]}" --data_dir "$data" \
         --fold_dir "data/folds/$protocol/foldJOB" --output_folder "$exp/foldJOB" --seed "$seed" $args
   done < <(plan)
