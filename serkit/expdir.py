@@ -53,11 +53,18 @@ class ExpDirError(SerkitError):
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
+
+    The temporary name carries the process id: fold jobs running at once may write the same shared
+    file (a feature-cache entry), and each must rename its own complete copy.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
