@@ -477,3 +477,21 @@ def list_files(folder: Path, skipped: Tally, suffix: str = ".wav") -> list[Path]
         else:
             found.append(entry)
     return found
+
+
+def expected_class_counts(class_map: ClassMap, code_counts: Mapping[str, int]) -> dict[str, int]:
+    """Per-class counts that per-code counts give under ``class_map`` (excluded codes dropped)."""
+    classes = {label: 0 for label in class_map.classes}
+    for code, count in code_counts.items():
+        label = class_map.label(code)
+        if label is not None:
+            classes[label] += count
+    return classes
+
+
+def listed(title: str, items: Sequence[str], limit: int = 20) -> list[str]:
+    """``title`` and up to ``limit`` indented items (for found-vs-expected messages)."""
+    if not items:
+        return []
+    more = [f"    ... and {len(items) - limit} more"] if len(items) > limit else []
+    return [title, *(f"    {item}" for item in items[:limit]), *more]
