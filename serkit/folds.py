@@ -295,8 +295,11 @@ def speaker_kfold_folds(utt2spk: Mapping[str, str], utt2emo: Mapping[str, str],
     return folds
 
 
-def predefined_folds(utt2split: Mapping[str, str]) -> list[Fold]:
-    """The release's partitions: train and development sets by name, one fold per test set (sorted)."""
+def predefined_folds(utt2split: Mapping[str, str], utt2emo: Mapping[str, str] | None = None) -> list[Fold]:
+    """The release's partitions: train and development sets by name, one fold per test set (sorted).
+
+    With ``utt2emo``, a development set lacking a class is an error: checkpoints chosen on it would
+    ignore that class (a partial copy; choose another protocol)."""
     roles = {name: SPLIT_ROLES.get(name.lower(), "test" if name.lower().startswith("test") else None)
              for name in set(utt2split.values())}
     unknown = sorted(name for name, role in roles.items() if role is None)
@@ -312,6 +315,11 @@ def predefined_folds(utt2split: Mapping[str, str]) -> list[Fold]:
     train = [u for n in by_role["train"] for u in split2utt[n]]
     valid = [u for n in by_role["valid"] for u in split2utt[n]]
     rule = f"the release's {'+'.join(by_role['valid'])} set"
+    if utt2emo is not None:
+        lacking = sorted(set(utt2emo.values()) - {utt2emo[u] for u in valid})
+        if lacking:
+            raise FoldError(f"predefined: {rule} holds no utterance of class(es) {lacking}, so checkpoints would be "
+                            "chosen without them (a partial copy?); choose another protocol, e.g. speaker_kfold")
     return [_fold(index, train, valid, split2utt[name], f"{rule}; test = {name}")
             for index, name in enumerate(by_role["test"], start=1)]
 
@@ -498,7 +506,7 @@ def _build(protocol: str, data_dir: Path, utt2spk, utt2emo, optional, seed: int,
     if protocol == "speaker_kfold":
         return speaker_kfold_folds(utt2spk, utt2emo, optional["utt2gender"], k, seed)
     if protocol == "predefined":
-        return predefined_folds(_needs(protocol, "utt2split", optional["utt2split"], data_dir))
+        return predefined_folds(_needs(protocol, "utt2split", optional["utt2split"], data_dir), utt2emo)
     if protocol == "random_kfold":
         return random_kfold_folds(utt2emo, k, seed)
     return sentence_kfold_folds(_needs(protocol, "utt2sentence", optional["utt2sentence"], data_dir), utt2emo, k, seed)

@@ -291,7 +291,8 @@ MSP_HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
 
 
 def msp_tree(root: Path, old_release: bool = False, missing: int = 0) -> Tree:
-    """Labels for 16 files over 4 speakers and 3 splits, with O/X rows, an Unknown speaker, a hidden label,
+    """Labels for 32 files (every class in each split; speakers 100-101 train, 102 development, 103 test),
+    with O/X rows, an Unknown speaker, a hidden label,
     a stereo 44.1 kHz outlier; ``old_release`` uses labels_concensus.csv and 'Validation';
     ``missing`` labelled files are left out of Audios/."""
     tree = Tree(root)
@@ -299,9 +300,9 @@ def msp_tree(root: Path, old_release: bool = False, missing: int = 0) -> Tree:
     rows, parts = [], []
     plan = []
     codes = "AHSNFDUC"
-    for i in range(16):
-        speaker = str(100 + i % 4)
-        split = ("Train", "Train", dev, "Test1")[i // 4] if i < 16 else "Train"
+    for i in range(32):
+        speaker = str(100 + i // 8)
+        split = ("Train", "Train", dev, "Test1")[i // 8]
         plan.append((f"MSP-PODCAST_{i + 1:04d}_0001.wav", codes[i % 8], speaker, "Male" if i % 2 else "Female", split))
     plan += [("MSP-PODCAST_0100_0001.wav", "O", "100", "Male", "Train"),
              ("MSP-PODCAST_0101_0001.wav", "X", "101", "Female", "Train"),
