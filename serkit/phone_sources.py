@@ -55,7 +55,8 @@ def sampa_classes(labels: list[str], stats: SourceStats) -> list[str]:
     """German SAMPA labels of one utterance -> phone classes (see the module docstring)."""
     marked = any(label.startswith(STRESS_MARKS) for label in labels)
     if labels:
-            "stress marks in the label file" if marked else "no stress mark: @ and 6 are V, full vowels VS"] += 1
+        rule = "stress marks in the label file" if marked else "no stress mark: @ and 6 are V, full vowels VS"
+        stats.rule[rule] += 1
     classes, stress_pending = [], False
     for raw in labels:
         label = raw
