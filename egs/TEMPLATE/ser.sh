@@ -4,7 +4,7 @@
 #
 #   0 data preparation      local/data.sh -> data/all (Kaldi-style), validated
 #   1 emotion-phonemes      G2P -> six phone classes -> emotion-suffixed tokens, data/lang/tokens.txt
-#   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}
+#   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}, protocol.json, leakage.txt
 #   3 training              one job a fold through $train_cmd; resumes from checkpoints
 #   4 scoring               WA/UA/F1/PER per fold, mean +- std, pooled -> RESULTS.md (+ plots)
 #   5 export + inference    exp/<tag>/export, then serkit-infer on a few test utterances
@@ -14,8 +14,10 @@ cmdline="$(basename "$PWD")/run.sh $*"
 help_message="Usage: $0 [options]
   --stage N            first stage to run (default 0)
   --stop_stage N       last stage to run (default 5)
-  --class_map NAME     emotion class map: 4class | 5class | 6class | path/to/map.yaml
-  --protocol NAME      fold protocol for training: loso | loso_session | random
+  --class_map NAME     emotion class map shipped for the corpus (prepare_corpus --list) or path/to/map.yaml
+  --protocol NAME      fold protocol for training: loso | loso_session | random (IEMOCAP) | loso_speaker |
+                       speaker_kfold | predefined | random_kfold (speaker-dependent) | sentence_kfold
+  --kfold K            folds of the k-fold protocols (default 5)
   --folds LIST         folds to train/score, e.g. \"1 2\" (default: all folds of the protocol)
   --train_config FILE  HyperPyYAML training config
   --train_overrides F  recipe override file applied on top of the config
@@ -32,6 +34,7 @@ stage=0
 stop_stage=5
 class_map=4class
 protocol=loso
+kfold=5
 folds=
 train_config=../../conf/w2v2_mtl.yaml
 train_overrides=conf/train.yaml
@@ -65,7 +68,7 @@ fold_ids() {  # fold numbers of the protocol, or the user's --folds
 if stage_on 0; then
   log "Stage 0: data preparation"
   local/data.sh --corpus_root "$corpus_root" --class_map "$class_map" --out "$data"
-  python -m serkit.bin.validate_data_dir "$data"
+  python -m serkit.bin.validate_data_dir "$data" --complete
 fi
 
 if stage_on 1; then
@@ -75,7 +78,8 @@ fi
 
 if stage_on 2; then
   log "Stage 2: folds"
-  python -m serkit.bin.make_folds --data "$data" --out data/folds --seed "$seed"
+  python -m serkit.bin.make_folds --data "$data" --out data/folds --seed "$seed" --protocols "default,$protocol" \
+    --k "$kfold"
 fi
 
 if stage_on 3; then
