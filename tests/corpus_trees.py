@@ -274,7 +274,15 @@ def esd_tree(root: Path, speakers=("0011", "0015"), encodings=("utf-8", "utf-16"
                 lines.append(f"{stem}\t{text}\t{emotion}")
                 tree.expected[f"{speaker}-{stem}"] = {"spk": speaker, "code": emotion, "gender": ESD_GENDER[speaker],
                                                       "text": text, "split": names[k % 3] if splits else None}
+        lines.append(f"{speaker}_001751\tA line whose wav is not in the copy.\tNeutral")
+        lines.append("garbage without an id")
         (root / speaker / f"{speaker}.txt").write_bytes(("\r\n".join(lines) + "\r\n").encode(encoding))
+    first = root / speakers[0]
+    tree.skip("not <speaker>_<6 digits>", write_wav(first / "Angry" / ("train" if splits else ".") / "9999_000001.wav"))
+    (first / "Excited").mkdir()
+    tree.skip("not an ESD emotion", first / "Excited")
+    (first / "readme.txt").write_text("ESD")
+    tree.skip("unexpected file", first / "readme.txt")
     if mandarin:
         lines = []
         for e, emotion in enumerate(ESD_EMOTIONS):

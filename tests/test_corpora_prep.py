@@ -209,6 +209,9 @@ def test_esd_english_encodings_splits_and_other_language(tmp_path):
     assert {texts[u] for u in tree.expected if u.startswith("0015")} == set(ESD_TEXTS)  # utf-16 decoded
     assert {texts[u] for u in tree.expected if u.startswith("0012")} == set(ESD_TEXTS)  # latin-1 decoded
     assert "text file not UTF-8, read as latin-1" in report.notes.counts
+    check_skips(report, tree)
+    assert report.skipped.counts["transcript line not '<id><TAB><text><TAB><emotion>'"] == 3
+    assert report.notes.counts["transcript line without its wav"] == 3
     assert read_map(tmp_path / "d" / "utt2sentence")["0011-0011_000002"] == "café_au_lait_s_il_vous_plaît"
     assert any("0001" in e for e in report.notes.examples[
         "speaker folder of the other language (use --corpus esd_zh; left out)"])
@@ -262,6 +265,23 @@ def test_msp_damaged_release_fails_and_partial_copy_is_reported(tmp_path):
 
 
 # ----------------------------------------------------------------------------- audio audit
+
+def test_iemocap_stage0_skips_poisoned_audio_too(tmp_path):
+    from iemocap_tree import TreeUtt, write_iemocap_tree
+
+    from serkit.corpora.iemocap import prepare_iemocap
+
+    utts = [TreeUtt(1, "F", "impro01", "F", i, "neu") for i in range(4)]
+    tree = write_iemocap_tree(tmp_path / "iemocap", utts, traps=False)
+    for utt, kind in zip(utts[1:], ("nan", "truncated", "zeros")):
+        write_wav(utt.wav_path(tree.root), kind=kind)
+    report = prepare_iemocap(tree.root, tmp_path / "d")
+    assert list(read_map(tmp_path / "d" / "wav.scp")) == [utts[0].utt_id]
+    for utt, reason in zip(utts[1:], ("wav holds NaN or Inf samples", "wav truncated (data shorter than its header "
+                                      "says)", "wav all zeros (digital silence)")):
+        assert utt.corpus_id in report.skipped.examples[reason][0]
+    assert "wav truncated" in (tmp_path / "d" / "prep_report.txt").read_text()
+
 
 @pytest.mark.parametrize("kind, reason", [
     ("empty", "wav empty (no samples)"), ("nan", "wav holds NaN or Inf samples"),

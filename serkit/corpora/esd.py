@@ -126,7 +126,9 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
         texts = read_transcripts(txt, LANGUAGES[language]["fallbacks"], report) if txt.is_file() else {}
         if not txt.is_file():
             report.notes.add("transcript file missing (its utterances get empty text)", str(txt))
+        seen = set()
         for emotion, split, wav in _speaker_files(folder, speaker, report):
+            seen.add(wav.stem)
             match = _UTT_RE.match(wav.stem)
             if not match or match.group(1) != speaker:
                 report.skipped.add("wav name is not <speaker>_<6 digits>.wav of its speaker folder", str(wav))
@@ -142,6 +144,8 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
             kept = keep(utt, report)
             if kept is not None:
                 utterances.append(kept)
+        for utt_id in sorted(set(texts) - seen):
+            report.notes.add("transcript line without its wav", f"{txt}: {utt_id}")
     with_split = sum(n for (_, _, split), n in splits.items() if split is not None)
     if 0 < with_split < sum(splits.values()):
         report.notes.add("some wavs outside train/evaluation/test folders: no utt2split written",
