@@ -223,32 +223,27 @@ def _note_and_summarise(path: Path, data: np.ndarray, rate: int, channels: int, 
 # ------------------------------------------------------------------------- text files
 
 def read_text_lines(path: Path, notes: Tally, fallbacks: Sequence[str] = ("latin-1",)) -> list[str]:
-    """Lines of a corpus text file in whatever encoding it came (BOM-marked UTF-16/8, UTF-8, then
-    ``fallbacks`` in order; a non-UTF-8 read is noted), with any line ends."""
+    """Lines of a corpus text file in whatever encoding it came, with any line ends.
+
+    Tried in order: a UTF-16 byte-order mark; UTF-8 (with or without BOM); UTF-16 without BOM when a
+    quarter of the bytes are NUL; then ``fallbacks`` (Latin-1 never fails, so it is the last resort
+    for Western text; Mandarin passes GB18030 instead). Any read other than UTF-8 is noted.
+    """
     raw = path.read_bytes()
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = raw.decode("utf-16")
-    else:
+        return [line.rstrip() for line in raw.decode("utf-16").splitlines()]
+    candidates = ["utf-8-sig"]
+    if raw.count(b"\x00") > len(raw) // 4:
+        candidates.append("utf-16-le" if raw[1:2] == b"\x00" else "utf-16-be")
+    for encoding in [*candidates, *fallbacks]:
         try:
-            text = raw.decode("utf-8-sig")
+            text = raw.decode(encoding)
         except UnicodeDecodeError:
-            text = None
-            if raw.count(b"\x00") > len(raw) // 4:  # UTF-16 without a BOM: every other byte is 0
-                encoding = "utf-16-le" if raw[1:2] == b"\x00" else "utf-16-be"
-                text = raw.decode(encoding, errors="strict")
-                notes.add(f"text file in {encoding} without BOM", str(path))
-            for encoding in fallbacks:
-                if text is not None:
-                    break
-                try:
-                    text = raw.decode(encoding)
-                    notes.add(f"text file not UTF-8, read as {encoding}", str(path))
-                except UnicodeDecodeError:
-                    continue
-            if text is None:
-                raise CorpusError(f"{path}: text file in none of utf-8, utf-16, {', '.join(fallbacks)}; "
-                                  "convert it to UTF-8")
-    return [line.rstrip() for line in text.splitlines()]
+            continue
+        if encoding != "utf-8-sig":
+            notes.add(f"text file not UTF-8, read as {encoding}", str(path))
+        return [line.rstrip() for line in text.splitlines()]
+    raise CorpusError(f"{path}: text file in none of utf-8, utf-16, {', '.join(fallbacks)}; convert it to UTF-8")
 
 
 # ----------------------------------------------------------------------------- utterances

@@ -47,7 +47,8 @@ from typing import Mapping
 from tqdm import tqdm
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import MIN_WAV_SECONDS, AudioAudit, Tally, Utterance, audit_wav, write_data_dir
+from serkit.corpora.common import (MIN_WAV_SECONDS, AudioAudit, Tally, Utterance, audit_wav, read_text_lines,
+                                   write_data_dir)
 from serkit.datadir import validate_data_dir
 
 logger = logging.getLogger(__name__)
@@ -130,17 +131,6 @@ def parse_utterance_id(utt: str) -> TurnId:
     return TurnId(dialog=dialog, session=f"Ses{session_match.group(1)}", gender=turn_match.group(1).lower())
 
 
-def _read_lines(path: Path, notes: Tally) -> list[str]:
-    """Lines of a corpus text file, whatever its line ends (LF, CRLF, CR) and BOM."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-        notes.add("text file not UTF-8, read as Latin-1", str(path))
-    return [line.rstrip() for line in text.splitlines()]
-
-
 def find_session_dirs(root: Path, skipped: Tally) -> list[tuple[int, Path]]:
     """``(number, path)`` of every ``SessionN`` folder with labels; clear errors for a wrong root."""
     if not root.is_dir():
@@ -190,7 +180,7 @@ def parse_emo_evaluation(path: Path, skipped: Tally, notes: Tally) -> list[Label
     which tolerates missing blank lines between blocks and any mix of tabs and spaces.
     """
     labels = []
-    for number, line in enumerate(_read_lines(path, notes), start=1):
+    for number, line in enumerate(read_text_lines(path, notes), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith(("%", "C-", "A-")):
             continue
@@ -207,7 +197,7 @@ def parse_emo_evaluation(path: Path, skipped: Tally, notes: Tally) -> list[Label
 def parse_transcription(path: Path, skipped: Tally, notes: Tally) -> dict[str, str]:
     """``{utterance id: text}`` of one transcription file; noise tags are kept as they are."""
     texts: dict[str, str] = {}
-    for number, line in enumerate(_read_lines(path, notes), start=1):
+    for number, line in enumerate(read_text_lines(path, notes), start=1):
         stripped = line.strip()
         if not stripped:
             continue
