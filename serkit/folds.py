@@ -480,7 +480,7 @@ def make_folds(data_dir: str | Path, folds_dir: str | Path, protocols: Sequence[
         folds = _build(protocol, data_dir, utt2spk, utt2emo, optional, seed, k)
         protocol_dir = Path(folds_dir) / protocol
         write_folds(protocol_dir, folds, utt2spk, speaker_disjoint=protocol not in SPEAKER_DEPENDENT | {"predefined"})
-        write_protocol_files(protocol_dir, protocol, folds, utt2spk, utt2emo, optional["utt2sentence"], seed, k,
+        write_protocol_files(protocol_dir, protocol, folds, utt2spk, utt2emo, optional["utt2sentence"], seed,
                              optional["utt2gender"])
         built[protocol] = folds
     return built
@@ -624,7 +624,7 @@ def describe(protocol: str, folds: Sequence[Fold], leakage: Sequence[dict], utt2
 
 def write_protocol_files(protocol_dir: Path, protocol: str, folds: Sequence[Fold], utt2spk: Mapping[str, str],
                          utt2emo: Mapping[str, str], utt2sentence: Mapping[str, str] | None, seed: int,
-                         k: int | None, utt2gender: Mapping[str, str] | None = None) -> dict:
+                         utt2gender: Mapping[str, str] | None = None) -> dict:
     """Write ``leakage.txt`` and ``protocol.json`` for the folds just written; return the description."""
     leakage = [fold_leakage(fold, utt2spk, utt2sentence) for fold in folds]
     n_speakers = len(set(utt2spk.values()) - UNKNOWN_SPEAKERS)
