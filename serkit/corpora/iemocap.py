@@ -14,7 +14,8 @@ The parser follows the corpus FORMAT (see /work/shared/corpora.md), not a list o
   the dialog, and suffixed dialogs (``Ses03M_impro05a``) break fixed character indices.
 
 * a labelled utterance of a kept class is skipped, counted and listed with its path when its sentence
-  wav is missing, unreadable, empty, or shorter than :data:`MIN_WAV_SECONDS` (0.05 s: the wav2vec 2.0
+  wav is missing, unreadable, empty, truncated, NaN/Inf, all zeros, or shorter than
+  :data:`serkit.corpora.common.MIN_WAV_SECONDS` (0.05 s: the wav2vec 2.0
   CNN emits no frame for fewer than 400 samples, and training would crash on it hours later).
 * every file in ``SessionN/sentences/wav/`` and its ``<dialog>/`` folders is accounted for: a wav
   that some consensus line names is used or skipped under that line's reason (excluded code, too
@@ -47,8 +48,7 @@ from typing import Mapping
 from tqdm import tqdm
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import (MIN_WAV_SECONDS, AudioAudit, Tally, Utterance, audit_wav, read_text_lines,
-                                   write_data_dir)
+from serkit.corpora.common import AudioAudit, Tally, Utterance, audit_wav, read_text_lines, write_data_dir
 from serkit.datadir import validate_data_dir
 
 logger = logging.getLogger(__name__)
