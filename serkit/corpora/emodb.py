@@ -20,6 +20,7 @@ A copy with all 10 speakers is the full release; its counts must match, else pre
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
@@ -137,12 +138,12 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
     lablaut = find_lablaut(root, report.skipped, report.notes)
     if lablaut is None:
         report.notes.add("no lablaut/ folder (no utt2sampa: stage 1 trains emotion-only)", str(root / "lablaut"))
-    speakers, utterances, n_files = set(), [], 0
+    speakers, utterances, n_files = Counter(), [], 0
     for path in list_files(wav_folder, report.skipped):
         utt = _parse(path, lablaut, report)
         if utt is None:
             continue
-        speakers.add(utt.speaker)
+        speakers[utt.speaker] += 1
         n_files += 1
         kept = keep(utt, report)
         if kept is not None:
@@ -156,8 +157,11 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
                         f"(full release {FULL_RELEASE_FILES}); wav folder: {wav_folder.name}/")
 
     def check() -> list[str]:
-        return (count_differences("emotion code", report.code_counts, FULL_RELEASE_CODE_COUNTS)
-                + count_differences("class (written)", report.class_counts,
-                                    expected_class_counts(mapping, FULL_RELEASE_CODE_COUNTS)))
+        problems = (count_differences("emotion code", report.code_counts, FULL_RELEASE_CODE_COUNTS)
+                    + count_differences("class (written)", report.class_counts,
+                                        expected_class_counts(mapping, FULL_RELEASE_CODE_COUNTS)))
+        if problems:  # where to look: files per speaker and emotion
+            problems.append("  files per speaker: " + "  ".join(f"{s} {n}" for s, n in sorted(speakers.items())))
+        return problems
 
-    return finish(report, utterances, looks_full=set(SPEAKER_GENDER) <= speakers, strict=strict, check=check)
+    return finish(report, utterances, looks_full=set(SPEAKER_GENDER) <= set(speakers), strict=strict, check=check)
