@@ -1,8 +1,15 @@
-"""Stage 3 data loading: one fold of a data directory as padded batches of audio, labels and tokens.
+"""Stage 3 data loading: one fold of a data directory as padded batches of model inputs, labels and tokens.
 
 Inputs (docs/formats.md): a data directory (``wav.scp``, ``utt2emo``, ``utt2dur``, ``classes`` and,
-for the phoneme task, ``utt2phn``), a fold directory (``train``, ``valid``, ``test`` utterance lists)
-and the token inventory ``tokens.txt`` of a lang directory.
+for a CTC head, the targets file named by the lang directory, e.g. ``utt2phn``), a fold directory
+(``train``, ``valid``, ``test`` utterance lists) and, for a CTC head, the token inventory
+``tokens.txt`` of a lang directory.
+
+The data layer knows no model family: it loads exactly what the family asks for, i.e. the input
+named by a feature spec (the waveform itself, log-Mel with deltas, MFCC, eGeMAPS functionals; see
+:mod:`serkit.features`) and CTC targets only when the model has a CTC head. Features are computed on
+the fly, or once per utterance into a cache directory (Kaldi's ``dump/`` idea, :class:`FeatureCache`)
+so spectral models do not recompute them every epoch.
 
 Everything is checked when the fold is loaded, before any training starts: a fold list that names an
 utterance the data directory lacks, an unknown emotion label or phoneme token, or an utterance listed
@@ -16,6 +23,8 @@ so that little compute is spent on padding.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from collections import Counter
@@ -29,11 +38,14 @@ from torch.utils.data import Dataset, Sampler
 
 from serkit.audio import read_audio
 from serkit.datadir import DataDirError, read_list, read_map
+from serkit.expdir import atomic_write
 from serkit.folds import load_fold
 
 logger = logging.getLogger(__name__)
 
 BLANK = "<blank>"
+# The data-dir file holding each CTC target choice (stage 1 writes it beside tokens.txt's lang dir).
+CTC_TARGET_FILES = {"emophone": "utt2phn", "char": "utt2char", "bpe": "utt2bpe"}
 SPLITS = ("train", "valid", "test")
 MAX_LISTED = 5  # how many offending ids an error message shows
 
@@ -45,7 +57,7 @@ class Utterance:
     utt_id: str
     wav: str
     emotion: int  # index into the classes list
-    tokens: tuple[int, ...]  # emotion-phoneme token indices (may be empty: no phones)
+    tokens: tuple[int, ...]  # CTC token indices (may be empty: no phones, or no CTC head)
     duration: float  # seconds, from utt2dur
 
 
@@ -57,7 +69,7 @@ class FoldData:
     valid: "EmotionDataset"
     test: "EmotionDataset"
     classes: list[str]
-    tokens: list[str]
+    tokens: list[str]  # empty without a CTC head
 
 
 # ----------------------------------------------------------------------------- inventories
@@ -130,26 +142,27 @@ def read_fold(fold_dir: str | Path) -> dict[str, list[str]]:
 
 
 def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], classes: Sequence[str],
-                    tokens: Sequence[str], require_phones: bool = True) -> list[Utterance]:
+                    tokens: Sequence[str], require_phones: bool = True, targets_file: str = "utt2phn") -> list[Utterance]:
     """Join the data directory's files for ``utt_ids`` into :class:`Utterance` records.
 
-    ``utt2phn`` is needed only when the phoneme task is trained (``require_phones``); without it
-    every utterance gets an empty token sequence. An utterance whose ``utt2phn`` value is empty (no
-    phones, e.g. only noise tags) keeps an empty CTC target and still trains the emotion task.
+    The CTC targets (``targets_file``, ``utt2phn`` for emotion-phonemes) are needed only when a CTC
+    head is trained (``require_phones``); without them every utterance gets an empty token sequence.
+    An utterance whose target value is empty (no phones, e.g. only noise tags) keeps an empty CTC
+    target and still trains the emotion task.
     """
     data_dir = Path(data_dir)
     wavs = read_map(data_dir / "wav.scp")
     emotions = read_map(data_dir / "utt2emo")
     durations = read_map(data_dir / "utt2dur")
-    phn_path = data_dir / "utt2phn"
+    phn_path = data_dir / targets_file
     if require_phones and not phn_path.is_file():
-        raise DataDirError(f"{phn_path}: not found; the phoneme task (lambda > 0) needs it, run stage 1 "
-                           "or train with lambda 0")
-    phones = read_map(phn_path) if phn_path.is_file() else None
+        raise DataDirError(f"{phn_path}: not found; the CTC head (mtl_lambda > 0) needs it, run stage 1 "
+                           "or train with mtl_lambda 0")
+    phones = read_map(phn_path) if require_phones else None
 
     sources = {"wav.scp": wavs, "utt2emo": emotions, "utt2dur": durations}
-    if phones is not None and require_phones:
-        sources["utt2phn"] = phones
+    if phones is not None:
+        sources[targets_file] = phones
     for name, mapping in sources.items():
         missing = [utt for utt in utt_ids if utt not in mapping]
         if missing:
@@ -207,22 +220,58 @@ def _few(items: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------- dataset and batches
 
 
-class EmotionDataset(Dataset):
-    """Utterances as dicts ``{id, sig, emo, tokens, token_len}``; audio is read on access.
+class FeatureCache:
+    """One feature tensor per utterance on disk: ``<dir>/<spec hash>/<utt>.pt`` (Kaldi's ``dump/``).
 
-    ``max_duration`` (seconds, training only) crops longer waveforms to a random window of that
+    The sub-folder is named by a hash of the feature spec, so changing a feature parameter never
+    reads stale features. Entries are written atomically and read with ``weights_only=True``; an
+    unreadable entry (a killed write, a full disk) is recomputed with a warning.
+    """
+
+    def __init__(self, root: str | Path, feature: dict):
+        digest = hashlib.sha1(json.dumps(feature, sort_keys=True).encode()).hexdigest()[:12]
+        self.dir = Path(root) / f"{feature['kind']}-{digest}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        spec_file = self.dir / "feature.json"
+        if not spec_file.is_file():
+            atomic_write(spec_file, lambda tmp: tmp.write_text(json.dumps(feature, indent=2, sort_keys=True) + "\n"))
+
+    def get(self, utt_id: str, compute) -> torch.Tensor:
+        path = self.dir / f"{utt_id}.pt"
+        if path.is_file():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except (RuntimeError, EOFError, OSError, ValueError) as error:
+                logger.warning("%s: unreadable cached features (%s); recomputing", path, error)
+        feats = compute()
+        atomic_write(path, lambda tmp: torch.save(feats, tmp))
+        return feats
+
+
+class EmotionDataset(Dataset):
+    """Utterances as dicts ``{id, sig, emo[, tokens, token_len]}``; audio is read on access.
+
+    ``sig`` is what the model consumes: the waveform itself, or features computed from it by
+    ``feature`` (a :class:`serkit.features.FeatureSpec`; None = waveform), cached in ``cache`` if given.
+    Its first axis is time. Tokens are included only with ``with_tokens`` (a model with a CTC head).
+
+    ``max_duration`` (seconds, training only) crops longer inputs to a random window of that
     length: it bounds memory for the few very long utterances. The crop keeps the utterance's whole
     CTC target, which then covers more speech than the window holds; the run logs how many
     utterances this affects so the trade-off is visible (leave it unset to train on whole utterances).
     """
 
     def __init__(self, utterances: Sequence[Utterance], sample_rate: int = 16000,
-                 max_duration: float | None = None):
+                 max_duration: float | None = None, feature=None, cache: FeatureCache | None = None,
+                 with_tokens: bool = True):
         if max_duration is not None and max_duration <= 0:
             raise ValueError(f"max_duration must be positive seconds or None, got {max_duration}")
         self.utterances = list(utterances)
         self.sample_rate = sample_rate
         self.max_duration = max_duration
+        self.feature = None if feature is None or feature.kind == "waveform" else feature
+        self.cache = cache
+        self.with_tokens = with_tokens
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -240,22 +289,32 @@ class EmotionDataset(Dataset):
             return 0
         return sum(utt.duration > self.max_duration for utt in self.utterances)
 
+    def inputs(self, index: int) -> torch.Tensor:
+        """The model input of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped."""
+        utt = self.utterances[index]
+        if self.feature is None:
+            return read_audio(utt.wav, target_sr=self.sample_rate)[0]
+
+        def compute() -> torch.Tensor:
+            return self.feature.compute(read_audio(utt.wav, target_sr=self.sample_rate)[0], self.sample_rate)
+        return self.cache.get(utt.utt_id, compute) if self.cache is not None else compute()
+
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]
-        signal, _ = read_audio(utt.wav, target_sr=self.sample_rate)
+        signal = self.inputs(index)
         if self.max_duration is not None:
-            signal = random_crop(signal, int(self.max_duration * self.sample_rate))
-        return {
-            "id": utt.utt_id,
-            "sig": signal,
-            "emo": utt.emotion,
-            "tokens": torch.tensor(utt.tokens, dtype=torch.long),
-            "token_len": len(utt.tokens),
-        }
+            samples = int(self.max_duration * self.sample_rate)
+            length = samples if self.feature is None else max(1, self.feature.n_frames(samples))
+            signal = random_crop(signal, length)
+        item = {"id": utt.utt_id, "sig": signal, "emo": utt.emotion}
+        if self.with_tokens:
+            item["tokens"] = torch.tensor(utt.tokens, dtype=torch.long)
+            item["token_len"] = len(utt.tokens)
+        return item
 
 
 def random_crop(signal: torch.Tensor, length: int) -> torch.Tensor:
-    """A random window of ``length`` samples (the signal itself if it is not longer)."""
+    """A random window of ``length`` steps along the first axis (the signal itself if it is not longer)."""
     if signal.shape[0] <= length:
         return signal
     start = int(torch.randint(0, signal.shape[0] - length + 1, (1,)))
@@ -265,11 +324,13 @@ def random_crop(signal: torch.Tensor, length: int) -> torch.Tensor:
 def collate_batch(examples: list[dict]) -> PaddedBatch:
     """Pad a list of dataset items into a :class:`PaddedBatch`.
 
-    ``batch.sig`` is (waveforms [B, T], relative lengths [B]); ``batch.tokens.data`` is [B, S] padded
-    with the blank and ``batch.token_len`` holds the absolute target lengths. Token sequences are
-    padded here, to at least length 1, because SpeechBrain's ``batch_pad_right`` cannot pad a batch
-    in which every sequence is empty (utterances without phones).
+    ``batch.sig`` is (inputs [B, T, ...], relative lengths [B]); with tokens, ``batch.tokens.data`` is
+    [B, S] padded with the blank and ``batch.token_len`` holds the absolute target lengths. Token
+    sequences are padded here, to at least length 1, because SpeechBrain's ``batch_pad_right`` cannot
+    pad a batch in which every sequence is empty (utterances without phones).
     """
+    if "tokens" not in examples[0]:
+        return PaddedBatch(examples, padded_keys=["sig"])
     width = max(1, max(int(example["token_len"]) for example in examples))
     padded = []
     for example in examples:
@@ -347,25 +408,39 @@ def padded_fraction(durations: Sequence[float], batches: Sequence[Sequence[int]]
 # ----------------------------------------------------------------------------- the whole fold
 
 
-def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | Path, sample_rate: int = 16000,
-                   max_duration: float | None = None, require_phones: bool = True) -> FoldData:
-    """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only."""
+def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | Path | None, sample_rate: int = 16000,
+                   max_duration: float | None = None, require_phones: bool = True, feature=None,
+                   cache_dir: str | Path | None = None, targets_file: str = "utt2phn") -> FoldData:
+    """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only.
+
+    ``require_phones`` (a CTC head) needs ``lang_dir`` (tokens.txt) and ``targets_file``; without it
+    no token is loaded. ``feature`` (a :class:`serkit.features.FeatureSpec`, None = waveform) names the
+    model input; ``cache_dir`` caches non-waveform features on disk.
+    """
     classes = read_classes(data_dir)
-    tokens = read_tokens(lang_dir)
+    if require_phones and lang_dir is None:
+        raise DataDirError("the CTC head (mtl_lambda > 0) needs a token inventory: pass --lang_dir "
+                           "(data/lang, written by stage 1)")
+    tokens = read_tokens(lang_dir) if require_phones else []
     fold = read_fold(fold_dir)
-    splits = {split: load_utterances(data_dir, fold[split], classes, tokens, require_phones) for split in SPLITS}
+    splits = {split: load_utterances(data_dir, fold[split], classes, tokens, require_phones, targets_file)
+              for split in SPLITS}
+    cache = None
+    if cache_dir is not None and feature is not None and feature.kind != "waveform":
+        cache = FeatureCache(cache_dir, feature.to_dict())
+    common = {"sample_rate": sample_rate, "feature": feature, "cache": cache, "with_tokens": require_phones}
     data = FoldData(
-        train=EmotionDataset(splits["train"], sample_rate, max_duration),
-        valid=EmotionDataset(splits["valid"], sample_rate),
-        test=EmotionDataset(splits["test"], sample_rate),
+        train=EmotionDataset(splits["train"], max_duration=max_duration, **common),
+        valid=EmotionDataset(splits["valid"], **common),
+        test=EmotionDataset(splits["test"], **common),
         classes=classes,
         tokens=tokens,
     )
     for split in SPLITS:
         utts = splits[split]
         without_phones = sum(not utt.tokens for utt in utts)
-        logger.info("%s: %d utterances, %.1f h, %d without phone tokens (emotion task only)", split, len(utts),
-                    sum(utt.duration for utt in utts) / 3600, without_phones)
+        logger.info("%s: %d utterances, %.1f h%s", split, len(utts), sum(utt.duration for utt in utts) / 3600,
+                    f", {without_phones} without CTC tokens (emotion task only)" if require_phones else "")
     if data.train.n_cropped:
         logger.warning("train: %d of %d utterances are longer than max_duration=%.1f s and are randomly cropped; "
                        "their CTC targets still cover the whole utterance", data.train.n_cropped, len(data.train),

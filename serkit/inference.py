@@ -1,4 +1,4 @@
-"""Python inference API: emotion (and emotion-phoneme string) for waveforms or audio files.
+"""Python inference API: emotion (and emotion-phoneme string) for waveforms or audio files, any family.
 
     recognizer = EmotionRecognizer.from_export("exp/w2v2_mtl/export")
     recognizer.predict_file("some.wav").label              # e.g. 'neu'
@@ -6,8 +6,9 @@
 
 Input is accepted the way users have it (any sample rate, [T] / [C, T] / [T, C], int16 or float)
 and converted exactly as training data was: downmix to mono, resample to the model's rate, float
-in [-1, 1]. Batched prediction pads with zeros and passes relative lengths, so it gives the same
-answer as one-by-one prediction (the model masks the padding).
+in [-1, 1], then the family's input features (:mod:`serkit.features`; none for waveform families).
+Batched prediction pads with zeros and passes relative lengths, so it gives the same answer as
+one-by-one prediction for families that mask their padding.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from serkit.audio import AudioError, read_audio, resample, to_mono
 from serkit.errors import SerkitError
 from serkit.export import build_model, load_export, load_into
 from serkit.model import ctc_greedy_decode
-from serkit.model.w2v2_mtl import receptive_field
+from serkit.model.build import feature_spec, min_input_frames
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,22 @@ class EmotionRecognizer:
         self.classes: list[str] = list(config["classes"])
         self.tokens: list[str] = list(config["tokens"])
         self.sample_rate = int(config["sample_rate"])
-        self.has_phoneme_head = bool(config["phoneme_head"])
-        # The wav2vec 2.0 CNN emits no frame for shorter input (400 samples = 25 ms for base models).
-        self.min_samples = receptive_field(self.model.encoder.config)
+        self.has_phoneme_head = int(config["n_tokens"]) > 0
+        self.feature = feature_spec(config["feature"])  # None: the model reads the waveform itself
+        self.min_samples = self._min_samples(min_input_frames(config))
+
+    def _min_samples(self, min_frames: int) -> int:
+        """Samples needed for ``min_frames`` input frames (e.g. the wav2vec 2.0 CNN's 400 samples)."""
+        if self.feature is None:
+            return min_frames
+        samples = 1
+        while self.feature.n_frames(samples) < min_frames:
+            samples *= 2
+        low = samples // 2
+        while low + 1 < samples:  # smallest length giving enough frames (n_frames grows with samples)
+            middle = (low + samples) // 2
+            low, samples = (low, middle) if self.feature.n_frames(middle) >= min_frames else (middle, samples)
+        return samples
 
     @classmethod
     def from_export(cls, export_dir: str | Path, device: str | torch.device = "cpu") -> "EmotionRecognizer":
@@ -135,10 +149,11 @@ class EmotionRecognizer:
             return []
         for row, waveform in enumerate(waveforms):
             self.check_length(waveform, f"batch item {row}")
-        lengths = torch.tensor([w.shape[-1] for w in waveforms], dtype=torch.long)
-        batch = torch.zeros(len(waveforms), int(lengths.max()))
-        for row, waveform in enumerate(waveforms):
-            batch[row, :waveform.shape[-1]] = waveform
+        inputs = [w if self.feature is None else self.feature.compute(w, self.sample_rate) for w in waveforms]
+        lengths = torch.tensor([x.shape[0] for x in inputs], dtype=torch.long)
+        batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
+        for row, x in enumerate(inputs):
+            batch[row, :x.shape[0]] = x
         relative = lengths.double() / lengths.max()  # float64: exact sample counts even for long files
         output = self.model(batch.to(self.device), relative.to(self.device))
         probs = torch.softmax(output.emo_logits.float(), dim=-1).cpu()

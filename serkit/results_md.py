@@ -36,11 +36,14 @@ HEADER = ("# Results\n\n"
 
 EXPLANATION = (
     "WA = accuracy; UA = mean per-class recall; macro-F1 over classes present; "
-    "PER = emotion-phoneme token error rate (edit distance / reference tokens); "
-    "suffix acc = emotion read as the majority digit suffix of the decoded tokens "
-    "(an utterance with no decoded token counts as wrong; *no tok* counts them). "
     "*mean ± std* averages the per-fold figures (sample std over folds); "
     "*pooled* scores all folds' predictions together.")
+TOKEN_EXPLANATION = (
+    "PER = token error rate of the CTC head (edit distance / reference tokens); "
+    "suffix acc = emotion read as the majority digit suffix of the decoded emotion-phoneme tokens "
+    "(an utterance with no decoded token counts as wrong; *no tok* counts them).")
+BASE_COLUMNS = (("WA", "WA"), ("UA", "UA"), ("macro-F1", "macro_F1"))
+TOKEN_COLUMNS = (("PER", "PER"), ("suffix acc", "suffix_acc"))
 
 
 class ResultsError(SerkitError):
@@ -147,24 +150,35 @@ def experiment_key(summary: dict) -> str:
     return f"{summary['tag']}/{summary['protocol']}"
 
 
+def has_tokens(summary: dict) -> bool:
+    """Whether the experiment's model decoded CTC tokens (so PER and suffix accuracy exist)."""
+    return summary["pooled"].get("token_errors") is not None
+
+
+def score_columns(summaries: Sequence[dict]) -> list[tuple[str, str]]:
+    """(heading, summary key) of the figures to show: WA, UA, macro-F1, plus the token scores if any."""
+    return list(BASE_COLUMNS) + (list(TOKEN_COLUMNS) if any(has_tokens(s) for s in summaries) else [])
+
+
 def fold_table(summary: dict) -> str:
-    """Per-fold WA/UA/macro-F1/PER/suffix-acc, missing folds, mean ± std and pooled rows."""
-    header = ["fold", "utts", "WA", "UA", "macro-F1", "PER", "suffix acc", "no tok"]
+    """Per-fold WA/UA/macro-F1 (+ PER/suffix-acc with a CTC head), missing folds, mean ± std and pooled rows."""
+    columns = score_columns([summary])
+    tokens = has_tokens(summary)
+    header = ["fold", "utts", *(heading for heading, _ in columns)] + (["no tok"] if tokens else [])
     rows = []
     for name in summary["expected_folds"]:
         fold = summary["folds"].get(name)
         if fold is None:
-            rows.append([name, "missing"] + [""] * 6)
+            rows.append([name, "missing"] + [""] * (len(header) - 2))
             continue
-        rows.append([name, fold["n_utts"], pct(fold["WA"]), pct(fold["UA"]), pct(fold["macro_F1"]),
-                     pct(fold["PER"]), pct(fold["suffix_acc"]), _count(fold["n_no_tokens"])])
+        rows.append([name, fold["n_utts"], *(pct(fold[key]) for _, key in columns)]
+                    + ([_count(fold["n_no_tokens"])] if tokens else []))
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
     n_folds = len(summary["folds"])
-    rows.append([f"**mean ± std ({n_folds} folds)**", "",
-                 *(pct_pm(mean[key], std[key]) for key in ("WA", "UA", "macro_F1", "PER", "suffix_acc")), ""])
-    rows.append([f"**pooled ({n_folds} folds)**", pooled["n_utts"], pct(pooled["WA"]), pct(pooled["UA"]),
-                 pct(pooled["macro_F1"]), pct(pooled["PER"]), pct(pooled["suffix_acc"]),
-                 _count(pooled["n_no_tokens"])])
+    rows.append([f"**mean ± std ({n_folds} folds)**", "", *(pct_pm(mean[key], std[key]) for _, key in columns)]
+                + ([""] if tokens else []))
+    rows.append([f"**pooled ({n_folds} folds)**", pooled["n_utts"], *(pct(pooled[key]) for _, key in columns)]
+                + ([_count(pooled["n_no_tokens"])] if tokens else []))
     table = markdown_table(header, rows)
     if summary["missing_folds"]:
         table += (f"\n\n**Partial experiment**, missing folds: {', '.join(summary['missing_folds'])}; "
@@ -231,8 +245,7 @@ def experiment_section(
     parts = [f"## {summary['tag']} / {summary['protocol']}", ""]
     status = "complete" if summary["complete"] else f"PARTIAL, missing {', '.join(summary['missing_folds'])}"
     parts.append(f"Scored {summary['scored_at']}; {len(summary['folds'])} of {len(summary['expected_folds'])} "
-                 f"folds ({status}); classes {', '.join(summary['classes'])}"
-                 + (f"; lambda = {model['lambda']}" if "lambda" in model else "") + ".")
+                 f"folds ({status}); classes {', '.join(summary['classes'])}; model {model_description(model)}.")
     parts += ["", "**Protocol**: " + protocol_description(summary["protocol"]), ""]
     parts += ["**Environment** (scoring machine)", "", "```"]
     parts += [f"{key:<13}{value}" for key, value in environment.items()]
@@ -241,7 +254,8 @@ def experiment_section(
     if scored_with:
         parts += [f"**Scored with**: `{scored_with}`", ""]
     parts += _config_block(config, overrides, results_dir)
-    parts += ["### Scores (%)", "", EXPLANATION, "", fold_table(summary), ""]
+    explanation = EXPLANATION + (" " + TOKEN_EXPLANATION if has_tokens(summary) else "")
+    parts += ["### Scores (%)", "", explanation, "", fold_table(summary), ""]
     parts += ["### Per-class recall (%)", "", recall_table(summary), ""]
     parts += ["### Pooled confusion matrix", "", "Counts (row %); rows = reference, columns = hypothesis.", "",
               confusion_table(summary["pooled"]["confusion"], summary["classes"]), ""]
@@ -252,6 +266,15 @@ def experiment_section(
                   f"{100 / len(summary['layer_weights']['mean']):.1f}.", "", weights, ""]
     parts += ["### Figures", ""] + _figure_links(summary, scores_dir, results_dir) + [""]
     return "\n".join(parts)
+
+
+def model_description(model: dict) -> str:
+    """``tim_net`` or ``w2v2_mtl (mtl_lambda = 0.1, CTC targets emophone)`` from a summary's model facts."""
+    details = [f"{name} = {value}" for name, value in (model.get("options") or {}).items()]
+    if model.get("ctc_targets"):
+        details.append(f"CTC targets {model['ctc_targets']}")
+    name = f"`{model.get('family', 'unknown')}`"
+    return name + (f" ({', '.join(details)})" if details else "")
 
 
 def protocol_description(protocol: str) -> str:
@@ -306,29 +329,43 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def comparison_order(summaries: Sequence[dict]) -> list[dict]:
-    """Experiments with a lambda first, by increasing lambda; the rest after, in the order given."""
-    def has_lambda(summary: dict) -> bool:
-        return isinstance(summary.get("model", {}).get("lambda"), (int, float))
+    """Families in the order first given; within a family, by increasing option values (e.g. lambda)."""
+    families = list(dict.fromkeys(s.get("model", {}).get("family") for s in summaries))
 
-    with_lambda = [s for s in summaries if has_lambda(s)]
-    without = [s for s in summaries if not has_lambda(s)]
-    return sorted(with_lambda, key=lambda s: s["model"]["lambda"]) + without
+    def key(item: tuple[int, dict]):
+        index, summary = item
+        model = summary.get("model", {})
+        values = [v for v in (model.get("options") or {}).values() if isinstance(v, (int, float))]
+        return families.index(model.get("family")), values, index
+
+    return [summary for _, summary in sorted(enumerate(summaries), key=key)]
 
 
 def comparison_table(summaries: Sequence[dict]) -> str:
-    """One row per experiment: mean ± std WA/UA over folds, pooled WA/UA, PER and suffix acc."""
-    header = ["experiment", "lambda", "folds", "WA mean ± std", "UA mean ± std", "pooled WA", "pooled UA",
-              "PER mean", "suffix acc mean"]
+    """One row per experiment: model, folds, mean ± std and pooled WA/UA/macro-F1 (+ token scores)."""
+    columns = score_columns(summaries)
+    header = ["experiment", "model", "folds", *(f"{heading} mean ± std" for heading, _ in columns),
+              *(f"pooled {heading}" for heading, _ in BASE_COLUMNS)]
     rows = []
     for s in comparison_order(summaries):
         folds = f"{len(s['folds'])}/{len(s['expected_folds'])}"
         if s["missing_folds"]:
             folds += " (partial)"
-        rows.append([f"{s['tag']} / {s['protocol']}", str(s.get("model", {}).get("lambda", "–")), folds,
-                     pct_pm(s["mean"]["WA"], s["std"]["WA"]), pct_pm(s["mean"]["UA"], s["std"]["UA"]),
-                     pct(s["pooled"]["WA"]), pct(s["pooled"]["UA"]), pct(s["mean"]["PER"]),
-                     pct(s["mean"]["suffix_acc"])])
+        rows.append([f"{s['tag']} / {s['protocol']}", model_description(s.get("model", {})), folds,
+                     *(pct_pm(s["mean"][key], s["std"][key]) for _, key in columns),
+                     *(pct(s["pooled"][key]) for _, key in BASE_COLUMNS)])
     return markdown_table(header, rows)
+
+
+def per_fold_comparison(summaries: Sequence[dict]) -> str:
+    """UA of every fold (rows) for every experiment (columns), then mean and pooled."""
+    ordered = comparison_order(summaries)
+    folds = list(dict.fromkeys(name for s in ordered for name in s["expected_folds"]))
+    rows = [[name, *(pct(s["folds"][name]["UA"]) if name in s["folds"] else "missing" for s in ordered)]
+            for name in folds]
+    rows.append(["**mean**", *(pct(s["mean"]["UA"]) for s in ordered)])
+    rows.append(["**pooled**", *(pct(s["pooled"]["UA"]) for s in ordered)])
+    return markdown_table(["UA per fold", *(s["tag"] for s in ordered)], rows)
 
 
 def comparison_section(title: str, summaries: Sequence[dict]) -> str:
@@ -339,7 +376,7 @@ def comparison_section(title: str, summaries: Sequence[dict]) -> str:
         parts += [f"**Warning**: the experiments use different protocols ({', '.join(protocols)}); "
                   "their figures are not directly comparable.", ""]
     parts += ["Figures in %; *mean ± std* over folds (sample std), *pooled* over all folds' predictions.", "",
-              comparison_table(summaries), ""]
+              comparison_table(summaries), "", per_fold_comparison(summaries), ""]
     return "\n".join(parts)
 
 

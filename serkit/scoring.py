@@ -1,16 +1,19 @@
 """Stage 4: score a cross-validated experiment from the files stage 3 left in each fold.
 
-Input is ``exp/<tag>/<protocol>/fold<NN>/`` (see docs/formats.md): ``test_predictions.tsv`` and,
-when the model has them, ``history.jsonl``, ``layer_weights.json`` and ``model_config.json``.
+Input is ``exp/<tag>/<protocol>/fold<NN>/`` (:mod:`serkit.expdir`, docs/formats.md):
+``test_predictions.tsv`` and, when the model has them, ``history.jsonl``, ``layer_weights.json`` and
+``model_config.json``. Scoring reads files, never a model, and names no family: the extra scores
+appear when the files carry what they need (decoded CTC tokens, layer weights).
 Output is ``exp/<tag>/<protocol>/scores/``: ``summary.json`` plus text and PNG figures.
 
 Cross-validation figures are reported two ways, because papers mix them up: the *mean* (± sample
 standard deviation) of the per-fold figures, and the *pooled* figure computed on all folds'
 predictions together. They differ whenever folds differ in size or class balance.
 
-Besides the emotion head, a multi-task model decodes emotion-phoneme tokens (``F0 V0 L0 VS0``).
-Two figures judge them: the PER (token edit distance over reference length) and the *suffix
-accuracy*: the emotion read off the decoded tokens' digit suffixes by majority vote.
+Besides the emotion head, a model with a CTC head decodes tokens (emotion-phonemes ``F0 V0 L0 VS0``,
+or characters / BPE units). The token error rate (PER: edit distance over reference length) judges
+any of them; for emotion-phoneme tokens the *suffix accuracy* too: the emotion read off the decoded
+tokens' digit suffixes by majority vote.
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ import logging
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -27,18 +29,16 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from serkit import metrics
-from serkit.errors import SerkitError
+from serkit import expdir, metrics
+from serkit.errors import SerkitError, reraise_as
+from serkit.expdir import FoldPredictions
 
 logger = logging.getLogger(__name__)
 
-PREDICTIONS = "test_predictions.tsv"
-HISTORY = "history.jsonl"
-LAYER_WEIGHTS = "layer_weights.json"
-MODEL_CONFIG = "model_config.json"
 SCORES_DIR = "scores"
 SUMMARY = "summary.json"
 POOLED = "pooled"
+TOKEN_COLUMNS = ("ref_tokens", "hyp_tokens")
 
 _FOLD_NAME = re.compile(r"fold\d+")
 # An emotion-phoneme token: a phone-class name followed by the emotion index, e.g. "VS3".
@@ -49,146 +49,15 @@ class ScoringError(SerkitError):
     """An experiment's outputs are missing, malformed or inconsistent, so it cannot be scored."""
 
 
-@dataclass
-class FoldPredictions:
-    """One fold's test predictions, with labels mapped to class indices."""
-
-    fold: str
-    path: Path
-    classes: list[str]
-    utts: list[str]
-    refs: list[int]
-    hyps: list[int]
-    ref_tokens: list[list[str]]
-    hyp_tokens: list[list[str]]
-    token_lines: list[int]  # line number of each utterance, to name it in token errors
+_as_scoring_error = reraise_as(ScoringError, expdir.ExpDirError)
+read_predictions = _as_scoring_error(expdir.read_predictions)
+read_layer_weights = _as_scoring_error(expdir.read_layer_weights)
 
 
-# --------------------------------------------------------------------------------------------
-# Reading stage 3's files
-
-
-def read_predictions(path: str | Path, classes: Sequence[str] | None = None, fold: str = "") -> FoldPredictions:
-    """Parse a ``test_predictions.tsv``.
-
-    ``classes`` fixes the index order; when None it is taken from the ``p_<class>`` columns. When
-    both exist they must agree, since a mismatch means the posteriors and labels disagree.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ScoringError(f"{path}: file not found (has stage 3 finished this fold?)")
-    with open(path, encoding="utf-8") as handle:
-        lines = [line.rstrip("\r\n") for line in handle]
-    if not lines:
-        raise ScoringError(f"{path}: empty file (expected a header 'utt ref hyp p_<class>... ref_tokens hyp_tokens')")
-    header = lines[0].split("\t")
-    header_classes = _check_header(path, header)
-    classes = _resolve_classes(path, classes, header_classes)
-    index = {label: i for i, label in enumerate(classes)}
-
-    preds = FoldPredictions(fold or path.parent.name, path, list(classes), [], [], [], [], [], [])
-    seen: set[str] = set()
-    for line_number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise ScoringError(
-                f"{path}:{line_number}: {len(fields)} tab-separated fields, header has {len(header)} "
-                "(empty token lists must still keep their tab)")
-        utt, ref, hyp = fields[0], fields[1], fields[2]
-        if utt in seen:
-            raise ScoringError(f"{path}:{line_number}: utterance {utt!r} appears twice")
-        seen.add(utt)
-        for what, label in (("ref", ref), ("hyp", hyp)):
-            if label not in index:
-                raise ScoringError(
-                    f"{path}:{line_number}: {what} label {label!r} is not one of the classes {list(classes)} "
-                    "(pass the right class list, or check the fold's model_config.json)")
-        preds.utts.append(utt)
-        preds.refs.append(index[ref])
-        preds.hyps.append(index[hyp])
-        preds.ref_tokens.append(fields[-2].split())
-        preds.hyp_tokens.append(fields[-1].split())
-        preds.token_lines.append(line_number)
-    if not preds.utts:
-        raise ScoringError(f"{path}: header only, no predictions (did testing crash?)")
-    return preds
-
-
-def _check_header(path: Path, header: list[str]) -> list[str]:
-    """Validate the column layout and return the classes named by the ``p_<class>`` columns."""
-    middle = header[3:-2]
-    if (len(header) < 5 or header[:3] != ["utt", "ref", "hyp"] or header[-2:] != ["ref_tokens", "hyp_tokens"]
-            or not all(column.startswith("p_") for column in middle)):
-        raise ScoringError(
-            f"{path}: unexpected header {header!r}; expected tab-separated "
-            "'utt ref hyp p_<class>... ref_tokens hyp_tokens' (docs/formats.md)")
-    return [column[2:] for column in middle]
-
-
-def _resolve_classes(path: Path, classes: Sequence[str] | None, header_classes: list[str]) -> list[str]:
-    if classes is None:
-        if not header_classes:
-            raise ScoringError(f"{path}: no p_<class> columns and no class list given (pass classes=...)")
-        return header_classes
-    if header_classes and list(classes) != header_classes:
-        raise ScoringError(
-            f"{path}: posterior columns name classes {header_classes} but the class list is {list(classes)}; "
-            "the two must match in order")
-    return list(classes)
-
-
-def read_model_config(fold_dir: Path) -> dict:
-    """The fold's ``model_config.json`` or ``{}`` when absent (models other than W2V2-MTL)."""
-    path = fold_dir / MODEL_CONFIG
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ScoringError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ScoringError(f"{path}: expected a JSON object")
-    return config
-
-
+@_as_scoring_error
 def read_history(path: Path) -> list[dict]:
-    """Per-epoch records of ``history.jsonl`` (one JSON object a line)."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ScoringError(f"{path}:{line_number}: not valid JSON ({error})") from None
-            if not isinstance(record, dict):
-                raise ScoringError(f"{path}:{line_number}: expected a JSON object per epoch")
-            records.append(record)
-    n_bad = 0
-    for record in records:
-        for key, value in record.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                record[key] = None  # a diverged epoch's NaN loss: JSON cannot hold it, plots skip it
-                n_bad += 1
-    if n_bad:
-        logger.warning("%s: %d NaN/infinite values (diverged epochs?) kept as null", path, n_bad)
-    return records
-
-
-def read_layer_weights(path: Path) -> list[float]:
-    """The learned softmax layer weights of ``layer_weights.json``."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ScoringError(f"{path}: not valid JSON ({error})") from None
-    weights = data.get("weights") if isinstance(data, dict) else None
-    if not isinstance(weights, list) or not weights or not all(
-            isinstance(w, (int, float)) and math.isfinite(w) for w in weights):
-        raise ScoringError(f"{path}: expected {{\"weights\": [finite numbers...]}}")
-    return [float(w) for w in weights]
+    """Per-epoch records of ``history.jsonl``, NaN (a diverged epoch) kept as null for JSON and plots."""
+    return expdir.finite_history(expdir.read_history(path), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +88,8 @@ def suffix_vote(tokens: Sequence[str]) -> int | None:
 def suffix_votes(preds: FoldPredictions) -> list[int | None]:
     """The suffix vote of every utterance, with errors naming the file and line."""
     votes = []
-    for tokens, line_number in zip(preds.hyp_tokens, preds.token_lines):
+    for hyp, line_number in zip(preds.extras["hyp_tokens"], preds.lines):
+        tokens = hyp.split()
         try:
             vote = suffix_vote(tokens)
         except ValueError as error:
@@ -236,11 +106,11 @@ def suffix_votes(preds: FoldPredictions) -> list[int | None]:
 # Scoring
 
 
-def score_predictions(preds: FoldPredictions, phoneme_head: bool = True) -> dict:
+def score_predictions(preds: FoldPredictions, suffixed_tokens: bool = True) -> dict:
     """All figures of one set of predictions (a fold, or all folds pooled).
 
-    Fractions are in [0, 1]. PER and suffix accuracy are None for a model without a phoneme head,
-    and PER also when there are no reference tokens to compare with.
+    Fractions are in [0, 1]. PER is None without decoded tokens (no CTC head) or without reference
+    tokens to compare with; suffix accuracy is computed for emotion-suffixed tokens only.
     """
     n_classes = len(preds.classes)
     scores = metrics.classification_scores(preds.refs, preds.hyps, n_classes)
@@ -258,13 +128,17 @@ def score_predictions(preds: FoldPredictions, phoneme_head: bool = True) -> dict
         "suffix_acc": None,
         "n_no_tokens": None,
     }
-    if not phoneme_head:
+    if not all(column in preds.extras for column in TOKEN_COLUMNS):
         return result
-    errors = sum(metrics.edit_distance(ref, hyp) for ref, hyp in zip(preds.ref_tokens, preds.hyp_tokens))
-    length = sum(len(ref) for ref in preds.ref_tokens)
+    refs = [ref.split() for ref in preds.extras["ref_tokens"]]
+    hyps = [hyp.split() for hyp in preds.extras["hyp_tokens"]]
+    errors = sum(metrics.edit_distance(ref, hyp) for ref, hyp in zip(refs, hyps))
+    length = sum(len(ref) for ref in refs)
     result["token_errors"] = errors
     result["ref_token_count"] = length
     result["PER"] = errors / length if length else None
+    if not suffixed_tokens:
+        return result
     votes = suffix_votes(preds)
     result["suffix_acc"] = sum(vote == ref for vote, ref in zip(votes, preds.refs)) / len(votes)
     result["n_no_tokens"] = sum(vote is None for vote in votes)
@@ -292,14 +166,18 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
 def pool(folds: Sequence[FoldPredictions]) -> FoldPredictions:
     """All folds' predictions as one set (for the pooled figures)."""
     first = folds[0]
-    pooled = FoldPredictions(POOLED, first.path.parent.parent, first.classes, [], [], [], [], [], [])
+    pooled = FoldPredictions(POOLED, first.path.parent.parent, first.classes,
+                             extras={name: [] for name in first.extras})
     for preds in folds:
+        if set(preds.extras) != set(first.extras):
+            raise ScoringError(f"{preds.path}: columns {sorted(preds.extras)} differ from {first.path}'s "
+                               f"{sorted(first.extras)}; all folds of one experiment come from one model")
         pooled.utts += preds.utts
         pooled.refs += preds.refs
         pooled.hyps += preds.hyps
-        pooled.ref_tokens += preds.ref_tokens
-        pooled.hyp_tokens += preds.hyp_tokens
-        pooled.token_lines += preds.token_lines
+        for name, values in preds.extras.items():
+            pooled.extras[name] += values
+        pooled.lines += preds.lines
     duplicates = [utt for utt, n in Counter(pooled.utts).items() if n > 1]
     if duplicates:
         raise ScoringError(
@@ -333,7 +211,7 @@ def find_folds(exp_protocol_dir: Path, folds_dir: Path | None = None) -> tuple[l
         highest = max(int(name[4:]) for name in present)
         expected = sorted(set(present) | {f"fold{n:0{width}d}" for n in range(1, highest + 1)})
     expected = sorted(expected, key=lambda name: int(name[4:]))
-    missing = [name for name in expected if not (exp_protocol_dir / name / PREDICTIONS).is_file()]
+    missing = [name for name in expected if not (exp_protocol_dir / name / expdir.PREDICTIONS_FILE).is_file()]
     return expected, missing
 
 
@@ -355,28 +233,29 @@ def score_experiment(
     expected, missing = find_folds(exp_dir, Path(folds_dir) if folds_dir is not None else None)
     if missing and not allow_partial:
         raise ScoringError(
-            f"{exp_dir}: {len(missing)} of {len(expected)} folds have no {PREDICTIONS}: {', '.join(missing)} "
+            f"{exp_dir}: {len(missing)} of {len(expected)} folds have no {expdir.PREDICTIONS_FILE}: {', '.join(missing)} "
             "(finish training them, or score anyway with --allow-partial)")
     present = [name for name in expected if name not in missing]
     if not present:
-        raise ScoringError(f"{exp_dir}: no fold has {PREDICTIONS}; nothing to score")
+        raise ScoringError(f"{exp_dir}: no fold has {expdir.PREDICTIONS_FILE}; nothing to score")
     if missing:
         logger.warning("scoring %s without missing folds: %s", exp_dir, ", ".join(missing))
 
     folds, configs = [], {}
     for name in tqdm(present, desc="reading folds", unit="fold"):
-        configs[name] = read_model_config(exp_dir / name)
+        configs[name] = _as_scoring_error(expdir.read_model_config)(exp_dir / name, required=False)
         fold_classes = classes if classes is not None else configs[name].get("classes")
-        folds.append(read_predictions(exp_dir / name / PREDICTIONS, fold_classes, fold=name))
+        folds.append(read_predictions(exp_dir / name / expdir.PREDICTIONS_FILE, fold_classes, fold=name))
     _check_same_classes(folds)
-    phoneme_head = _phoneme_head(configs)
+    model = _model_facts(configs)
+    suffixed = model.get("ctc_targets", "emophone") == "emophone"
 
     per_fold = {}
     for preds in tqdm(folds, desc="scoring folds", unit="fold"):
-        per_fold[preds.fold] = score_predictions(preds, phoneme_head)
+        per_fold[preds.fold] = score_predictions(preds, suffixed)
         logger.info("%s: %d utts, WA %.1f%%, UA %.1f%%", preds.fold, len(preds.utts),
                     100 * per_fold[preds.fold]["WA"], 100 * per_fold[preds.fold]["UA"])
-    pooled = score_predictions(pool(folds), phoneme_head)
+    pooled = score_predictions(pool(folds), suffixed)
 
     summary = {
         "exp_dir": str(exp_dir.resolve()),
@@ -387,7 +266,7 @@ def score_experiment(
         "expected_folds": expected,
         "missing_folds": missing,
         "complete": not missing,
-        "model": _model_facts(configs),
+        "model": model,
         "folds": per_fold,
         "mean": {},
         "std": {},
@@ -415,18 +294,10 @@ def _check_same_classes(folds: Sequence[FoldPredictions]) -> None:
                 "all folds of one experiment must use the same classes in the same order")
 
 
-def _phoneme_head(configs: dict[str, dict]) -> bool:
-    """Whether the model decodes emotion-phoneme tokens (assumed yes without a model_config)."""
-    flags = {bool(config.get("phoneme_head", True)) for config in configs.values()}
-    if len(flags) > 1:
-        raise ScoringError("folds disagree on model_config.json 'phoneme_head'; they are not one experiment")
-    return flags.pop()
-
-
 def _model_facts(configs: dict[str, dict]) -> dict:
-    """The model facts a comparison table needs (lambda), checked to agree across folds."""
+    """The model facts a comparison table needs (family, its options), checked to agree across folds."""
     facts = {}
-    for key in ("lambda", "phoneme_head", "n_emotions", "n_tokens"):
+    for key in ("family", "options", "n_emotions", "n_tokens", "ctc_targets"):
         values = {json.dumps(config.get(key)) for config in configs.values() if key in config}
         if len(values) > 1:
             raise ScoringError(f"folds disagree on model_config.json {key!r}: {sorted(values)}")
@@ -439,11 +310,11 @@ def _layer_weights(exp_dir: Path, folds: Sequence[str]) -> dict:
     """Per-fold learned layer weights and their mean (absent for models without layer fusion)."""
     per_fold = {}
     for name in folds:
-        path = exp_dir / name / LAYER_WEIGHTS
+        path = exp_dir / name / expdir.LAYER_WEIGHTS_FILE
         if path.is_file():
             per_fold[name] = read_layer_weights(path)
     if per_fold and len(per_fold) < len(folds):
-        logger.warning("%s: %d of %d folds have no %s", exp_dir, len(folds) - len(per_fold), len(folds), LAYER_WEIGHTS)
+        logger.warning("%s: %d of %d folds have no %s", exp_dir, len(folds) - len(per_fold), len(folds), expdir.LAYER_WEIGHTS_FILE)
     lengths = {len(w) for w in per_fold.values()}
     if len(lengths) > 1:
         raise ScoringError(f"{exp_dir}: folds have different numbers of layer weights {sorted(lengths)}")
@@ -455,11 +326,11 @@ def _histories(exp_dir: Path, folds: Sequence[str]) -> dict[str, list[dict]]:
     """Per-fold training histories; a fold without one is logged, not fatal (scores do not need it)."""
     histories = {}
     for name in folds:
-        path = exp_dir / name / HISTORY
+        path = exp_dir / name / expdir.HISTORY_FILE
         if path.is_file():
             histories[name] = read_history(path)
         else:
-            logger.warning("%s: no %s, so no learning curve for this fold", exp_dir / name, HISTORY)
+            logger.warning("%s: no %s, so no learning curve for this fold", exp_dir / name, expdir.HISTORY_FILE)
     return histories
 
 
@@ -528,9 +399,7 @@ def write_confusion_text(path: Path, cm: np.ndarray, classes: Sequence[str], tit
 def write_summary(path: Path, summary: dict) -> None:
     """Write the summary as strict JSON (no NaN/Infinity), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    expdir.atomic_write_text(path, json.dumps(summary, indent=1, allow_nan=False) + "\n")
 
 
 def load_summary(exp_protocol_dir: str | Path) -> dict:

@@ -99,7 +99,7 @@ def test_stages_3_to_5_train_score_export(prepared, tiny_overrides, name):
     assert (exp / protocol / "scores" / "summary.json").is_file() and (recipe / "RESULTS.md").is_file()
     assert (exp / "export" / "model.pt").is_file()
     classes = read_list(recipe / "data" / "all" / "classes")
-    demo = read_map(exp / "export_demo.scp")
+    demo = read_map(recipe / "exp" / "export_demo.scp")
     for utt in demo:
         line = next(line for line in run.stdout.splitlines() if line.startswith(utt))
         assert line.split()[1] in classes

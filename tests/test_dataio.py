@@ -147,8 +147,12 @@ def test_phones_are_optional_only_when_not_required(tmp_path):
     (paths["data"] / "utt2phn").unlink()
     with pytest.raises(DataDirError, match="utt2phn.*lambda"):
         load_fold_data(paths["data"], paths["fold"], paths["lang"])
-    data = load_fold_data(paths["data"], paths["fold"], paths["lang"], require_phones=False)
-    assert all(data.train[i]["token_len"] == 0 for i in range(len(data.train)))
+    data = load_fold_data(paths["data"], paths["fold"], None, require_phones=False)
+    assert data.tokens == []
+    items = [data.train[i] for i in range(len(data.train))]
+    assert all(set(item) == {"id", "sig", "emo"} for item in items)  # no CTC head: no tokens loaded
+    batch = collate_batch(items[:2])
+    assert batch.sig.data.shape[0] == 2 and not hasattr(batch, "tokens")
 
 
 # ----------------------------------------------------------------------------- bad input

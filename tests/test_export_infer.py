@@ -24,7 +24,8 @@ from serkit.bin import export_model as export_cli
 from serkit.bin import infer as infer_cli
 from serkit.export import ExportError, best_fold, export_model, load_export, resolve_fold_dir
 from serkit.inference import EmotionRecognizer, Prediction
-from serkit.model import W2V2MultiTask, build_tiny_w2v2
+from serkit.model import SERModel, W2V2Network, build_tiny_w2v2
+from serkit.model.build import model_from_config
 
 SR = 16000
 
@@ -32,24 +33,31 @@ SR = 16000
 # ----------------------------------------------------------------------------- helpers
 
 
-def make_model(encoder_dir: Path, seed: int) -> W2V2MultiTask:
+def make_model(encoder_dir: Path, seed: int) -> SERModel:
     """A 'trained' network: tiny encoder + heads drawn with ``seed`` and sharpened."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = W2V2MultiTask.from_pretrained(str(encoder_dir), n_emotions=len(CLASSES), n_tokens=len(TOKENS))
+        model = SERModel(W2V2Network.from_pretrained(str(encoder_dir), n_emotions=len(CLASSES)), n_tokens=len(TOKENS))
         with torch.no_grad():
-            model.emotion_head.weight.normal_(0.0, 1.0)
-            model.phn_head.weight.normal_(0.0, 3.0)
-            model.fusion_weights.normal_(0.0, 1.0)
+            model.network.emotion_head.weight.normal_(0.0, 1.0)
+            model.ctc_head.linear.weight.normal_(0.0, 3.0)
+            model.network.fusion_weights.normal_(0.0, 1.0)
     return model.eval()
 
 
-def write_fold(fold_dir: Path, checkpoints: list[tuple[W2V2MultiTask, float]]) -> None:
+def model_config(model: SERModel) -> dict:
+    """model_config.json as stage 3 writes it for W2V2-MTL with lambda 0.1."""
+    return {"family": "w2v2_mtl", "network": model.network.config_dict(), "feature": {"kind": "waveform",
+            "sample_rate": SR}, "input_dims": None, "n_emotions": len(CLASSES), "n_tokens": len(TOKENS),
+            "ctc_targets": "emophone", "options": {"mtl_lambda": 0.1}, "classes": CLASSES, "tokens": TOKENS,
+            "sample_rate": SR}
+
+
+def write_fold(fold_dir: Path, checkpoints: list[tuple[SERModel, float]]) -> None:
     """A fold directory as stage 3 leaves it: model_config.json + SpeechBrain checkpoints with meta."""
     fold_dir.mkdir(parents=True)
     net = checkpoints[0][0]
-    config = {**net.config_dict(), "classes": CLASSES, "tokens": TOKENS, "sample_rate": SR, "lambda": 0.1}
-    (fold_dir / "model_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (fold_dir / "model_config.json").write_text(json.dumps(model_config(net)), encoding="utf-8")
     holder = make_model_like(net)
     checkpointer = Checkpointer(fold_dir / "save", recoverables={"model": holder})
     for epoch, (model, ua) in enumerate(checkpoints, start=1):
@@ -57,8 +65,8 @@ def write_fold(fold_dir: Path, checkpoints: list[tuple[W2V2MultiTask, float]]) -
         checkpointer.save_checkpoint(meta={"UA": ua, "WA": ua + 0.01, "PER": 0.5, "loss": 1.0, "epoch": epoch})
 
 
-def make_model_like(model: W2V2MultiTask) -> W2V2MultiTask:
-    return W2V2MultiTask.from_encoder_config(model.config_dict()["encoder_config"], len(CLASSES), len(TOKENS))
+def make_model_like(model: SERModel) -> SERModel:
+    return model_from_config(model_config(model))
 
 
 def signal(sample_rate: int, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -110,12 +118,13 @@ def test_export_takes_best_validation_checkpoint_not_the_last(setup):
     good, worse = setup["models"]["good"].state_dict(), setup["models"]["worse"].state_dict()
     assert exported.state_dict.keys() == good.keys()
     assert all(torch.equal(exported.state_dict[k], good[k]) for k in good)
-    assert not torch.equal(exported.state_dict["emotion_head.weight"], worse["emotion_head.weight"])
+    assert not torch.equal(exported.state_dict["network.emotion_head.weight"], worse["network.emotion_head.weight"])
     config = exported.config
     assert config["valid_UA"] == pytest.approx(0.6)
     assert config["epoch"] == 1
     assert Path(config["source_checkpoint"]).parent == setup["exp"] / "fold01" / "save"
-    assert {"git_commit", "serkit_version", "encoder_config", "lambda"} <= set(config)
+    assert {"git_commit", "serkit_version", "family", "network", "options"} <= set(config)
+    assert config["family"] == "w2v2_mtl" and "encoder_config" in config["network"]
 
 
 def test_export_folder_files(setup):
@@ -129,7 +138,7 @@ def test_export_folder_files(setup):
 def test_export_last_checkpoint_and_by_name(setup, tmp_path):
     export_model(setup["exp"] / "fold01", tmp_path / "last", checkpoint="last")
     worse = setup["models"]["worse"].state_dict()
-    assert torch.equal(load_export(tmp_path / "last").state_dict["emotion_head.weight"], worse["emotion_head.weight"])
+    assert torch.equal(load_export(tmp_path / "last").state_dict["network.emotion_head.weight"], worse["network.emotion_head.weight"])
     with pytest.raises(ExportError, match="CKPT\\+nope.*not found"):
         export_model(setup["exp"] / "fold01", tmp_path / "x", checkpoint="CKPT+nope")
 
@@ -190,7 +199,7 @@ def test_tampered_model_pt_is_refused_without_running_code(setup, tmp_path):
             return (Path.touch, (marker,))
 
     state = dict(torch.load(bad / "model.pt", weights_only=True))
-    state["emotion_head.weight"] = Payload()
+    state["network.emotion_head.weight"] = Payload()
     torch.save(state, bad / "model.pt")
     with pytest.raises(ExportError, match="model.pt.*refused"):
         EmotionRecognizer.from_export(bad)
@@ -202,7 +211,7 @@ def test_tampered_model_pt_is_refused_without_running_code(setup, tmp_path):
 @pytest.mark.parametrize("damage, message", [
     ("missing_config", "missing config.json"),
     ("truncated_weights", "model.pt: not a readable"),
-    ("missing_key", "missing: emotion_head.bias"),
+    ("missing_key", "missing: network.emotion_head.bias"),
     ("bad_json", "config.json: not valid JSON"),
     ("edited_classes", "classes.txt: disagrees"),
 ])
@@ -216,7 +225,7 @@ def test_broken_export_gives_clear_error(setup, tmp_path, damage, message):
         (bad / "model.pt").write_bytes(data[: len(data) // 2])
     elif damage == "missing_key":
         state = torch.load(bad / "model.pt", weights_only=True)
-        del state["emotion_head.bias"]
+        del state["network.emotion_head.bias"]
         torch.save(state, bad / "model.pt")
     elif damage == "bad_json":
         (bad / "config.json").write_text("{ not json")

@@ -1,5 +1,6 @@
-"""Tests of the W2V2-MTL network (serkit.model): shapes, padding invariance, losses, freezing,
-loading, export round trip and a small learning run. Tiny configs keep the file fast on 2 CPU cores."""
+"""Tests of the W2V2-MTL network (serkit.model.w2v2_mtl) inside the shared SERModel wrapper (CTC head,
+losses): shapes, padding invariance, losses, freezing, loading, export round trip and a small learning
+run. Tiny configs keep the file fast on 2 CPU cores."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,10 @@ from safetensors.torch import load_file
 from transformers import Wav2Vec2Config
 
 from serkit.bin import make_tiny_w2v2
-from serkit.model import (EncoderConfigError, EncoderNotFoundError, ModelInputError, W2V2MultiTask,
+from serkit.model import (EncoderConfigError, EncoderNotFoundError, ModelInputError, SERModel, W2V2Network,
                           build_tiny_w2v2, ctc_greedy_decode, encoder_from_config, load_encoder, mtl_loss,
                           phoneme_ctc_loss)
+from serkit.model.build import model_from_config
 from serkit.model.tiny_w2v2 import TinyEncoderError
 
 SR = 16000
@@ -45,11 +47,11 @@ def tiny_config(norm: str = "group", stable: bool = False, **overrides) -> dict:
 
 
 def make_model(seed: int = 0, norm: str = "group", stable: bool = False, phoneme_head: bool = True,
-               freeze_feature_encoder: bool = True, **overrides) -> W2V2MultiTask:
+               freeze_feature_encoder: bool = True, **overrides) -> SERModel:
     torch.manual_seed(seed)
-    return W2V2MultiTask.from_encoder_config(tiny_config(norm, stable, **overrides), N_EMO, N_TOK,
-                                             phoneme_head=phoneme_head,
-                                             freeze_feature_encoder=freeze_feature_encoder)
+    network = W2V2Network.from_encoder_config(tiny_config(norm, stable, **overrides), N_EMO,
+                                              freeze_feature_encoder=freeze_feature_encoder)
+    return SERModel(network, n_tokens=N_TOK if phoneme_head else 0)
 
 
 def padded_batch(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +86,7 @@ def test_output_shapes_and_frame_counts():
     assert out.phn_log_probs.shape == (3, max(expected), N_TOK)
     assert out.phn_log_probs.dtype == torch.float32
     assert torch.allclose(out.phn_log_probs.exp().sum(-1), torch.ones(3, max(expected)), atol=1e-5)
-    assert out.layer_weights.shape == (model.num_layers,) == (3,)  # 2 Transformer layers + H_0
+    assert out.layer_weights.shape == (model.network.num_layers,) == (3,)  # 2 Transformer layers + H_0
 
 
 # -------------------------------------------------------------------------- padding invariance
@@ -116,7 +118,7 @@ def test_group_norm_cnn_alone_is_not_padding_invariant():
     model = make_model(norm="group").eval()
     waves = noise_waves([SR, 6000], seed=2)
     wavs, _ = padded_batch(waves)
-    cnn = model.encoder.feature_extractor
+    cnn = model.network.encoder.feature_extractor
     with torch.no_grad():
         padded = cnn(wavs)[1]
         alone = cnn(waves[1].unsqueeze(0))[0]
@@ -131,13 +133,14 @@ def test_fused_representations_are_hf_hidden_states():
     wavs = torch.stack(waves)
     normalised = (wavs - wavs.mean(1, keepdim=True)) / torch.sqrt(wavs.var(1, unbiased=False, keepdim=True) + 1e-7)
     with torch.no_grad():
-        reference = model.encoder(normalised, output_hidden_states=True).hidden_states
-        assert len(reference) == model.num_layers
-        for k in range(model.num_layers):
-            model.fusion_weights.copy_(torch.full((model.num_layers,), -1e4))
-            model.fusion_weights[k] = 0.0
+        network = model.network
+        reference = network.encoder(normalised, output_hidden_states=True).hidden_states
+        assert len(reference) == network.num_layers
+        for k in range(network.num_layers):
+            network.fusion_weights.copy_(torch.full((network.num_layers,), -1e4))
+            network.fusion_weights[k] = 0.0
             out = model(wavs, torch.ones(2))
-            expected = model.emotion_head(reference[k].mean(dim=1))
+            expected = network.emotion_head(reference[k].mean(dim=1))
             assert torch.allclose(out.emo_logits, expected, atol=1e-4), f"H_{k} differs from HF"
 
 
@@ -153,7 +156,7 @@ def test_fusion_weights_start_uniform_and_learn():
         loss, _, _ = mtl_loss(model(wavs, lens), targets, tokens, token_lens, lam=0.1)
         optimizer.zero_grad()
         loss.backward()
-        assert model.fusion_weights.grad.abs().sum() > 0
+        assert model.network.fusion_weights.grad.abs().sum() > 0
         optimizer.step()
     after = model(wavs, lens).layer_weights.detach()
     assert not torch.allclose(after, first, atol=1e-4)
@@ -166,7 +169,7 @@ def test_layerdrop_skipped_layers_act_as_identity():
     wavs, lens = padded_batch(noise_waves([7000, 5000], seed=5))
     with torch.no_grad():
         uniform = model(wavs, lens).emo_logits
-        model.fusion_weights.copy_(torch.tensor([3.0, -2.0, 1.0]))
+        model.network.fusion_weights.copy_(torch.tensor([3.0, -2.0, 1.0]))
         skewed = model(wavs, lens).emo_logits
     assert torch.allclose(uniform, skewed, atol=1e-5)
 
@@ -175,7 +178,7 @@ def test_layerdrop_skipped_layers_act_as_identity():
 def test_lambda_zero_without_phoneme_head(monkeypatch):
     with_head = make_model(seed=0)
     without = make_model(seed=0, phoneme_head=False)
-    assert not any("phn_head" in name for name, _ in without.named_parameters())
+    assert not any("ctc_head" in name for name, _ in without.named_parameters())
     n_with = sum(p.numel() for p in with_head.parameters())
     n_without = sum(p.numel() for p in without.parameters())
     assert n_with - n_without == 64 * N_TOK + N_TOK
@@ -193,7 +196,7 @@ def test_lambda_zero_without_phoneme_head(monkeypatch):
         log_probs = out.emo_logits.log_softmax(-1)
         expected_ce = -(log_probs[0, 2] + log_probs[1, 0]) / 2
         assert torch.allclose(loss, expected_ce) and torch.equal(loss, l_er) and float(l_pr) == 0.0
-    with pytest.raises(ModelInputError, match="phoneme_head=False"):
+    with pytest.raises(ModelInputError, match="built without one"):
         mtl_loss(without(wavs, lens), targets, torch.tensor([[1], [2]]), torch.tensor([1, 1]), lam=0.1)
 
 
@@ -241,8 +244,10 @@ def test_greedy_decode_collapses_repeats_and_drops_blanks():
 # --------------------------------------------------------------------------------- input errors
 def test_bad_inputs_raise_clear_errors():
     model = make_model().eval()
-    with pytest.raises(ModelInputError, match=r"\[batch, samples\]"):
+    with pytest.raises(ModelInputError, match=r"\[batch, time"):
         model(torch.zeros(SR), torch.ones(1))
+    with pytest.raises(ModelInputError, match=r"\[batch, samples\]"):
+        model(torch.zeros(1, SR, 2), torch.ones(1))
     with pytest.raises(ModelInputError, match=r"\(0, 1\]"):
         model(torch.zeros(2, SR), torch.tensor([1.0, 1.5]))
     with pytest.raises(ModelInputError, match="300 samples, fewer than the 400"):
@@ -262,32 +267,37 @@ def _grads_after_backward(model):
 def test_feature_encoder_frozen_by_default_and_partition():
     model = make_model().train()
     grads = _grads_after_backward(model)
-    cnn = [n for n in grads if n.startswith("encoder.feature_extractor.")]
+    cnn = [n for n in grads if n.startswith("network.encoder.feature_extractor.")]
     assert cnn and all(grads[n] is None for n in cnn)
-    assert grads["encoder.feature_projection.projection.weight"].abs().sum() > 0
-    assert grads["encoder.encoder.layers.0.attention.q_proj.weight"].abs().sum() > 0
-    # encoder_parameters + head_parameters + the frozen CNN cover every parameter exactly once
-    groups = [id(p) for p in model.encoder_parameters()] + [id(p) for p in model.head_parameters()]
-    cnn_ids = [id(p) for p in model.encoder.feature_extractor.parameters()]
+    assert grads["network.encoder.feature_projection.projection.weight"].abs().sum() > 0
+    assert grads["network.encoder.encoder.layers.0.attention.q_proj.weight"].abs().sum() > 0
+    # the family's groups (+ the CTC head, which the trainer adds to the last) + the frozen CNN
+    # cover every parameter exactly once
+    from serkit.model import get_family
+    family_groups = get_family("w2v2_mtl").param_groups(model)
+    groups = [id(p) for params in family_groups.values() for p in params]
+    groups += [id(p) for p in model.ctc_head.parameters()]
+    cnn_ids = [id(p) for p in model.network.encoder.feature_extractor.parameters()]
+    assert list(family_groups) == ["encoder", "heads"]
     assert len(set(groups)) == len(groups) and not set(groups) & set(cnn_ids)
     assert set(groups) | set(cnn_ids) == {id(p) for p in model.parameters()}
 
     trainable = make_model(freeze_feature_encoder=False).train()
     grads = _grads_after_backward(trainable)
-    assert grads["encoder.feature_extractor.conv_layers.0.conv.weight"].abs().sum() > 0
+    assert grads["network.encoder.feature_extractor.conv_layers.0.conv.weight"].abs().sum() > 0
 
 
 def test_set_encoder_frozen_trains_only_heads_then_releases():
     model = make_model().train()
-    model.set_encoder_frozen(True)
+    model.network.set_encoder_frozen(True)
     grads = _grads_after_backward(model)
-    assert all(g is None for n, g in grads.items() if n.startswith("encoder."))
-    for name in ("fusion_weights", "emotion_head.weight", "phn_head.weight"):
+    assert all(g is None for n, g in grads.items() if n.startswith("network.encoder."))
+    for name in ("network.fusion_weights", "network.emotion_head.weight", "ctc_head.linear.weight"):
         assert grads[name].abs().sum() > 0
-    model.set_encoder_frozen(False)
+    model.network.set_encoder_frozen(False)
     grads = _grads_after_backward(model)
-    assert grads["encoder.encoder.layers.1.feed_forward.output_dense.weight"].abs().sum() > 0
-    assert grads["encoder.feature_extractor.conv_layers.0.conv.weight"] is None  # CNN stays frozen
+    assert grads["network.encoder.encoder.layers.1.feed_forward.output_dense.weight"].abs().sum() > 0
+    assert grads["network.encoder.feature_extractor.conv_layers.0.conv.weight"] is None  # CNN stays frozen
 
 
 def test_autocast_bfloat16_forward_and_backward():
@@ -299,7 +309,7 @@ def test_autocast_bfloat16_forward_and_backward():
                                  torch.tensor([2, 1]), lam=0.1)
     assert out.phn_log_probs.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(l_pr)
     loss.backward()
-    assert torch.isfinite(model.fusion_weights.grad).all()
+    assert torch.isfinite(model.network.fusion_weights.grad).all()
 
 
 # ------------------------------------------------------------------------------------- learning
@@ -327,8 +337,9 @@ def test_overfits_four_utterances():
     token_lens, emotions = torch.tensor([len(s) for s in sequences]), torch.tensor([0, 1, 2, 3])
 
     model = make_model(seed=0)
-    optimizer = torch.optim.Adam([{"params": model.encoder_parameters(), "lr": 2e-3},
-                                  {"params": model.head_parameters(), "lr": 6e-3}])
+    optimizer = torch.optim.Adam([{"params": model.network.encoder_parameters(), "lr": 2e-3},
+                                  {"params": [*model.network.head_parameters(), *model.ctc_head.parameters()],
+                                   "lr": 6e-3}])
     decoded, ce = None, float("inf")
     for step in range(1, 401):
         model.train()
@@ -369,7 +380,7 @@ def test_tiny_encoder_build_is_idempotent_and_loadable(tiny_dir, tmp_path):
     for name, tensor in encoder.state_dict().items():
         assert torch.equal(tensor, saved[name]), name
     # the standard wav2vec 2.0 frame rate: 1 s -> 49 frames
-    model = W2V2MultiTask(encoder, N_EMO, N_TOK).eval()
+    model = SERModel(W2V2Network(encoder, N_EMO), N_TOK).eval()
     with torch.no_grad():
         assert model(torch.randn(1, SR), torch.ones(1)).frame_lens.tolist() == [49]
 
@@ -394,7 +405,7 @@ def test_missing_encoder_gives_helpful_error(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EncoderNotFoundError) as info:
-        W2V2MultiTask.from_pretrained("serkit-tests/no-such-wav2vec2", N_EMO, N_TOK)
+        W2V2Network.from_pretrained("serkit-tests/no-such-wav2vec2", N_EMO)
     message = str(info.value)
     assert "serkit-tests/no-such-wav2vec2" in message and "HF_HUB_OFFLINE" in message
     assert "huggingface-cli download serkit-tests/no-such-wav2vec2" in message and "HF_HOME" in message
@@ -416,12 +427,13 @@ def test_bad_encoder_overrides_are_rejected(tiny_dir):
 
 
 def test_export_round_trip_gives_identical_outputs(tiny_dir):
-    trained = W2V2MultiTask.from_pretrained(str(tiny_dir), N_EMO, N_TOK).eval()
+    trained = SERModel(W2V2Network.from_pretrained(str(tiny_dir), N_EMO), N_TOK).eval()
     with torch.no_grad():
-        trained.fusion_weights.copy_(torch.tensor([0.5, -1.0, 2.0, 0.1]))
-    config = json.loads(json.dumps(trained.config_dict()))  # must survive model_config.json
-    rebuilt = W2V2MultiTask.from_encoder_config(config["encoder_config"], config["n_emotions"],
-                                                config["n_tokens"], phoneme_head=config["phoneme_head"])
+        trained.network.fusion_weights.copy_(torch.tensor([0.5, -1.0, 2.0, 0.1]))
+    config = {"family": "w2v2_mtl", "network": trained.network.config_dict(), "feature": {"kind": "waveform"},
+              "n_emotions": N_EMO, "n_tokens": N_TOK, "classes": list("abcd"), "tokens": list("0123456"),
+              "sample_rate": SR}
+    rebuilt = model_from_config(json.loads(json.dumps(config)))  # must survive model_config.json
     rebuilt.load_state_dict(trained.state_dict(), strict=True)
     rebuilt.eval()
     wavs, lens = padded_batch(noise_waves([SR, 9000], seed=10))

@@ -76,7 +76,7 @@ def mini_stages_0_2(egs):
 
 def test_mini_stages_0_to_2_give_valid_data_tokens_and_folds(mini_stages_0_2):
     recipe, result = mini_stages_0_2
-    for n, name in enumerate(["data preparation", "emotion-phoneme labels", "folds"]):
+    for n, name in enumerate(["data preparation", "CTC targets (emophone)", "folds"]):
         assert f"Stage {n}: {name}" in result.stdout
     data = recipe / "data" / "all"
     validate_data_dir(data)
@@ -134,7 +134,7 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert {"model.pt", "config.json", "classes.txt", "tokens.txt"} <= {p.name for p in export.iterdir()}
     assert f"Exported model: {export}" in result.stdout or str(export) in result.stdout
     # serkit-infer printed one prediction per demo utterance, each naming a class.
-    demo = read_map(exp / "export_demo.scp")
+    demo = read_map(recipe / "exp" / "export_demo.scp")
     for utt in demo:
         line = next(line for line in result.stdout.splitlines() if line.startswith(utt))
         assert any(label in line.split() for label in ("ang", "hap", "sad", "neu"))

@@ -36,14 +36,19 @@ FOLD02 = [
 ]
 
 
-def write_fold(exp_dir: Path, fold: str, rows, *, lam=0.1, phoneme_head=True, weights=None, history=None):
+def write_fold(exp_dir: Path, fold: str, rows, *, lam=0.1, phoneme_head=True, weights=None, history=None,
+               family="w2v2_mtl"):
     fold_dir = exp_dir / fold
     fold_dir.mkdir(parents=True)
-    lines = ["\t".join(["utt", "ref", "hyp", *(f"p_{c}" for c in CLASSES), "ref_tokens", "hyp_tokens"])]
+    token_columns = ["ref_tokens", "hyp_tokens"] if phoneme_head else []
+    lines = ["\t".join(["utt", "ref", "hyp", *(f"p_{c}" for c in CLASSES), *token_columns])]
     for utt, ref, hyp, ref_tokens, hyp_tokens in rows:
-        lines.append("\t".join([utt, ref, hyp, "0.25", "0.25", "0.25", "0.25", ref_tokens, hyp_tokens]))
+        tokens = [ref_tokens, hyp_tokens] if phoneme_head else []
+        lines.append("\t".join([utt, ref, hyp, "0.25", "0.25", "0.25", "0.25", *tokens]))
     (fold_dir / "test_predictions.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config = {"classes": CLASSES, "lambda": lam, "phoneme_head": phoneme_head, "n_emotions": 4, "n_tokens": 25}
+    config = {"family": family, "classes": CLASSES, "options": {"mtl_lambda": lam} if lam is not None else {},
+              "n_emotions": 4, "n_tokens": 25 if phoneme_head else 0,
+              "ctc_targets": "emophone" if phoneme_head else None}
     (fold_dir / "model_config.json").write_text(json.dumps(config), encoding="utf-8")
     if weights is not None:
         (fold_dir / "layer_weights.json").write_text(json.dumps({"weights": weights}), encoding="utf-8")
@@ -140,7 +145,7 @@ def test_model_without_phoneme_head_has_no_per(tmp_path):
     summary = scoring.score_experiment(two_fold_experiment(tmp_path, phoneme_head=False))
     assert summary["pooled"]["PER"] is None and summary["mean"]["suffix_acc"] is None
     table = results_md.fold_table(summary)
-    assert "| fold01 | 4 | 75.0 | 75.0 | 66.7 | – | – | – |" in table
+    assert "| fold01 | 4 | 75.0 | 75.0 | 66.7 |" in table and "PER" not in table
 
 
 def test_layer_weights_and_history_summary(scored):
@@ -342,13 +347,10 @@ def test_compare_orders_by_lambda(scored, tmp_path, capsys):
     exp_dirs = {}
     for tag, lam in (("lam1", 1), ("lam0", 0.0), ("lam0.01", 0.01), ("lam0.1", 0.1)):
         exp_dirs[tag] = tmp_path / "exp" / tag / "loso"
-        variant = dict(scored[1], tag=tag, model=dict(scored[1]["model"], **{"lambda": lam}))
+        variant = dict(scored[1], tag=tag, model=dict(scored[1]["model"], options={"mtl_lambda": lam}))
         scoring.write_summary(exp_dirs[tag] / "scores" / "summary.json", variant)
-    other = tmp_path / "exp" / "crnn" / "loso"  # a model without lambda goes last
-    write_fold(other, "fold01", FOLD02, phoneme_head=False)
-    config = json.loads((other / "fold01" / "model_config.json").read_text())
-    del config["lambda"]
-    (other / "fold01" / "model_config.json").write_text(json.dumps(config))
+    other = tmp_path / "exp" / "crnn" / "loso"  # another family, given first: its rows come first
+    write_fold(other, "fold01", FOLD02, phoneme_head=False, lam=None, family="tim_net")
     scoring.score_experiment(other)
 
     results = tmp_path / "RESULTS.md"
@@ -358,11 +360,19 @@ def test_compare_orders_by_lambda(scored, tmp_path, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "/ loso" in line]
     assert [row.split(" | ")[0] for row in rows] == [
-        "| lam0 / loso", "| lam0.01 / loso", "| lam0.1 / loso", "| lam1 / loso", "| crnn / loso"]
-    # mean ± std WA and UA 13/16 ± 0.125/sqrt(2); pooled 10/12; PER mean 1/3; suffix mean 3/4
-    assert rows[0] == "| lam0 / loso | 0.0 | 2/2 | 81.2 ± 8.8 | 81.2 ± 8.8 | 83.3 | 83.3 | 33.3 | 75.0 |"
-    # one fold only: no std; pooled = that fold (7 of 8); no phoneme head: no PER
-    assert rows[-1] == "| crnn / loso | – | 1/1 | 87.5 | 87.5 | 87.5 | 87.5 | – | – |"
+        "| crnn / loso", "| lam0 / loso", "| lam0.01 / loso", "| lam0.1 / loso", "| lam1 / loso"]
+    # mean ± std WA and UA 13/16 ± 0.125/sqrt(2); macro-F1 fold01 2/3 (from the test above), fold02
+    # (ang 0.8, hap 2/3, sad 1, neu 1) 13/15: mean 23/30 ± (13/15 - 2/3)/sqrt(2); PER 6/9 and 0: mean 1/3
+    # ± (2/3)/sqrt(2); suffix acc 1/2 and 1: 3/4 ± 0.5/sqrt(2); pooled WA = UA 10/12
+    cells = rows[1].strip("| ").split(" | ")
+    assert cells[:9] == ["lam0 / loso", "`w2v2_mtl` (mtl_lambda = 0.0, CTC targets emophone)", "2/2", "81.2 ± 8.8",
+                         "81.2 ± 8.8", "76.7 ± 14.1", "33.3 ± 47.1", "75.0 ± 35.4", "83.3"]
+    assert cells[9] == "83.3"
+    # pooled macro-F1: ang 3 right of 5 said (P 3/5, R 1): 0.75; hap, neu 2/3 recall, P 1: 0.8; sad 1
+    assert float(cells[10]) == pytest.approx(100 * (0.75 + 0.8 + 1 + 0.8) / 4, abs=0.06)
+    # one fold only: no std; pooled = that fold (7 of 8); no CTC head: no PER, and no lambda in its name
+    assert rows[0] == "| crnn / loso | `tim_net` | 1/1 | 87.5 | 87.5 | 86.7 | – | – | 87.5 | 87.5 | 86.7 |"
+    assert "UA per fold" in out
     text = results.read_text(encoding="utf-8")
     assert "<!-- serkit:begin compare:lambda-ablation -->" in text
 

@@ -18,9 +18,10 @@ import serkit.train
 from serkit.bin import train as train_cli
 from serkit.bin.train import load_hparams, merged_overrides
 from serkit.metrics import classification_scores as real_classification_scores
-from serkit.model import W2V2MultiTask, build_tiny_w2v2, load_encoder
-from serkit.train import (EmotionPhonemeBrain, TrainError, cpu_safe_run_opts, read_history, train_fold,
-                          write_history)
+from serkit.expdir import read_history, write_history
+from serkit.model import build_tiny_w2v2, load_encoder
+from serkit.model.build import model_from_config
+from serkit.train import SERBrain, TrainError, cpu_safe_run_opts, train_fold
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
@@ -56,7 +57,7 @@ def run_fold(overrides: dict, run_opts: dict = RUN_OPTS, stop_at_epoch: int | No
     With ``stop_at_epoch`` the run is interrupted when that epoch's training starts.
     """
     trained: list[int] = []
-    original = EmotionPhonemeBrain.on_stage_start
+    original = SERBrain.on_stage_start
 
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -66,7 +67,7 @@ def run_fold(overrides: dict, run_opts: dict = RUN_OPTS, stop_at_epoch: int | No
         original(self, stage, epoch)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(EmotionPhonemeBrain, "on_stage_start", on_stage_start)
+        patch.setattr(SERBrain, "on_stage_start", on_stage_start)
         train_fold(load_hparams(str(CONF), overrides), run_opts)
     return trained
 
@@ -132,7 +133,8 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(mtl_run):
 def test_history_has_the_documented_fields(mtl_run):
     for record in read_history(mtl_run["out"] / "history.jsonl"):
         assert set(record) == {"epoch", "train_loss", "valid_loss", "valid_WA", "valid_UA", "valid_PER",
-                               "lr_encoder", "lr_heads"}
+                               "lr_encoder", "lr_heads", "train_ER", "train_PR", "valid_ER", "valid_PR"}
+        assert record["valid_loss"] == pytest.approx(record["valid_ER"] + 0.1 * record["valid_PR"], rel=1e-5)
         assert 0 <= record["valid_WA"] <= 1 and 0 <= record["valid_UA"] <= 1 and record["valid_PER"] >= 0
         assert (record["lr_encoder"], record["lr_heads"]) == pytest.approx((1e-4, 1e-3))
         assert np.isfinite(record["train_loss"]) and np.isfinite(record["valid_loss"])
@@ -156,14 +158,14 @@ def test_test_predictions_come_from_the_best_valid_checkpoint(mtl_run, corpus):
     out = mtl_run["out"]
     config = json.loads((out / "model_config.json").read_text())
     assert config["classes"] == CLASSES and config["tokens"] == TOKENS and config["n_tokens"] == 25
-    assert config["phoneme_head"] is True and config["lambda"] == 0.1 and config["sample_rate"] == 16000
+    assert config["family"] == "w2v2_mtl" and config["options"] == {"mtl_lambda": 0.1}
+    assert config["ctc_targets"] == "emophone" and config["sample_rate"] == 16000
     _, rows = read_predictions(out / "test_predictions.tsv")
     written = np.array([[float(p) for p in row[3:7]] for row in rows])
     wavs = dict(line.split(" ", 1) for line in (corpus["data"] / "wav.scp").read_text().splitlines())
 
     def test_probabilities(checkpoint_dir: Path) -> np.ndarray:
-        model = W2V2MultiTask.from_encoder_config(config["encoder_config"], config["n_emotions"],
-                                                  config["n_tokens"], phoneme_head=config["phoneme_head"])
+        model = model_from_config(config)
         model.load_state_dict(torch.load(checkpoint_dir / "model.ckpt", weights_only=True))
         model.eval()
         probs = []
@@ -207,8 +209,8 @@ def test_encoder_is_fine_tuned_but_the_cnn_stays_frozen(mtl_run, corpus):
     cnn = [k for k in pretrained if k.startswith("feature_extractor.")]
     transformer = [k for k in pretrained if k.startswith("encoder.layers.")]
     assert cnn and transformer
-    assert all(torch.equal(trained[f"encoder.{k}"], pretrained[k]) for k in cnn)
-    assert any(not torch.equal(trained[f"encoder.{k}"], pretrained[k]) for k in transformer)
+    assert all(torch.equal(trained[f"network.encoder.{k}"], pretrained[k]) for k in cnn)
+    assert any(not torch.equal(trained[f"network.encoder.{k}"], pretrained[k]) for k in transformer)
 
 
 def test_a_finished_fold_is_not_trained_again(mtl_run, corpus):
@@ -225,7 +227,7 @@ def test_run_interrupted_mid_epoch_loses_no_finished_batch(corpus, tmp_path):
     overrides = fold_overrides(corpus, out, number_of_epochs=1, batch_size=2)
     run_opts = dict(RUN_OPTS, ckpt_interval_steps=1)
     seen: list[list[str]] = []
-    original = EmotionPhonemeBrain.fit_batch
+    original = SERBrain.fit_batch
 
     def fit_batch(self, batch):
         if len(seen) == 2 and not resumed:
@@ -234,7 +236,7 @@ def test_run_interrupted_mid_epoch_loses_no_finished_batch(corpus, tmp_path):
         return original(self, batch)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(EmotionPhonemeBrain, "fit_batch", fit_batch)
+        patch.setattr(SERBrain, "fit_batch", fit_batch)
         resumed = False
         with pytest.raises(Interrupted):
             train_fold(load_hparams(str(CONF), overrides), run_opts)
@@ -262,18 +264,18 @@ def test_single_task_run_through_the_command_line(corpus, tmp_path):
     assert train_cli.main(args) == 0
 
     config = json.loads((out / "model_config.json").read_text())
-    assert config["phoneme_head"] is False and config["lambda"] == 0.0
+    assert config["n_tokens"] == 0 and config["options"] == {"mtl_lambda": 0} and config["tokens"] == []
     history = read_history(out / "history.jsonl")
     assert [r["epoch"] for r in history] == [1]  # the command line's 1 epoch beat the file's 2
     assert history[0]["valid_PER"] is None
     header, rows = read_predictions(out / "test_predictions.tsv")
-    assert len(rows) == 4 and all(row[7] == "" and row[8] == "" for row in rows)
+    assert len(rows) == 4 and header[-1] == "p_neu"  # no CTC head: no token columns
 
     (directory, meta), = checkpoints(out)
     state = torch.load(directory / "model.ckpt", weights_only=True)
-    assert not any(key.startswith("phn_head") for key in state)
+    assert not any(key.startswith("ctc_head") for key in state)
     pretrained = load_encoder(str(corpus["encoder"])).state_dict()
-    assert all(torch.equal(state[f"encoder.{k}"], v) for k, v in pretrained.items())  # frozen all along
+    assert all(torch.equal(state[f"network.encoder.{k}"], v) for k, v in pretrained.items())  # frozen all along
     brain_state = yaml.safe_load((directory / "brain.ckpt").read_text())
     assert brain_state["optimizer_step"] == 1  # 2 batches of 4, one step per 2 batches
 

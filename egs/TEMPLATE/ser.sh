@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The numbered stages every serkit emotion recipe shares. A recipe's run.sh sets its corpus-specific
-# defaults and calls this script; only local/data.sh (stage 0) differs between corpora.
+# defaults and calls this script; only local/data.sh (stage 0) differs between corpora. No stage
+# names a model family: serkit.bin.plan_experiments turns --model(s)/--lambdas into experiments.
 #
 #   0 data preparation      local/data.sh -> data/all (Kaldi-style), validated
-#   1 emotion-phonemes      G2P -> six phone classes -> emotion-suffixed tokens, data/lang/tokens.txt
+#   1 CTC targets           only when a model trains a CTC head: phones by language -> emotion-phonemes
 #   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}, protocol.json, leakage.txt
-#   3 training              one job a fold through $train_cmd; resumes from checkpoints
-#   4 scoring               WA/UA/F1/PER per fold, mean +- std, pooled -> RESULTS.md (+ plots)
-#   5 export + inference    exp/<tag>/export, then serkit-infer on a few test utterances
+#   3 training              per experiment, one job a fold through $train_cmd; resumes from checkpoints
+#   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled -> RESULTS.md (+ plots);
+#                           several experiments end in one comparison table
+#   5 export + inference    exp/<tag>/export per experiment, then serkit-infer on a few utterances
 set -euo pipefail
 cmdline="$(basename "$PWD")/run.sh $*"
 
@@ -19,14 +21,15 @@ help_message="Usage: $0 [options]
                        speaker_kfold | predefined | random_kfold (speaker-dependent) | sentence_kfold
   --kfold K            folds of the k-fold protocols (default 5)
   --folds LIST         folds to train/score, e.g. \"1 2\" (default: all folds of the protocol)
-  --train_config FILE  HyperPyYAML training config
-  --train_overrides F  recipe override file applied on top of the config
-  --lambdas \"L ...\"    phoneme-loss weights; several values run the lambda ablation
+  --model NAME         model family (conf/NAME.yaml): w2v2_mtl | tim_net | sta_crnn | egemaps_svm ...
+  --models \"A B ...\"   several families on the same folds, ending in one comparison table
+  --train_overrides F  one override file for every family (default: the recipe's conf/<family>.yaml)
+  --lambdas \"L ...\"    CTC-head weights (mtl_lambda) for families that have one; several values run
+                       the lambda ablation (default: each family's config)
   --seed N             random seed (part of the experiment name)
   --nj N               parallel fold jobs for the local backend
   --threads N          CPU threads per training job (default: cores / nj)
   --export_fold F      fold to export in stage 5: best (by validation UA) or a number, e.g. 3
-  --export_lambda L    which of --lambdas to export in stage 5 (default: the first)
   --corpus_root DIR    the corpus (run.sh passes db.sh's value)
   --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang)"
 
@@ -36,14 +39,14 @@ class_map=4class
 protocol=loso
 kfold=5
 folds=
-train_config=../../conf/w2v2_mtl.yaml
-train_overrides=conf/train.yaml
-lambdas=0.1
+model=w2v2_mtl
+models=
+train_overrides=
+lambdas=
 seed=1
 nj=2
 threads=        # CPU threads per training job (default: cores / nj)
 export_fold=best
-export_lambda=
 corpus_root=
 data=data/all
 lang=data/lang
@@ -57,9 +60,12 @@ if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (options are --name val
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-exp_tag() {  # experiment name = config + overrides + class map + lambda + seed (self-describing)
-  echo "$(basename "$train_config" .yaml)_$(basename "$train_overrides" .yaml)_$(basename "$class_map" .yaml)_lambda${1}_seed${seed}"
+[ -n "$models" ] || models=$model
+plan() {  # the experiments: tag family config overrides ctc-targets args... (one tab-separated line each)
+  python -m serkit.bin.plan_experiments --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
+    --seed "$seed" --conf_dir ../../conf --recipe_conf_dir conf ${train_overrides:+--overrides "$train_overrides"} "$@"
 }
+plan > /dev/null  # an unknown model or a bad lambda stops here, before any stage runs
 fold_ids() {  # fold numbers of the protocol, or the user's --folds
   if [ -n "$folds" ]; then echo "$folds"; return; fi
   ls -d "data/folds/$protocol"/fold[0-9]* | sed 's/.*fold0*//' | sort -n | tr '\n' ' '
@@ -72,8 +78,14 @@ if stage_on 0; then
 fi
 
 if stage_on 1; then
-  log "Stage 1: emotion-phoneme labels"
-  python -m serkit.bin.make_emophones --data "$data" --lang "$lang"
+  targets=$(plan --ctc_targets)
+  if [ -z "$targets" ]; then
+    log "Stage 1: CTC targets: skipped (no experiment trains a CTC head)"
+  fi
+  for target in $targets; do
+    log "Stage 1: CTC targets ($target)"
+    python -m serkit.bin.make_emophones --data "$data" --lang "$lang"
+  done
 fi
 
 if stage_on 2; then
@@ -83,42 +95,45 @@ if stage_on 2; then
 fi
 
 if stage_on 3; then
-  for lam in $lambdas; do
-    exp=exp/$(exp_tag "$lam")/$protocol
+  while IFS=$'\t' read -r tag family config overrides targets args; do
+    exp=exp/$tag/$protocol
     log "Stage 3: training $exp (folds: $(fold_ids))"
-    # shellcheck disable=SC2154  # train_cmd comes from cmd.sh
+    opts=()
+    [ "$overrides" = - ] || opts+=(--overrides "$overrides")
+    [ "$targets" = - ] || opts+=(--lang_dir "$lang")
+    # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh
     $train_cmd --max-jobs "$nj" --num-threads "$threads" --pad 2 JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" \
       "$exp/log/train.foldJOB.log" \
-      python -m serkit.bin.train "$train_config" --overrides "$train_overrides" \
-        --data_dir "$data" --lang_dir "$lang" --fold_dir "data/folds/$protocol/foldJOB" \
-        --output_folder "$exp/foldJOB" --mtl_lambda "$lam" --seed "$seed"
-  done
+      python -m serkit.bin.train "$config" "${opts[@]}" --data_dir "$data" \
+        --fold_dir "data/folds/$protocol/foldJOB" --output_folder "$exp/foldJOB" --seed "$seed" $args
+  done < <(plan)
 fi
 
 if stage_on 4; then
   exps=()
-  for lam in $lambdas; do
-    exp=exp/$(exp_tag "$lam")/$protocol
+  while IFS=$'\t' read -r tag family config overrides targets args; do
+    exp=exp/$tag/$protocol
     exps+=("$exp")
     log "Stage 4: scoring $exp"
-    python -m serkit.bin.score --exp "$exp" --results RESULTS.md \
-      --config "$train_config" --overrides "$train_overrides" --folds "data/folds/$protocol" --command "$cmdline" \
-      ${folds:+--allow-partial}
-  done
+    opts=()
+    [ "$overrides" = - ] || opts+=(--overrides "$overrides")
+    python -m serkit.bin.score --exp "$exp" --results RESULTS.md --config "$config" "${opts[@]}" \
+      --folds "data/folds/$protocol" --command "$cmdline" ${folds:+--allow-partial}
+  done < <(plan)
   if [ ${#exps[@]} -gt 1 ]; then
-    log "Stage 4: lambda comparison"
-    python -m serkit.bin.compare --results RESULTS.md --title "lambda ablation ($protocol)" "${exps[@]}"
+    log "Stage 4: comparison of ${#exps[@]} experiments"
+    python -m serkit.bin.compare --results RESULTS.md --title "$models${lambdas:+, lambdas $lambdas} ($protocol)" "${exps[@]}"
   fi
 fi
 
 if stage_on 5; then
-  lam=${export_lambda:-${lambdas%% *}}
-  exp=exp/$(exp_tag "$lam")
-  log "Stage 5: export and inference"
   if [[ $export_fold =~ ^[0-9]+$ ]]; then export_fold=$(printf 'fold%02d' "$export_fold"); fi
-  python -m serkit.bin.export_model --exp "$exp/$protocol" --fold "$export_fold" --out "$exp/export"
-  log "Exported model: $(pwd)/$exp/export"
-  head -n 3 "$data/wav.scp" > "$exp/export_demo.scp"  # a demo of serkit-infer, not an evaluation
-  serkit-infer "$exp/export" --scp "$exp/export_demo.scp" --phonemes
+  head -n 3 "$data/wav.scp" > "exp/export_demo.scp"  # a demo of serkit-infer, not an evaluation
+  while IFS=$'\t' read -r tag family config overrides targets args; do
+    log "Stage 5: export and inference ($tag)"
+    python -m serkit.bin.export_model --exp "exp/$tag/$protocol" --fold "$export_fold" --out "exp/$tag/export"
+    log "Exported model: $(pwd)/exp/$tag/export"
+    serkit-infer "exp/$tag/export" --scp exp/export_demo.scp $([ "$targets" = - ] || echo --phonemes)
+  done < <(plan)
 fi
 log "Done (stages $stage-$stop_stage)"

@@ -6,7 +6,8 @@ Usage::
     python -m serkit.bin.new_recipe --name esd_zh --corpus esd_zh --db-var ESD --protocol predefined
 
 Writes ``run.sh`` (the corpus's defaults, then ``../TEMPLATE/ser.sh``), ``db.sh`` (where the corpus
-lives), ``cmd.sh``, ``path.sh``, ``conf/train.yaml`` (the shared config unchanged) and
+lives), ``cmd.sh``, ``path.sh``, ``conf/w2v2_mtl.yaml`` (the recipe's overrides of the default family's
+shared config: none) and
 ``local/data.sh`` (stage 0: ``prepare_corpus --corpus <corpus>``). The corpus must be registered
 (``serkit/corpora/__init__.py``: docs/porting.md). Existing files are kept unless ``--force``.
 """
@@ -48,7 +49,8 @@ export train_cmd="serkit-run --backend local"
 PATH_SH = """# Activates serkit's environment (built by tools/install.sh).
 . "$(dirname "${BASH_SOURCE[0]}")/../../tools/env.sh"
 """
-TRAIN_YAML = """# {name} runs the shared config (../../conf/w2v2_mtl.yaml) unchanged.
+TRAIN_YAML = """# {name} runs the shared config (../../conf/w2v2_mtl.yaml) unchanged; other families read
+# conf/<family>.yaml here when it exists.
 # Put site-specific changes here, e.g. a local copy of the encoder for offline machines:
 #   encoder_source: /models/wav2vec2-base
 {{}}
@@ -76,7 +78,7 @@ def recipe_files(name: str, corpus: str, var: str, class_map: str, protocol: str
     fields = dict(name=name, corpus=corpus, var=var, class_map=class_map, protocol=protocol, title=title,
                   module=module, layout=layout_lines, kfold=f" --kfold {kfold}" if kfold else "")
     return {"run.sh": RUN_SH.format(**fields), "db.sh": DB_SH.format(**fields), "cmd.sh": CMD_SH,
-            "path.sh": PATH_SH, "conf/train.yaml": TRAIN_YAML.format(**fields),
+            "path.sh": PATH_SH, "conf/w2v2_mtl.yaml": TRAIN_YAML.format(**fields),
             "local/data.sh": DATA_SH.format(**fields)}
 
 

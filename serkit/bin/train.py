@@ -1,11 +1,12 @@
-"""Train W2V2-MTL on one fold (stage 3).
+"""Train any model family on one fold (stage 3).
 
 Usage:
     python -m serkit.bin.train HPARAMS.yaml [--overrides FILE.yaml] --data_dir D --fold_dir F \\
-        --lang_dir L --output_folder O [--any_hparam VALUE ...] [--speechbrain_run_option VALUE ...]
+        [--lang_dir L] --output_folder O [--any_hparam VALUE ...] [--speechbrain_run_option VALUE ...]
 
-HPARAMS.yaml is a HyperPyYAML file such as conf/w2v2_mtl.yaml. ``--overrides FILE.yaml`` merges a
-recipe's override file into it; ``--name value`` pairs then override single hyperparameters (they
+HPARAMS.yaml is a HyperPyYAML file such as conf/w2v2_mtl.yaml or conf/tim_net.yaml; its ``model``
+key names the family. ``--lang_dir`` (the token inventory) is needed only with ``mtl_lambda > 0``.
+``--overrides FILE.yaml`` merges a recipe's override file into it; ``--name value`` pairs then override single hyperparameters (they
 win over the file). SpeechBrain's run options (``--device``, ``--precision``, ``--max_grad_norm``,
 ``--noprogressbar``, ...; ``--help`` lists them) work as in any SpeechBrain recipe.
 
@@ -26,12 +27,12 @@ from hyperpyyaml.core import recursive_update
 
 from serkit.bin import LOG_FORMAT
 from serkit.errors import SerkitError
-from serkit.train import DONE_FILE, train_fold
+from serkit.expdir import DONE_FILE, LOG_FILE
+from serkit.train import train_fold
 
 logger = logging.getLogger("serkit.bin.train")
 
-REQUIRED_DIRS = ("data_dir", "fold_dir", "lang_dir")
-LOG_FILE = "train_log.txt"
+REQUIRED_DIRS = ("data_dir", "fold_dir")
 
 
 class UsageError(SerkitError):
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         hparams_file, run_opts, cli_overrides = sb.parse_arguments(argv)
         overrides = merged_overrides(overrides_file, cli_overrides)
         hparams = load_hparams(hparams_file, overrides)
-        for key in REQUIRED_DIRS:
+        for key in REQUIRED_DIRS + (("lang_dir",) if hparams.get("lang_dir") else ()):
             if not Path(hparams[key]).is_dir():
                 raise UsageError(f"--{key} {hparams[key]}: directory not found")
         out = Path(hparams["output_folder"])

@@ -1,13 +1,14 @@
 """W2V2-MTL: wav2vec 2.0 fine-tuned for emotion classification with an emotion-phoneme CTC task.
 
-The network (see docs in /work/shared/papers.md, section 1):
+The network (Li et al. 2024; docs/models.md):
 
 * wav2vec 2.0 encoder -> the ``L = num_hidden_layers + 1`` representations ``H_0 .. H_N``;
 * layer fusion ``H_X = sum_i softmax(w)_i H_i`` with ``w`` a learnable vector initialised to zeros
   (so training starts from the plain average);
 * emotion head: mean of ``H_X`` over the real frames -> linear -> logits (cross-entropy);
-* phoneme head: linear over every frame of ``H_X`` -> log-softmax over the blank + emotion-phoneme
-  tokens (CTC). Total loss ``L = CE + lambda * CTC`` (:func:`mtl_loss`).
+* phoneme head: the shared CTC head (:mod:`serkit.model.ctc_head`) over every frame of ``H_X``,
+  added by :class:`~serkit.model.ser_model.SERModel` when ``mtl_lambda > 0``. Total loss
+  ``L = CE + lambda * CTC``.
 
 What ``H_0 .. H_N`` are, in Hugging Face terms: ``H_0`` is the input of the first Transformer layer,
 i.e. the projected CNN features plus the convolutional positional embedding, after the encoder's
@@ -25,52 +26,33 @@ counts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers import Wav2Vec2Model
+from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from serkit.errors import SerkitError
+from serkit.model.common import ModelInputError, length_mask
 from serkit.model.encoder import encoder_from_config, load_encoder
+from serkit.model.family import ModelFamily
+from serkit.model.ser_model import NetworkOutput, SERModel
 
 logger = logging.getLogger(__name__)
 
-BLANK = 0  # CTC blank index, as in data/lang/tokens.txt
 
+class W2V2Network(nn.Module):
+    """wav2vec 2.0 with layer fusion and an utterance-level emotion head; ``H_X`` per frame for a CTC head."""
 
-class ModelInputError(SerkitError):
-    """Inputs the model cannot process (bad shapes or lengths, out-of-range targets...)."""
-
-
-@dataclass
-class MTLOutput:
-    """What :meth:`W2V2MultiTask.forward` returns (see the field comments for shapes)."""
-
-    emo_logits: Tensor  # [B, E] emotion logits
-    phn_log_probs: Optional[Tensor]  # [B, F, V] float32 log-softmax, blank = 0; None without phoneme head
-    frame_lens: Tensor  # [B] int64 number of real frames per utterance
-    layer_weights: Tensor  # [L] softmax of the fusion weights
-
-
-class W2V2MultiTask(nn.Module):
-    """wav2vec 2.0 with layer fusion, an utterance-level emotion head and a frame-level CTC head."""
-
-    def __init__(self, encoder: Wav2Vec2Model, n_emotions: int, n_tokens: int,
-                 phoneme_head: bool = True, freeze_feature_encoder: bool = True):
+    def __init__(self, encoder: Wav2Vec2Model, n_emotions: int, freeze_feature_encoder: bool = True):
         super().__init__()
         if n_emotions < 2:
             raise ModelInputError(f"n_emotions must be at least 2, got {n_emotions}")
-        if phoneme_head and n_tokens < 2:
-            raise ModelInputError(f"n_tokens counts the CTC blank plus the emotion-phoneme tokens, so it "
-                                  f"must be at least 2; got {n_tokens} (see data/lang/tokens.txt)")
         config = encoder.config
         self.encoder = encoder
         self.n_emotions = int(n_emotions)
-        self.n_tokens = int(n_tokens)
+        self.frame_dim = int(config.hidden_size)
         self.freeze_feature_encoder = bool(freeze_feature_encoder)
         self._encoder_frozen = False
         # w in the paper: zeros, so softmax(w) starts as the uniform average of the L representations.
@@ -78,37 +60,30 @@ class W2V2MultiTask(nn.Module):
         # final_dropout is the config's dropout "before the task heads" (as in Wav2Vec2ForCTC).
         self.head_dropout = nn.Dropout(config.final_dropout)
         self.emotion_head = nn.Linear(config.hidden_size, self.n_emotions)
-        self.phn_head = nn.Linear(config.hidden_size, self.n_tokens) if phoneme_head else None
         if self.freeze_feature_encoder:
             encoder.freeze_feature_encoder()
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
-    def from_pretrained(cls, source: str, n_emotions: int, n_tokens: int, phoneme_head: bool = True,
-                        freeze_feature_encoder: bool = True, **config_overrides: Any) -> "W2V2MultiTask":
+    def from_pretrained(cls, source: str, n_emotions: int, freeze_feature_encoder: bool = True,
+                        **config_overrides: Any) -> "W2V2Network":
         """Pretrained encoder (hub id or folder, see :func:`load_encoder`) + freshly initialised heads.
 
         Extra keyword arguments override the encoder's config (e.g. ``layerdrop=0.05``).
         """
         encoder = load_encoder(source, **config_overrides)
-        return cls(encoder, n_emotions, n_tokens, phoneme_head=phoneme_head,
-                   freeze_feature_encoder=freeze_feature_encoder)
+        return cls(encoder, n_emotions, freeze_feature_encoder=freeze_feature_encoder)
 
     @classmethod
-    def from_encoder_config(cls, config_dict: dict[str, Any], n_emotions: int, n_tokens: int,
-                            phoneme_head: bool = True, freeze_feature_encoder: bool = True) -> "W2V2MultiTask":
+    def from_encoder_config(cls, config_dict: dict[str, Any], n_emotions: int,
+                            freeze_feature_encoder: bool = True) -> "W2V2Network":
         """Randomly initialised network of the right shape, to be filled with ``load_state_dict``."""
-        return cls(encoder_from_config(config_dict), n_emotions, n_tokens, phoneme_head=phoneme_head,
-                   freeze_feature_encoder=freeze_feature_encoder)
+        return cls(encoder_from_config(config_dict), n_emotions, freeze_feature_encoder=freeze_feature_encoder)
 
     def config_dict(self) -> dict[str, Any]:
-        """The plain data :meth:`from_encoder_config` needs (the model part of ``model_config.json``)."""
+        """The plain data :meth:`from_encoder_config` needs (the network part of ``model_config.json``)."""
         return {"encoder_config": self.encoder.config.to_dict(), "n_emotions": self.n_emotions,
-                "n_tokens": self.n_tokens, "phoneme_head": self.has_phoneme_head}
-
-    @property
-    def has_phoneme_head(self) -> bool:
-        return self.phn_head is not None
+                "freeze_feature_encoder": self.freeze_feature_encoder}
 
     @property
     def num_layers(self) -> int:
@@ -129,11 +104,8 @@ class W2V2MultiTask(nn.Module):
                 if not (self.freeze_feature_encoder and self._is_cnn(name))]
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """New parameters (fusion weights and the two heads): they usually get a larger learning rate."""
-        params = [self.fusion_weights, *self.emotion_head.parameters()]
-        if self.phn_head is not None:
-            params.extend(self.phn_head.parameters())
-        return params
+        """New parameters (fusion weights and the emotion head): they usually get a larger learning rate."""
+        return [self.fusion_weights, *self.emotion_head.parameters()]
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """Freeze (or release) the whole encoder, e.g. to train only the heads for the first N steps.
@@ -146,9 +118,11 @@ class W2V2MultiTask(nn.Module):
             param.requires_grad = not frozen and not (self.freeze_feature_encoder and self._is_cnn(name))
 
     # ------------------------------------------------------------------------------- forward
-    def forward(self, wavs: Tensor, wav_lens: Tensor) -> MTLOutput:
-        """Score a padded batch ``wavs`` [B, T] with relative lengths ``wav_lens`` [B] in (0, 1]."""
-        n_samples = self._absolute_lengths(wavs, wav_lens)
+    def forward(self, wavs: Tensor, n_samples: Tensor) -> NetworkOutput:
+        """Score a padded batch ``wavs`` [B, T] whose utterances have ``n_samples`` [B] real samples."""
+        if wavs.dim() != 2:
+            raise ModelInputError(f"wavs must be a [batch, samples] tensor of mono audio, got shape "
+                                  f"{tuple(wavs.shape)}")
         # Normalised in float32, then given to the CNN in the encoder's own dtype (e.g. after .half()).
         wavs = normalise_waveforms(wavs, n_samples).to(self.fusion_weights.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._encoder_frozen):
@@ -165,27 +139,8 @@ class W2V2MultiTask(nn.Module):
         keep = frame_mask.unsqueeze(-1)
         pooled = torch.where(keep, fused, torch.zeros_like(fused)).sum(dim=1)
         pooled = pooled / frame_lens.to(pooled.dtype).unsqueeze(-1)
-        emo_logits = self.emotion_head(pooled)
-        phn_log_probs = None
-        if self.phn_head is not None:
-            phn_log_probs = F.log_softmax(self.phn_head(fused).float(), dim=-1)
-        return MTLOutput(emo_logits=emo_logits, phn_log_probs=phn_log_probs, frame_lens=frame_lens,
-                         layer_weights=layer_weights)
-
-    def _absolute_lengths(self, wavs: Tensor, wav_lens: Tensor) -> Tensor:
-        """Sample counts from SpeechBrain's relative lengths (fraction of the padded length T)."""
-        if wavs.dim() != 2:
-            raise ModelInputError(f"wavs must be a [batch, samples] tensor of mono audio, got shape "
-                                  f"{tuple(wavs.shape)}")
-        batch, total = wavs.shape
-        wav_lens = torch.as_tensor(wav_lens, device=wavs.device)
-        if wav_lens.shape != (batch,):
-            raise ModelInputError(f"wav_lens must have shape [{batch}] (one relative length per utterance), "
-                                  f"got {tuple(wav_lens.shape)}")
-        if not bool(torch.all((wav_lens > 0) & (wav_lens <= 1 + 1e-6))):
-            raise ModelInputError(f"wav_lens must be relative lengths in (0, 1] (SpeechBrain convention: "
-                                  f"length / padded length), got {wav_lens.tolist()}")
-        return torch.round(wav_lens.double() * total).long().clamp(1, total)
+        return NetworkOutput(emo_logits=self.emotion_head(pooled), frame_features=fused, frame_lens=frame_lens,
+                             fold_extras={"layer_weights": layer_weights})
 
     def _cnn_features(self, wavs: Tensor, n_samples: Tensor) -> tuple[Tensor, Tensor]:
         """CNN features [B, F, C] and real frame counts [B], independent of the padding."""
@@ -240,11 +195,6 @@ class W2V2MultiTask(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- helpers
-def length_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """Boolean [B, max_len] mask, True on the first ``lengths[b]`` positions of row b."""
-    return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
-
-
 def normalise_waveforms(wavs: Tensor, n_samples: Tensor, eps: float = 1e-7) -> Tensor:
     """Zero mean, unit variance per utterance over its real samples; padding set to 0.
 
@@ -268,82 +218,42 @@ def receptive_field(config) -> int:
     return field
 
 
-def _absolute_token_lens(tokens: Tensor, token_lens: Tensor) -> Tensor:
-    """Token counts: integer ``token_lens`` are counts, floating ones SpeechBrain relative lengths."""
-    if tokens.dim() != 2 or token_lens.shape != (tokens.shape[0],):
-        raise ModelInputError(f"tokens must be [batch, max_tokens] with token_lens [batch]; got "
-                              f"{tuple(tokens.shape)} and {tuple(token_lens.shape)}")
-    max_len = tokens.shape[1]
-    if token_lens.is_floating_point():
-        lens = torch.round(token_lens.double() * max_len).long()
-    else:
-        lens = token_lens.long()
-    if bool(torch.any((lens < 0) | (lens > max_len))):
-        raise ModelInputError(f"token lengths {lens.tolist()} do not fit a padded token batch of width {max_len}")
-    return lens
+# ----------------------------------------------------------------------------------- the family
+class W2V2MTLFamily(ModelFamily):
+    """W2V2-MTL (Li et al. 2024): a pretrained wav2vec 2.0 fine-tuned with layer fusion; ``mtl_lambda``
+    switches on the emotion-phoneme CTC head over the fused frames.
 
-
-def phoneme_ctc_loss(log_probs: Tensor, frame_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
-    """CTC loss of each utterance divided by its number of tokens, averaged over utterances.
-
-    This is ``torch.nn.CTCLoss``'s (and SpeechBrain's) default ``mean`` reduction: a per-token loss,
-    on the same scale as the cross-entropy whatever the utterance length, so ``lambda`` weighs the
-    two tasks as the paper's ablation assumes (the paper does not state its reduction; ours).
-
-    Utterances without tokens (a transcript that gave no phones) take no part: they stay in the
-    emotion task only. Otherwise their all-blank target would be trained with a loss summed over
-    every frame (nothing to divide by), tens of times larger than a labelled utterance's. A batch with
-    no tokens at all has ``L_PR = 0``. An utterance with more tokens (plus repeats, which need a blank
-    between them) than frames has no CTC alignment: its loss is set to 0 by ``zero_infinity`` and the
-    number of such utterances is logged.
+    Two parameter groups: ``encoder`` (the pretrained Transformer, and the CNN unless frozen) and
+    ``heads`` (fusion weights, emotion head and the CTC head), each with its own optimizer, so each gets
+    its own learning rate and gradient clipping; the encoder can be held still for the first steps.
     """
-    lens = _absolute_token_lens(tokens, token_lens.to(tokens.device))
-    valid = length_mask(lens, tokens.shape[1])
-    targets = tokens[valid].long()
-    vocab = log_probs.shape[-1]
-    if targets.numel() and bool(torch.any((targets <= BLANK) | (targets >= vocab))):
-        raise ModelInputError(f"CTC targets must be token indices 1..{vocab - 1} (0 is the blank); got values "
-                              f"{sorted(set(targets.tolist()) - set(range(1, vocab)))[:5]}: tokens and model "
-                              f"disagree (check data/lang/tokens.txt and n_tokens)")
-    repeats = ((tokens[:, 1:] == tokens[:, :-1]) & valid[:, 1:]).sum(dim=1)
-    too_short = (lens + repeats) > frame_lens.to(lens.device)
-    if bool(torch.any(too_short)):
-        logger.warning("%d of %d utterances have more emotion-phoneme tokens than frames (CTC cannot align "
-                       "them); their CTC loss is set to 0", int(too_short.sum()), len(lens))
-    per_utt = F.ctc_loss(log_probs.float().transpose(0, 1), targets, frame_lens, lens, blank=BLANK,
-                         reduction="none", zero_infinity=True)
-    labelled = lens > 0
-    if not bool(labelled.any()):
-        return per_utt.sum() * 0.0  # keeps the graph and device; nothing to learn from
-    return (per_utt[labelled] / lens[labelled].to(per_utt.dtype)).mean()
 
+    name = "w2v2_mtl"
+    options = ("mtl_lambda",)
+    normalise_input = False  # the network normalises each waveform itself (as wav2vec 2.0 expects)
 
-def mtl_loss(out: MTLOutput, emo_targets: Tensor, tokens: Optional[Tensor], token_lens: Optional[Tensor],
-             lam: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``(L, L_ER, L_PR)`` with ``L = CE + lam * CTC``.
+    def feature(self, hparams: dict) -> dict[str, Any]:
+        return {"kind": "waveform", "sample_rate": int(hparams["sample_rate"])}
 
-    ``lam == 0`` computes no CTC at all (``tokens`` may then be None) and returns ``L_PR`` as a 0
-    tensor. ``token_lens`` may be integer counts or SpeechBrain relative lengths (floating point).
-    """
-    if lam < 0:
-        raise ModelInputError(f"lambda (the CTC weight) must be >= 0, got {lam}")
-    l_er = F.cross_entropy(out.emo_logits.float(), emo_targets.long())
-    if lam == 0:
-        return l_er, l_er, torch.zeros((), device=l_er.device)
-    if out.phn_log_probs is None:
-        raise ModelInputError(f"lambda = {lam} needs the phoneme head, but the model was built with "
-                              f"phoneme_head=False; set lambda to 0 or enable the phoneme head")
-    if tokens is None or token_lens is None:
-        raise ModelInputError(f"lambda = {lam} needs the emotion-phoneme tokens (utt2phn) of the batch")
-    l_pr = phoneme_ctc_loss(out.phn_log_probs, out.frame_lens, tokens, token_lens)
-    return l_er + lam * l_pr, l_er, l_pr
+    def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> W2V2Network:
+        return W2V2Network.from_pretrained(hparams["encoder_source"], n_emotions=n_classes,
+                                           freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]))
 
+    def network_config(self, network: W2V2Network) -> dict[str, Any]:
+        return network.config_dict()
 
-def ctc_greedy_decode(phn_log_probs: Tensor, frame_lens: Tensor) -> list[list[int]]:
-    """Best-path decoding: per-frame argmax over the real frames, collapse repeats, drop blanks."""
-    best = phn_log_probs.argmax(dim=-1).cpu()
-    sequences = []
-    for row, n_frames in zip(best, frame_lens.tolist()):
-        collapsed = torch.unique_consecutive(row[:int(n_frames)]).tolist()
-        sequences.append([token for token in collapsed if token != BLANK])
-    return sequences
+    def network_from_config(self, config: dict[str, Any]) -> W2V2Network:
+        return W2V2Network.from_encoder_config(config["encoder_config"], n_emotions=int(config["n_emotions"]),
+                                               freeze_feature_encoder=bool(config.get("freeze_feature_encoder", True)))
+
+    def min_input_frames(self, network_config: dict[str, Any]) -> int:
+        """Samples the CNN needs for one frame (400 = 25 ms at 16 kHz for base models)."""
+        return receptive_field(Wav2Vec2Config.from_dict(dict(network_config["encoder_config"])))
+
+    def param_groups(self, model: SERModel) -> dict[str, list[nn.Parameter]]:
+        return {"encoder": list(model.network.encoder_parameters()), "heads": list(model.network.head_parameters())}
+
+    def set_frozen(self, model: SERModel, group: str, frozen: bool) -> None:
+        if group != "encoder":
+            super().set_frozen(model, group, frozen)
+        model.network.set_encoder_frozen(frozen)

@@ -1,0 +1,49 @@
+"""Print the experiments a recipe runs in stages 3-5, one tab-separated line each (for ser.sh).
+
+Usage::
+
+    python -m serkit.bin.plan_experiments --models "w2v2_mtl tim_net" [--lambdas "0 0.1"] \\
+        --class_map 4class --seed 1 --conf_dir ../../conf --recipe_conf_dir conf [--overrides F]
+
+Columns: ``tag  family  config  overrides-file-or-'-'  ctc-targets-or-'-'  extra args...``.
+With ``--ctc_targets`` it prints only the CTC targets stage 1 must provide (one per line, none if
+no experiment trains a CTC head).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from serkit.bin import one_line_errors
+from serkit.experiments import plan
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serkit.bin.plan_experiments", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", required=True, help="space-separated family names")
+    parser.add_argument("--lambdas", default="", help="space-separated CTC weights (default: each config's)")
+    parser.add_argument("--class_map", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--conf_dir", required=True, help="the shared configs (conf/<family>.yaml)")
+    parser.add_argument("--recipe_conf_dir", required=True, help="the recipe's per-family override files")
+    parser.add_argument("--overrides", help="one override file for every family (replaces the recipe's)")
+    parser.add_argument("--ctc_targets", action="store_true", help="print only the CTC targets stage 1 needs")
+    return parser
+
+
+@one_line_errors("plan_experiments", exit_code=2)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    experiments = plan(args.models.split(), args.lambdas.split(), args.class_map, args.seed, args.conf_dir,
+                       args.recipe_conf_dir, args.overrides or None)
+    if args.ctc_targets:
+        for targets in dict.fromkeys(e.ctc_targets for e in experiments if e.ctc_targets):
+            print(targets)
+        return 0
+    for e in experiments:
+        print("\t".join([e.tag, e.family, e.config, e.overrides_file or "-", e.ctc_targets or "-", *e.args]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

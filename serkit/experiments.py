@@ -1,0 +1,101 @@
+"""Which experiments a recipe's stages 3-5 run: one per family (and per CTC weight where it has one).
+
+``run.sh --models "w2v2_mtl tim_net egemaps_svm" --lambdas "0 0.1"`` becomes a list of experiments,
+each with a self-describing name (Kaldi/ESPnet convention), the shared config of its family
+(``conf/<family>.yaml``), the recipe's override file for that family (``conf/<family>.yaml`` in the
+recipe, if any) and the command-line overrides. The shell loops over the list; the decisions live
+here, tested:
+
+- the name carries only the options the family has: ``lambda<L>`` for a family that can carry the
+  CTC head, and only when its weight is set (the user's ``--lambdas``, or a non-zero config default);
+  never for eGeMAPS + SVM;
+- ``--lambdas`` applies to families with a CTC head option and is ignored (with a note) by others;
+- stage 1 (CTC targets) runs only when some experiment trains a CTC head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import ruamel.yaml
+
+from serkit.errors import SerkitError
+from serkit.model.registry import UnknownFamilyError, get_family
+
+
+class PlanError(SerkitError):
+    """The recipe's model/lambda options cannot be turned into experiments."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of a recipe: its name, configs and command-line overrides."""
+
+    tag: str
+    family: str
+    config: str
+    overrides_file: str | None
+    args: tuple[str, ...] = field(default_factory=tuple)
+    ctc_targets: str | None = None  # what stage 1 must provide (None: no CTC head)
+
+
+def read_config_values(*paths: str | None) -> dict:
+    """Top-level plain values of HyperPyYAML files (later files win); tags are kept, not built."""
+    yaml = ruamel.yaml.YAML()
+    values: dict = {}
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            data = yaml.load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise PlanError(f"{path}: config file not found") from None
+        except ruamel.yaml.YAMLError as error:
+            raise PlanError(f"{path}: not valid YAML ({error})") from None
+        values.update(data)
+    return values
+
+
+def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int, conf_dir: str,
+         recipe_conf_dir: str, overrides_file: str | None = None) -> list[Experiment]:
+    """The experiments of ``models`` x (``lambdas`` where the family has the CTC option)."""
+    if not models:
+        raise PlanError("no model given: pass --model NAME or --models \"NAME ...\"")
+    experiments = []
+    for name in models:
+        try:
+            family = get_family(name)
+        except UnknownFamilyError as error:
+            raise PlanError(str(error)) from None
+        config = str(Path(conf_dir) / f"{name}.yaml")
+        recipe_file = Path(recipe_conf_dir) / f"{name}.yaml"
+        overrides = overrides_file or (str(recipe_file) if recipe_file.is_file() else None)
+        values = read_config_values(config, overrides)
+        parts = [name] + ([Path(overrides_file).stem] if overrides_file else []) + [Path(class_map).stem]
+        has_ctc = "mtl_lambda" in family.options
+        default = float(values.get("mtl_lambda", 0) or 0)
+        weights = list(lambdas) if (has_ctc and lambdas) else [None]
+        for weight in weights:
+            lam = default if weight is None else _weight(weight)
+            named = has_ctc and (weight is not None or default > 0)
+            tag = "_".join(parts + ([f"lambda{weight if weight is not None else _number(default)}"] if named else [])
+                           + [f"seed{seed}"])
+            args = ("--mtl_lambda", str(weight)) if weight is not None else ()
+            targets = str(values.get("ctc_targets", "emophone")) if lam > 0 else None
+            experiments.append(Experiment(tag, name, config, overrides, args, targets))
+    return experiments
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise PlanError(f"--lambdas: {text!r} is not a number") from None
+    if not value >= 0:
+        raise PlanError(f"--lambdas: {text!r} must be >= 0")
+    return value
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"

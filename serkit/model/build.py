@@ -1,0 +1,83 @@
+"""Building a :class:`SERModel` for any family: for training (from hparams) and from plain data (export).
+
+The plain-data model config (``model_config.json`` in a fold, ``config.json`` in an export) is the
+only thing export and inference need to rebuild the network, whatever the family:
+``{"family", "network", "feature", "input_dims", "n_emotions", "n_tokens", "ctc_targets", "options",
+"classes", "tokens", "sample_rate"}``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from serkit.errors import SerkitError
+from serkit.model.family import ModelFamily
+from serkit.model.registry import get_family
+from serkit.model.ser_model import SERModel
+
+REQUIRED_CONFIG_KEYS = ("family", "network", "feature", "n_emotions", "n_tokens", "classes", "tokens",
+                        "sample_rate")
+
+
+class ModelConfigError(SerkitError):
+    """A model config (model_config.json / an export's config.json) that cannot rebuild a network."""
+
+
+def build_model(family: ModelFamily, hparams: dict, n_classes: int, n_tokens: int,
+                input_dims: Sequence[int]) -> SERModel:
+    """The network for training: ``n_tokens > 0`` adds the CTC head (needs ``mtl_lambda > 0``)."""
+    network = family.build_network(hparams, n_classes, tuple(input_dims))
+    return SERModel(network, n_tokens=n_tokens, input_dims=tuple(input_dims) if family.normalise_input else None)
+
+
+def model_config(family: ModelFamily, model: SERModel, hparams: dict, feature: dict, input_dims: Sequence[int],
+                 classes: Sequence[str], tokens: Sequence[str]) -> dict[str, Any]:
+    """Plain data that rebuilds ``model`` (with random weights) through :func:`model_from_config`."""
+    n_tokens = model.ctc_head.linear.out_features if model.ctc_head is not None else 0
+    return {
+        "family": family.name,
+        "network": family.network_config(model.network),
+        "feature": dict(feature),
+        "input_dims": list(input_dims) if model.input_norm is not None else None,
+        "n_emotions": len(classes),
+        "n_tokens": n_tokens,
+        "ctc_targets": hparams.get("ctc_targets", "emophone") if n_tokens else None,
+        "options": {option: hparams[option] for option in family.options},
+        "classes": list(classes),
+        "tokens": list(tokens) if n_tokens else [],
+        "sample_rate": int(feature.get("sample_rate", hparams.get("sample_rate", 16000))),
+    }
+
+
+def check_model_config(config: dict[str, Any], source: str) -> None:
+    """Raise :class:`ModelConfigError` naming ``source`` if ``config`` cannot rebuild a model."""
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    if missing:
+        raise ModelConfigError(f"{source}: missing key(s) {', '.join(missing)} (see docs/formats.md); it was "
+                               "written by an older serkit or edited by hand: re-train or re-export")
+    if len(config["classes"]) != int(config["n_emotions"]):
+        raise ModelConfigError(f"{source}: {len(config['classes'])} classes listed but n_emotions is "
+                               f"{config['n_emotions']}")
+    if int(config["n_tokens"]) and len(config["tokens"]) != int(config["n_tokens"]):
+        raise ModelConfigError(f"{source}: {len(config['tokens'])} tokens listed but n_tokens is {config['n_tokens']}")
+
+
+def model_from_config(config: dict[str, Any], source: str = "model config") -> SERModel:
+    """A randomly initialised :class:`SERModel` shaped by ``config``, to be filled by ``load_state_dict``."""
+    check_model_config(config, source)
+    family = get_family(config["family"])
+    network = family.network_from_config(config["network"])
+    input_dims = config.get("input_dims")
+    return SERModel(network, n_tokens=int(config["n_tokens"]), input_dims=tuple(input_dims) if input_dims else None)
+
+
+def feature_spec(feature: dict[str, Any]):
+    """The feature object (:class:`serkit.features.FeatureSpec`) for a feature dict; None for waveforms."""
+    if feature["kind"] == "waveform":
+        return None
+    from serkit.features import FeatureSpec  # spectral families only; keeps waveform models light
+    return FeatureSpec.from_dict(feature)
+
+
+def min_input_frames(config: dict[str, Any]) -> int:
+    """The shortest input the rebuilt model can score (samples for waveform families, else frames)."""
+    return get_family(config["family"]).min_input_frames(config["network"])

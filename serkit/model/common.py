@@ -1,0 +1,34 @@
+"""Small pieces every model family shares: the input error, length masks and length conversion."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from serkit.errors import SerkitError
+
+
+class ModelInputError(SerkitError):
+    """Inputs the model cannot process (bad shapes or lengths, out-of-range targets...)."""
+
+
+def length_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """Boolean [B, max_len] mask, True on the first ``lengths[b]`` positions of row b."""
+    return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def absolute_lengths(inputs: Tensor, relative: Tensor, what: str = "inputs") -> Tensor:
+    """Lengths along dim 1 from SpeechBrain's relative lengths (fraction of the padded length).
+
+    Computed in float64, so the sample counts of long files stay exact.
+    """
+    if inputs.dim() < 2:
+        raise ModelInputError(f"{what} must be a [batch, time, ...] tensor, got shape {tuple(inputs.shape)}")
+    batch, total = inputs.shape[:2]
+    relative = torch.as_tensor(relative, device=inputs.device)
+    if relative.shape != (batch,):
+        raise ModelInputError(f"relative lengths must have shape [{batch}] (one per utterance), "
+                              f"got {tuple(relative.shape)}")
+    if not bool(torch.all((relative > 0) & (relative <= 1 + 1e-6))):
+        raise ModelInputError(f"relative lengths must be in (0, 1] (SpeechBrain convention: "
+                              f"length / padded length), got {relative.tolist()}")
+    return torch.round(relative.double() * total).long().clamp(1, total)

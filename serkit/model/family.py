@@ -1,0 +1,95 @@
+"""The model-family contract: what every SER model declares, so that no other layer names a family.
+
+Data loading, the training loop, scoring, RESULTS.md, export, ``serkit-infer`` and the recipe stages
+work with any :class:`ModelFamily`; a family lives in one module next to its network and is found by
+name through :mod:`serkit.model.registry`. A family declares:
+
+- the **input** it consumes (:meth:`ModelFamily.feature`: waveform, log-Mel with deltas, MFCC,
+  eGeMAPS functionals ...), which the data layer computes (:mod:`serkit.features`);
+- whether its inputs are **normalised** with the fold's training statistics (:attr:`normalise_input`);
+- its **network** (:meth:`build_network` for training, :meth:`network_config` /
+  :meth:`network_from_config` for export: plain data in, same network out);
+- its **parameter groups** (:meth:`param_groups`: e.g. a pretrained encoder and new heads, each with
+  its own optimizer and learning rate);
+- its **loss** and the named parts it logs (:meth:`loss`; by default ``CE + mtl_lambda * CTC``), and
+  so its extra **targets**: CTC tokens when ``mtl_lambda > 0`` and the network has frame outputs;
+- its **options** that name an experiment (:attr:`options`, e.g. ``mtl_lambda``; none for a family
+  that has no such knob);
+- how it is **trained** (:attr:`trainer`: ``"brain"``, the shared SpeechBrain loop, or ``"fit"``, a
+  closed-form fit such as an SVM, through :meth:`fit`).
+
+Per-utterance extras (decoded CTC tokens) and per-fold extras (learned layer weights) come out of the
+shared :class:`~serkit.model.ser_model.SERModel`, and scoring computes their scores (PER, suffix
+accuracy, layer-weight plots) whenever the files carry them.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import nn
+
+from serkit.model.ser_model import SERModel, mtl_loss
+
+
+class ModelFamily:
+    """Base class of a model family; subclasses set the class attributes and the network methods."""
+
+    name: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()
+    trainer: ClassVar[str] = "brain"
+    normalise_input: ClassVar[bool] = True
+    padding_invariant: ClassVar[bool] = True  # batching with padding gives the same outputs (tested)
+
+    # ---- input
+    def feature(self, hparams: dict) -> dict[str, Any]:
+        """The input as plain data for :class:`serkit.features.FeatureSpec` (``kind`` + parameters)."""
+        raise NotImplementedError
+
+    # ---- network
+    def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> nn.Module:
+        """A network for training (may load pretrained weights); ``input_dims`` = feature dims after time."""
+        raise NotImplementedError
+
+    def network_config(self, network: nn.Module) -> dict[str, Any]:
+        """Plain data from which :meth:`network_from_config` rebuilds the same network (random weights)."""
+        raise NotImplementedError
+
+    def network_from_config(self, config: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def min_input_frames(self, network_config: dict[str, Any]) -> int:
+        """The shortest input (in feature frames or samples) the network can score."""
+        return 1
+
+    # ---- optimisation
+    def param_groups(self, model: SERModel) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups, each trained by the optimizer of the same name in the config.
+
+        Leave the CTC head out: the trainer adds it to the last group. Default: one group ``model``.
+        """
+        return {"model": [p for name, p in model.named_parameters() if not name.startswith("ctc_head.")]}
+
+    def loss(self, out, batch, hparams: dict):
+        """``(total, {part: value})``; default ``CE + mtl_lambda * CTC`` with parts ``ER`` and ``PR``."""
+        tokens = getattr(batch, "tokens", None)
+        total, l_er, l_pr = mtl_loss(out, batch.emo, None if tokens is None else tokens.data,
+                                     getattr(batch, "token_len", None), float(hparams.get("mtl_lambda", 0.0)))
+        return total, {"ER": l_er, "PR": l_pr}
+
+    def set_frozen(self, model: SERModel, group: str, frozen: bool) -> None:
+        """Hold a parameter group still (e.g. the encoder for the first steps); families that allow it."""
+        raise NotImplementedError(f"family {self.name} cannot freeze parameter group {group!r}")
+
+    # ---- closed-form families
+    def fit(self, hparams: dict, data, out_dir) -> dict:
+        """Train, select on validation and test one fold without the SpeechBrain loop (``trainer="fit"``)."""
+        raise NotImplementedError
+
+    # ---- the experiment's name
+    def tag(self, hparams: dict) -> str:
+        """The options part of an experiment name, e.g. ``lambda0.1`` (empty without options)."""
+        return "_".join(f"{_short(option)}{hparams[option]}" for option in self.options)
+
+
+def _short(option: str) -> str:
+    return {"mtl_lambda": "lambda"}.get(option, option)

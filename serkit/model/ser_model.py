@@ -1,0 +1,125 @@
+"""The network every family trains behind: the family's network, an optional input normaliser and an
+optional CTC head, with one output type and one objective.
+
+A family supplies only its network (``forward(inputs, lengths) -> NetworkOutput``). This wrapper adds
+what is the same for every family, so no family writes it again:
+
+- relative -> absolute lengths (SpeechBrain batches carry relative ones);
+- input normalisation with statistics of the fold's *training* set only (:class:`InputNorm`), kept as
+  buffers so checkpoints and exports carry them;
+- the emotion-phoneme (or character) CTC head over the network's frame features (:mod:`.ctc_head`);
+- the objective ``L = CE + lambda * CTC`` (:func:`mtl_loss`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from serkit.model.common import ModelInputError, absolute_lengths, length_mask
+from serkit.model.ctc_head import CTCHead, phoneme_ctc_loss
+
+
+@dataclass
+class NetworkOutput:
+    """What a family's network returns for a padded batch."""
+
+    emo_logits: Tensor  # [B, E] emotion logits
+    frame_features: Optional[Tensor] = None  # [B, F, D] per-frame representation (for a CTC head)
+    frame_lens: Optional[Tensor] = None  # [B] int64 real frames per utterance
+    fold_extras: dict[str, Tensor] = field(default_factory=dict)  # per-fold vectors, e.g. layer_weights [L]
+
+
+@dataclass
+class SEROutput:
+    """What :class:`SERModel` returns: the network's output plus the CTC head's log-probabilities."""
+
+    emo_logits: Tensor  # [B, E]
+    phn_log_probs: Optional[Tensor]  # [B, F, V] float32 log-softmax, blank = 0; None without a CTC head
+    frame_lens: Optional[Tensor]  # [B]
+    fold_extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def layer_weights(self) -> Optional[Tensor]:
+        """Learned layer weights of a layer-fusing network (W2V2-MTL), else None."""
+        return self.fold_extras.get("layer_weights")
+
+
+class InputNorm(nn.Module):
+    """Per-dimension mean/std normalisation of features; padding stays 0.
+
+    The statistics are set once from the fold's training utterances (:meth:`set_stats`), never from
+    validation or test data, and are buffers: saved with every checkpoint and export.
+    """
+
+    def __init__(self, dims: Sequence[int]):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(*dims))
+        self.register_buffer("std", torch.ones(*dims))
+
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise ModelInputError(f"feature statistics of shape {tuple(mean.shape)} do not fit features of "
+                                  f"shape {tuple(self.mean.shape)}")
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(1e-5))
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        mask = length_mask(lengths, feats.shape[1]).view(*feats.shape[:2], *([1] * (feats.dim() - 2)))
+        return torch.where(mask, (feats - self.mean) / self.std, torch.zeros((), device=feats.device))
+
+
+class SERModel(nn.Module):
+    """A family's network + optional :class:`InputNorm` + optional :class:`CTCHead`."""
+
+    def __init__(self, network: nn.Module, n_tokens: int = 0, input_dims: Sequence[int] | None = None):
+        super().__init__()
+        self.network = network
+        self.input_norm = InputNorm(input_dims) if input_dims else None
+        self.ctc_head = None
+        if n_tokens:
+            frame_dim = getattr(network, "frame_dim", None)
+            if not frame_dim:
+                raise ModelInputError(f"{type(network).__name__} has no frame-level outputs, so it cannot carry "
+                                      "the CTC head; set mtl_lambda to 0 for this family")
+            self.ctc_head = CTCHead(frame_dim, n_tokens)
+
+    @property
+    def has_ctc_head(self) -> bool:
+        return self.ctc_head is not None
+
+    def forward(self, inputs: Tensor, relative_lengths: Tensor) -> SEROutput:
+        """Score a padded batch ``inputs`` [B, T, ...] with relative lengths [B] in (0, 1]."""
+        lengths = absolute_lengths(inputs, relative_lengths)
+        if self.input_norm is not None:
+            inputs = self.input_norm(inputs, lengths)
+        out = self.network(inputs, lengths)
+        phn_log_probs = None
+        if self.ctc_head is not None:
+            phn_log_probs = self.ctc_head(out.frame_features)
+        return SEROutput(emo_logits=out.emo_logits, phn_log_probs=phn_log_probs, frame_lens=out.frame_lens,
+                         fold_extras=dict(out.fold_extras))
+
+
+def mtl_loss(out: SEROutput, emo_targets: Tensor, tokens: Optional[Tensor], token_lens: Optional[Tensor],
+             lam: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(L, L_ER, L_PR)`` with ``L = CE + lam * CTC`` (Li et al. 2024).
+
+    ``lam == 0`` computes no CTC at all (``tokens`` may then be None) and returns ``L_PR`` as a 0
+    tensor. ``token_lens`` may be integer counts or SpeechBrain relative lengths (floating point).
+    """
+    if lam < 0:
+        raise ModelInputError(f"lambda (the CTC weight) must be >= 0, got {lam}")
+    l_er = F.cross_entropy(out.emo_logits.float(), emo_targets.long())
+    if lam == 0:
+        return l_er, l_er, torch.zeros((), device=l_er.device)
+    if out.phn_log_probs is None:
+        raise ModelInputError(f"lambda = {lam} needs the CTC head, but the model was built without one; "
+                              "set lambda to 0 or build the model with its token inventory")
+    if tokens is None or token_lens is None:
+        raise ModelInputError(f"lambda = {lam} needs the CTC targets (utt2phn) of the batch")
+    l_pr = phoneme_ctc_loss(out.phn_log_probs, out.frame_lens, tokens, token_lens)
+    return l_er + lam * l_pr, l_er, l_pr

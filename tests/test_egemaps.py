@@ -1,0 +1,172 @@
+"""The eGeMAPS floor: functionals, their cache, and a classifier chosen on validation and exported as tensors."""
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load as load_safetensors, save as save_safetensors
+
+from serkit.model import egemaps
+from serkit.model.egemaps import (N_FUNCTIONALS, FloorError, FloorModel, FloorNet, FunctionalsCache,
+                                  FunctionalsError, extract_functionals, fit_floor)
+
+SR = 16000
+# Four "emotions" that differ the way prosody does: pitch (Hz) and loudness (peak amplitude).
+CLASS_F0 = (110.0, 160.0, 220.0, 300.0)
+CLASS_AMP = (0.05, 0.4, 0.1, 0.25)
+
+
+def voiced(f0: float, amplitude: float, seconds: float, rng: np.random.Generator) -> torch.Tensor:
+    """A harmonic 'vowel' with a drifting pitch, a syllable-rate envelope and background noise."""
+    t = np.arange(int(seconds * SR)) / SR
+    contour = f0 * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)))
+    phase = 2 * np.pi * np.cumsum(contour) / SR
+    wave = sum(np.sin(h * phase) / h for h in range(1, 6))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(3, 5) * t) ** 2
+    wave = amplitude * envelope * wave / 2 + 0.005 * rng.standard_normal(t.shape)
+    return torch.from_numpy(wave.astype(np.float32))
+
+
+def synthetic_set(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Functionals [N, 88] and labels of utterances whose pitch and loudness vary around their class's."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for label, (f0, amp) in enumerate(zip(CLASS_F0, CLASS_AMP)):
+        for _ in range(per_class):
+            wave = voiced(f0 * rng.uniform(0.85, 1.15), amp * rng.uniform(0.7, 1.3), rng.uniform(0.6, 1.0), rng)
+            rows.append(extract_functionals(wave, SR))
+            labels.append(label)
+    return np.stack(rows), np.array(labels)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """Train / valid / test functionals from disjoint random draws (computed once for the module)."""
+    return {"train": synthetic_set(16, seed=1), "valid": synthetic_set(6, seed=2), "test": synthetic_set(6, seed=3)}
+
+
+def test_functionals_of_a_tone_are_88_finite_and_deterministic():
+    wave = voiced(200.0, 0.3, 1.0, np.random.default_rng(0))
+    first = extract_functionals(wave, SR)
+    assert first.shape == (N_FUNCTIONALS,) and first.dtype == np.float64
+    assert np.isfinite(first).all()
+    assert np.array_equal(first, extract_functionals(wave.clone(), SR))
+    # The mean F0 functional (semitones from 27.5 Hz) sees the 200 Hz pitch: 12*log2(200/27.5) = 34.3.
+    f0_mean = first[egemaps.functional_names().index("F0semitoneFrom27.5Hz_sma3nz_amean")]
+    assert abs(f0_mean - 34.3) < 1.0
+
+
+def test_too_short_input_is_an_error_naming_the_utterance():
+    with pytest.raises(FunctionalsError, match="spk1_utt7.*not.*finite"):
+        extract_functionals(torch.zeros(200), SR, utt_id="spk1_utt7")
+    with pytest.raises(FunctionalsError, match="mono"):
+        extract_functionals(torch.zeros(2, SR), SR, utt_id="spk1_utt7")
+
+
+def test_cache_computes_once_and_recomputes_corrupt_or_changed_entries(tmp_path, monkeypatch):
+    wav = tmp_path / "spk1_a.wav"
+    soundfile.write(wav, voiced(180.0, 0.2, 0.8, np.random.default_rng(4)).numpy(), SR, subtype="PCM_16")
+    calls = []
+    smile = egemaps._smile()
+    original = smile.process_signal
+    monkeypatch.setattr(smile, "process_signal", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    cache = FunctionalsCache(tmp_path / "dump")
+    first = cache.get("spk1_a", wav)
+    again = FunctionalsCache(tmp_path / "dump").matrix(["spk1_a"], {"spk1_a": str(wav)})  # another fold
+    assert len(calls) == 1 and np.array_equal(again[0], first)
+
+    (tmp_path / "dump" / "spk1_a.npz").write_bytes(b"not an npz")  # e.g. a crash from an older writer
+    with pytest.warns(UserWarning, match="corrupt cache entry"):
+        assert np.array_equal(cache.get("spk1_a", wav), first)
+    assert len(calls) == 2
+    assert np.array_equal(cache.get("spk1_a", wav), first) and len(calls) == 2  # repaired entry is reused
+
+    soundfile.write(wav, voiced(300.0, 0.2, 0.8, np.random.default_rng(5)).numpy(), SR, subtype="PCM_16")
+    changed = cache.get("spk1_a", wav)  # a re-recorded file must not be served from the cache
+    assert len(calls) == 3 and not np.array_equal(changed, first)
+    assert not list((tmp_path / "dump").glob(".*tmp*"))  # no leftover temporary files
+
+
+def test_cache_rejects_ids_that_cannot_name_a_file(tmp_path):
+    with pytest.raises(FunctionalsError, match="cannot name a cache file"):
+        FunctionalsCache(tmp_path).get("../escape", tmp_path / "x.wav")
+
+
+@pytest.mark.parametrize("classifier", ["logreg", "rbf_svm"])
+def test_floor_learns_pitch_and_loudness_classes(corpus, classifier):
+    model = fit_floor(*corpus["train"], *corpus["valid"], n_classes=4, classifier=classifier, seed=1)
+    for split in ("valid", "test"):
+        x, y = corpus[split]
+        ua = np.mean([np.mean(model.predict(x)[y == c] == c) for c in range(4)])
+        assert ua >= 0.8, f"{classifier} {split} UA {ua:.2f} (chance 0.25)"
+    assert len(model.selection_log) == len(egemaps.default_grid(classifier))
+    chosen = max(model.selection_log, key=lambda row: row["valid_UA"])["valid_UA"]
+    assert model.selection_log[[r["C"] == model.hyper["C"] and r.get("gamma") == model.hyper.get("gamma")
+                                for r in model.selection_log].index(True)]["valid_UA"] == chosen
+
+
+def test_c_is_chosen_on_the_validation_set_and_ties_go_to_the_smaller_c():
+    rng = np.random.default_rng(0)
+    x_train = rng.standard_normal((60, 6))
+    y_train = (x_train[:, 0] + 0.8 * rng.standard_normal(60) > 0).astype(int) + 2 * (x_train[:, 1] > 0)
+    grid = [{"C": 1e-3}, {"C": 100.0}]
+    small, large = (fit_floor(x_train, y_train, x_train, y_train, 4, grid=[point]) for point in grid)
+    pool = rng.standard_normal((400, 6)) * 2
+    disagree = small.predict(pool) != large.predict(pool)
+    assert disagree.sum() >= 10
+    x_valid = pool[disagree]
+    # A validation set labelled the way one model predicts favours that model's C.
+    assert fit_floor(x_train, y_train, x_valid, small.predict(x_valid), 4, grid=grid).hyper["C"] == 1e-3
+    assert fit_floor(x_train, y_train, x_valid, large.predict(x_valid), 4, grid=grid).hyper["C"] == 100.0
+    agree = pool[~disagree]
+    assert fit_floor(x_train, y_train, agree, large.predict(agree), 4, grid=grid[::-1]).hyper["C"] == 100.0
+    assert fit_floor(x_train, y_train, agree, large.predict(agree), 4, grid=grid).hyper["C"] == 1e-3
+
+
+def test_training_set_lacking_a_class_is_an_error():
+    x = np.random.default_rng(0).standard_normal((9, 3))
+    with pytest.raises(FloorError, match=r"no utterance of class\(es\) \[2\]"):
+        fit_floor(x, np.array([0, 1] * 4 + [0]), x, np.zeros(9, int), 3, grid=[{"C": 1.0}])
+
+
+@pytest.mark.parametrize("classifier,n_classes", [("logreg", 4), ("logreg", 2), ("rbf_svm", 4), ("rbf_svm", 2)])
+def test_plain_export_reproduces_the_posteriors_of_scikit_learn(corpus, classifier, n_classes):
+    (x_train, y_train), (x_test, y_test) = corpus["train"], corpus["test"]
+    keep, keep_test = y_train < n_classes, y_test < n_classes
+    x_train, y_train, x_test = x_train[keep], y_train[keep], x_test[keep_test]
+    model = fit_floor(x_train, y_train, x_train, y_train, n_classes, classifier=classifier,
+                      grid=egemaps.default_grid(classifier)[3:4])
+    posteriors = model.predict_proba(x_test)
+    assert posteriors.shape == (len(x_test), n_classes) and np.allclose(posteriors.sum(axis=1), 1, atol=1e-12)
+
+    # The tensors equal what scikit-learn fitted: our posteriors are its predict_proba.
+    standardised = (x_train - model.net.mean.numpy()) / model.net.scale.numpy()
+    _, estimator = egemaps._fit_point(standardised, y_train, classifier, egemaps.default_grid(classifier)[3],
+                                      "balanced", seed=1)
+    reference = estimator.predict_proba((x_test - model.net.mean.numpy()) / model.net.scale.numpy())
+    np.testing.assert_allclose(posteriors, reference, rtol=0, atol=1e-10)
+
+    # Plain data only: JSON config + tensors that survive safetensors (which cannot hold pickled objects).
+    config, tensors = model.to_plain()
+    config = json.loads(json.dumps(config))
+    tensors = load_safetensors(save_safetensors(tensors))
+    rebuilt = FloorModel.from_plain(config, tensors)
+    assert np.array_equal(rebuilt.predict_proba(x_test), posteriors)
+
+    net = FloorNet(config["classifier"], config["n_classes"], tensors)
+    net.load_state_dict(tensors)
+    logits = net(torch.from_numpy(x_test))
+    assert logits.shape == (len(x_test), n_classes)
+    np.testing.assert_allclose(torch.softmax(logits, dim=1).numpy(), posteriors, rtol=0, atol=1e-12)
+
+
+def test_from_plain_rejects_other_feature_sets_and_missing_tensors(corpus):
+    model = fit_floor(*corpus["train"], *corpus["valid"], 4, grid=[{"C": 1.0}])
+    config, tensors = model.to_plain()
+    with pytest.raises(FloorError, match="feature set"):
+        FloorModel.from_plain({**config, "feature_set": "ComParE_2016"}, tensors)
+    del tensors["weight"]
+    with pytest.raises(FloorError, match="lacks tensors"):
+        FloorModel.from_plain(config, tensors)
