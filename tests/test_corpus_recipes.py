@@ -37,19 +37,31 @@ def egs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def prepared(egs, tmp_path_factory):
-    """Stages 0-2 of every recipe on its look-alike tree (run once, checked by several tests)."""
+def tiny_overrides(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    subprocess.run([sys.executable, "-m", "serkit.bin.make_tiny_w2v2", "--out", str(folder / "w2v2")], check=True,
+                   capture_output=True)
+    path = folder / "tiny.yaml"
+    path.write_text(TINY_OVERRIDES.format(tiny=folder / "w2v2"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ran(egs, tiny_overrides, tmp_path_factory):
+    """Every recipe, stages 0-5 in one run on its look-alike tree (one fold, one epoch of the tiny model)."""
     results = {}
     for name, (var, build, _, _, _) in RECIPES.items():
         tree = build(tmp_path_factory.mktemp(f"{name}_corpus") / name)
-        result = run_recipe(egs / name, "--stop_stage", "2", env={var: str(tree.root)})
+        result = run_recipe(egs / name, "--folds", "1", "--nj", "1", "--threads", "1", "--train_overrides",
+                            str(tiny_overrides),
+                            env={var: str(tree.root)})
         results[name] = (egs / name, tree, result)
     return results
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_stages_0_to_2_on_the_look_alike(prepared, name):
-    recipe, tree, result = prepared[name]
+def test_stages_0_to_2_on_the_look_alike(ran, name):
+    recipe, tree, result = ran[name]
     _, _, protocol, n_classes, language = RECIPES[name]
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     data = recipe / "data" / "all"
@@ -74,21 +86,9 @@ def test_wrong_root_names_the_layout(egs, tmp_path):
     assert result.returncode != 0 and "EMODB=" in result.stderr and "lablaut" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_overrides(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny")
-    subprocess.run([sys.executable, "-m", "serkit.bin.make_tiny_w2v2", "--out", str(folder / "w2v2")], check=True,
-                   capture_output=True)
-    path = folder / "tiny.yaml"
-    path.write_text(TINY_OVERRIDES.format(tiny=folder / "w2v2"))
-    return path
-
-
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_stages_3_to_5_train_score_export(prepared, tiny_overrides, name):
-    recipe, _, result = prepared[name]
-    assert result.returncode == 0
-    run = run_recipe(recipe, "--stage", "3", "--folds", "1", "--nj", "1", "--train_overrides", str(tiny_overrides))
+def test_stages_3_to_5_train_score_export(ran, name):
+    recipe, _, run = ran[name]
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-5000:]
     for n, stage in [(3, "training"), (4, "scoring"), (5, "export and inference")]:
