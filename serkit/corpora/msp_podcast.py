@@ -12,7 +12,8 @@ are read and the layout found is stated in the report. 16 kHz; rare outliers are
 O and X are not emotions of the primary categorical task (the release documents them as
 "other" and "no agreement"): no shipped class map lists them, so they are excluded and counted per
 code. Rows without an EmoClass (hidden test labels) are counted skips. Utterances of unknown
-speakers get the speaker ``unknown`` (the leakage report leaves them out of speaker overlap);
+speakers get the speaker ``unknown`` (the leakage report leaves them out of speaker overlap; the
+speaker protocols would treat them as one speaker, which is why the recipe uses ``predefined``);
 ``utt2gender`` is written only when every kept utterance's gender is known.
 
 The label file is the release's own manifest, and the release version decides how many rows it
