@@ -26,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ from torch.utils.data import Dataset, Sampler
 from serkit.audio import read_audio
 from serkit.datadir import DataDirError, read_list, read_map
 from serkit.expdir import atomic_write
+from serkit.features import FeatureError
 from serkit.folds import load_fold
 
 logger = logging.getLogger(__name__)
@@ -221,31 +224,55 @@ def _few(items: Sequence[str]) -> str:
 
 
 class FeatureCache:
-    """One feature tensor per utterance on disk: ``<dir>/<spec hash>/<utt>.pt`` (Kaldi's ``dump/``).
+    """One feature tensor per utterance on disk: ``<dir>/<kind>-<spec hash>/<utt>.pt`` (Kaldi's ``dump/``).
 
-    The sub-folder is named by a hash of the feature spec, so changing a feature parameter never
-    reads stale features. Entries are written atomically and read with ``weights_only=True``; an
-    unreadable entry (a killed write, a full disk) is recomputed with a warning.
+    The sub-folder is named by a hash of the feature spec, so changing a feature parameter never reads
+    stale features; each entry also records its audio file's path, size and modification time, so a
+    re-recorded file is recomputed. Entries are written atomically and read with ``weights_only=True``
+    (no code runs); an unreadable or stale entry is recomputed with a warning. Another fold, another
+    family with the same input, or a re-run all reuse the entries.
     """
 
     def __init__(self, root: str | Path, feature: dict):
         digest = hashlib.sha1(json.dumps(feature, sort_keys=True).encode()).hexdigest()[:12]
         self.dir = Path(root) / f"{feature['kind']}-{digest}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.hits = self.computed = 0
         spec_file = self.dir / "feature.json"
         if not spec_file.is_file():
             atomic_write(spec_file, lambda tmp: tmp.write_text(json.dumps(feature, indent=2, sort_keys=True) + "\n"))
 
-    def get(self, utt_id: str, compute) -> torch.Tensor:
-        path = self.dir / f"{utt_id}.pt"
+    @staticmethod
+    def source_key(wav: str | Path) -> str:
+        """What identifies the audio an entry was computed from."""
+        stat = Path(wav).stat()
+        return f"{Path(wav).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    def entry(self, utt_id: str) -> Path:
+        if not _SAFE_ID.fullmatch(utt_id):
+            raise DataDirError(f"utterance id {utt_id!r} cannot name a cache file (letters, digits, _ . + - only); "
+                               "fix the data directory's ids or run without feature_cache")
+        return self.dir / f"{utt_id}.pt"
+
+    def get(self, utt_id: str, wav: str | Path, compute) -> torch.Tensor:
+        """The cached features of ``utt_id`` computed from ``wav``, or ``compute()`` stored for next time."""
+        path, key = self.entry(utt_id), self.source_key(wav)
         if path.is_file():
             try:
-                return torch.load(path, map_location="cpu", weights_only=True)
-            except (RuntimeError, EOFError, OSError, ValueError) as error:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                if stored.get("source") == key:
+                    self.hits += 1
+                    return stored["feats"]
+                logger.warning("%s: cached features are stale (%s changed); recomputing", path, wav)
+            except (RuntimeError, EOFError, OSError, ValueError, AttributeError, pickle.UnpicklingError) as error:
                 logger.warning("%s: unreadable cached features (%s); recomputing", path, error)
         feats = compute()
-        atomic_write(path, lambda tmp: torch.save(feats, tmp))
+        atomic_write(path, lambda tmp: torch.save({"source": key, "feats": feats}, tmp))
+        self.computed += 1
         return feats
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 class EmotionDataset(Dataset):
@@ -296,8 +323,11 @@ class EmotionDataset(Dataset):
             return read_audio(utt.wav, target_sr=self.sample_rate)[0]
 
         def compute() -> torch.Tensor:
-            return self.feature.compute(read_audio(utt.wav, target_sr=self.sample_rate)[0], self.sample_rate)
-        return self.cache.get(utt.utt_id, compute) if self.cache is not None else compute()
+            try:
+                return self.feature.compute(read_audio(utt.wav, target_sr=self.sample_rate)[0], self.sample_rate)
+            except FeatureError as error:
+                raise DataDirError(f"utterance {utt.utt_id} ({utt.wav}): {error}") from None
+        return self.cache.get(utt.utt_id, utt.wav, compute) if self.cache is not None else compute()
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]

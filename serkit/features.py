@@ -1,4 +1,5 @@
-"""Acoustic features as their own layer: raw waveform, log-Mel with deltas, MFCC; and CMVN statistics.
+"""Acoustic features as their own layer: raw waveform, log-Mel with deltas, MFCC, eGeMAPS functionals;
+and CMVN statistics.
 
 Model families declare the input they need as a :class:`FeatureSpec` (plain data, so an export can
 rebuild the exact front end); the data layer calls :meth:`FeatureSpec.compute` on each utterance at
@@ -12,21 +13,27 @@ at both ends, ``n_frames = 1 + n_samples // hop``, Hann window, FFT size the nex
 above the window. Any non-empty waveform gives at least one frame. The Mel filter bank uses the
 Slaney Mel scale with Slaney area normalisation -- librosa's defaults, which the feature code
 released with TIM-Net (Ye et al. 2023) used; one convention for both features keeps them comparable.
+
+eGeMAPSv02 functionals (Eyben et al. 2016; openSMILE's own implementation through the ``opensmile``
+package) are one 88-dimensional "frame" per utterance: the input of the classical floor family.
 """
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torchaudio
 from torch import Tensor
 
 from serkit.errors import SerkitError
 
-FEATURE_KINDS = ("waveform", "log_mel_deltas", "mfcc")
+FEATURE_KINDS = ("waveform", "log_mel_deltas", "mfcc", "egemaps")
+N_FUNCTIONALS = 88  # eGeMAPSv02
 LOG_FLOOR = 1e-6  # added to Mel power before the log: silence (digital zeros) stays finite
 
 
@@ -108,6 +115,44 @@ def mfcc(waveform: Tensor, sample_rate: int, n_mfcc: int = 39, n_mels: int = 128
     return transform(waveform).transpose(0, 1)
 
 
+# ----------------------------------------------------------------------------- eGeMAPS
+@lru_cache(maxsize=1)
+def _smile():
+    """One openSMILE extractor per process (building it parses the config, ~0.1 s)."""
+    import opensmile  # imported here: only the eGeMAPS floor needs it
+
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                           feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def functional_names() -> list[str]:
+    """The 88 eGeMAPSv02 functional names in column order (e.g. ``F0semitoneFrom27.5Hz_sma3nz_amean``)."""
+    return list(_smile().feature_names)
+
+
+def egemaps_functionals(waveform: Tensor, sample_rate: int) -> Tensor:
+    """The 88 eGeMAPSv02 functionals of a mono [T] waveform: float64 [1, 88].
+
+    openSMILE fills every functional with NaN when the signal is shorter than its analysis windows
+    (about 0.1 s); that is an error rather than a row that would poison the standardisation.
+    Digital silence is fine: openSMILE returns finite values for it.
+    """
+    waveform = _check_waveform(waveform)
+    if waveform.dim() != 1:
+        raise FeatureError(f"eGeMAPS functionals need one mono [T] waveform, got shape {tuple(waveform.shape)}")
+    samples = waveform.detach().to(torch.float32).cpu().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Segment too short": reported below
+        row = _smile().process_signal(samples, int(sample_rate)).to_numpy(dtype=np.float64)
+    if row.shape != (1, N_FUNCTIONALS):
+        raise FeatureError(f"openSMILE returned shape {row.shape}, expected (1, {N_FUNCTIONALS})")
+    if not np.isfinite(row).all():
+        raise FeatureError(f"{int((~np.isfinite(row)).sum())} of {N_FUNCTIONALS} eGeMAPS functionals are not finite "
+                           f"for {samples.shape[0] / sample_rate:.3f} s of audio (too short or corrupt); remove the "
+                           "utterance from the data directory or fix its recording")
+    return torch.from_numpy(row.copy())
+
+
 # ----------------------------------------------------------------------------- spec
 def _settings(function) -> dict[str, Any]:
     """The keyword settings of a feature function with their defaults (one source for both)."""
@@ -116,7 +161,7 @@ def _settings(function) -> dict[str, Any]:
 
 
 _DEFAULTS: dict[str, dict[str, Any]] = {"waveform": {}, "log_mel_deltas": _settings(log_mel_deltas),
-                                        "mfcc": _settings(mfcc)}
+                                        "mfcc": _settings(mfcc), "egemaps": {}}
 
 
 @dataclass
@@ -150,12 +195,16 @@ class FeatureSpec:
             return (3, int(self.params["n_mels"]))
         if self.kind == "mfcc":
             return (int(self.params["n_mfcc"]),)
+        if self.kind == "egemaps":
+            return (N_FUNCTIONALS,)
         return ()
 
     def n_frames(self, n_samples: int) -> int:
         """Frames :meth:`compute` returns for a waveform of ``n_samples`` samples."""
         if self.kind == "waveform":
             return int(n_samples)
+        if self.kind == "egemaps":
+            return 1  # one row of functionals per utterance
         return frame_count(n_samples, self.sample_rate, self.params["hop_ms"])
 
     def compute(self, waveform: Tensor, sample_rate: int) -> Tensor:
@@ -167,6 +216,8 @@ class FeatureSpec:
             return log_mel_deltas(waveform, self.sample_rate, **self.params)
         if self.kind == "mfcc":
             return mfcc(waveform, self.sample_rate, **self.params)
+        if self.kind == "egemaps":
+            return egemaps_functionals(waveform, self.sample_rate)
         return _check_waveform(waveform)
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,17 +4,22 @@ Recipes write ``$train_cmd JOB=1:10 exp/tag/log/train.JOB.log python -m serkit.b
 and ``cmd.sh`` decides where the jobs run.  This module holds the pieces of that idiom:
 
 * expanding a job range (``JOB=1:10``) into concrete jobs by replacing every occurrence of the
-  variable name in the log path and the command with the job index (Kaldi semantics: a plain
-  integer, or zero-padded when asked, so ``foldJOB`` can name ``fold01``);
+  variable name in the log path and in each command word with the job index (Kaldi semantics: a
+  plain integer, or zero-padded when asked, so ``foldJOB`` can name ``fold01``);
+* commands are argument lists, run without a shell: a value such as ``data/all;touch x`` reaches
+  the program as one literal argument and can never start a second command (Kaldi's run.pl hands
+  the joined line to bash; we do not).  A job that needs pipes says so: ``bash -c '...'``;
 * the log format (a header with the command and start time; a trailer with run.pl's
   ``# Accounting: time=...`` and ``# Ended (code N) at ...`` lines, which Kaldi's log tools parse);
-* a small :class:`Backend` interface, so a cluster backend (e.g. Slurm) can be added beside the
-  :class:`LocalBackend`, which runs the jobs as parallel local processes.
+  when the log cannot be written (a full disk), the trailer goes to stderr instead of vanishing;
+* a small :class:`Backend` interface with the :class:`LocalBackend` (parallel local processes)
+  here and the Slurm backend in :mod:`serkit.slurm`.
 """
 from __future__ import annotations
 
 import abc
 import collections
+import ctypes
 import datetime
 import logging
 import os
@@ -24,11 +29,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import IO, Callable, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -40,15 +46,23 @@ logger = logging.getLogger(__name__)
 _RANGE_START = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _LIST = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<values>\d+(?:,\d+)+)$")
 _RANGE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<start>\d+)(?::(?P<end>\d+))?$")
+# Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
+_DURATION = re.compile(r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 
 # How often the local backend checks its children; short enough to be invisible next to real jobs.
 POLL_SECONDS = 0.05
 # How long children get to exit after SIGTERM before they are killed with SIGKILL.
 TERMINATE_GRACE_SECONDS = 5.0
+# The exit code of a job killed for running past --time (GNU timeout's convention).
+TIMEOUT_EXIT_CODE = 124
+# The exit code of a job whose program could not be started (the shell's "command not found").
+NOT_STARTED_EXIT_CODE = 127
+# Signals after which the launcher stops its jobs: Ctrl-C, kill, and a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class JobsError(SerkitError):
-    """Jobs could not be prepared or launched (bad log path, missing bash, impossible resources)."""
+    """Jobs could not be prepared or launched (bad log path, impossible resources)."""
 
 
 class JobsUsageError(JobsError):
@@ -56,7 +70,7 @@ class JobsUsageError(JobsError):
 
 
 class JobsInterrupted(JobsError):
-    """The launcher got SIGINT/SIGTERM and terminated its running jobs."""
+    """The launcher got SIGINT/SIGTERM/SIGHUP and stopped its running jobs."""
 
     def __init__(self, signum: int, n_terminated: int, n_not_started: int):
         self.signum = signum
@@ -88,6 +102,40 @@ class JobRange:
         return self.listed or range(self.start, self.end + 1)
 
 
+def parse_duration(text: str) -> int:
+    """Seconds in a time limit written the way Slurm takes it (``90``, ``1:30:00``, ``2-12``).
+
+    A plain number is minutes, as in ``sbatch --time``; the same string then means the same on
+    every backend.
+    """
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise JobsUsageError(f"malformed time limit {text!r}: use MINUTES, MM:SS, HH:MM:SS, D-HH, "
+                             f"D-HH:MM or D-HH:MM:SS (Slurm's --time formats)")
+    days = int(match["days"] or 0)
+    parts = [int(part) for part in (match["a"], match["b"], match["c"]) if part is not None]
+    if match["days"] is not None:  # D-H, D-H:M, D-H:M:S
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 1:          # M
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:          # M:S
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:                          # H:M:S
+        hours, minutes, seconds = parts
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise JobsUsageError(f"time limit {text!r} is zero; give a positive duration")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """``H:MM:SS`` (with ``D-`` in front past a day), for messages about time limits."""
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    text = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
 @dataclass(frozen=True)
 class Resources:
     """Resource requests in Kaldi's option vocabulary; each backend honours what it can."""
@@ -101,31 +149,56 @@ class Resources:
         return (f"gpu={self.gpu} mem={self.mem or '-'} time={self.time or '-'} "
                 f"num_threads={self.num_threads}")
 
+    @property
+    def time_limit(self) -> Optional[int]:
+        """``time`` in seconds, or None without a limit."""
+        return None if self.time is None else parse_duration(self.time)
+
 
 @dataclass(frozen=True)
 class Job:
-    """One concrete job: its index (None for a lone job without a range), command and log."""
+    """One concrete job: its index (None for a lone job without a range), argument list and log.
+
+    ``done_marker`` is a file whose existence means the job's work is already done (a fold's
+    ``train.done``): such a job is not started again.
+    """
 
     index: Optional[int]
-    command: str
+    argv: tuple[str, ...]
     log_path: Path
+    done_marker: Optional[Path] = None
 
     @property
     def label(self) -> str:
         return "job" if self.index is None else f"job {self.index}"
 
+    @property
+    def command(self) -> str:
+        """The argument list as one line a user can paste into a shell (quoted where needed)."""
+        return shlex.join(self.argv)
+
 
 @dataclass(frozen=True)
 class JobResult:
-    """How a job ended: exit code (128+N when killed by signal N) and wall-clock seconds."""
+    """How a job ended: exit code (128+N when killed by signal N), wall-clock seconds, and why.
+
+    ``reason`` says what the exit code cannot (``timed out after 0:10:00``, ``cancelled``);
+    ``skipped`` marks a job not run because its done marker exists.
+    """
 
     job: Job
     returncode: int
     elapsed: float
+    reason: str = ""
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.reason.startswith("timed out")
 
 
 def looks_like_job_range(word: str) -> bool:
@@ -152,39 +225,39 @@ def parse_job_range(spec: str) -> JobRange:
     return JobRange(match["name"], start, end)
 
 
-def shell_join(words: Sequence[str]) -> str:
-    """Join command words into one bash command line, the way run.pl does.
-
-    Words without whitespace pass unchanged, so that escaped shell operators (``\\|``, ``\\>``)
-    written in a recipe act as operators inside the job.  Words with whitespace (or empty words)
-    are quoted so they stay a single argument.
-    """
-    return " ".join(word if word and not re.search(r"\s", word) else shlex.quote(word) for word in words)
-
-
 def substitute(text: str, name: str, index: int, pad: int = 0) -> str:
     """Replace every occurrence of ``name`` in ``text`` by ``index`` (zero-padded to ``pad`` digits)."""
     return text.replace(name, f"{index:0{pad}d}")
 
 
 def expand_jobs(log_template: str, command_words: Sequence[str],
-                job_range: Optional[JobRange] = None, pad: int = 0) -> list[Job]:
-    """Turn a log template and command into concrete jobs, one per index of ``job_range``."""
+                job_range: Optional[JobRange] = None, pad: int = 0,
+                done_marker: Optional[str] = None) -> list[Job]:
+    """Turn a log template and command into concrete jobs, one per index of ``job_range``.
+
+    The range variable is replaced inside each word separately, so a word stays one argument.
+    """
     if not command_words:
         raise JobsUsageError("no command given after the log file")
     if pad < 0:
         raise JobsUsageError(f"--pad must be >= 0, got {pad}")
-    command = shell_join(command_words)
     if job_range is None:
-        return [Job(None, command, Path(log_template))]
+        marker = Path(done_marker) if done_marker else None
+        return [Job(None, tuple(command_words), Path(log_template), marker)]
     n_jobs = len(job_range.indices())
-    if n_jobs > 1 and job_range.name not in log_template:
-        raise JobsUsageError(
-            f"the log file {log_template!r} does not contain {job_range.name}, so all {n_jobs} jobs "
-            f"would write the same log; put {job_range.name} in its name, e.g. "
-            f"exp/log/train.{job_range.name}.log")
-    return [Job(index, substitute(command, job_range.name, index, pad),
-                Path(substitute(log_template, job_range.name, index, pad)))
+    for what, template in (("log file", log_template), ("done marker", done_marker)):
+        if template is not None and n_jobs > 1 and job_range.name not in template:
+            raise JobsUsageError(
+                f"the {what} {template!r} does not contain {job_range.name}, so all {n_jobs} jobs "
+                f"would share it; put {job_range.name} in its name, e.g. "
+                f"exp/log/train.{job_range.name}.log")
+
+    def fill(text: str, index: int) -> str:
+        return substitute(text, job_range.name, index, pad)
+
+    return [Job(index, tuple(fill(word, index) for word in command_words),
+                Path(fill(log_template, index)),
+                Path(fill(done_marker, index)) if done_marker else None)
             for index in job_range.indices()]
 
 
@@ -219,24 +292,54 @@ def format_log_header(job: Job, resources: Resources, backend: str, extra: str =
             f"#\n")
 
 
-def format_log_trailer(returncode: int, elapsed: float, num_threads: int) -> str:
-    """The last lines of a job log, in run.pl's format (``utils/summarize_logs.pl`` parses them)."""
-    return (f"# Accounting: time={int(round(elapsed))} threads={num_threads}\n"
+def format_log_trailer(returncode: int, elapsed: float, num_threads: int, reason: str = "") -> str:
+    """The last lines of a job log, in run.pl's format (``utils/summarize_logs.pl`` parses them).
+
+    A ``reason`` (a timeout, a termination) comes as a comment line just before them.
+    """
+    note = f"# {reason[0].upper()}{reason[1:]}\n" if reason else ""
+    return (f"{note}# Accounting: time={int(round(elapsed))} threads={num_threads}\n"
             f"# Ended (code {returncode}) at {_now()}, elapsed time {elapsed:.2f} seconds\n")
 
 
+def append_to_log(path: Path, text: str, prog: str = "serkit-run") -> bool:
+    """Append ``text`` to a log; if that fails (a full disk), print it to stderr instead.
+
+    The trailer is how a user learns how a job ended, so it must not be lost with the disk space
+    that ended the job.  Returns whether the log got it.
+    """
+    try:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(text)
+        return True
+    except OSError as error:
+        sys.stderr.write(f"{prog}: cannot write to {path} ({error}); its trailer reads:\n{text}")
+        sys.stderr.flush()
+        return False
+
+
 def failure_message(results: Sequence[JobResult]) -> Optional[str]:
-    """A one-line summary naming the failed jobs and the first failed log, or None if all passed."""
+    """A one-line summary naming the failed jobs, why, and the first failed log; None if all passed."""
     failed = [result for result in results if not result.ok]
     if not failed:
         return None
     first = failed[0]
     if len(results) == 1:
-        return f"job failed (code {first.returncode}); see {first.job.log_path}"
-    indices = ",".join(str(result.job.index) for result in failed)
+        how = first.reason or f"code {first.returncode}"
+        return f"job failed ({how}); see {first.job.log_path}"
+    details = ", ".join(f"{result.job.index}" + (f": {result.reason}" if result.reason else "")
+                        for result in failed)
     which = "job" if len(failed) == 1 else "jobs"
-    return (f"{len(failed)} / {len(results)} jobs failed ({which} {indices}); "
+    return (f"{len(failed)} / {len(results)} jobs failed ({which} {details}); "
             f"see {first.job.log_path}")
+
+
+def exit_status(results: Sequence[JobResult]) -> int:
+    """serkit-run's exit status: 0 all ok, 124 when the only failures are timeouts, else 1."""
+    failed = [result for result in results if not result.ok]
+    if not failed:
+        return 0
+    return TIMEOUT_EXIT_CODE if all(result.timed_out for result in failed) else 1
 
 
 def default_max_jobs() -> int:
@@ -273,7 +376,7 @@ class Backend(abc.ABC):
     """Where jobs run.  A backend runs all given jobs to completion and returns their results.
 
     It must write each job's output and the run.pl header/trailer to ``job.log_path`` and, on
-    SIGINT/SIGTERM, stop its jobs and raise :class:`JobsInterrupted`.
+    SIGINT/SIGTERM/SIGHUP, stop its jobs and raise :class:`JobsInterrupted`.
     """
 
     name: str = "abstract"
@@ -283,20 +386,8 @@ class Backend(abc.ABC):
         """Run ``jobs`` and return one result per job, in the order given."""
 
 
-@dataclass
-class _Running:
-    """Book-keeping for one live local job."""
-
-    number: int
-    job: Job
-    process: subprocess.Popen
-    log: IO[str]
-    started: float
-    gpus: list[str] = field(default_factory=list)
-
-
-class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the polling loop checks.
+class StopFlag:
+    """Turns SIGINT/SIGTERM/SIGHUP into a flag the polling loop checks.
 
     A flag (instead of an exception raised at an arbitrary point) means a signal can never arrive
     between starting a child and recording it, so no child is ever left behind.
@@ -309,9 +400,9 @@ class _StopFlag:
     def _handle(self, signum: int, frame) -> None:
         self.signum = signum
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> "StopFlag":
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -325,11 +416,59 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-class LocalBackend(Backend):
-    """Run jobs as local ``bash`` processes, at most ``max_jobs`` at a time.
+def _parent_death_signal() -> Optional[Callable[[int], None]]:
+    """A function that asks Linux to SIGKILL the calling process when its parent dies, or None.
 
-    Each job gets its own process group so that stopping it also stops whatever it started.
-    With ``--gpu N`` and visible GPUs, each job is given N GPUs of its own through
+    ``prctl(PR_SET_PDEATHSIG)`` is how a job learns that a ``kill -9``-ed launcher is gone: no
+    handler of ours runs then.  It exists on Linux only; elsewhere jobs outlive a killed launcher.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_signal(signum: int) -> None:
+        prctl(pr_set_pdeathsig, signum, 0, 0, 0)
+    return set_signal
+
+
+_SET_PARENT_DEATH_SIGNAL = _parent_death_signal()
+
+
+def _die_with_launcher(launcher_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child die with the launcher (runs in the child, before exec)."""
+    def preexec() -> None:
+        if _SET_PARENT_DEATH_SIGNAL is not None:
+            _SET_PARENT_DEATH_SIGNAL(signal.SIGKILL)
+        if os.getppid() != launcher_pid:  # the launcher died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
+@dataclass
+class _Running:
+    """Book-keeping for one live local job."""
+
+    number: int
+    job: Job
+    process: subprocess.Popen
+    log: IO[str]
+    started: float
+    gpus: list[str] = field(default_factory=list)
+    killed_at: Optional[float] = None   # when its time limit was enforced (SIGTERM sent)
+
+
+class LocalBackend(Backend):
+    """Run jobs as local processes, at most ``max_jobs`` at a time.
+
+    Each job gets its own process group so that stopping it also stops whatever it started, and
+    dies with the launcher: SIGINT, SIGTERM and SIGHUP make the launcher stop its jobs, and a
+    ``kill -9`` of the launcher kills each job's own process through the parent-death signal.
+    With ``--time``, a job running longer is stopped (SIGTERM, then SIGKILL) and reported as timed
+    out.  With ``--gpu N`` and visible GPUs, each job is given N GPUs of its own through
     CUDA_VISIBLE_DEVICES (which also limits how many jobs run at once); without visible GPUs the
     request is ignored with a warning, since the jobs can still run on CPU.
     """
@@ -341,10 +480,6 @@ class LocalBackend(Backend):
         if self.max_jobs < 1:
             raise JobsUsageError(f"--max-jobs must be at least 1, got {self.max_jobs}")
         self._gpus = None if gpus is None else list(gpus)
-        bash = shutil.which("bash")
-        if bash is None:
-            raise JobsError("bash was not found on PATH; the local backend runs each job with bash")
-        self._bash = bash
 
     def _gpu_pool(self, per_job: int) -> Optional[list[str]]:
         """The GPU ids to hand out, or None when GPUs are not requested or cannot be assigned."""
@@ -366,34 +501,36 @@ class LocalBackend(Backend):
             job.log_path.write_text(format_log_header(job, resources, self.name, extra), encoding="utf-8")
             log = open(job.log_path, "a", encoding="utf-8")
         except OSError as error:
-            raise JobsError(f"cannot write the log file {job.log_path}: {error}") from error
+            raise _NotStarted(f"cannot write its log {job.log_path}: {error}") from error
         env = dict(os.environ)
         # Parallel jobs on one machine must not each grab every core (torch, numpy and MKL honour these).
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[variable] = str(resources.num_threads)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        # pipefail: a failure inside a pipeline must fail the job rather than vanish.
         try:
-            process = subprocess.Popen([self._bash, "-o", "pipefail", "-c", job.command],
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, start_new_session=True)
+            process = subprocess.Popen(job.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                       preexec_fn=_die_with_launcher(os.getpid()))
         except OSError as error:
             log.close()
-            raise JobsError(f"cannot start {job.label} (log {job.log_path}): {error}") from error
+            raise _NotStarted(f"cannot execute {job.argv[0]!r}: {error}") from error
         logger.info("started %s (pid %d): %s", job.label, process.pid, job.log_path)
         return _Running(number, job, process, log, time.monotonic(), gpus)
 
     def _finish(self, running: _Running, returncode: int, resources: Resources,
-                note: str = "") -> JobResult:
+                reason: str = "") -> JobResult:
         elapsed = time.monotonic() - running.started
         code = _exit_code(returncode)
-        with running.log:
-            if note:
-                running.log.write(f"# {note}\n")
-            running.log.write(format_log_trailer(code, elapsed, resources.num_threads))
+        if running.killed_at is not None:
+            code, reason = TIMEOUT_EXIT_CODE, _timeout_reason(resources)
+        try:
+            running.log.close()
+        except OSError:
+            pass  # the child's own writes failed the same way; the trailer below says what happened
+        append_to_log(running.job.log_path, format_log_trailer(code, elapsed, resources.num_threads, reason))
         logger.info("%s ended with code %d after %.1f s", running.job.label, code, elapsed)
-        return JobResult(running.job, code, elapsed)
+        return JobResult(running.job, code, elapsed, reason)
 
     def _terminate(self, live: list[_Running], reason: str, resources: Resources) -> list[JobResult]:
         """Stop every live job's process group: SIGTERM, a grace period, then SIGKILL."""
@@ -408,8 +545,22 @@ class LocalBackend(Backend):
                 _signal_group(running.process, signal.SIGKILL)
             returncode = running.process.wait()
             results.append(self._finish(running, returncode, resources,
-                                        note=f"Terminated by serkit-run: {reason}"))
+                                        reason=f"terminated by serkit-run: {reason}"))
         return results
+
+    @staticmethod
+    def _enforce_time_limit(live: list[_Running], limit: Optional[int]) -> None:
+        """SIGTERM the groups of jobs past ``limit`` seconds; SIGKILL those still alive after the grace."""
+        if limit is None:
+            return
+        now = time.monotonic()
+        for running in live:
+            if running.killed_at is None and now - running.started > limit:
+                logger.warning("%s ran past its time limit; stopping it", running.job.label)
+                running.killed_at = now
+                _signal_group(running.process, signal.SIGTERM)
+            elif running.killed_at is not None and now - running.killed_at > TERMINATE_GRACE_SECONDS:
+                _signal_group(running.process, signal.SIGKILL)
 
     def _reap(self, live: list[_Running], resources: Resources,
               results: dict[int, JobResult]) -> list[_Running]:
@@ -423,6 +574,7 @@ class LocalBackend(Backend):
     def run(self, jobs: Sequence[Job], resources: Resources) -> list[JobResult]:
         pool = self._gpu_pool(resources.gpu)
         free_gpus = list(pool) if pool is not None else []
+        limit = resources.time_limit
         pending = collections.deque(enumerate(jobs))
         live: list[_Running] = []
         results: dict[int, JobResult] = {}
@@ -433,16 +585,22 @@ class LocalBackend(Backend):
             return (bool(pending) and len(live) < self.max_jobs
                     and (pool is None or len(free_gpus) >= resources.gpu))
 
-        with _StopFlag() as stop, tqdm(total=len(jobs), unit="job", desc="serkit-run", disable=None) as bar:
+        with StopFlag() as stop, tqdm(total=len(jobs), unit="job", desc="serkit-run", disable=None) as bar:
             try:
                 while (pending or live) and stop.signum is None:
+                    self._enforce_time_limit(live, limit)
                     for running in self._reap(live, resources, results):
                         free_gpus.extend(running.gpus)
                         bar.update(1)
                     while can_start() and stop.signum is None:
                         gpus = [free_gpus.pop(0) for _ in range(resources.gpu)] if pool is not None else []
                         number, job = pending.popleft()
-                        live.append(self._start(number, job, resources, gpus))
+                        try:
+                            live.append(self._start(number, job, resources, gpus))
+                        except _NotStarted as error:
+                            free_gpus.extend(gpus)
+                            results[number] = self._not_started(job, resources, str(error))
+                            bar.update(1)
                     if live:
                         time.sleep(POLL_SECONDS)
             except BaseException:
@@ -454,26 +612,65 @@ class LocalBackend(Backend):
                 raise JobsInterrupted(stop.signum, len(live), len(pending))
         return [results[number] for number in range(len(jobs))]
 
+    @staticmethod
+    def _not_started(job: Job, resources: Resources, error: str) -> JobResult:
+        """The result of a job whose program could not be executed (missing, not executable)."""
+        reason = f"not started: {error}"
+        append_to_log(job.log_path, format_log_trailer(NOT_STARTED_EXIT_CODE, 0.0, resources.num_threads, reason))
+        return JobResult(job, NOT_STARTED_EXIT_CODE, 0.0, reason)
+
+
+class _NotStarted(Exception):
+    """Popen could not execute the job's program; the job fails, the others go on."""
+
+
+def _timeout_reason(resources: Resources) -> str:
+    return f"timed out after {format_duration(resources.time_limit or 0)} (--time {resources.time})"
+
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
     """Signal the job's whole process group (its pid is the group id: start_new_session)."""
     try:
         os.killpg(process.pid, signum)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass  # the group is already gone
 
 
-BACKENDS = {"local": LocalBackend}
+BACKENDS = ("local", "slurm")
 
 
-def make_backend(name: str, max_jobs: Optional[int] = None) -> Backend:
-    """Build a backend by name (the ``--backend`` option)."""
-    if name not in BACKENDS:
-        raise JobsUsageError(f"unknown backend {name!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name](max_jobs=max_jobs)
+def make_backend(name: str, max_jobs: Optional[int] = None, **options) -> Backend:
+    """Build a backend by name (the ``--backend`` option); ``options`` go to the Slurm backend."""
+    if name == "local":
+        return LocalBackend(max_jobs=max_jobs)
+    if name == "slurm":
+        from serkit.slurm import SlurmBackend  # not imported for local runs
+        return SlurmBackend(max_jobs=max_jobs, **options)
+    raise JobsUsageError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+
+
+def skip_done(jobs: Sequence[Job]) -> tuple[list[Job], list[JobResult]]:
+    """Split ``jobs`` into those to run and results for those whose done marker exists."""
+    to_run, skipped = [], []
+    for job in jobs:
+        if job.done_marker is not None and job.done_marker.exists():
+            skipped.append(JobResult(job, 0, 0.0, f"{job.done_marker} exists", skipped=True))
+        else:
+            to_run.append(job)
+    return to_run, skipped
 
 
 def run_jobs(jobs: Sequence[Job], backend: Backend, resources: Resources = Resources()) -> list[JobResult]:
-    """Prepare the log directories, then run all jobs on ``backend``."""
-    prepare_log_dirs(jobs)
-    return backend.run(jobs, resources)
+    """Prepare the log directories, then run on ``backend`` all jobs not already done.
+
+    Results come back in the order of ``jobs``; a job skipped because its done marker exists
+    counts as a success (its earlier log stays as it was).
+    """
+    to_run, skipped = skip_done(jobs)
+    if skipped:
+        logger.warning("%d job(s) already done, not run again: %s", len(skipped),
+                       "; ".join(f"{result.job.label} ({result.reason})" for result in skipped))
+    prepare_log_dirs(to_run)
+    ran = backend.run(to_run, resources) if to_run else []
+    by_job = {id(result.job): result for result in [*ran, *skipped]}
+    return [by_job[id(job)] for job in jobs]

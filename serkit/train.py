@@ -36,10 +36,12 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import infer_device
 from speechbrain.utils.run_opts import RunOptions
+from tqdm import tqdm
 
 from serkit import expdir
 from serkit.dataio import CTC_TARGET_FILES, DurationBucketBatchSampler, collate_batch, load_fold_data
 from serkit.errors import SerkitError
+from serkit.features import FeatureStats
 from serkit.metrics import classification_scores, token_error_rate
 from serkit.model import SERModel, ctc_greedy_decode, get_family
 from serkit.model.build import build_model, feature_spec, model_config
@@ -320,17 +322,14 @@ def input_dims(dataset) -> tuple[int, ...]:
 
 
 def training_stats(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std of the training inputs over all their frames (float64 sums)."""
-    total = total_sq = None
-    count = 0
-    for index in range(len(dataset)):
-        frames = dataset.inputs(index).double()
-        total = frames.sum(0) if total is None else total + frames.sum(0)
-        total_sq = frames.pow(2).sum(0) if total_sq is None else total_sq + frames.pow(2).sum(0)
-        count += frames.shape[0]
-    mean = total / count
-    std = (total_sq / count - mean.pow(2)).clamp_min(0).sqrt()
-    return mean.float(), std.float()
+    """Per-dimension mean and std of the training inputs over all their frames (CMVN statistics)."""
+    stats = FeatureStats()
+    for index in tqdm(range(len(dataset)), desc="input statistics (train)", unit="utt", disable=None):
+        stats.accumulate(dataset.inputs(index))
+    if dataset.cache is not None:
+        logger.info("feature cache %s: %d utterances reused, %d computed", dataset.cache.dir, dataset.cache.hits,
+                    dataset.cache.computed)
+    return stats.mean.float(), stats.std.float()
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -209,3 +209,52 @@ def test_malformed_token_inventory_is_an_error(tmp_path, text, problem):
 def test_dataset_rejects_a_non_positive_crop_length():
     with pytest.raises(ValueError, match="max_duration"):
         EmotionDataset([], max_duration=0)
+
+
+# ----------------------------------------------------------------------------- feature cache (dump/)
+
+
+def test_feature_cache_computes_once_and_recomputes_corrupt_or_changed_entries(tmp_path, caplog):
+    import soundfile
+
+    from serkit.dataio import FeatureCache
+    wav = tmp_path / "spk1_a.wav"
+    soundfile.write(wav, [0.1, -0.2, 0.3] * 100, 16000, subtype="PCM_16")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.full((2, 3), float(len(calls)))
+
+    feature = {"kind": "mfcc", "sample_rate": 16000, "params": {"n_mfcc": 3}}
+    first = FeatureCache(tmp_path / "dump", feature).get("spk1_a", wav, compute)
+    again = FeatureCache(tmp_path / "dump", feature).get("spk1_a", wav, compute)  # another fold, another process
+    assert len(calls) == 1 and torch.equal(again, first)
+    other = FeatureCache(tmp_path / "dump", dict(feature, params={"n_mfcc": 4}))
+    assert other.dir != FeatureCache(tmp_path / "dump", feature).dir  # another spec never reads these entries
+
+    cache = FeatureCache(tmp_path / "dump", feature)
+    cache.entry("spk1_a").write_bytes(b"not a torch file")  # e.g. a crash from an older writer
+    with caplog.at_level("WARNING"):
+        assert torch.equal(cache.get("spk1_a", wav, compute), torch.full((2, 3), 2.0))
+    assert "unreadable cached features" in caplog.text and len(calls) == 2
+    assert cache.get("spk1_a", wav, compute) is not None and len(calls) == 2 and cache.hits == 1
+
+    soundfile.write(wav, [0.3, -0.1] * 200, 16000, subtype="PCM_16")  # a re-recorded file
+    assert torch.equal(cache.get("spk1_a", wav, compute), torch.full((2, 3), 3.0))
+    assert "stale" in caplog.text and cache.computed == 2
+    assert not list(cache.dir.glob("*.tmp"))  # no leftover temporary files
+    with pytest.raises(DataDirError, match="cannot name a cache file"):
+        cache.get("../escape", wav, compute)
+
+
+def test_spectral_features_are_loaded_per_utterance_and_cached(tmp_path):
+    from serkit.features import FeatureSpec
+    paths = make_tiny_corpus(tmp_path)
+    spec = FeatureSpec("mfcc", params={"n_mfcc": 13, "n_mels": 40})
+    data = load_fold_data(paths["data"], paths["fold"], None, require_phones=False, feature=spec,
+                          cache_dir=tmp_path / "dump")
+    item = data.train[0]
+    assert item["sig"].shape[1:] == (13,) and item["sig"].shape[0] == spec.n_frames(int(16000 * data.train.durations[0]))
+    assert data.train.cache.computed == 1
+    assert torch.equal(data.train[0]["sig"], item["sig"]) and data.train.cache.hits == 1

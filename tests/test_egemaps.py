@@ -1,15 +1,15 @@
-"""The eGeMAPS floor: functionals, their cache, and a classifier chosen on validation and exported as tensors."""
+"""The eGeMAPS floor: functionals (feature layer) and a classifier chosen on validation and exported as tensors."""
 import json
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
+from serkit import features
+from serkit.features import N_FUNCTIONALS, FeatureError
 from serkit.model import egemaps
-from serkit.model.egemaps import (N_FUNCTIONALS, FloorError, FloorModel, FloorNet, FunctionalsCache,
-                                  FunctionalsError, extract_functionals, fit_floor)
+from serkit.model.egemaps import FloorError, FloorModel, FloorNet, fit_floor
 
 SR = 16000
 # Four "emotions" that differ the way prosody does: pitch (Hz) and loudness (peak amplitude).
@@ -35,7 +35,7 @@ def synthetic_set(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for label, (f0, amp) in enumerate(zip(CLASS_F0, CLASS_AMP)):
         for _ in range(per_class):
             wave = voiced(f0 * rng.uniform(0.85, 1.15), amp * rng.uniform(0.7, 1.3), rng.uniform(0.6, 1.0), rng)
-            rows.append(extract_functionals(wave, SR))
+            rows.append(extract_functionals(wave))
             labels.append(label)
     return np.stack(rows), np.array(labels)
 
@@ -46,52 +46,29 @@ def corpus():
     return {"train": synthetic_set(16, seed=1), "valid": synthetic_set(6, seed=2), "test": synthetic_set(6, seed=3)}
 
 
+def extract_functionals(wave: torch.Tensor) -> np.ndarray:
+    return features.egemaps_functionals(wave, SR)[0].numpy()
+
+
 def test_functionals_of_a_tone_are_88_finite_and_deterministic():
     wave = voiced(200.0, 0.3, 1.0, np.random.default_rng(0))
-    first = extract_functionals(wave, SR)
+    first = extract_functionals(wave)
     assert first.shape == (N_FUNCTIONALS,) and first.dtype == np.float64
     assert np.isfinite(first).all()
-    assert np.array_equal(first, extract_functionals(wave.clone(), SR))
+    assert np.array_equal(first, extract_functionals(wave.clone()))
     # The mean F0 functional (semitones from 27.5 Hz) sees the 200 Hz pitch: 12*log2(200/27.5) = 34.3.
-    f0_mean = first[egemaps.functional_names().index("F0semitoneFrom27.5Hz_sma3nz_amean")]
+    f0_mean = first[features.functional_names().index("F0semitoneFrom27.5Hz_sma3nz_amean")]
     assert abs(f0_mean - 34.3) < 1.0
+    spec = features.FeatureSpec("egemaps")
+    assert spec.frame_shape == (N_FUNCTIONALS,) and spec.n_frames(SR) == 1
+    assert torch.equal(spec.compute(wave, SR), features.egemaps_functionals(wave, SR))
 
 
-def test_too_short_input_is_an_error_naming_the_utterance():
-    with pytest.raises(FunctionalsError, match="spk1_utt7.*not.*finite"):
-        extract_functionals(torch.zeros(200), SR, utt_id="spk1_utt7")
-    with pytest.raises(FunctionalsError, match="mono"):
-        extract_functionals(torch.zeros(2, SR), SR, utt_id="spk1_utt7")
-
-
-def test_cache_computes_once_and_recomputes_corrupt_or_changed_entries(tmp_path, monkeypatch):
-    wav = tmp_path / "spk1_a.wav"
-    soundfile.write(wav, voiced(180.0, 0.2, 0.8, np.random.default_rng(4)).numpy(), SR, subtype="PCM_16")
-    calls = []
-    smile = egemaps._smile()
-    original = smile.process_signal
-    monkeypatch.setattr(smile, "process_signal", lambda *a, **k: calls.append(1) or original(*a, **k))
-
-    cache = FunctionalsCache(tmp_path / "dump")
-    first = cache.get("spk1_a", wav)
-    again = FunctionalsCache(tmp_path / "dump").matrix(["spk1_a"], {"spk1_a": str(wav)})  # another fold
-    assert len(calls) == 1 and np.array_equal(again[0], first)
-
-    (tmp_path / "dump" / "spk1_a.npz").write_bytes(b"not an npz")  # e.g. a crash from an older writer
-    with pytest.warns(UserWarning, match="corrupt cache entry"):
-        assert np.array_equal(cache.get("spk1_a", wav), first)
-    assert len(calls) == 2
-    assert np.array_equal(cache.get("spk1_a", wav), first) and len(calls) == 2  # repaired entry is reused
-
-    soundfile.write(wav, voiced(300.0, 0.2, 0.8, np.random.default_rng(5)).numpy(), SR, subtype="PCM_16")
-    changed = cache.get("spk1_a", wav)  # a re-recorded file must not be served from the cache
-    assert len(calls) == 3 and not np.array_equal(changed, first)
-    assert not list((tmp_path / "dump").glob(".*tmp*"))  # no leftover temporary files
-
-
-def test_cache_rejects_ids_that_cannot_name_a_file(tmp_path):
-    with pytest.raises(FunctionalsError, match="cannot name a cache file"):
-        FunctionalsCache(tmp_path).get("../escape", tmp_path / "x.wav")
+def test_too_short_input_is_a_clear_error():
+    with pytest.raises(FeatureError, match="not finite.*too short"):
+        features.egemaps_functionals(torch.zeros(200), SR)
+    with pytest.raises(FeatureError, match="mono"):
+        features.egemaps_functionals(torch.zeros(2, SR), SR)
 
 
 @pytest.mark.parametrize("classifier", ["logreg", "rbf_svm"])

@@ -111,6 +111,21 @@ def test_iemocap_recipe_runs_unchanged_on_an_iemocap_layout_tree(mini_stages_0_2
         read_list(mini / "data" / "folds" / "loso" / "fold03" / "test")
 
 
+def test_shell_code_in_an_option_value_runs_nothing(mini_stages_0_2, tmp_path):
+    """The issue's injection: the value reaches training as one literal (non-existent) directory, so
+    stage 3 fails and names the log; no shell ever sees it, so nothing else runs."""
+    recipe, _ = mini_stages_0_2
+    pwned = tmp_path / "pwned"
+    result = run_recipe(recipe, "--stage", "3", "--stop_stage", "3", "--folds", "1", "--seed", "99",
+                        "--data", f"data/all;touch${{IFS}}{pwned};#")
+    assert result.returncode != 0 and "Done" not in result.stdout
+    assert not pwned.exists()
+    assert "serkit-run: job failed (code 1); see exp/" in result.stderr
+    [log] = recipe.glob("exp/*_seed99/loso/log/train.fold01.log")
+    assert f"--data_dir data/all;touch${{IFS}}{pwned};#: directory not found" in log.read_text()
+    shutil.rmtree(log.parents[2])  # leave the recipe as the next test expects it
+
+
 def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     recipe, _ = mini_stages_0_2
     result = run_recipe(recipe, "--stage", "3", "--stop_stage", "5")

@@ -37,7 +37,7 @@ RUN_SH = """#!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
-exec ../TEMPLATE/ser.sh --corpus_root "${var}" --class_map {class_map} --protocol {protocol}{kfold} "$@"
+exec ../TEMPLATE/ser.sh --corpus_root "${var}" --class_map {class_map} --protocol {protocol}{kfold}{models} "$@"
 """
 DB_SH = """# Where the corpus lives. Edit the default, or override per run: {var}=/data/{name} ./run.sh
 {var}=${{{var}:-/path/to/{name}}}
@@ -45,6 +45,9 @@ DB_SH = """# Where the corpus lives. Edit the default, or override per run: {var
 CMD_SH = """# How jobs run (Kaldi convention). serkit-run's local backend runs jobs in parallel on this machine,
 # at most --max-jobs at once (run.sh passes --nj); each job's output goes to its own log.
 export train_cmd="serkit-run --backend local"
+# On a Slurm cluster (docs/cluster.md): one array job per stage, --nj tasks at a time, and
+# ../../conf/slurm.conf maps --gpu/--mem/--time/--partition/--account to sbatch options.
+# export train_cmd="serkit-run --backend slurm --config ../../conf/slurm.conf --gpu 1 --mem 32G --time 1-00:00:00"
 """
 PATH_SH = """# Activates serkit's environment (built by tools/install.sh).
 . "$(dirname "${BASH_SOURCE[0]}")/../../tools/env.sh"
@@ -70,13 +73,14 @@ python -m serkit.bin.prepare_corpus --corpus {corpus} --root "$corpus_root" --ou
 
 
 def recipe_files(name: str, corpus: str, var: str, class_map: str, protocol: str, kfold: int | None,
-                 title: str) -> dict[str, str]:
+                 title: str, models: str | None = None) -> dict[str, str]:
     """Relative path -> content of every file of the recipe."""
     module = CORPORA[corpus][0].split(":")[0]
     layout = getattr(importlib.import_module(module), "LAYOUT", "")
     layout_lines = "".join(f"  echo {_quote(line)} >&2\n" for line in layout.splitlines())
     fields = dict(name=name, corpus=corpus, var=var, class_map=class_map, protocol=protocol, title=title,
-                  module=module, layout=layout_lines, kfold=f" --kfold {kfold}" if kfold else "")
+                  module=module, layout=layout_lines, kfold=f" --kfold {kfold}" if kfold else "",
+                  models=f' --models "{models}"' if models else "")
     return {"run.sh": RUN_SH.format(**fields), "db.sh": DB_SH.format(**fields), "cmd.sh": CMD_SH,
             "path.sh": PATH_SH, "conf/w2v2_mtl.yaml": TRAIN_YAML.format(**fields),
             "local/data.sh": DATA_SH.format(**fields)}
@@ -110,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--class-map", help="default class map (default: the corpus's full inventory)")
     parser.add_argument("--protocol", default="loso_speaker", choices=PROTOCOLS, help="default fold protocol")
     parser.add_argument("--kfold", type=int, help="folds of a k-fold protocol (default: ser.sh's 5)")
+    parser.add_argument("--models", help="default model families of run.sh, e.g. \"w2v2_mtl egemaps_svm\" "
+                        "(default: ser.sh's)")
     parser.add_argument("--title", help="one line describing the recipe (first comment of run.sh)")
     parser.add_argument("--egs", default="egs", help="the egs folder (default: ./egs)")
     parser.add_argument("--force", action="store_true", help="rewrite files that exist")
@@ -122,7 +128,7 @@ def main(argv=None) -> int:
     class_map = args.class_map or default_class_map(corpus)
     title = args.title or f"{corpus}, {class_map}, W2V2-MTL (wav2vec 2.0 + emotion-phoneme CTC), {args.protocol} folds."
     files = recipe_files(args.name, corpus, args.db_var or args.name.upper(), class_map, args.protocol, args.kfold,
-                         title)
+                         title, args.models)
     for path in write_recipe(Path(args.egs), args.name, files, args.force):
         print(path)
     return 0

@@ -4,25 +4,31 @@ Usage::
 
     serkit-run [options] [JOB=1:N] LOG COMMAND...
 
-Every occurrence of the range variable (any ``NAME=a:b``) in LOG and COMMAND is replaced by the
-job index; the command words are joined into one line and run with ``bash -o pipefail -c``.
-Recipes set it in ``cmd.sh`` (``train_cmd="serkit-run --max-jobs 2"``) and call
+Every occurrence of the range variable (any ``NAME=a:b``) in LOG and in each word of COMMAND is
+replaced by the job index.  COMMAND runs as an argument list, without a shell: ``;``, ``|`` or
+``$(...)`` inside a word are literal text (write ``bash -c '...'`` for a pipeline).  Recipes set
+it in ``cmd.sh`` (``train_cmd="serkit-run --backend local"``) and call
 ``$train_cmd JOB=1:10 exp/tag/log/train.JOB.log python -m serkit.bin.train ... foldJOB``.
+``--backend slurm --config conf/slurm.conf`` submits the jobs as one Slurm array instead
+(docs/cluster.md).
 
-Exit status: 0 when all jobs succeed, 1 when any fails (the failed jobs and the first failed log are
-named on stderr) or the jobs cannot be launched, 2 for a usage error, 128+N after signal N.
+Exit status: 0 when all jobs succeed (or were already done, see --skip-if-exists), 1 when any
+fails (the failed jobs, why, and the first failed log are named on stderr) or the jobs cannot be
+launched, 124 when the only failures are timeouts (--time), 2 for a usage error, 128+N after
+signal N.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from serkit.bin import one_line_errors
-from serkit.jobs import (BACKENDS, JobsInterrupted, JobsUsageError, Resources, expand_jobs,
-                         failure_message, looks_like_job_range, make_backend, parse_job_range,
-                         run_jobs)
+from serkit.jobs import (BACKENDS, JobsInterrupted, JobsUsageError, Resources, exit_status,
+                         expand_jobs, failure_message, looks_like_job_range, make_backend,
+                         parse_duration, parse_job_range, run_jobs)
 
 PROG = "serkit-run"
 
@@ -44,6 +50,29 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _time_limit(text: str) -> str:
+    try:
+        parse_duration(text)
+    except JobsUsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def job_name(log_template: str) -> str:
+    """A cluster job name that says recipe, experiment and what runs, from the log template.
+
+    Run from ``egs/<recipe>`` with ``exp/<tag>/<protocol>/log/train.foldJOB.log`` it is
+    ``<recipe>/exp/<tag>/<protocol>/train.foldJOB`` (the scheduler adds the array task, the fold).
+    """
+    log = Path(log_template)
+    if log.is_absolute() and log.is_relative_to(Path.cwd()):
+        log = log.relative_to(Path.cwd())
+    folder = log.parent.parent if log.parent.name == "log" else log.parent
+    name = log.name[:-len(".log")] if log.name.endswith(".log") else log.name
+    parts = [Path.cwd().name] + [part for part in folder.parts if part not in ("", ".", "/")] + [name]
+    return "/".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, allow_abbrev=False,
@@ -52,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Options come first; everything from the job range (or the log) on is the job.")
     parser.add_argument("--max-jobs", "--max-jobs-run", dest="max_jobs", type=_positive_int,
                         default=None, help="jobs run at once (default: the number of CPUs)")
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="local",
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
                         help="where the jobs run (default: local)")
     parser.add_argument("--pad", type=_non_negative_int, default=0,
                         help="zero-pad the job index to this many digits (--pad 2: foldJOB -> fold01); "
@@ -61,9 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPUs per job; the local backend assigns them with CUDA_VISIBLE_DEVICES "
                              "when GPUs are visible, else ignores this with a warning")
     parser.add_argument("--mem", default=None, help="memory per job (recorded; for cluster backends)")
-    parser.add_argument("--time", default=None, help="time limit per job (recorded; for cluster backends)")
+    parser.add_argument("--time", type=_time_limit, default=None,
+                        help="time limit per job in Slurm's formats (MINUTES, HH:MM:SS, D-HH...); "
+                             "a job running longer is stopped and reported as timed out")
     parser.add_argument("--num-threads", type=_positive_int, default=1,
-                        help="threads per job (recorded in the log's accounting line)")
+                        help="threads per job (OMP_NUM_THREADS; the log's accounting line)")
+    parser.add_argument("--skip-if-exists", metavar="FILE", default=None,
+                        help="do not run a job whose FILE exists (JOB is substituted), e.g. "
+                             "exp/tag/foldJOB/train.done: a rerun starts only the unfinished jobs")
+    slurm = parser.add_argument_group("slurm backend")
+    slurm.add_argument("--config", default=None,
+                       help="maps the options above to sbatch options (see conf/slurm.conf)")
+    slurm.add_argument("--partition", default=None, help="Slurm partition (through --config)")
+    slurm.add_argument("--account", default=None, help="Slurm account (through --config)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each job's start and end")
     parser.add_argument("job", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
@@ -93,20 +132,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format=f"{PROG}: %(message)s")
     try:
         job_range, log, command = _split_job_words(args.job)
-        jobs = expand_jobs(log, command, job_range, pad=args.pad)
+        jobs = expand_jobs(log, command, job_range, pad=args.pad, done_marker=args.skip_if_exists)
     except JobsUsageError as error:
         parser.error(str(error))  # exits with status 2 after printing the usage line
     resources = Resources(gpu=args.gpu, mem=args.mem, time=args.time, num_threads=args.num_threads)
+    options = {}
+    if args.backend == "slurm":
+        options = dict(config=args.config, job_name=job_name(log),
+                       extra={"partition": args.partition, "account": args.account})
+    elif args.config or args.partition or args.account:
+        parser.error("--config, --partition and --account are for --backend slurm")
     try:
-        results = run_jobs(jobs, make_backend(args.backend, args.max_jobs), resources)
+        results = run_jobs(jobs, make_backend(args.backend, args.max_jobs, **options), resources)
     except JobsInterrupted as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.exit_code
     message = failure_message(results)
     if message is not None:
         print(f"{PROG}: {message}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(results)
 
 
 if __name__ == "__main__":

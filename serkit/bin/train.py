@@ -28,6 +28,7 @@ from hyperpyyaml.core import recursive_update
 from serkit.bin import LOG_FORMAT
 from serkit.errors import SerkitError
 from serkit.expdir import DONE_FILE, LOG_FILE
+from serkit.lock import folder_lock
 from serkit.train import train_fold
 
 logger = logging.getLogger("serkit.bin.train")
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         logger.info("command: python -m serkit.bin.train %s", command)
         save_resolved_hparams(hparams_file, overrides, out)
-        scores = train_fold(hparams, run_opts)
+        with folder_lock(out):  # a second concurrent run of this fold refuses, naming the holder
+            scores = train_fold(hparams, run_opts)
         logger.info("done: test WA %.2f%% UA %.2f%%", 100 * scores["WA"], 100 * scores["UA"])
         return 0
     except SerkitError as error:

@@ -32,3 +32,11 @@ def absolute_lengths(inputs: Tensor, relative: Tensor, what: str = "inputs") -> 
         raise ModelInputError(f"relative lengths must be in (0, 1] (SpeechBrain convention: "
                               f"length / padded length), got {relative.tolist()}")
     return torch.round(relative.double() * total).long().clamp(1, total)
+
+
+def check_frame_lens(frame_lens: Tensor, batch: int, max_frames: int) -> None:
+    """Raise :class:`ModelInputError` unless ``frame_lens`` is int64 [batch] with values in 1..max_frames."""
+    if frame_lens.shape != (batch,) or frame_lens.dtype != torch.long:
+        raise ModelInputError(f"frame_lens must be int64 [{batch}], got {frame_lens.dtype} {tuple(frame_lens.shape)}")
+    if int(frame_lens.min()) < 1 or int(frame_lens.max()) > max_frames:
+        raise ModelInputError(f"frame_lens must lie in 1..{max_frames} (the padded length), got {frame_lens.tolist()}")

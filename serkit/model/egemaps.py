@@ -4,11 +4,9 @@ Every comparison table shows this model beside the neural ones, so a user sees a
 network beats a baseline that trains in seconds (Eyben et al. 2016 define the 88 eGeMAPS
 functionals; Schuller et al.'s challenge baselines pair such functionals with an SVM).
 
-Three parts, one concept each:
+The functionals themselves come from the feature layer (:func:`serkit.features.egemaps_functionals`,
+cached per utterance by the data layer like any feature). Here:
 
-* :func:`extract_functionals` turns one waveform into the 88 functionals, and
-  :class:`FunctionalsCache` keeps one row per utterance on disk (Kaldi's ``dump/`` idea), so another
-  fold or a re-run never recomputes an utterance's features.
 * :func:`fit_floor` standardises with training statistics, fits the classifier for every point of a
   grid, and keeps the one with the best *validation* UA (the test set is never looked at).
 * :class:`FloorNet` holds the fitted model as plain tensors (no pickle): scikit-learn is needed to fit,
@@ -23,10 +21,7 @@ Two classifiers give real posteriors in plain tensors:
 """
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,159 +31,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from serkit.audio import read_audio
 from serkit.errors import SerkitError
+from serkit.features import N_FUNCTIONALS
 from serkit.metrics import classification_scores
+from serkit.model.family import ModelFamily
 
 logger = logging.getLogger(__name__)
 
 FEATURE_SET = "eGeMAPSv02"
-N_FUNCTIONALS = 88
 SAMPLE_RATE = 16000
 CLASSIFIERS = ("logreg", "rbf_svm")
 # libsvm clips each pairwise probability into [MIN_PROB, 1 - MIN_PROB] before coupling.
 _MIN_PROB = 1e-7
 
 
-class FunctionalsError(SerkitError):
-    """Functionals could not be computed for an utterance (too short, not finite, bad cache entry)."""
-
-
 class FloorError(SerkitError):
     """The floor classifier cannot be fitted or rebuilt from the given data."""
 
-
-# ---------------------------------------------------------------------------------------------
-# Features
-# ---------------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1)
-def _smile():
-    """One openSMILE extractor per process (building it parses the config, ~0.1 s)."""
-    import opensmile  # imported here: only this family needs it
-
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                           feature_level=opensmile.FeatureLevel.Functionals)
-
-
-def functional_names() -> list[str]:
-    """The 88 feature names in column order (e.g. ``F0semitoneFrom27.5Hz_sma3nz_amean``)."""
-    return list(_smile().feature_names)
-
-
-def extract_functionals(waveform: torch.Tensor, sample_rate: int, utt_id: str = "<waveform>") -> np.ndarray:
-    """The 88 eGeMAPSv02 functionals of a mono [T] waveform, as float64.
-
-    openSMILE fills every functional with NaN when the signal is shorter than its analysis windows
-    (about 0.1 s); that is an error naming ``utt_id`` rather than a row that would poison the
-    standardisation. Digital silence is fine: openSMILE returns finite values for it.
-    """
-    signal = torch.as_tensor(waveform)
-    if signal.dim() != 1:
-        raise FunctionalsError(f"{utt_id}: expected a mono [T] waveform, got shape {tuple(signal.shape)}")
-    samples = signal.detach().to(torch.float32).cpu().numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "Segment too short": reported below with the utterance
-        row = _smile().process_signal(samples, int(sample_rate)).to_numpy(dtype=np.float64)
-    if row.shape != (1, N_FUNCTIONALS):
-        raise FunctionalsError(f"{utt_id}: openSMILE returned shape {row.shape}, expected (1, {N_FUNCTIONALS})")
-    features = row[0]
-    if not np.isfinite(features).all():
-        seconds = samples.shape[0] / sample_rate
-        raise FunctionalsError(
-            f"{utt_id}: {int((~np.isfinite(features)).sum())} of {N_FUNCTIONALS} eGeMAPS functionals are not "
-            f"finite for {seconds:.3f} s of audio (too short or corrupt); remove the utterance from the data "
-            f"directory or fix its recording")
-    return features
-
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
-
-
-class FunctionalsCache:
-    """Functionals on disk, one ``<utt_id>.npz`` per utterance under ``dump_dir``.
-
-    An entry stores its features and a key (utterance id, absolute wav path, file size, mtime in ns,
-    feature set), so a changed recording is recomputed rather than served stale. Entries are written
-    atomically; an unreadable or malformed entry is recomputed with a warning. ``computed`` and
-    ``hits`` count what happened, for logs and tests.
-    """
-
-    def __init__(self, dump_dir: str | Path, feature_set: str = FEATURE_SET):
-        if feature_set != FEATURE_SET:
-            raise FunctionalsError(f"feature set {feature_set!r} is not supported; use {FEATURE_SET!r}")
-        self.dump_dir = Path(dump_dir)
-        self.feature_set = feature_set
-        self.hits = 0
-        self.computed = 0
-
-    def _entry(self, utt_id: str) -> Path:
-        if not _SAFE_ID.match(utt_id):
-            raise FunctionalsError(f"utterance id {utt_id!r} cannot name a cache file; use letters, digits, "
-                                   f"'_', '-', '.', '+' (fix_data_dir keeps ids Kaldi-style)")
-        return self.dump_dir / f"{utt_id}.npz"
-
-    def key(self, utt_id: str, wav_path: str | Path) -> str:
-        """What must match for a cached row to be reused."""
-        path = Path(wav_path).absolute()
-        try:
-            stat = path.stat()
-        except OSError:
-            raise FunctionalsError(f"{utt_id}: audio file {path} not found (check wav.scp)") from None
-        return f"{utt_id}|{path}|{stat.st_size}|{stat.st_mtime_ns}|{self.feature_set}|{SAMPLE_RATE}"
-
-    def _load(self, entry: Path, key: str) -> np.ndarray | None:
-        """The cached row, or None when absent, stale (different key) or corrupt (warned)."""
-        if not entry.is_file():
-            return None
-        try:
-            with np.load(entry, allow_pickle=False) as data:
-                stored_key, features = str(data["key"]), np.asarray(data["features"], dtype=np.float64)
-        except Exception as error:  # any unreadable file is a corrupt entry, whatever numpy raises
-            warnings.warn(f"{entry}: corrupt cache entry ({type(error).__name__}: {error}); recomputing")
-            return None
-        if features.shape != (N_FUNCTIONALS,) or not np.isfinite(features).all():
-            warnings.warn(f"{entry}: malformed cache entry (shape {features.shape} or non-finite); recomputing")
-            return None
-        if stored_key != key:
-            logger.info("%s: audio or feature set changed since it was cached; recomputing", entry)
-            return None
-        return features
-
-    def _store(self, entry: Path, key: str, features: np.ndarray) -> None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, key=np.array(key), features=features)
-        os.replace(tmp, entry)  # atomic: a reader sees the old entry or the new one, never half of one
-
-    def get(self, utt_id: str, wav_path: str | Path) -> np.ndarray:
-        """The functionals of one utterance, from the cache or computed (and then cached)."""
-        entry, key = self._entry(utt_id), self.key(utt_id, wav_path)
-        features = self._load(entry, key)
-        if features is not None:
-            self.hits += 1
-            return features
-        waveform, sample_rate = read_audio(wav_path, target_sr=SAMPLE_RATE)
-        features = extract_functionals(waveform, sample_rate, utt_id=utt_id)
-        self._store(entry, key, features)
-        self.computed += 1
-        return features
-
-    def matrix(self, utt_ids: Sequence[str], wav_scp: Mapping[str, str]) -> np.ndarray:
-        """Stack the functionals of ``utt_ids`` (in that order) into an [N, 88] float64 matrix."""
-        missing = [utt for utt in utt_ids if utt not in wav_scp]
-        if missing:
-            raise FunctionalsError(f"{len(missing)} utterance(s) have no wav.scp entry, e.g. {missing[:3]}")
-        hits, computed = self.hits, self.computed
-        rows = [self.get(utt, wav_scp[utt]) for utt in utt_ids]
-        logger.info("eGeMAPS functionals of %d utterances: %d from %s, %d computed", len(rows),
-                    self.hits - hits, self.dump_dir, self.computed - computed)
-        return np.stack(rows) if rows else np.zeros((0, N_FUNCTIONALS))
-
-
-# ---------------------------------------------------------------------------------------------
-# The fitted model as plain tensors
-# ---------------------------------------------------------------------------------------------
 
 def _pairwise_coupling(pairwise: torch.Tensor, max_iter: int | None = None) -> torch.Tensor:
     """Class posteriors [B, K] from pairwise probabilities ``r[b, i, j] = P(i | i or j)``.
@@ -441,3 +300,81 @@ def fit_floor(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_v
     chosen = best[1]
     chosen.selection_log = log
     return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# The family
+# ---------------------------------------------------------------------------------------------
+
+class FloorNetwork(nn.Module):
+    """:class:`FloorNet` behind the family contract: inputs [B, 1, 88] (one functionals row per utterance)."""
+
+    frame_dim = None  # no frame-level outputs: the CTC head cannot be switched on
+
+    def __init__(self, net: FloorNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor):
+        from serkit.model.ser_model import NetworkOutput
+        return NetworkOutput(emo_logits=self.net(inputs[:, 0]))
+
+
+def _matrix(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Functionals [N, 88] (from the data layer, cached) and class indices [N] of a dataset."""
+    rows = [dataset.inputs(i)[0].numpy() for i in range(len(dataset))]
+    return np.stack(rows).astype(np.float64), np.array([utt.emotion for utt in dataset.utterances])
+
+
+class EgemapsSVMFamily(ModelFamily):
+    """eGeMAPSv02 functionals (openSMILE) + an RBF SVM (or logistic regression): the classical floor.
+
+    Fitted in closed form (``trainer = "fit"``) on the fold's training set, its hyper-parameters chosen
+    on the validation set, and scored once on the test set, through the same stages and files as
+    the neural families.
+    """
+
+    name = "egemaps_svm"
+    trainer = "fit"
+    normalise_input = False  # the classifier standardises with training statistics itself
+
+    def feature(self, hparams: dict) -> dict:
+        return {"kind": "egemaps", "sample_rate": SAMPLE_RATE, "params": {}}
+
+    def network_config(self, network: FloorNetwork) -> dict:
+        shapes = {name: list(buffer.shape) for name, buffer in network.net.state_dict().items()}
+        return {"classifier": network.net.classifier, "n_classes": network.net.n_classes, "shapes": shapes}
+
+    def network_from_config(self, config: dict) -> FloorNetwork:
+        tensors = {name: torch.zeros(shape) for name, shape in config["shapes"].items()}
+        return FloorNetwork(FloorNet(config["classifier"], int(config["n_classes"]), tensors))
+
+    def fit(self, hparams: dict, data, out_dir) -> dict:
+        """Fit on train, choose C (and gamma) on valid, score test; write the fold files of any family."""
+        from speechbrain.utils.checkpoints import Checkpointer
+
+        from serkit import expdir
+        from serkit.model.build import model_config
+        from serkit.model.ser_model import SERModel
+
+        out_dir = Path(out_dir)
+        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (_matrix(d) for d in (data.train, data.valid,
+                                                                                          data.test))
+        fitted = fit_floor(x_train, y_train, x_valid, y_valid, len(data.classes),
+                           classifier=str(hparams.get("classifier", "rbf_svm")),
+                           class_weight=hparams.get("class_weight", "balanced"), seed=int(hparams["seed"]))
+        model = SERModel(FloorNetwork(fitted.net))
+        expdir.write_model_config(out_dir, model_config(self, model, hparams, self.feature(hparams), (N_FUNCTIONALS,),
+                                                        data.classes, []))
+        valid = classification_scores(y_valid, fitted.predict(x_valid), len(data.classes))
+        expdir.write_history(out_dir / expdir.HISTORY_FILE, {"epoch": 1, "valid_WA": valid["WA"], "valid_UA": valid["UA"],
+                                                              "chosen": fitted.hyper, "grid": fitted.selection_log})
+        Checkpointer(out_dir / expdir.SAVE_DIR, recoverables={"model": model}).save_checkpoint(
+            meta={"UA": valid["UA"], "WA": valid["WA"], "epoch": 1})
+        probs = fitted.predict_proba(x_test)
+        expdir.write_predictions(out_dir / expdir.PREDICTIONS_FILE, [u.utt_id for u in data.test.utterances],
+                                 y_test.tolist(), probs.tolist(), data.classes)
+        test = classification_scores(y_test, probs.argmax(axis=1), len(data.classes))
+        logger.info("floor %s chosen %s: valid UA %.2f%%, test WA %.2f%% UA %.2f%%", fitted.classifier, fitted.hyper,
+                    100 * valid["UA"], 100 * test["WA"], 100 * test["UA"])
+        return {"WA": test["WA"], "UA": test["UA"], "PER": None, "loss": None}

@@ -38,7 +38,7 @@ class ModelFamily:
     options: ClassVar[tuple[str, ...]] = ()
     trainer: ClassVar[str] = "brain"
     normalise_input: ClassVar[bool] = True
-    padding_invariant: ClassVar[bool] = True  # batching with padding gives the same outputs (tested)
+    padding_invariant: ClassVar[bool] = True  # in eval mode, batch padding never changes an output (tested)
 
     # ---- input
     def feature(self, hparams: dict) -> dict[str, Any]:
@@ -70,11 +70,14 @@ class ModelFamily:
         return {"model": [p for name, p in model.named_parameters() if not name.startswith("ctc_head.")]}
 
     def loss(self, out, batch, hparams: dict):
-        """``(total, {part: value})``; default ``CE + mtl_lambda * CTC`` with parts ``ER`` and ``PR``."""
+        """``(total, {part: value})``; default ``CE + mtl_lambda * CTC`` with parts ``ER`` and ``PR``
+        (``label_smoothing`` in the config smooths the CE, as TIM-Net's authors train)."""
         tokens = getattr(batch, "tokens", None)
+        lam = float(hparams.get("mtl_lambda", 0.0))
         total, l_er, l_pr = mtl_loss(out, batch.emo, None if tokens is None else tokens.data,
-                                     getattr(batch, "token_len", None), float(hparams.get("mtl_lambda", 0.0)))
-        return total, {"ER": l_er, "PR": l_pr}
+                                     getattr(batch, "token_len", None), lam,
+                                     label_smoothing=float(hparams.get("label_smoothing", 0.0)))
+        return total, ({"ER": l_er, "PR": l_pr} if lam > 0 else {"ER": l_er})
 
     def set_frozen(self, model: SERModel, group: str, frozen: bool) -> None:
         """Hold a parameter group still (e.g. the encoder for the first steps); families that allow it."""
@@ -93,3 +96,31 @@ class ModelFamily:
 
 def _short(option: str) -> str:
     return {"mtl_lambda": "lambda"}.get(option, option)
+
+
+class FeatureNetworkFamily(ModelFamily):
+    """A family whose network is rebuilt from its own plain keyword arguments, ``Network(**config)``.
+
+    The config's ``feature`` mapping (``kind`` + ``params``) names the input, its ``network`` mapping
+    the constructor arguments the recipe may change; the input size and class count come from the
+    data. The network must offer ``config_dict()`` and, for the CTC head, ``frame_dim``.
+    """
+
+    network_class: ClassVar[type]
+    input_size_argument: ClassVar[str]  # the constructor argument that takes the feature dimension
+
+    def feature(self, hparams: dict) -> dict[str, Any]:
+        feature = dict(hparams["feature"])
+        return {"kind": feature["kind"], "sample_rate": int(hparams["sample_rate"]),
+                "params": dict(feature.get("params") or {})}
+
+    def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> nn.Module:
+        arguments = dict(hparams.get("network") or {})
+        arguments.update({self.input_size_argument: int(input_dims[-1]), "n_classes": int(n_classes)})
+        return self.network_class(**arguments)
+
+    def network_config(self, network: nn.Module) -> dict[str, Any]:
+        return network.config_dict()
+
+    def network_from_config(self, config: dict[str, Any]) -> nn.Module:
+        return self.network_class(**config)

@@ -13,6 +13,9 @@ from serkit.model.family import ModelFamily
 
 FAMILIES = {
     "w2v2_mtl": "serkit.model.w2v2_mtl:W2V2MTLFamily",
+    "egemaps_svm": "serkit.model.egemaps:EgemapsSVMFamily",
+    "sta_crnn": "serkit.model.sta_crnn:STACRNNFamily",
+    "tim_net": "serkit.model.tim_net:TIMNetFamily",
 }
 
 

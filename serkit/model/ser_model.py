@@ -105,7 +105,7 @@ class SERModel(nn.Module):
 
 
 def mtl_loss(out: SEROutput, emo_targets: Tensor, tokens: Optional[Tensor], token_lens: Optional[Tensor],
-             lam: float) -> tuple[Tensor, Tensor, Tensor]:
+             lam: float, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """``(L, L_ER, L_PR)`` with ``L = CE + lam * CTC`` (Li et al. 2024).
 
     ``lam == 0`` computes no CTC at all (``tokens`` may then be None) and returns ``L_PR`` as a 0
@@ -113,7 +113,7 @@ def mtl_loss(out: SEROutput, emo_targets: Tensor, tokens: Optional[Tensor], toke
     """
     if lam < 0:
         raise ModelInputError(f"lambda (the CTC weight) must be >= 0, got {lam}")
-    l_er = F.cross_entropy(out.emo_logits.float(), emo_targets.long())
+    l_er = F.cross_entropy(out.emo_logits.float(), emo_targets.long(), label_smoothing=label_smoothing)
     if lam == 0:
         return l_er, l_er, torch.zeros((), device=l_er.device)
     if out.phn_log_probs is None:

@@ -42,8 +42,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from serkit.model.outputs import FrameModelOutput, check_frame_lens
-from serkit.model.w2v2_mtl import ModelInputError, length_mask
+from serkit.model.common import ModelInputError, check_frame_lens, length_mask
+from serkit.model.family import FeatureNetworkFamily
+from serkit.model.ser_model import NetworkOutput
 
 
 class SpatialAttention(nn.Module):
@@ -131,7 +132,7 @@ class STACRNN(nn.Module):
                 "pool_size": list(self.pool_size), "pool_after": list(self.pool_after), "dropout": self.dropout,
                 "lstm_hidden": self.lstm_hidden, "attention_kernel": self.attention_kernel}
 
-    def forward(self, feats: Tensor, frame_lens: Tensor) -> FrameModelOutput:
+    def forward(self, feats: Tensor, frame_lens: Tensor) -> NetworkOutput:
         """``feats`` [B, T, 3, n_mels] float, ``frame_lens`` [B] int64 real frames (padding at the end)."""
         self._check(feats, frame_lens)
         pieces, piece_lens, owner, n_pieces = self._split(feats, frame_lens)
@@ -141,7 +142,7 @@ class STACRNN(nn.Module):
         piece_log_probs = F.log_softmax(self.classifier(pooled), dim=-1)  # [N, C]
         emo_logits = self._average_posteriors(piece_log_probs, owner, n_pieces)
         frames, frame_lens_out = self._concatenate(states, state_lens, owner, n_pieces)
-        return FrameModelOutput(emo_logits=emo_logits, frame_features=frames, frame_lens=frame_lens_out)
+        return NetworkOutput(emo_logits=emo_logits, frame_features=frames, frame_lens=frame_lens_out)
 
     def _split(self, feats: Tensor, frame_lens: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """All utterances' pieces as one batch [N, 3, P, M] (utterance-major, in time order), their real
@@ -198,3 +199,17 @@ class STACRNN(nn.Module):
                                   f"{tuple(feats.shape)}; check the feature spec (log_mel_deltas, n_mels) "
                                   "against the model config")
         check_frame_lens(frame_lens, feats.shape[0], feats.shape[1])
+
+
+class STACRNNFamily(FeatureNetworkFamily):
+    """STA-CRNN (seed 004) over log-Mel with deltas in 300-frame pieces; ``mtl_lambda`` adds the CTC head
+    over the BiLSTM outputs of the pieces, joined in time.
+
+    Padding invariance holds in eval mode (the contract's claim); in training, batch-norm statistics
+    are shared by the pieces of the batch, as in any batch-normalised network (module docstring).
+    """
+
+    name = "sta_crnn"
+    options = ("mtl_lambda",)
+    network_class = STACRNN
+    input_size_argument = "n_mels"

@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from serkit.model.outputs import FrameModelOutput, check_frame_lens
-from serkit.model.w2v2_mtl import ModelInputError, length_mask
+from serkit.model.common import ModelInputError, check_frame_lens, length_mask
+from serkit.model.family import FeatureNetworkFamily
+from serkit.model.ser_model import NetworkOutput
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -135,7 +136,7 @@ class TIMNet(nn.Module):
         return {"n_features": self.n_features, "n_classes": self.n_classes, "n_filters": self.n_filters,
                 "kernel_size": self.kernel_size, "n_blocks": self.n_blocks, "dropout": self.dropout}
 
-    def forward(self, feats: Tensor, frame_lens: Tensor) -> FrameModelOutput:
+    def forward(self, feats: Tensor, frame_lens: Tensor) -> NetworkOutput:
         """``feats`` [B, T, n_features] float, ``frame_lens`` [B] int64 real frames (padding at the end)."""
         self._check(feats, frame_lens)
         mask = length_mask(frame_lens, feats.shape[1])
@@ -150,10 +151,20 @@ class TIMNet(nn.Module):
         fused = torch.stack(scales, dim=-1) @ self.fusion_weights  # [B, C]
         frames = torch.cat([fwd.transpose(1, 2), reverse_within(bwd.transpose(1, 2), frame_lens)], dim=-1)
         frames = frames.masked_fill(~mask.unsqueeze(-1), 0.0)
-        return FrameModelOutput(emo_logits=self.classifier(fused), frame_features=frames, frame_lens=frame_lens)
+        return NetworkOutput(emo_logits=self.classifier(fused), frame_features=frames, frame_lens=frame_lens)
 
     def _check(self, feats: Tensor, frame_lens: Tensor) -> None:
         if feats.dim() != 3 or feats.shape[-1] != self.n_features:
             raise ModelInputError(f"TIM-Net expects features [batch, frames, {self.n_features}], got "
                                   f"{tuple(feats.shape)}; check the feature spec (n_mfcc) against the model config")
         check_frame_lens(frame_lens, feats.shape[0], feats.shape[1])
+
+
+class TIMNetFamily(FeatureNetworkFamily):
+    """TIM-Net (Ye et al. 2023) over MFCC frames; ``mtl_lambda`` adds the emotion-phoneme CTC head over
+    its frame features (forward and time-aligned backward branch outputs)."""
+
+    name = "tim_net"
+    options = ("mtl_lambda",)
+    network_class = TIMNet
+    input_size_argument = "n_features"

@@ -1,0 +1,222 @@
+"""The model-family contract, run over every registered family with tiny settings.
+
+For each family: its network gives the declared output shapes; padding does not change an
+utterance's output where the family claims so; it over-fits a few utterances; a real training run
+through the generic trainer writes the fold files of docs/formats.md, its export reproduces the
+fold's test predictions exactly, and a finished fold is not trained again; families with frame
+outputs carry the CTC head (mtl_lambda > 0). The registry is read at collection time, so a newly
+registered family is tested without editing this file, once it has a tiny override here.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
+
+from serkit import expdir
+from serkit.bin.train import UsageError, load_hparams
+from serkit.experiments import plan
+from serkit.export import export_model
+from serkit.features import FeatureSpec
+from serkit.inference import EmotionRecognizer
+from serkit.model import SERModel, family_names, get_family, mtl_loss
+from serkit.model.build import build_model, model_from_config
+from serkit.model.tiny_w2v2 import build_tiny_w2v2
+from serkit.train import TrainError, train_fold
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+RUN_OPTS = {"device": "cpu", "noprogressbar": True}
+
+#: Tiny settings per family (same architecture, small widths), so the contract runs in seconds.
+TINY = {
+    "w2v2_mtl": {"number_of_epochs": 2, "batch_size": 4, "lr_heads": 1e-2},
+    "tim_net": {"number_of_epochs": 3, "batch_size": 4,
+                "feature": {"kind": "mfcc", "params": {"n_mfcc": 13, "n_mels": 40, "win_ms": 25.0, "hop_ms": 10.0}},
+                "network": {"n_filters": 8, "kernel_size": 2, "n_blocks": 3, "dropout": 0.1}},
+    "sta_crnn": {"number_of_epochs": 2, "batch_size": 4,
+                 "feature": {"kind": "log_mel_deltas", "params": {"n_mels": 32}},
+                 "network": {"piece_frames": 40, "channels": [4, 4, 8, 8, 8, 8], "kernel_size": [5, 3],
+                             "pool_size": [2, 4], "pool_after": [1, 2], "dropout": 0.1, "lstm_hidden": 8,
+                             "attention_kernel": 7}},
+    "egemaps_svm": {"classifier": "logreg"},
+}
+FAMILIES = family_names()
+NEURAL = [name for name in FAMILIES if get_family(name).trainer == "brain"]
+
+
+def test_every_registered_family_has_a_config_and_tiny_settings():
+    assert {"w2v2_mtl", "tim_net", "sta_crnn", "egemaps_svm"} <= set(FAMILIES)
+    for name in FAMILIES:
+        assert (CONF / f"{name}.yaml").is_file(), name
+        assert name in TINY, f"add tiny settings for family {name} to this test"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    """16 utterances of 4 speakers (tones whose pitch tells the emotion), a fold and a tiny encoder."""
+    root = tmp_path_factory.mktemp("families")
+    paths = write_tiny_corpus(root, 16, seconds=lambda i: 0.6 + 0.1 * (i % 4), waveform=noisy_tones(220, 180),
+                              splits={"train": range(0, 8), "valid": range(8, 12), "test": range(12, 16)})
+    return {**paths, "root": root, "encoder": build_tiny_w2v2(root / "tiny_w2v2")}
+
+
+def hparams_for(name: str, corpus: dict, out: Path, **extra) -> dict:
+    overrides = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(out),
+                 "lang_dir": str(corpus["lang"]), "seed": 3, "feature_cache": str(corpus["root"] / "dump"),
+                 **TINY[name], **extra}
+    if name == "w2v2_mtl":
+        overrides.update(encoder_source=str(corpus["encoder"]), num_workers=0, ckpt_interval_minutes=0)
+    return load_hparams(str(CONF / f"{name}.yaml"), overrides)
+
+
+def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, FeatureSpec | None]:
+    hparams = hparams_for(name, corpus, tmp_path)
+    family = get_family(name)
+    feature = family.feature(hparams)
+    spec = None if feature["kind"] == "waveform" else FeatureSpec.from_dict(feature)
+    dims = () if spec is None else spec.frame_shape
+    torch.manual_seed(0)
+    return build_model(family, hparams, len(CLASSES), n_tokens, dims), spec
+
+
+def batch_of(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([x.shape[0] for x in inputs])
+    batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
+    for row, x in enumerate(inputs):
+        batch[row, :x.shape[0]] = x
+    return batch, lengths.double() / lengths.max()
+
+
+def utterance_inputs(spec: FeatureSpec | None, seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    waves = [0.3 * torch.randn(int(16000 * s), generator=generator) for s in seconds]
+    return waves if spec is None else [spec.compute(w, 16000).float() for w in waves]
+
+
+# ----------------------------------------------------------------------------- network contract
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_output_shapes_and_padding(name, corpus, tmp_path):
+    model, spec = tiny_model(name, corpus, tmp_path, n_tokens=7)
+    model.eval()
+    inputs = utterance_inputs(spec, [1.1, 0.7, 0.9])
+    batch, lengths = batch_of(inputs)
+    with torch.no_grad():
+        out = model(batch, lengths)
+        assert out.emo_logits.shape == (3, len(CLASSES))
+        assert out.phn_log_probs.shape[:1] == (3,) and out.phn_log_probs.shape[-1] == 7
+        assert out.frame_lens.shape == (3,) and 1 <= int(out.frame_lens.min()) <= int(out.frame_lens.max()) <= out.phn_log_probs.shape[1]
+        if get_family(name).padding_invariant:  # the family's claim, in eval mode
+            for row, x in enumerate(inputs):
+                alone = model(x.unsqueeze(0), torch.ones(1))
+                torch.testing.assert_close(alone.emo_logits[0], out.emo_logits[row], atol=2e-4, rtol=1e-4)
+                n = int(alone.frame_lens[0])
+                assert n == int(out.frame_lens[row])
+                torch.testing.assert_close(alone.phn_log_probs[0, :n], out.phn_log_probs[row, :n], atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_overfits_a_few_utterances(name, corpus, tmp_path):
+    model, spec = tiny_model(name, corpus, tmp_path)
+    inputs = utterance_inputs(spec, [0.8, 0.6, 0.9, 0.7], seed=1)
+    batch, lengths = batch_of(inputs)
+    targets = torch.tensor([0, 1, 2, 3])
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    first = None
+    for _ in range(150):
+        model.train()
+        loss, _, _ = mtl_loss(model(batch, lengths), targets, None, None, lam=0.0)
+        first = float(loss.detach()) if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if float(loss.detach()) < 0.05:
+            break
+    assert float(loss) < 0.1 < first, (name, first, float(loss))
+
+
+def test_families_without_frame_outputs_refuse_the_ctc_head(corpus, tmp_path):
+    with pytest.raises(UsageError, match="mtl_lambda"):  # the floor's config has no such option
+        hparams_for("egemaps_svm", corpus, tmp_path / "x", mtl_lambda=0.1)
+    hparams = dict(hparams_for("egemaps_svm", corpus, tmp_path / "x"), mtl_lambda=0.1)  # forced past the config
+    with pytest.raises(TrainError, match="no CTC head option"):
+        train_fold(hparams, RUN_OPTS)
+
+
+# ----------------------------------------------------------------------------- a real fold, end to end
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_training_run_writes_the_fold_files_and_its_export_reproduces_the_test_predictions(name, corpus, tmp_path):
+    out = tmp_path / "exp" / "fold01"
+    scores = train_fold(hparams_for(name, corpus, out), RUN_OPTS)
+    assert 0 <= scores["UA"] <= 1 and expdir.is_done(out)
+    config = expdir.read_model_config(out)
+    assert config["family"] == name and config["classes"] == CLASSES
+    rows = read_rows(out / expdir.PREDICTIONS_FILE)
+    assert [row["utt"] for row in rows] == (corpus["fold"] / "test").read_text().split()
+    assert expdir.read_history(out / expdir.HISTORY_FILE)[-1]["valid_UA"] is not None
+    best = expdir.select_checkpoint(expdir.list_checkpoints(out), "best")
+    assert best.valid_ua is not None
+    model_from_config(config)  # the plain-data config rebuilds the network
+
+    recognizer = EmotionRecognizer.from_export(export_model(out, tmp_path / "export"))
+    predictions = recognizer.predict_files([corpus["wav"] / f"{row['utt']}.wav" for row in rows], batch_size=3)
+    for row, prediction in zip(rows, predictions):
+        expected = np.array([float(row[f"p_{c}"]) for c in CLASSES])
+        np.testing.assert_allclose([prediction.probs[c] for c in CLASSES], expected, atol=2e-6)
+        assert prediction.label == row["hyp"]
+    with pytest.raises(TrainError, match="already trained"):
+        train_fold(hparams_for(name, corpus, out), RUN_OPTS)
+
+
+@pytest.mark.parametrize("name", [n for n in NEURAL if "mtl_lambda" in get_family(n).options])
+def test_ctc_head_on_any_frame_family(name, corpus, tmp_path):
+    """mtl_lambda > 0 trains the shared emotion-phoneme CTC head over the family's frame features."""
+    out = tmp_path / "fold01"
+    scores = train_fold(hparams_for(name, corpus, out, mtl_lambda=0.5, lang_dir=str(corpus["lang"]),
+                                    number_of_epochs=1), RUN_OPTS)
+    assert scores["PER"] is not None
+    config = json.loads((out / expdir.MODEL_CONFIG_FILE).read_text())
+    assert config["n_tokens"] == 25 and config["options"]["mtl_lambda"] == 0.5
+    header = (out / expdir.PREDICTIONS_FILE).read_text().splitlines()[0].split("\t")
+    assert header[-2:] == ["ref_tokens", "hyp_tokens"]
+    record = expdir.read_history(out / expdir.HISTORY_FILE)[0]
+    assert record["valid_PR"] > 0 and record["valid_PER"] is not None
+
+
+# ----------------------------------------------------------------------------- experiment names
+
+
+def test_experiment_names_carry_only_the_options_a_family_has(tmp_path):
+    recipe_conf = tmp_path / "conf"
+    recipe_conf.mkdir()
+    experiments = plan(["w2v2_mtl", "tim_net", "egemaps_svm"], [], "4class", 1, str(CONF), str(recipe_conf))
+    assert [e.tag for e in experiments] == ["w2v2_mtl_4class_lambda0.1_seed1", "tim_net_4class_seed1",
+                                            "egemaps_svm_4class_seed1"]
+    assert [e.ctc_targets for e in experiments] == ["emophone", None, None]
+    ablation = plan(["w2v2_mtl", "tim_net", "egemaps_svm"], ["0", "0.1"], "4class", 1, str(CONF), str(recipe_conf))
+    assert [e.tag for e in ablation] == ["w2v2_mtl_4class_lambda0_seed1", "w2v2_mtl_4class_lambda0.1_seed1",
+                                         "tim_net_4class_lambda0_seed1", "tim_net_4class_lambda0.1_seed1",
+                                         "egemaps_svm_4class_seed1"]
+    assert ablation[3].args == ("--mtl_lambda", "0.1") and ablation[4].args == ()
+
+
+def test_ctc_target_kinds_are_one_more_row_each(tmp_path):
+    experiments = plan(["w2v2_mtl", "egemaps_svm"], [], "4class", 1, str(CONF), str(tmp_path),
+                       ctc_targets=["emophone", "char"])
+    assert [(e.tag, e.ctc_targets, e.args) for e in experiments] == [
+        ("w2v2_mtl_4class_lambda0.1_seed1", "emophone", ()),
+        ("w2v2_mtl_4class_lambda0.1_char_seed1", "char", ("--ctc_targets", "char")),
+        ("egemaps_svm_4class_seed1", None, ())]
