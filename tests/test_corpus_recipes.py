@@ -22,6 +22,9 @@ RECIPES = {
     "esd": ("ESD", esd_tree, "predefined", 5, "en"),
     "msp_podcast": ("MSP_PODCAST", msp_tree, "predefined", 8, "en"),
 }
+#: Recipes run through stages 3-5 (the rest stop after stage 2). Each costs ~35 s of CPU, mostly
+#: process start-ups; all five run, as the issue asks, and this is the one place to trim.
+FULL_RUN = tuple(RECIPES)
 TINY_OVERRIDES = """encoder_source: {tiny}
 number_of_epochs: 1
 batch_size: 4
@@ -52,9 +55,9 @@ def ran(egs, tiny_overrides, tmp_path_factory):
     results = {}
     for name, (var, build, _, _, _) in RECIPES.items():
         tree = build(tmp_path_factory.mktemp(f"{name}_corpus") / name)
-        result = run_recipe(egs / name, "--folds", "1", "--nj", "1", "--threads", "1", "--train_overrides",
-                            str(tiny_overrides),
-                            env={var: str(tree.root)})
+        last = [] if name in FULL_RUN else ["--stop_stage", "2"]
+        result = run_recipe(egs / name, *last, "--folds", "1", "--nj", "1", "--threads", "1", "--train_overrides",
+                            str(tiny_overrides), env={var: str(tree.root)})
         results[name] = (egs / name, tree, result)
     return results
 
@@ -86,7 +89,7 @@ def test_wrong_root_names_the_layout(egs, tmp_path):
     assert result.returncode != 0 and "EMODB=" in result.stderr and "lablaut" in result.stderr
 
 
-@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("name", FULL_RUN)
 def test_stages_3_to_5_train_score_export(ran, name):
     recipe, _, run = ran[name]
     output = run.stdout + run.stderr
