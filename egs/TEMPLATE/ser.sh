@@ -4,8 +4,8 @@
 # names a model family: serkit.bin.plan_experiments turns --model(s)/--lambdas into experiments.
 #
 #   0 data preparation      local/data.sh -> data/all (Kaldi-style), validated
-#   1 CTC targets           only when a model trains a CTC head: G2P -> emotion-phonemes, data/lang
-#   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}
+#   1 CTC targets           only when a model trains a CTC head: phones by language -> emotion-phonemes
+#   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}, protocol.json, leakage.txt
 #   3 training              per experiment, one job a fold through $train_cmd; resumes from checkpoints
 #   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled -> RESULTS.md (+ plots);
 #                           several experiments end in one comparison table
@@ -16,8 +16,10 @@ cmdline="$(basename "$PWD")/run.sh $*"
 help_message="Usage: $0 [options]
   --stage N            first stage to run (default 0)
   --stop_stage N       last stage to run (default 5)
-  --class_map NAME     emotion class map: 4class | 5class | 6class | path/to/map.yaml
-  --protocol NAME      fold protocol for training: loso | loso_session | random
+  --class_map NAME     emotion class map shipped for the corpus (prepare_corpus --list) or path/to/map.yaml
+  --protocol NAME      fold protocol for training: loso | loso_session | random (IEMOCAP) | loso_speaker |
+                       speaker_kfold | predefined | random_kfold (speaker-dependent) | sentence_kfold
+  --kfold K            folds of the k-fold protocols (default 5)
   --folds LIST         folds to train/score, e.g. \"1 2\" (default: all folds of the protocol)
   --model NAME         one model family (conf/NAME.yaml): w2v2_mtl | tim_net | sta_crnn | egemaps_svm ...
   --models \"A B ...\"   several families on the same folds, ending in one comparison table
@@ -40,6 +42,7 @@ stage=0
 stop_stage=5
 class_map=4class
 protocol=loso
+kfold=5
 folds=
 model=
 models=w2v2_mtl  # a recipe's run.sh may set its own default (e.g. a model and the eGeMAPS floor)
@@ -82,7 +85,7 @@ fold_ids() {  # fold numbers of the protocol, or the user's --folds
 if stage_on 0; then
   log "Stage 0: data preparation"
   local/data.sh --corpus_root "$corpus_root" --class_map "$class_map" --out "$data"
-  python -m serkit.bin.validate_data_dir "$data"
+  python -m serkit.bin.validate_data_dir "$data" --complete
 fi
 
 if stage_on 1; then
@@ -103,7 +106,8 @@ fi
 
 if stage_on 2; then
   log "Stage 2: folds"
-  python -m serkit.bin.make_folds --data "$data" --out data/folds --seed "$seed"
+  python -m serkit.bin.make_folds --data "$data" --out data/folds --seed "$seed" --protocols "default,$protocol" \
+    --k "$kfold"
 fi
 
 if stage_on 3; then
