@@ -142,17 +142,16 @@ def _bad_values(name: str, mapping: Mapping[str, str], classes: list[str] | None
 
 
 def _read_classes(data_dir: Path, problems: list[str]) -> list[str] | None:
-    """Read the optional ``classes`` file, recording problems instead of raising."""
+    """Read the optional ``classes`` file (serkit.inventory's checks), recording problems instead of raising."""
+    from serkit import inventory  # inventory builds on this module's list reader
     path = data_dir / "classes"
     if not path.is_file():
         return None
-    classes = read_list(path)
-    if not classes:
-        problems.append("classes: file is empty (write one class label a line)")
-    duplicates = c_sorted({label for label in classes if classes.count(label) > 1})
-    if duplicates:
-        problems.append(f"classes: duplicate labels {duplicates}")
-    return classes
+    try:
+        return inventory.read_classes(path)
+    except inventory.InventoryError as error:
+        problems.append(str(error))
+        return read_list(path)
 
 
 def _read_maps(data_dir: Path, names: Iterable[str], problems: list[str]) -> dict[str, dict[str, str]]:

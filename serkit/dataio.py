@@ -39,14 +39,15 @@ from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import Dataset, Sampler
 
 from serkit.audio import read_audio
-from serkit.datadir import DataDirError, read_list, read_map
+from serkit import inventory
+from serkit.datadir import DataDirError, read_map
 from serkit.expdir import atomic_write
 from serkit.features import FeatureError
 from serkit.folds import load_fold
 
 logger = logging.getLogger(__name__)
 
-BLANK = "<blank>"
+BLANK = inventory.BLANK
 # The data-dir file holding each CTC target choice (stage 1 writes it beside tokens.txt's lang dir).
 CTC_TARGET_FILES = {"emophone": "utt2phn", "char": "utt2char", "bpe": "utt2bpe"}
 SPLITS = ("train", "valid", "test")
@@ -79,41 +80,13 @@ class FoldData:
 
 
 def read_classes(data_dir: str | Path) -> list[str]:
-    """The emotion classes of a data directory, in index order (``classes``, one label a line)."""
-    path = Path(data_dir) / "classes"
-    classes = read_list(path)
-    if not classes:
-        raise DataDirError(f"{path}: no class labels; re-run data preparation (stage 0)")
-    duplicates = sorted({label for label in classes if classes.count(label) > 1})
-    if duplicates:
-        raise DataDirError(f"{path}: duplicate class label(s) {', '.join(duplicates)}; each label must appear once")
-    return classes
+    """The emotion classes of a data directory, in index order (its ``classes`` file)."""
+    return inventory.read_classes(Path(data_dir) / "classes")
 
 
 def read_tokens(lang_dir: str | Path) -> list[str]:
-    """The token inventory ``tokens.txt`` as a list indexed by token id; index 0 must be ``<blank>``.
-
-    The indices must run 0, 1, 2, ... in file order, because the network's output layer and every
-    decoded hypothesis rely on position = index.
-    """
-    path = Path(lang_dir) / "tokens.txt"
-    if not path.is_file():
-        raise DataDirError(f"{path}: token inventory not found; run stage 1 (emotion-phoneme labels) first")
-    tokens: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or parts[1] != str(len(tokens)):
-                raise DataDirError(f"{path}:{line_number}: expected '<token> {len(tokens)}', got {line.strip()!r}; "
-                                   "indices must run 0, 1, 2, ... in order (re-run stage 1)")
-            if parts[0] in tokens:
-                raise DataDirError(f"{path}:{line_number}: duplicate token {parts[0]!r}")
-            tokens.append(parts[0])
-    if not tokens or tokens[0] != BLANK:
-        raise DataDirError(f"{path}: the first token (index 0) must be {BLANK} (the CTC blank); re-run stage 1")
-    return tokens
+    """The token inventory of a lang directory (its ``tokens.txt``), indexed by token id."""
+    return inventory.read_tokens(Path(lang_dir) / "tokens.txt")
 
 
 # ----------------------------------------------------------------------------- fold and utterances

@@ -28,14 +28,14 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from serkit import datadir
+from serkit import datadir, inventory
 from serkit.errors import SerkitError
 from serkit.g2p import ARPABET_VOWELS, G2P, default_g2p
 from serkit.phone_sources import SourceStats, pinyin_classes, sampa_classes
 
 logger = logging.getLogger(__name__)
 
-BLANK = "<blank>"
+BLANK = inventory.BLANK
 PHONE_CLASSES = ("S", "F", "N", "L", "V", "VS")
 _CONSONANT_CLASS = {
     **dict.fromkeys("B D G K P T CH JH".split(), "S"),
@@ -80,25 +80,19 @@ def make_token_inventory(n_emotions: int) -> list[str]:
 
 
 def write_tokens(path: str | Path, tokens: Sequence[str]) -> None:
-    """Write ``<token> <index>`` lines in index order (atomic)."""
-    if len(set(tokens)) != len(tokens):
-        raise EmophoneError(f"{path}: token inventory has duplicates")
-    datadir.write_list(path, [f"{token} {index}" for index, token in enumerate(tokens)])
+    """Write ``tokens.txt`` (serkit.inventory owns the format)."""
+    try:
+        inventory.write_tokens(path, tokens)
+    except inventory.InventoryError as error:
+        raise EmophoneError(str(error)) from None
 
 
 def read_tokens(path: str | Path) -> dict[str, int]:
-    """Read ``tokens.txt`` and check it: indices 0..n-1 each once, ``<blank>`` at 0."""
-    mapping = datadir.read_map(path)
-    tokens: dict[str, int] = {}
-    for token, value in mapping.items():
-        if not value.isdigit():
-            raise EmophoneError(f"{path}: token {token!r} has index {value!r}, expected an integer "
-                                "(regenerate it with python -m serkit.bin.make_emophones)")
-        tokens[token] = int(value)
-    if sorted(tokens.values()) != list(range(len(tokens))) or tokens.get(BLANK) != 0:
-        raise EmophoneError(f"{path}: indices must be 0..{len(tokens) - 1}, each once, with {BLANK} "
-                            "at 0 (regenerate it with python -m serkit.bin.make_emophones)")
-    return tokens
+    """``tokens.txt`` as token -> index (serkit.inventory owns the format and its checks)."""
+    try:
+        return {token: index for index, token in enumerate(inventory.read_tokens(path))}
+    except inventory.InventoryError as error:
+        raise EmophoneError(f"{error} (regenerate it with python -m serkit.bin.make_emophones)") from None
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 import serkit
-from serkit import expdir
+from serkit import expdir, inventory
 from serkit.errors import SerkitError, reraise_as
 from serkit.model.build import ModelConfigError, check_model_config, model_from_config
 
@@ -59,7 +59,7 @@ class ExportedModel:
     state_dict: dict[str, torch.Tensor]
 
 
-_as_export_error = reraise_as(ExportError, expdir.ExpDirError, ModelConfigError)
+_as_export_error = reraise_as(ExportError, expdir.ExpDirError, ModelConfigError, inventory.InventoryError)
 
 
 best_fold = _as_export_error(expdir.best_fold)
@@ -91,9 +91,8 @@ def export_model(fold_or_exp_dir: str | Path, out_dir: str | Path, checkpoint: s
     full_config.update(_provenance(fold_dir, chosen))
     expdir.atomic_write(out_dir / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     expdir.write_json(out_dir / CONFIG_FILE, full_config)
-    expdir.atomic_write_text(out_dir / CLASSES_FILE, "".join(f"{label}\n" for label in config["classes"]))
-    expdir.atomic_write_text(out_dir / TOKENS_FILE,
-                             "".join(f"{token} {index}\n" for index, token in enumerate(config["tokens"])))
+    inventory.write_classes(out_dir / CLASSES_FILE, config["classes"])
+    inventory.write_tokens(out_dir / TOKENS_FILE, config["tokens"])
     ua = "n/a" if chosen.valid_ua is None else f"{chosen.valid_ua:.4f}"
     logger.info("exported %s (%s, validation UA %s) to %s", fold_dir, chosen.name, ua, out_dir)
     return out_dir
@@ -138,8 +137,8 @@ def load_export(export_dir: str | Path) -> ExportedModel:
                           f"re-run the export (python -m serkit.bin.export_model)")
     config = _as_export_error(expdir.read_json)(export_dir / CONFIG_FILE)
     _as_export_error(check_model_config)(config, str(export_dir / CONFIG_FILE))
-    classes = _read_classes(export_dir / CLASSES_FILE)
-    tokens = _read_tokens(export_dir / TOKENS_FILE)
+    classes = _as_export_error(inventory.read_classes)(export_dir / CLASSES_FILE)
+    tokens = _as_export_error(inventory.read_tokens)(export_dir / TOKENS_FILE, allow_empty=True)
     if classes != list(config["classes"]):
         raise ExportError(f"{export_dir / CLASSES_FILE}: disagrees with 'classes' in {CONFIG_FILE}; "
                           f"the folder was edited by hand, re-export it")
@@ -188,23 +187,3 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
         raise ExportError(f"{source}: weights do not fit the network described by its config "
                           f"({'; '.join(problems)}); the config and weights come from different models")
     model.load_state_dict(state_dict, strict=True)
-
-
-def _read_classes(path: Path) -> list[str]:
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise ExportError(f"{path}: no class labels; re-export the model")
-    return lines
-
-
-def _read_tokens(path: Path) -> list[str]:
-    """``<token> <index>`` lines with indices 0..N-1 in order (index 0 = CTC blank); empty: no CTC head."""
-    tokens = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) != len(tokens):
-            raise ExportError(f"{path}:{number}: expected '<token> {len(tokens)}', got {line!r}; re-export the model")
-        tokens.append(parts[0])
-    return tokens

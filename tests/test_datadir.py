@@ -83,7 +83,7 @@ def first_value(value: str):
     ("spk2utt", lambda lines: lines + ["Ses09F Ses09F-x"], "spk2utt: is not the inverse of utt2spk"),
     ("utt2spk", first_value("Ses01M"), "do not start with their speaker id"),
     ("utt2emo", lambda lines: lines + [lines[-1]], "utt2emo: cannot be read"),
-    ("classes", lambda lines: lines + ["ang"], "classes: duplicate labels ['ang']"),
+    ("classes", lambda lines: lines + ["ang"], "classes: duplicate class label(s) ang"),
 ])
 def test_each_problem_is_caught(data_dir, name, change, expected):
     edit(data_dir, name, change)
