@@ -11,20 +11,22 @@ from serkit.bin import new_recipe
 from serkit.bin.prepare_corpus import default_class_map
 
 REPO = Path(__file__).resolve().parents[1]
-# The commands that wrote the shipped recipes (docs/porting.md step 4).
+# The commands that wrote the shipped recipes (docs/porting.md step 4); every recipe compares its
+# model with the eGeMAPS floor (--models "w2v2_mtl egemaps_svm").
+MODELS = "w2v2_mtl egemaps_svm"
 SHIPPED = {
     "ravdess": dict(var="RAVDESS", protocol="loso_speaker", kfold=None,
-                    title="RAVDESS speech (24 actors, 8 emotions), W2V2-MTL, leave-one-speaker-out."),
+                    title="RAVDESS speech (24 actors, 8 emotions), W2V2-MTL and the eGeMAPS floor, leave-one-speaker-out."),
     "crema_d": dict(var="CREMA_D", protocol="speaker_kfold", kfold=5,
-                    title="CREMA-D (91 actors, 6 emotions), W2V2-MTL, speaker-grouped 5-fold balanced by gender."),
+                    title="CREMA-D (91 actors, 6 emotions), W2V2-MTL and the eGeMAPS floor, speaker-grouped 5-fold balanced by gender."),
     "emodb": dict(var="EMODB", protocol="loso_speaker", kfold=None,
-                  title="Emo-DB (10 speakers, 7 emotions, German; phones from its lablaut files), W2V2-MTL, "
+                  title="Emo-DB (10 speakers, 7 emotions, German; phones from its lablaut files), W2V2-MTL and the eGeMAPS floor, "
                         "leave-one-speaker-out."),
     "esd": dict(var="ESD", protocol="predefined", kfold=None,
-                title="ESD English half (speakers 0011-0020, 5 emotions), W2V2-MTL, the release's "
+                title="ESD English half (speakers 0011-0020, 5 emotions), W2V2-MTL and the eGeMAPS floor, the release's "
                       "train/evaluation/test split (speaker-dependent)."),
     "msp_podcast": dict(var="MSP_PODCAST", protocol="predefined", kfold=None,
-                        title="MSP-Podcast (8 primary emotions; O and X excluded), W2V2-MTL, the release's "
+                        title="MSP-Podcast (8 primary emotions; O and X excluded), W2V2-MTL and the eGeMAPS floor, the release's "
                               "Train/Development/Test sets."),
 }
 
@@ -33,7 +35,7 @@ SHIPPED = {
 def test_shipped_recipes_are_the_generator_s_output(name):
     spec = SHIPPED[name]
     files = new_recipe.recipe_files(name, name, spec["var"], default_class_map(name), spec["protocol"],
-                                    spec["kfold"], spec["title"])
+                                    spec["kfold"], spec["title"], MODELS)
     for rel, content in files.items():
         path = REPO / "egs" / name / rel
         assert path.read_text(encoding="utf-8") == content, f"{path} differs from the generator's output"

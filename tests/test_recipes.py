@@ -126,6 +126,21 @@ def test_shell_code_in_an_option_value_runs_nothing(mini_stages_0_2, tmp_path):
     shutil.rmtree(log.parents[2])  # leave the recipe as the next test expects it
 
 
+def test_model_options_are_checked_and_stage_1_runs_only_for_ctc_heads(mini_stages_0_2):
+    recipe, _ = mini_stages_0_2
+    result = run_recipe(recipe, "--stage", "1", "--stop_stage", "1", "--model", "no_such_model")
+    assert result.returncode == 2 and "unknown model family 'no_such_model'" in result.stderr
+    assert "Traceback" not in result.stderr and "Stage 1" not in result.stdout
+    result = run_recipe(recipe, "--stage", "1", "--stop_stage", "1", "--models", "tim_net egemaps_svm")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Stage 1: CTC targets: skipped (no experiment trains a CTC head)" in result.stdout
+    result = run_recipe(recipe, "--stage", "1", "--stop_stage", "1", "--model", "tim_net", "--lambdas", "0.1",
+                        "--ctc_targets", "char")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Stage 1: CTC targets (char)" in result.stdout
+    assert (recipe / "data" / "lang_char" / "tokens.txt").is_file() and (recipe / "data" / "all" / "utt2char").is_file()
+
+
 def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     recipe, _ = mini_stages_0_2
     result = run_recipe(recipe, "--stage", "3", "--stop_stage", "5")
@@ -133,7 +148,7 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert result.returncode == 0, output[-5000:]
     for n, name in [(3, "training"), (4, "scoring"), (5, "export and inference")]:
         assert f"Stage {n}: {name}" in result.stdout
-    exp = next((recipe / "exp").glob("*_lambda0.1_seed1"))
+    exp = recipe / "exp" / "w2v2_mtl_4class_lambda0.1_seed1"
     folds = sorted((exp / "loso").glob("fold[0-9]*"))
     assert len(folds) == 10 and all((fold / "train.done").is_file() for fold in folds)
     for fold in folds:  # the model learns: training loss well below where it started, in every fold
@@ -144,6 +159,15 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert summary  # scoring wrote its figures
     results = (recipe / "RESULTS.md").read_text()
     assert "pooled" in results.lower() and "UA" in results
+    # the default compares the model with the eGeMAPS floor on the same folds, in one table
+    floor = recipe / "exp" / "egemaps_svm_4class_seed1"
+    assert len(list((floor / "loso").glob("fold[0-9]*/train.done"))) == 10
+    assert "## Comparison: w2v2_mtl egemaps_svm (loso)" in results
+    comparison = results.split("## Comparison: w2v2_mtl egemaps_svm (loso)")[1]
+    assert "`w2v2_mtl` (mtl_lambda = 0.1" in comparison and "`egemaps_svm`" in comparison
+    floor_summary = json.loads((floor / "loso" / "scores" / "summary.json").read_text())
+    assert floor_summary["pooled"]["UA"] > 0.4  # the floor recognises the synthetic emotions well above chance
+    assert (floor / "export" / "model.pt").is_file()
     assert (exp / "loso" / "scores" / "confusion_pooled.png").is_file()
     export = exp / "export"
     assert {"model.pt", "config.json", "classes.txt", "tokens.txt"} <= {p.name for p in export.iterdir()}
