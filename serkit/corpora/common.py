@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import soundfile
 
+from serkit.audio import AudioInfo
 from serkit.corpora import ClassMap, CorpusError
 from serkit.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
 
@@ -96,19 +97,6 @@ class AudioAudit:
         ]
 
 
-@dataclass(frozen=True)
-class AudioFacts:
-    """What the audit learned about one kept file."""
-
-    sample_rate: int
-    channels: int
-    frames: int
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate
-
-
 def declared_wav_frames(path: Path) -> tuple[int, int] | None:
     """``(frames the RIFF header declares, frames the file holds)`` for a PCM wav, else None.
 
@@ -145,7 +133,7 @@ def declared_wav_frames(path: Path) -> tuple[int, int] | None:
 
 
 def audit_wav(path: Path, skipped: Tally, notes: Tally, audit: AudioAudit,
-              min_seconds: float = MIN_WAV_SECONDS) -> AudioFacts | None:
+              min_seconds: float = MIN_WAV_SECONDS) -> AudioInfo | None:
     """Header + one read of ``path``: the facts of a usable file, or None after counting why not.
 
     Skips (counted in ``skipped`` with the path): missing, unreadable, empty, shorter than
@@ -190,7 +178,7 @@ def audit_wav(path: Path, skipped: Tally, notes: Tally, audit: AudioAudit,
         skipped.add("wav all zeros (digital silence)", str(path))
         return None
     _note_and_summarise(path, data, rate, channels, peak, notes, audit)
-    return AudioFacts(sample_rate=rate, channels=channels, frames=frames)
+    return AudioInfo(sample_rate=rate, channels=channels, frames=frames)
 
 
 def _note_and_summarise(path: Path, data: np.ndarray, rate: int, channels: int, peak: float,
