@@ -81,6 +81,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def disk_full(error: BaseException, path: Path) -> bool:
+    """Whether a failed write hit a full disk or quota (torch.save's errors carry no errno: look)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(path).free < 2**20
+    except OSError:
+        return False
+
+
 def free_space_text(path: Path) -> str:
     """``'12.3 MB free on <path>'``, or '' when it cannot be read."""
     try:
@@ -137,9 +147,10 @@ class SafeCheckpointer(Checkpointer):
             os.rename(staging, final)
             fsync_dir(self.checkpoints_dir)
         except (OSError, RuntimeError) as error:
+            full = disk_full(error, self.checkpoints_dir)  # before the cleanup frees the space again
             if staging is not None and if_main_process():
                 shutil.rmtree(staging, ignore_errors=True)
-            raise CheckpointError(self._write_error(final, error)) from error
+            raise CheckpointError(self._write_error(final, error, full)) from error
         logger.log(verbosity, "Saved an %s checkpoint in %s", "end-of-epoch" if end_of_epoch else "intra-epoch", final)
         paramfiles = {name_: final / f"{name_}{PARAMFILE_EXT}" for name_ in self.recoverables}
         return Checkpoint(final, saved_meta, paramfiles)
@@ -153,9 +164,7 @@ class SafeCheckpointer(Checkpointer):
             raise CheckpointError(f"don't know how to save {type(obj).__name__} ({name}); register a save hook")
         hook(obj, path)
 
-    def _write_error(self, final: Path | None, error: BaseException) -> str:
-        full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
-        full = full or "write failed" in str(error) or "No space left" in str(error)
+    def _write_error(self, final: Path | None, error: BaseException, full: bool) -> str:
         newest = self._newest_name()
         cause = "the disk is full" if full else "the write failed"
         return (f"{final}: could not write the checkpoint, {cause} ({error}); {free_space_text(self.checkpoints_dir)}. "
