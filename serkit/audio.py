@@ -84,10 +84,11 @@ def resample(signal: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor
 # ----------------------------------------------------------------------------- poisoned and truncated audio
 
 
-def check_samples(samples: np.ndarray | torch.Tensor, offset: int = 0) -> str | None:
-    """What is wrong with a block of samples (NaN or infinite values), or None.
+def check_samples(samples: np.ndarray | torch.Tensor, offset: int = 0, sample_rate: int | None = None) -> str | None:
+    """What is wrong with a block of samples ([T] or [T, C]: NaN or infinite values), or None.
 
-    ``offset`` is the index of the block's first sample in its file, so the message points at it.
+    ``offset`` is the index of the block's first sample in its file and ``sample_rate`` its rate,
+    so the message points at the first bad sample.
     Only non-finite values are checked here: silence is a property of a whole file (see
     :func:`audio_problem`), not of a block.
     """
@@ -99,7 +100,8 @@ def check_samples(samples: np.ndarray | torch.Tensor, offset: int = 0) -> str | 
         return None
     flat = bad.reshape(bad.shape[0], -1).any(dim=1) if bad.dim() > 1 else bad
     first = int(torch.nonzero(flat)[0, 0]) + offset
-    return f"{int(bad.sum())} NaN or infinite sample value(s), the first at sample {first}"
+    where = f" ({first / sample_rate:.2f} s into the file)" if sample_rate else ""
+    return f"{int(bad.sum())} NaN or infinite sample value(s), the first at sample {first}{where}"
 
 
 def wav_truncation(path: str | Path) -> str | None:
@@ -170,7 +172,7 @@ def read_audio(path: str | Path, target_sr: int | None = 16000, mono: bool = Tru
         raise AudioError(f"{path}: could not decode audio ({error}); the file may be truncated or corrupt") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: audio file has no samples (empty recording); remove it from the data directory")
-    problem = check_samples(data)
+    problem = check_samples(data, sample_rate=sample_rate)
     if problem:
         raise AudioError(f"{path}: {problem}; the file is corrupt, re-create or remove it")
     waveform = torch.from_numpy(data.T.copy())  # [C, T]
@@ -256,10 +258,9 @@ def stream_audio(path: str | Path, target_sr: int | None = 16000, block_seconds:
     position = 0
     try:
         for block in soundfile.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True):
-            problem = check_samples(block, offset=position)
+            problem = check_samples(block, offset=position, sample_rate=info.sample_rate)
             if problem:
-                raise AudioError(f"{path}: {problem} ({position / info.sample_rate:.2f} s into the file); "
-                                 "the file is corrupt, re-create or remove it")
+                raise AudioError(f"{path}: {problem}; the file is corrupt, re-create or remove it")
             position += block.shape[0]
             mono = torch.from_numpy(block).mean(dim=1)
             piece = mono if resampler is None else resampler.feed(mono)

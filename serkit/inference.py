@@ -267,9 +267,9 @@ class EmotionRecognizer:
         frames: list[tuple[int, int, torch.Tensor]] = []  # (start, end, log-posteriors) of each window
         silent, total = True, 0
         for start, window in self._cut_windows(pieces, name):
-            problem = check_samples(window)
+            problem = check_samples(window, offset=start, sample_rate=self.sample_rate)
             if problem:
-                raise AudioError(f"{name}: {problem} ({start / self.sample_rate:.2f} s in); the audio is corrupt")
+                raise AudioError(f"{name}: {problem}; the audio is corrupt")
             silent = silent and not bool(window.any())
             probs, window_frames = self._forward([window])
             end = start + window.shape[0]
