@@ -136,8 +136,7 @@ class EmotionRecognizer:
                     hop_s: float | None = None) -> "EmotionRecognizer":
         """Load an export folder (see :mod:`serkit.export`); never executes code from it."""
         exported = load_export(export_dir)
-        model = build_model(exported.config)
-        load_into(model, exported.state_dict, Path(export_dir) / "model.pt")
+        model = _model_with_weights(exported, Path(export_dir) / "model.pt")
         logger.info("loaded %s: classes %s, validation UA %s, from %s", export_dir, " ".join(exported.classes),
                     exported.config.get("valid_UA"), exported.config.get("source_checkpoint", "?"))
         return cls(model, exported.config, device, window_s=window_s, hop_s=hop_s)
@@ -330,6 +329,22 @@ class EmotionRecognizer:
         return Prediction(label=self.classes[int(probs.argmax())],
                           probs={label: float(p) for label, p in zip(self.classes, probs)},
                           emotion_phonemes=phonemes, windows=windows)
+
+
+def _model_with_weights(exported, source: Path) -> torch.nn.Module:
+    """The exported network holding the export's weights, built without a random copy of them.
+
+    The network is built on the ``meta`` device (shapes only) and then takes the memory-mapped
+    weights as its own, so a wav2vec2-base export needs its ~380 MB once, not three times. A network
+    with state that the weights do not carry (a non-persistent buffer) is built normally instead.
+    """
+    with torch.device("meta"):
+        model = build_model(exported.config)
+    load_into(model, exported.state_dict, source, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model = build_model(exported.config)
+        load_into(model, exported.state_dict, source)
+    return model
 
 
 def _check_device(device: str | torch.device) -> torch.device:
