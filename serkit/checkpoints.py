@@ -155,6 +155,11 @@ class SafeCheckpointer(Checkpointer):
         paramfiles = {name_: final / f"{name_}{PARAMFILE_EXT}" for name_ in self.recoverables}
         return Checkpoint(final, saved_meta, paramfiles)
 
+    def save_and_keep_only(self, *args, importance_keys=None, **kwargs):
+        """SpeechBrain's, with a fresh ``importance_keys`` list per call: its default list is
+        appended to on every call, so frequent checkpoints would slow down without bound."""
+        return super().save_and_keep_only(*args, importance_keys=list(importance_keys or []), **kwargs)
+
     def _save_recoverable(self, name: str, obj, path: Path) -> None:
         hook = self.custom_save_hooks.get(name)
         if hook is None:

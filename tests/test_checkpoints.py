@@ -192,3 +192,14 @@ def test_random_states_round_trip(tmp_path):
     torch.manual_seed(9), np.random.seed(9), random.seed(9), generator.manual_seed(9)
     states.load(tmp_path / "rng.ckpt")
     assert draws() == first
+
+
+def test_keep_only_keeps_the_newest_and_leaves_speechbrains_default_list_alone(tmp_path):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    checkpointer, _, _ = checkpointer_for(tmp_path / "save")
+    for value in range(3):
+        checkpointer.save_and_keep_only(meta={"value": value})
+    (kept,) = checkpointer.list_checkpoints()
+    assert kept.meta["value"] == 2
+    assert [] in Checkpointer.save_and_keep_only.__defaults__  # SpeechBrain's mutable default, not grown
