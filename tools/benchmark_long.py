@@ -5,12 +5,14 @@ Not a test: it prints figures, which are recorded in docs/benchmarks.md. It buil
 export folder of wav2vec2-base's size (random weights from ``transformers.Wav2Vec2Config()``
 defaults: 7 CNN layers, 12 x 768 Transformer, 94 M parameters; speed and memory do not depend on
 the weights), writes synthetic recordings, and scores each in a fresh process so that the peak
-resident set size (RSS) is that of one job:
+resident set size (RSS) is that of one job. RTF = processing time / audio time, both by the wall
+clock and by the process's CPU time (user + system), which other jobs on a shared machine barely
+change:
 
 * ``model only``: loading the export, no audio (the floor under every other row);
-* ``short``: an 8 s file (one window), scored 3 times after a warm-up, RTF = time / audio time;
-* ``long, windows``: a 10-minute file through ``EmotionRecognizer.predict_file`` (streamed from
-  disk, 8 s windows, the family's default hop, then with ``--hop`` if given);
+* ``short``: an 8 s file (one window), scored 3 times after a warm-up;
+* ``windows``: a 10-minute file through ``EmotionRecognizer.predict_file`` (streamed from disk,
+  8 s windows, the family's default hop) and, with ``--hop``, a 2-minute file with that hop;
 * ``whole file``: a 60 s file read and scored in one forward pass (what inference did before
   windows), to show how memory grows with the length when nothing is windowed.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -80,25 +83,26 @@ def measure(mode: str, export: str, audio: str, threads: int, hop: float | None)
     torch.set_num_threads(threads)
     recognizer = EmotionRecognizer.from_export(export, hop_s=hop)
     duration = audio_info(audio).duration if audio else 0.0
-    elapsed = 0.0
+    repeats = 3 if mode == "short" else 1
     if mode == "short":
         recognizer.predict_file(audio)  # warm-up
-        start = time.perf_counter()
-        for _ in range(3):
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    for _ in range(repeats if audio else 0):
+        if mode == "whole":
+            recognizer.predict_batch([read_audio(audio)[0]])
+        else:
             recognizer.predict_file(audio)
-        elapsed = (time.perf_counter() - start) / 3
-    elif mode == "windows":
-        start = time.perf_counter()
-        prediction = recognizer.predict_file(audio)
-        elapsed = time.perf_counter() - start
-        assert len(prediction.windows) > 1
-    elif mode == "whole":
-        start = time.perf_counter()
-        recognizer.predict_batch([read_audio(audio)[0]])
-        elapsed = time.perf_counter() - start
+    elapsed, cpu = (time.perf_counter() - start) / repeats, (cpu_seconds() - cpu_start) / repeats
     return {"mode": mode, "audio_s": duration, "seconds": elapsed, "rtf": elapsed / duration if duration else None,
+            "cpu_rtf": cpu / duration if duration else None,
             "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "window_s": recognizer.window / SR, "hop_s": recognizer.hop / SR}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process: unlike wall time, barely changed by other jobs' load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_child(mode: str, export: Path, audio: Path | None, threads: int, hop: float | None) -> dict:
@@ -131,21 +135,31 @@ def main(argv=None) -> int:
     short = write_recording(args.work / "short_8s.wav", 8.0)
     whole = write_recording(args.work / "whole_60s.wav", 60.0)
     long = write_recording(args.work / f"long_{args.minutes:g}min.wav", 60 * args.minutes)
-    print(f"# {platform.processor() or 'cpu'}, {args.threads} threads, python {platform.python_version()}", flush=True)
-    rows = [run_child("model only", export, None, args.threads, None),
-            run_child("short", export, short, args.threads, None),
-            run_child("windows", export, long, args.threads, None)]
-    if args.hop:
-        rows.append(run_child("windows", export, long, args.threads, args.hop))
-    rows.append(run_child("whole", export, whole, args.threads, None))
-    print("| run | audio (s) | window / hop (s) | time (s) | RTF | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        rtf = "" if r["rtf"] is None else f"{r['rtf']:.4f}"
-        windows = f"{r['window_s']:g} / {r['hop_s']:g}" if r["mode"] in ("windows", "short") else "whole file"
-        print(f"| {r['mode']} | {r['audio_s']:.0f} | {windows if r['audio_s'] else ''} | {r['seconds']:.1f} | {rtf} "
-              f"| {r['peak_rss_MB']:.0f} |")
+    print(f"# {cpu_name()}, {args.threads} torch threads, python {platform.python_version()}, "
+          f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| run | audio (s) | window / hop (s) | wall time (s) | RTF (wall) | RTF (CPU time) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    runs = [("model only", None, None), ("short", short, None), ("windows", long, None), ("whole", whole, None)]
+    if args.hop:  # the cost of overlapping windows, on a shorter file (it scales with the length)
+        runs.append(("windows", write_recording(args.work / "overlap_2min.wav", 120.0), args.hop))
+    for mode, audio, hop in runs:  # one row as soon as it is measured
+        r = run_child(mode, export, audio, args.threads, hop)
+        rtf, cpu_rtf = ("", "") if r["rtf"] is None else (f"{r['rtf']:.3f}", f"{r['cpu_rtf']:.3f}")
+        windows = f"{r['window_s']:g} / {r['hop_s']:g}" if mode in ("windows", "short") else "whole file"
+        print(f"| {mode} | {r['audio_s']:.0f} | {windows if r['audio_s'] else ''} | {r['seconds']:.1f} | {rtf} "
+              f"| {cpu_rtf} | {r['peak_rss_MB']:.0f} |", flush=True)
+    print(f"# load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 if __name__ == "__main__":
