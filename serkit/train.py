@@ -30,6 +30,7 @@ with the same predictions (tests/test_resume.py kills a run with SIGKILL to chec
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -101,6 +102,10 @@ class SERBrain(sb.Brain):
         self.fold_extras: dict[str, list[float]] = {}
         self.encoder_frozen: bool | None = None  # unknown until the first batch sets it
         self.test_scores: dict | None = None
+        self.resumed_parts: dict | None = None  # the loss parts of an epoch resumed mid-way
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("epoch_parts", self, custom_save_hook=SERBrain.save_epoch_parts,
+                                              custom_load_hook=SERBrain.load_epoch_parts, optional_load=True)
 
     # --------------------------------------------------------------------- model and optimizers
 
@@ -161,8 +166,8 @@ class SERBrain(sb.Brain):
     def check_loss_isfinite(self, loss) -> None:
         """A non-finite training loss names its batch's utterances (and those with NaN/Inf input).
 
-        Non-finite input (a poisoned audio file, a broken feature) stops the run at once: skipping
-        the batch would hide the bad file, and it comes back every epoch. Otherwise SpeechBrain's
+        Non-finite input (a broken feature or cache entry; poisoned audio files are refused earlier,
+        when read) stops the run at once: it comes back every epoch. Otherwise SpeechBrain's
         ``nonfinite_patience`` allows a few such batches (a rare overflow) with a warning naming them.
         """
         if torch.isfinite(loss):
@@ -181,8 +186,8 @@ class SERBrain(sb.Brain):
             raise TrainError(f"training loss is {value} ({where}), and {self.nonfinite_count} batches of this "
                              f"epoch were non-finite (nonfinite_patience {self.nonfinite_patience}); the inputs are "
                              "finite, so training diverged: lower the learning rate or clip gradients harder")
-        logger.warning("training loss is %s (%s); batch skipped (%d of %d allowed this epoch)", value, where,
-                       self.nonfinite_count, self.nonfinite_patience)
+        logger.warning("training loss is %s (%s); %d of the %d non-finite batches allowed this epoch "
+                       "(nonfinite_patience)", value, where, self.nonfinite_count, self.nonfinite_patience)
 
     # --------------------------------------------------------------------- forward and loss
 
@@ -220,6 +225,21 @@ class SERBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None) -> None:
         self.results = StageResults()
+        if stage == sb.Stage.TRAIN and self.resumed_parts is not None:
+            self.results.loss_parts = dict(self.resumed_parts["loss_parts"])
+            self.results.n_batches = int(self.resumed_parts["n_batches"])
+            self.resumed_parts = None
+
+    # The per-part training losses summed so far in the epoch (history.jsonl's train_<part>) go into
+    # mid-epoch checkpoints, so a resumed epoch logs the means the uninterrupted one would have.
+
+    def save_epoch_parts(self, path) -> None:
+        if sb.utils.distributed.if_main_process():
+            Path(path).write_text(json.dumps({"loss_parts": self.results.loss_parts,
+                                              "n_batches": self.results.n_batches}) + "\n", encoding="utf-8")
+
+    def load_epoch_parts(self, path, end_of_epoch) -> None:
+        self.resumed_parts = None if end_of_epoch else json.loads(Path(path).read_text(encoding="utf-8"))
 
     def on_stage_end(self, stage, stage_loss, epoch=None) -> None:
         if stage == sb.Stage.TRAIN:

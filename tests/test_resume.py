@@ -20,6 +20,7 @@ import soundfile
 import yaml
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
+from serkit.audio import AudioError
 from serkit.bin.train import load_hparams
 from serkit.train import TrainError, train_fold
 
@@ -70,8 +71,8 @@ def kill_after_checkpoints(command: list[str], save_dir: Path, n_checkpoints: in
 def test_sigkill_at_a_random_step_then_resume_gives_identical_predictions(corpus, tmp_path):
     reference = tmp_path / "uninterrupted"
     subprocess.run(train_command(corpus, reference), env=environment(), check=True, capture_output=True)
-    # 3 epochs x 4 steps: a checkpoint after each step (intra-epoch ones replace each other)
-    n = random.Random().randint(2, 9)
+    # 3 epochs x 4 steps: a checkpoint after each step (intra-epoch ones replace each other), 15 in all
+    n = random.Random().randint(2, 6)  # of the 15 checkpoints a run writes, polling may miss a few
     killed = tmp_path / "killed"
     returncode = kill_after_checkpoints(train_command(corpus, killed), killed / "save", n)
     assert returncode == -signal.SIGKILL, f"the run ended on its own (exit {returncode}) before {n} checkpoints"
@@ -88,19 +89,37 @@ def test_sigkill_at_a_random_step_then_resume_gives_identical_predictions(corpus
     assert history == reference_history
 
 
-def test_a_nan_input_names_its_utterance(corpus, tmp_path):
+def data_dir_with(corpus: dict, tmp_path: Path, utt: str, wav: Path) -> Path:
+    """A copy of the corpus's data directory whose ``utt`` points at ``wav``."""
     data = tmp_path / "data"
     data.mkdir()
-    for name in ("wav.scp", "utt2emo", "utt2dur", "utt2phn", "classes"):
+    for name in ("utt2emo", "utt2dur", "utt2phn", "classes"):
         (data / name).write_text((corpus["data"] / name).read_text())
-    poisoned = tmp_path / "spk0-u02.wav"
+    lines = (corpus["data"] / "wav.scp").read_text().splitlines()
+    (data / "wav.scp").write_text("".join(f"{utt} {wav}\n" if line.startswith(f"{utt} ") else line + "\n"
+                                          for line in lines))
+    return data
+
+
+def tiny_hparams(corpus: dict, tmp_path: Path, data: Path, **extra) -> dict:
+    overrides = {**TINY_TIM_NET, "data_dir": str(data), "fold_dir": str(corpus["fold"]),
+                 "output_folder": str(tmp_path / "exp"), "feature_cache": None, "number_of_epochs": 1, **extra}
+    return load_hparams(str(CONF), overrides)
+
+
+def test_a_nan_audio_file_stops_training_naming_the_file(corpus, tmp_path):
     samples = 0.1 * np.ones(8000, dtype=np.float32)
     samples[4000] = np.nan
+    poisoned = tmp_path / "spk0-u02.wav"
     soundfile.write(poisoned, samples, 16000, subtype="FLOAT")
-    wav_scp = (data / "wav.scp").read_text().splitlines()
-    (data / "wav.scp").write_text("".join(f"spk0-u02 {poisoned}\n" if line.startswith("spk0-u02 ") else line + "\n"
-                                          for line in wav_scp))
-    overrides = {**TINY_TIM_NET, "data_dir": str(data), "fold_dir": str(corpus["fold"]),
-                 "output_folder": str(tmp_path / "exp"), "feature_cache": None, "number_of_epochs": 1}
-    with pytest.raises(TrainError, match=r"spk0-u02 have NaN or infinite input"):
-        train_fold(load_hparams(str(CONF), overrides), {"device": "cpu", "noprogressbar": True})
+    data = data_dir_with(corpus, tmp_path, "spk0-u02", poisoned)
+    with pytest.raises(AudioError, match=r"spk0-u02\.wav: 1 NaN or infinite sample value\(s\), the first at sample 4000"):
+        train_fold(tiny_hparams(corpus, tmp_path, data), {"device": "cpu", "noprogressbar": True})
+
+
+def test_a_non_finite_loss_names_the_utterances_of_its_batch(corpus, tmp_path):
+    """A learning rate of 1e12 blows the weights up: the error names the batch's utterances."""
+    hparams = tiny_hparams(corpus, tmp_path, corpus["data"], lr=1e12, max_grad_norm=1e30)
+    with pytest.raises(TrainError, match=r"training loss is (nan|inf) \(epoch 1, batch of utterance\(s\) "
+                                         r"spk\d-u\d\d, spk\d-u\d\d\).*training diverged"):
+        train_fold(hparams, {"device": "cpu", "noprogressbar": True, "nonfinite_patience": 0})
