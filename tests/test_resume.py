@@ -123,3 +123,20 @@ def test_a_non_finite_loss_names_the_utterances_of_its_batch(corpus, tmp_path):
     with pytest.raises(TrainError, match=r"training loss is (nan|inf) \(epoch 1, batch of utterance\(s\) "
                                          r"spk\d-u\d\d, spk\d-u\d\d\).*training diverged"):
         train_fold(hparams, {"device": "cpu", "noprogressbar": True, "nonfinite_patience": 0})
+
+
+def test_non_finite_features_name_their_utterance(corpus, tmp_path):
+    """A feature cache entry gone bad (NaN features for a sound file): the loss error names it."""
+    import torch
+
+    cache = tmp_path / "dump"
+    train_fold(tiny_hparams(corpus, tmp_path, corpus["data"], feature_cache=str(cache)),
+               {"device": "cpu", "noprogressbar": True})
+    (entry,) = cache.glob("mfcc-*/spk1-u05.pt")
+    stored = torch.load(entry, weights_only=True)
+    stored["feats"][3, 0] = float("nan")
+    torch.save(stored, entry)
+    hparams = tiny_hparams(corpus, tmp_path, corpus["data"], feature_cache=str(cache),
+                           output_folder=str(tmp_path / "again"))
+    with pytest.raises(TrainError, match=r"utterance\(s\) spk1-u05 have NaN or infinite input values"):
+        train_fold(hparams, {"device": "cpu", "noprogressbar": True})
