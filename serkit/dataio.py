@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import Dataset, Sampler
@@ -256,7 +257,9 @@ class EmotionDataset(Dataset):
     Its first axis is time. Tokens are included only with ``with_tokens`` (a model with a CTC head).
 
     ``max_duration`` (seconds, training only) crops longer inputs to a random window of that
-    length: it bounds memory for the few very long utterances. The crop keeps the utterance's whole
+    length: it bounds memory for the few very long utterances. The window is drawn from a generator
+    seeded by (seed, epoch, item) (:meth:`set_epoch`), never from a global or worker generator, so
+    the crops do not depend on the number of loader workers and a resumed run repeats them exactly. The crop keeps the utterance's whole
     CTC target, which then covers more speech than the window holds; the run logs how many
     utterances this affects so the trade-off is visible (leave it unset to train on whole utterances).
     """
@@ -272,6 +275,11 @@ class EmotionDataset(Dataset):
         self.feature = None if feature is None or feature.kind == "waveform" else feature
         self.cache = cache
         self.with_tokens = with_tokens
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Choose the crops of this epoch (see the class docstring)."""
+        self.seed, self.epoch = int(seed), int(epoch)
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -308,7 +316,7 @@ class EmotionDataset(Dataset):
         if self.max_duration is not None:
             samples = int(self.max_duration * self.sample_rate)
             length = samples if self.feature is None else max(1, self.feature.n_frames(samples))
-            signal = random_crop(signal, length)
+            signal = random_crop(signal, length, np.random.default_rng([self.seed, self.epoch, index]))
         item = {"id": utt.utt_id, "sig": signal, "emo": utt.emotion}
         if self.with_tokens:
             item["tokens"] = torch.tensor(utt.tokens, dtype=torch.long)
@@ -316,11 +324,11 @@ class EmotionDataset(Dataset):
         return item
 
 
-def random_crop(signal: torch.Tensor, length: int) -> torch.Tensor:
-    """A random window of ``length`` steps along the first axis (the signal itself if it is not longer)."""
+def random_crop(signal: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
+    """A window of ``length`` steps along the first axis drawn with ``rng`` (the signal itself if not longer)."""
     if signal.shape[0] <= length:
         return signal
-    start = int(torch.randint(0, signal.shape[0] - length + 1, (1,)))
+    start = int(rng.integers(0, signal.shape[0] - length + 1))
     return signal[start:start + length]
 
 
@@ -353,11 +361,12 @@ class DurationBucketBatchSampler(Sampler):
     neighbours of similar length trade places and batch membership changes from epoch to epoch, as
     SGD wants) and then shuffles the batch order; both draws come from ``seed + epoch``, so a run (or
     a resumed run) replays exactly the same batches. Call :meth:`set_epoch` before each epoch
-    (SpeechBrain's Brain does it for its ``train_sampler``).
+    (SpeechBrain's Brain does it for its ``train_sampler``); it also sets the epoch of ``dataset``
+    (if given) so that its per-item random crops follow the same seed and epoch.
     """
 
     def __init__(self, durations: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 jitter: float = 0.1):
+                 jitter: float = 0.1, dataset=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0.0 <= jitter < 1.0:
@@ -367,11 +376,14 @@ class DurationBucketBatchSampler(Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.jitter = jitter
+        self.dataset = dataset
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose batches :meth:`__iter__` yields next."""
+        """Choose the epoch whose batches :meth:`__iter__` yields next (and the dataset's crops)."""
         self.epoch = int(epoch)
+        if self.dataset is not None and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch, self.seed)
 
     def batches(self) -> list[list[int]]:
         """This epoch's batches, in the order they will be yielded."""

@@ -150,10 +150,14 @@ def load_export(export_dir: str | Path) -> ExportedModel:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict of plain tensors, refusing anything that would need code to unpickle."""
+    """Load a state dict of plain tensors, refusing anything that would need code to unpickle.
+
+    The file is memory-mapped, so its tensors are read from disk as they are used instead of being
+    copied into memory first (with :func:`load_into`'s ``assign``, the weights exist once).
+    """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise ExportError(f"{path}: refused to load: it holds more than plain tensors, which could run "
                           f"code ({str(error).splitlines()[0]}); only use weights exported by serkit") from None
@@ -172,8 +176,13 @@ def build_model(config: dict[str, Any], source: str = CONFIG_FILE) -> torch.nn.M
     return model_from_config(config, source)
 
 
-def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Strict state-dict load with an error that lists what does not match."""
+def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path,
+              assign: bool = False) -> None:
+    """Strict state-dict load with an error that lists what does not match.
+
+    ``assign`` makes the model use the given tensors instead of copying them into its own (for a
+    model built on the ``meta`` device, whose parameters have no memory yet).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -186,4 +195,4 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
                 problems.append(f"{label}: {', '.join(keys[:3])}{more}")
         raise ExportError(f"{source}: weights do not fit the network described by its config "
                           f"({'; '.join(problems)}); the config and weights come from different models")
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)

@@ -9,22 +9,37 @@ and converted exactly as training data was: downmix to mono, resample to the mod
 in [-1, 1], then the family's input features (:mod:`serkit.features`; none for waveform families).
 Batched prediction pads with zeros and passes relative lengths, so it gives the same answer as
 one-by-one prediction for families that mask their padding.
+
+Long recordings are scored in **windows** of ``window_s`` seconds every ``hop_s`` seconds (defaults
+from the model family, :attr:`serkit.model.family.ModelFamily.inference_window_s`; 8 s, no
+overlap). A file is streamed from disk (:func:`serkit.audio.stream_audio`), so memory holds one
+window plus the resampler's context whatever the file's length. Windows start at 0, ``hop_s``,
+``2 hop_s`` ... until the file is covered; the last one ends at the end of the file and may be
+shorter. The utterance-level posterior is the **duration-weighted mean** of the window posteriors
+(a window's weight is its length in seconds, so a short tail counts for what it holds), and the
+label is its highest class. Each :class:`Prediction` lists its windows (start, end, label,
+posteriors): the timeline. The phoneme string of a long file is the greedy CTC decoding of the
+frames each window owns (from the middle of its overlap with the previous window to the middle of
+its overlap with the next). A recording no longer than one window is scored whole, exactly as before.
+
+Poisoned audio (NaN or infinite samples, a truncated WAV, an all-zero recording) raises
+:class:`~serkit.audio.AudioError` naming the file instead of giving a label with ``nan`` posteriors.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from serkit.audio import AudioError, read_audio, resample, to_mono
+from serkit.audio import AudioError, audio_info, check_samples, read_audio, resample, stream_audio, to_mono
 from serkit.errors import SerkitError
 from serkit.export import build_model, load_export, load_into
-from serkit.model import ctc_greedy_decode
+from serkit.model import ctc_greedy_decode, get_family
 from serkit.model.build import feature_spec, min_input_frames
 
 logger = logging.getLogger(__name__)
@@ -37,24 +52,52 @@ class InferenceError(SerkitError):
 
 
 @dataclass(frozen=True)
+class WindowPrediction:
+    """The result for one window of a recording: ``start``/``end`` in seconds, label and posteriors."""
+
+    start: float
+    end: float
+    label: str
+    probs: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Prediction:
     """One utterance's result.
 
     ``probs`` maps every class label to its posterior (they sum to 1); ``emotion_phonemes`` is the
     greedy CTC decoding of the phoneme head (e.g. ``['F0', 'V0', 'L0', 'VS0']``), or None for a
-    model trained without that head.
+    model trained without that head. ``windows`` is the timeline of a recording scored in windows
+    (one entry for a recording scored whole; empty for :meth:`EmotionRecognizer.predict_batch`).
     """
 
     label: str
     probs: dict[str, float]
     emotion_phonemes: list[str] | None
+    windows: tuple[WindowPrediction, ...] = ()
+
+    @property
+    def finite(self) -> bool:
+        """Whether every posterior is a number (a model with broken weights can give NaN)."""
+        return all(np.isfinite(p) for p in self.probs.values())
+
+
+def default_windows(config: dict) -> tuple[float, float]:
+    """(window, hop) in seconds: the export config's ``inference`` entry, else the family's defaults."""
+    family = get_family(config["family"])
+    chosen = dict(config.get("inference") or {})
+    window = float(chosen.get("window_s", family.inference_window_s))
+    hop = chosen.get("hop_s", family.inference_hop_s)
+    return window, float(window if hop is None else hop)
 
 
 class EmotionRecognizer:
     """A loaded export folder, ready to score audio."""
 
-    def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device = "cpu"):
-        """``config`` is an export's config.json (classes, tokens, sample_rate, provenance)."""
+    def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device = "cpu",
+                 window_s: float | None = None, hop_s: float | None = None):
+        """``config`` is an export's config.json (classes, tokens, sample_rate, provenance);
+        ``window_s``/``hop_s`` override the family's window length and hop (seconds)."""
         self.device = _check_device(device)
         self.model = model.to(self.device).eval()
         self.config = dict(config)
@@ -64,6 +107,16 @@ class EmotionRecognizer:
         self.has_phoneme_head = int(config["n_tokens"]) > 0
         self.feature = feature_spec(config["feature"])  # None: the model reads the waveform itself
         self.min_samples = self._min_samples(min_input_frames(config))
+        default_window, default_hop = default_windows(config)
+        window_s = default_window if window_s is None else float(window_s)
+        hop_s = (window_s if window_s != default_window else default_hop) if hop_s is None else float(hop_s)
+        if not 0 < hop_s <= window_s:
+            raise InferenceError(f"window hop must be in (0, window length {window_s} s], got {hop_s} s")
+        self.window = int(round(window_s * self.sample_rate))
+        self.hop = int(round(hop_s * self.sample_rate))
+        if self.window < self.min_samples:
+            raise InferenceError(f"window of {window_s} s is shorter than the model's shortest input "
+                                 f"({self.min_samples / self.sample_rate * 1000:.1f} ms)")
 
     def _min_samples(self, min_frames: int) -> int:
         """Samples needed for ``min_frames`` input frames (e.g. the wav2vec 2.0 CNN's 400 samples)."""
@@ -79,14 +132,14 @@ class EmotionRecognizer:
         return samples
 
     @classmethod
-    def from_export(cls, export_dir: str | Path, device: str | torch.device = "cpu") -> "EmotionRecognizer":
+    def from_export(cls, export_dir: str | Path, device: str | torch.device = "cpu", window_s: float | None = None,
+                    hop_s: float | None = None) -> "EmotionRecognizer":
         """Load an export folder (see :mod:`serkit.export`); never executes code from it."""
         exported = load_export(export_dir)
-        model = build_model(exported.config)
-        load_into(model, exported.state_dict, Path(export_dir) / "model.pt")
+        model = _model_with_weights(exported, Path(export_dir) / "model.pt")
         logger.info("loaded %s: classes %s, validation UA %s, from %s", export_dir, " ".join(exported.classes),
                     exported.config.get("valid_UA"), exported.config.get("source_checkpoint", "?"))
-        return cls(model, exported.config, device)
+        return cls(model, exported.config, device, window_s=window_s, hop_s=hop_s)
 
     # ------------------------------------------------------------------ inputs
 
@@ -108,33 +161,57 @@ class EmotionRecognizer:
     # ------------------------------------------------------------------ prediction
 
     def predict_waveform(self, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Prediction:
-        """Predict one waveform given at any sample rate and channel layout."""
+        """Predict one waveform given at any sample rate and channel layout (in windows if it is long)."""
         waveform = self.prepare_waveform(wav, sample_rate)
-        self.check_length(waveform, "waveform")
-        return self.predict_batch([waveform])[0]
+        self.check_audio(waveform, "waveform")
+        return self.predict_stream(iter([waveform]), "waveform")
 
     def predict_file(self, path: str | Path) -> Prediction:
-        """Predict one audio file (raises :class:`AudioError` naming it if it cannot be read)."""
-        return self.predict_batch([self.read_file(path)])[0]
+        """Predict one audio file, streamed from disk in windows (raises :class:`AudioError` naming it)."""
+        pieces = stream_audio(path, target_sr=self.sample_rate, block_seconds=self.hop / self.sample_rate)
+        return self.predict_stream(pieces, str(path))
 
     def predict_files(self, paths: Iterable[str | Path], batch_size: int = 8) -> list[Prediction]:
-        """Predict many files, ``batch_size`` at a time; results are in the order of ``paths``.
+        """Predict many files; short ones ``batch_size`` at a time, long ones in windows; in input order.
 
         Every file is read before scoring its batch, so an unreadable file raises
         :class:`AudioError` naming it (use :meth:`predict_batch` to skip failures yourself).
         """
         paths, batch_size = list(paths), max(1, int(batch_size))
         predictions: list[Prediction] = []
-        for start in tqdm(range(0, len(paths), batch_size), desc="scoring", unit="batch", disable=None):
-            chunk = paths[start:start + batch_size]
-            predictions.extend(self.predict_batch([self.read_file(path) for path in chunk]))
+        pending: list[torch.Tensor] = []
+        for path in tqdm(paths, desc="scoring", unit="file", disable=None):
+            if self.is_long(path):
+                predictions.extend(self.predict_batch(pending, timeline=True))
+                pending = []
+                predictions.append(self.predict_file(path))
+                continue
+            pending.append(self.read_file(path))
+            if len(pending) == batch_size:
+                predictions.extend(self.predict_batch(pending, timeline=True))
+                pending = []
+        predictions.extend(self.predict_batch(pending, timeline=True))
         return predictions
 
+    def is_long(self, path: str | Path) -> bool:
+        """Whether the file (by its header) is longer than one window, so is scored in windows."""
+        info = audio_info(path)
+        return info.frames * self.sample_rate > self.window * info.sample_rate
+
     def read_file(self, path: str | Path) -> torch.Tensor:
-        """An audio file as a mono waveform at the model's rate, long enough to score."""
+        """An audio file as a mono waveform at the model's rate, checked to be scorable."""
         waveform, _ = read_audio(path, target_sr=self.sample_rate)
-        self.check_length(waveform, str(path))
+        self.check_audio(waveform, str(path))
         return waveform
+
+    def check_audio(self, waveform: torch.Tensor, name: str) -> None:
+        """Raise :class:`AudioError` naming ``name`` for a waveform too short, silent or non-finite to score."""
+        self.check_length(waveform, name)
+        problem = check_samples(waveform)
+        if problem:
+            raise AudioError(f"{name}: {problem}; the audio is corrupt")
+        if not bool(waveform.any()):
+            raise AudioError(f"{name}: all samples are zero (a silent or blank recording); nothing to recognise")
 
     def check_length(self, waveform: torch.Tensor, name: str) -> None:
         """Raise :class:`AudioError` naming ``name`` if the model cannot score this short a waveform."""
@@ -142,11 +219,25 @@ class EmotionRecognizer:
             raise AudioError(f"{name}: too short to score ({waveform.shape[-1] / self.sample_rate * 1000:.1f} ms; "
                              f"the model needs at least {self.min_samples / self.sample_rate * 1000:.1f} ms)")
 
-    @torch.inference_mode()
-    def predict_batch(self, waveforms: Sequence[torch.Tensor]) -> list[Prediction]:
-        """Score mono [T] waveforms already at the model's sample rate, in one padded forward pass."""
+    def predict_batch(self, waveforms: Sequence[torch.Tensor], timeline: bool = False) -> list[Prediction]:
+        """Score mono [T] waveforms already at the model's sample rate, whole, in one padded forward pass.
+
+        With ``timeline`` each prediction lists itself as its one window (what :meth:`predict_stream`
+        gives a recording no longer than a window).
+        """
         if not waveforms:
             return []
+        probs, frames = self._forward(waveforms)
+        predictions = []
+        for row, waveform in enumerate(waveforms):
+            phonemes = None if frames is None else self._decode(frames[row])
+            windows = (self._window(0, waveform.shape[0], probs[row]),) if timeline else ()
+            predictions.append(self._prediction(probs[row], phonemes, windows))
+        return predictions
+
+    @torch.inference_mode()
+    def _forward(self, waveforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Posteriors [B, C] and, with a phoneme head, each waveform's CTC log-posteriors [frames, tokens]."""
         for row, waveform in enumerate(waveforms):
             self.check_length(waveform, f"batch item {row}")
         inputs = [w if self.feature is None else self.feature.compute(w, self.sample_rate) for w in waveforms]
@@ -157,20 +248,103 @@ class EmotionRecognizer:
         relative = lengths.double() / lengths.max()  # float64: exact sample counts even for long files
         output = self.model(batch.to(self.device), relative.to(self.device))
         probs = torch.softmax(output.emo_logits.float(), dim=-1).cpu()
-        phonemes = self._decode_phonemes(output)
-        return [self._prediction(probs[row], None if phonemes is None else phonemes[row])
-                for row in range(len(waveforms))]
-
-    def _decode_phonemes(self, output) -> list[list[str]] | None:
         if output.phn_log_probs is None:
-            return None
-        sequences = ctc_greedy_decode(output.phn_log_probs.cpu(), output.frame_lens.cpu())
-        return [[self.tokens[index] for index in sequence] for sequence in sequences]
+            return probs, None
+        log_probs, frame_lens = output.phn_log_probs.float().cpu(), output.frame_lens.cpu()
+        return probs, [log_probs[row, :int(frame_lens[row])] for row in range(len(waveforms))]
 
-    def _prediction(self, probs: torch.Tensor, phonemes: list[str] | None) -> Prediction:
+    # ------------------------------------------------------------------ long recordings
+
+    def predict_stream(self, pieces: Iterator[torch.Tensor], name: str) -> Prediction:
+        """Score a recording given as consecutive mono pieces at the model's rate, window by window.
+
+        Holds one window (plus the pieces being cut) at a time; see the module docstring for the
+        windows and how their posteriors are combined.
+        """
+        windows: list[WindowPrediction] = []
+        weighted = None
+        frames: list[tuple[int, int, torch.Tensor]] = []  # (start, end, log-posteriors) of each window
+        silent, total = True, 0
+        for start, window in self._cut_windows(pieces, name):
+            problem = check_samples(window, offset=start, sample_rate=self.sample_rate)
+            if problem:
+                raise AudioError(f"{name}: {problem}; the audio is corrupt")
+            silent = silent and not bool(window.any())
+            probs, window_frames = self._forward([window])
+            end = start + window.shape[0]
+            windows.append(self._window(start, end, probs[0]))
+            weighted = probs[0].double() * (end - start) + (0 if weighted is None else weighted)
+            total += end - start
+            if window_frames is not None:
+                frames.append((start, end, window_frames[0]))
+        if silent:
+            raise AudioError(f"{name}: all samples are zero (a silent or blank recording); nothing to recognise")
+        phonemes = self._decode(self._owned_frames(frames)) if frames else None
+        return self._prediction((weighted / total).float(), phonemes, tuple(windows))
+
+    def _cut_windows(self, pieces: Iterator[torch.Tensor], name: str) -> Iterator[tuple[int, torch.Tensor]]:
+        """(start sample, window) pairs: ``window`` samples every ``hop``; the last ends at the end.
+
+        Keeps at most one window plus one piece in memory. A last window shorter than the model's
+        minimum starts earlier (overlapping its neighbour) so that no audio goes unscored.
+        """
+        buffer, buffer_start, next_start, covered = torch.zeros(0), 0, 0, 0
+        for piece in pieces:
+            buffer = torch.cat([buffer, piece])
+            while buffer_start + buffer.shape[0] > next_start + self.window:  # a full window, and more after it
+                yield next_start, buffer[next_start - buffer_start:next_start - buffer_start + self.window]
+                covered, next_start = next_start + self.window, next_start + self.hop
+                keep_from = max(buffer_start, next_start - self.min_samples)
+                buffer, buffer_start = buffer[keep_from - buffer_start:], keep_from
+        end = buffer_start + buffer.shape[0]
+        if 0 < end <= covered:
+            return
+        start = max(0, min(next_start, end - self.min_samples))
+        window = buffer[start - buffer_start:]
+        self.check_length(window, name)
+        yield start, window
+
+    def _owned_frames(self, frames: list[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
+        """The CTC frames of a windowed recording, each taken from the window that owns its time."""
+        owned = []
+        for index, (start, end, log_probs) in enumerate(frames):
+            low = start if index == 0 else (start + frames[index - 1][1]) / 2
+            high = end if index == len(frames) - 1 else (frames[index + 1][0] + end) / 2
+            n = log_probs.shape[0]
+            centres = start + (torch.arange(n, dtype=torch.float64) + 0.5) * (end - start) / n
+            owned.append(log_probs[(centres >= low) & (centres < high)])
+        return torch.cat(owned)
+
+    def _decode(self, log_probs: torch.Tensor) -> list[str]:
+        sequence = ctc_greedy_decode(log_probs.unsqueeze(0), torch.tensor([log_probs.shape[0]]))[0]
+        return [self.tokens[index] for index in sequence]
+
+    def _window(self, start: int, end: int, probs: torch.Tensor) -> WindowPrediction:
+        return WindowPrediction(start=start / self.sample_rate, end=end / self.sample_rate,
+                                label=self.classes[int(probs.argmax())],
+                                probs={label: float(p) for label, p in zip(self.classes, probs)})
+
+    def _prediction(self, probs: torch.Tensor, phonemes: list[str] | None,
+                    windows: tuple[WindowPrediction, ...] = ()) -> Prediction:
         return Prediction(label=self.classes[int(probs.argmax())],
                           probs={label: float(p) for label, p in zip(self.classes, probs)},
-                          emotion_phonemes=phonemes)
+                          emotion_phonemes=phonemes, windows=windows)
+
+
+def _model_with_weights(exported, source: Path) -> torch.nn.Module:
+    """The exported network holding the export's weights, built without a random copy of them.
+
+    The network is built on the ``meta`` device (shapes only) and then takes the memory-mapped
+    weights as its own, so a wav2vec2-base export needs its ~380 MB once, not three times. A network
+    with state that the weights do not carry (a non-persistent buffer) is built normally instead.
+    """
+    with torch.device("meta"):
+        model = build_model(exported.config)
+    load_into(model, exported.state_dict, source, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model = build_model(exported.config)
+        load_into(model, exported.state_dict, source)
+    return model
 
 
 def _check_device(device: str | torch.device) -> torch.device:

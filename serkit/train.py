@@ -19,14 +19,18 @@ and knows no family by name (the family is an object of :mod:`serkit.model.famil
 Families trained in closed form (``trainer = "fit"``, e.g. eGeMAPS + SVM) skip the loop and fit on
 the same datasets, writing the same files.
 
-An interrupted run started again with the same output folder continues from its newest checkpoint
-(epoch counter, model, optimizers, the Brain's step counters, and the position in the epoch for
-mid-epoch checkpoints); the batch order of every epoch is a function of the seed and epoch number,
-so the continued run sees the batches the uninterrupted one would have.
+An interrupted run started again with the same output folder continues from its newest intact
+checkpoint (:mod:`serkit.checkpoints`: epoch counter, model, optimizers, the Brain's step counters,
+the position in the epoch for mid-epoch checkpoints, and every random state: torch CPU/CUDA, numpy,
+Python, the training loader's worker-seed generator). The batch order of every epoch is a function
+of the seed and epoch number, and training crops are seeded by (seed, epoch, utterance), so the
+continued run sees the batches, crops and dropout masks the uninterrupted one would have and ends
+with the same predictions (tests/test_resume.py kills a run with SIGKILL to check it).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -39,6 +43,7 @@ from speechbrain.utils.run_opts import RunOptions
 from tqdm import tqdm
 
 from serkit import expdir
+from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer
 from serkit.dataio import CTC_TARGET_FILES, DurationBucketBatchSampler, collate_batch, load_fold_data
 from serkit.errors import SerkitError
 from serkit.features import FeatureStats
@@ -97,6 +102,10 @@ class SERBrain(sb.Brain):
         self.fold_extras: dict[str, list[float]] = {}
         self.encoder_frozen: bool | None = None  # unknown until the first batch sets it
         self.test_scores: dict | None = None
+        self.resumed_parts: dict | None = None  # the loss parts of an epoch resumed mid-way
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("epoch_parts", self, custom_save_hook=SERBrain.save_epoch_parts,
+                                              custom_load_hook=SERBrain.load_epoch_parts, optional_load=True)
 
     # --------------------------------------------------------------------- model and optimizers
 
@@ -142,6 +151,7 @@ class SERBrain(sb.Brain):
         Decided from the optimizer step count (saved in checkpoints), so a resumed run freezes and
         unfreezes at the same step as an uninterrupted one.
         """
+        self.current_batch = batch  # to name its utterances if the loss is not finite
         if "encoder_optimizer" not in self.optimizers_dict:
             return
         frozen = self.optimizer_step < int(getattr(self.hparams, "freeze_encoder_steps", 0) or 0)
@@ -150,6 +160,34 @@ class SERBrain(sb.Brain):
             if self.encoder_frozen is not None or frozen:
                 logger.info("encoder %s at optimizer step %d", "frozen" if frozen else "unfrozen", self.optimizer_step)
             self.encoder_frozen = frozen
+
+    # --------------------------------------------------------------------- non-finite losses
+
+    def check_loss_isfinite(self, loss) -> None:
+        """A non-finite training loss names its batch's utterances (and those with NaN/Inf input).
+
+        Non-finite input (a broken feature or cache entry; poisoned audio files are refused earlier,
+        when read) stops the run at once: it comes back every epoch. Otherwise SpeechBrain's
+        ``nonfinite_patience`` allows a few such batches (a rare overflow) with a warning naming them.
+        """
+        if torch.isfinite(loss):
+            return
+        value = float(loss.detach())
+        batch = getattr(self, "current_batch", None)
+        ids = list(batch.id) if batch is not None else []
+        poisoned = nonfinite_inputs(batch) if batch is not None else []
+        where = f"epoch {self.hparams.epoch_counter.current}, batch of utterance(s) {', '.join(ids) or '?'}"
+        if poisoned:
+            raise TrainError(f"training loss is {value} ({where}): utterance(s) {', '.join(poisoned)} have "
+                             "NaN or infinite input values; check their audio files (serkit.audio.audio_problem) "
+                             "and remove or replace them in the data directory")
+        self.nonfinite_count += 1
+        if self.nonfinite_count > self.nonfinite_patience:
+            raise TrainError(f"training loss is {value} ({where}), and {self.nonfinite_count} batches of this "
+                             f"epoch were non-finite (nonfinite_patience {self.nonfinite_patience}); the inputs are "
+                             "finite, so training diverged: lower the learning rate or clip gradients harder")
+        logger.warning("training loss is %s (%s); %d of the %d non-finite batches allowed this epoch "
+                       "(nonfinite_patience)", value, where, self.nonfinite_count, self.nonfinite_patience)
 
     # --------------------------------------------------------------------- forward and loss
 
@@ -187,6 +225,21 @@ class SERBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None) -> None:
         self.results = StageResults()
+        if stage == sb.Stage.TRAIN and self.resumed_parts is not None:
+            self.results.loss_parts = dict(self.resumed_parts["loss_parts"])
+            self.results.n_batches = int(self.resumed_parts["n_batches"])
+            self.resumed_parts = None
+
+    # The per-part training losses summed so far in the epoch (history.jsonl's train_<part>) go into
+    # mid-epoch checkpoints, so a resumed epoch logs the means the uninterrupted one would have.
+
+    def save_epoch_parts(self, path) -> None:
+        if sb.utils.distributed.if_main_process():
+            Path(path).write_text(json.dumps({"loss_parts": self.results.loss_parts,
+                                              "n_batches": self.results.n_batches}) + "\n", encoding="utf-8")
+
+    def load_epoch_parts(self, path, end_of_epoch) -> None:
+        self.resumed_parts = None if end_of_epoch else json.loads(Path(path).read_text(encoding="utf-8"))
 
     def on_stage_end(self, stage, stage_loss, epoch=None) -> None:
         if stage == sb.Stage.TRAIN:
@@ -229,9 +282,13 @@ class SERBrain(sb.Brain):
             max_keys=["UA"], num_to_keep=1)
 
     def on_evaluate_start(self, max_key=None, min_key=None) -> None:
-        """Load the checkpoint with the best validation UA (newest on a tie); never a test-based choice."""
-        best = best_checkpoint(self.checkpointer)
-        self.checkpointer.load_checkpoint(best)
+        """Load the checkpoint with the best validation UA (newest on a tie); never a test-based choice.
+
+        A broken best checkpoint is skipped with a warning (the next best intact one is used).
+        """
+        best_checkpoint(self.checkpointer)  # a clear error when no checkpoint has a validation UA
+        best = self.checkpointer.recover_if_possible(importance_key=lambda ckpt: expdir.best_key(ckpt.meta),
+                                                     ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None)
         logger.info("scoring the test fold with %s (epoch %s, valid UA %.4f)",
                     best.path.name, best.meta.get("epoch"), best.meta["UA"])
 
@@ -249,6 +306,13 @@ class SERBrain(sb.Brain):
         logger.info("test: %d utterances, loss %.4f, WA %.2f%% UA %.2f%% PER %s", len(results.ids), test_loss,
                     100 * scores["WA"], 100 * scores["UA"], _pct(per))
         self.test_scores = {"WA": scores["WA"], "UA": scores["UA"], "PER": per, "loss": test_loss}
+
+
+def nonfinite_inputs(batch) -> list[str]:
+    """The ids of the batch's utterances whose (unpadded) input holds NaN or infinite values."""
+    inputs, lengths = batch.sig
+    sizes = torch.round(lengths.float().cpu() * inputs.shape[1]).long()
+    return [utt for utt, x, n in zip(batch.id, inputs, sizes) if not torch.isfinite(x[:int(n)]).all()]
 
 
 def _pct(value: float | None) -> str:
@@ -293,14 +357,44 @@ def cpu_safe_run_opts(hparams: dict, run_opts: RunOptions | dict | None) -> RunO
     return run_opts
 
 
-def _loader(brain: SERBrain, dataset, stage, hparams: dict, shuffle: bool):
+def _loader(brain: SERBrain, dataset, stage, hparams: dict, shuffle: bool, generator: torch.Generator | None = None):
     sampler = DurationBucketBatchSampler(dataset.durations, int(hparams["batch_size"]), shuffle=shuffle,
-                                         seed=int(hparams["seed"]))
-    # Only the training loader is checkpointed (its position within an epoch).
+                                         seed=int(hparams["seed"]), dataset=dataset)
+    # Only the training loader is checkpointed (its position within an epoch). Its worker seeds come
+    # from its own ``generator`` (saved in checkpoints), not from the global torch generator that
+    # dropout draws from, so starting a loader never shifts the dropout masks of a resumed run.
     loader = brain.make_dataloader(dataset, stage, ckpt_prefix="dataloader-" if stage == sb.Stage.TRAIN else None,
                                    batch_sampler=sampler, collate_fn=collate_batch,
-                                   num_workers=int(hparams.get("num_workers", 0)))
+                                   num_workers=int(hparams.get("num_workers", 0)), generator=generator)
     return loader, sampler
+
+
+# ----------------------------------------------------------------------------- what a checkpoint holds
+
+
+def make_checkpointer(out: Path, model: SERModel, hparams: dict) -> SafeCheckpointer:
+    """The fold's checkpointer (atomic saves, resume from the newest intact checkpoint)."""
+    return SafeCheckpointer(out / expdir.SAVE_DIR, recoverables={"model": model, "counter": hparams["epoch_counter"]})
+
+
+def register_resume_state(checkpointer: SafeCheckpointer, sampler: DurationBucketBatchSampler,
+                          loader_generator: torch.Generator) -> None:
+    """Add to every checkpoint what an exact resume needs beyond model, optimizers and counters.
+
+    ``rng.ckpt``: the random states (:class:`serkit.checkpoints.RandomStates`, including the training
+    loader's generator). ``sampler.ckpt``: the training batches' seed, batch size and utterance
+    count; resuming with different ones would silently train on other batches, so it is refused.
+    """
+    RandomStates({"train_loader": loader_generator}).register(checkpointer)
+    saved_by = {"seed": sampler.seed, "batch_size": sampler.batch_size, "n_utterances": len(sampler.durations)}
+
+    def check(saved: dict) -> None:
+        changed = [f"{key} {saved.get(key)} -> {value}" for key, value in saved_by.items() if saved.get(key) != value]
+        if changed:
+            raise TrainError(f"{checkpointer.checkpoints_dir}: the checkpoints were trained with other batches "
+                             f"({'; '.join(changed)}); resuming would not continue that run. Use the original "
+                             "settings, or a new output folder to train afresh")
+    JsonState(lambda: dict(saved_by), check).register(checkpointer, "sampler")
 
 
 def load_data(hparams: dict, family: ModelFamily, lam: float):
@@ -369,11 +463,14 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
     total, trainable = count_parameters(model)
     logger.info("model %s: %s parameters (%s trainable)", family.name, f"{total:,}", f"{trainable:,}")
 
-    checkpointer = Checkpointer(out / expdir.SAVE_DIR, recoverables={"model": model, "counter": hparams["epoch_counter"]})
+    checkpointer = make_checkpointer(out, model, hparams)
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=cpu_safe_run_opts(hparams, run_opts),
                      checkpointer=checkpointer, family=family, classes=data.classes, tokens=data.tokens)
-    train_loader, train_sampler = _loader(brain, data.train, sb.Stage.TRAIN, hparams, shuffle=True)
+    loader_generator = torch.Generator().manual_seed(int(hparams["seed"]))
+    train_loader, train_sampler = _loader(brain, data.train, sb.Stage.TRAIN, hparams, shuffle=True,
+                                          generator=loader_generator)
     brain.train_sampler = train_sampler  # Brain calls set_epoch(epoch) on it before every epoch
+    register_resume_state(checkpointer, train_sampler, loader_generator)
     valid_loader, _ = _loader(brain, data.valid, sb.Stage.VALID, hparams, shuffle=False)
     brain.fit(hparams["epoch_counter"], train_loader, valid_loader)
 

@@ -267,7 +267,7 @@ def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
     import soundfile
     wav = tmp_path / "spk1_a.wav"
     soundfile.write(wav, [0.1, -0.2, 0.3] * 100, 16000, subtype="PCM_16")
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
     processes = [context.Process(target=_fill_cache, args=(tmp_path, wav)) for _ in range(4)]
     for process in processes:
         process.start()

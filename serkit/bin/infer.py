@@ -7,8 +7,15 @@ Usage::
     serkit-infer MODEL_DIR --scp wav.scp --phonemes --device cuda
 
 Text output: ``<file or utt>  <label>  ang=0.71 hap=0.10 ...`` (plus ``phonemes=...`` with
-``--phonemes``). A file that cannot be read is reported on stderr and the others are still
-scored; the exit status is 1 if any file failed, 2 if the model or the arguments are unusable.
+``--phonemes``). A file that cannot be read, is truncated, holds NaN/infinite samples or only
+zeros is reported on stderr and the others are still scored; the exit status is 1 if any file
+failed, 2 if the model or the arguments are unusable. ``--json`` output is always valid JSON.
+
+Recordings longer than one window (``--window``, ``--hop``; defaults from the model family, 8 s
+without overlap) are streamed from disk and scored window by window in bounded memory; the
+utterance-level result is the duration-weighted mean of the window posteriors (serkit.inference).
+``--timeline`` also prints each window: ``<id>  [<start>-<end>]  <label>  <probs>`` lines after
+the file's line, or a ``windows`` list (start, end, label, probs) in its JSON object.
 """
 from __future__ import annotations
 
@@ -20,10 +27,10 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from serkit.audio import AudioError, read_audio
+from serkit.audio import AudioError
 from serkit.bin import one_line_errors, setup_logging
 from serkit.datadir import read_map
-from serkit.inference import EmotionRecognizer, Prediction
+from serkit.inference import EmotionRecognizer, InferenceError, Prediction
 
 logger = logging.getLogger(__name__)
 PROG = "serkit-infer"
@@ -49,11 +56,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--phonemes", action="store_true", help="also print the decoded emotion-phoneme string")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="files scored per forward pass (default: 8)")
+    parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                        help="longer recordings are scored in windows of this length (default: the family's, 8 s)")
+    parser.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                        help="start a window every SECONDS (default: the family's; 8 s families: the window length)")
+    parser.add_argument("--timeline", action="store_true", help="also print each window's start, end, label, probs")
     args = parser.parse_args(argv)
     if not args.inputs and not args.scp:
         parser.error("give at least one audio file or --scp FILE")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    for name in ("window", "hop"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            parser.error(f"--{name} must be a positive number of seconds")
     return args
 
 
@@ -70,49 +85,86 @@ def collect_items(inputs: list[str], scps: list[str]) -> list[Item]:
     return items
 
 
-def format_text(item: Item, prediction: Prediction, phonemes: bool) -> str:
-    probs = " ".join(f"{label}={p:.2f}" for label, p in prediction.probs.items())
-    line = f"{item.id}  {prediction.label}  {probs}"
+def format_text(item: Item, prediction: Prediction, phonemes: bool, timeline: bool = False) -> str:
+    line = f"{item.id}  {prediction.label}  {_probs_text(prediction.probs)}"
     if phonemes:
         line += f"  phonemes={' '.join(prediction.emotion_phonemes or [])}"
+    if timeline:
+        line += "".join(f"\n{item.id}  [{w.start:.2f}-{w.end:.2f}]  {w.label}  {_probs_text(w.probs)}"
+                        for w in prediction.windows)
     return line
 
 
-def format_json(item: Item, prediction: Prediction, phonemes: bool) -> str:
+def _probs_text(probs: dict[str, float]) -> str:
+    return " ".join(f"{label}={p:.2f}" for label, p in probs.items())
+
+
+def format_json(item: Item, prediction: Prediction, phonemes: bool, timeline: bool = False) -> str:
+    """One JSON object; strict JSON (no NaN), which :func:`score` guarantees by refusing non-finite results."""
     phoneme_string = None
     if phonemes and prediction.emotion_phonemes is not None:
         phoneme_string = " ".join(prediction.emotion_phonemes)
-    return json.dumps({"id": item.id, "path": item.path, "label": prediction.label,
-                       "probs": prediction.probs, "emotion_phonemes": phoneme_string})
+    record = {"id": item.id, "path": item.path, "label": prediction.label, "probs": prediction.probs,
+              "emotion_phonemes": phoneme_string}
+    if timeline:
+        record["windows"] = [{"start": w.start, "end": w.end, "label": w.label, "probs": w.probs}
+                             for w in prediction.windows]
+    return json.dumps(record, allow_nan=False)
+
+
+def item_name(item: Item) -> str:
+    return item.path if item.id == item.path else f"{item.id} ({item.path})"
 
 
 def read_item(recognizer: EmotionRecognizer, item: Item):
-    """The item's waveform at the model's rate; raises AudioError naming the item."""
+    """The item's waveform at the model's rate, or None for a long recording (scored in windows);
+    raises AudioError naming the item."""
     if item.path.rstrip().endswith("|"):
         raise AudioError(f"{item.id}: wav.scp pipe commands ({item.path!r}) are not supported; "
                          f"give a path to an audio file")
-    waveform, _ = read_audio(item.path, target_sr=recognizer.sample_rate)
-    recognizer.check_length(waveform, item.path if item.id == item.path else f"{item.id} ({item.path})")
-    return waveform
+    if recognizer.is_long(item.path):
+        return None
+    return recognizer.read_file(item.path)
 
 
 def score(recognizer: EmotionRecognizer, items: list[Item], batch_size: int, as_json: bool,
-          phonemes: bool) -> int:
-    """Score items in batches, printing results in input order; returns the number of failures."""
+          phonemes: bool, timeline: bool = False) -> int:
+    """Score items (short ones in batches, long ones in windows), printing results in input order;
+    returns the number of failures (each reported on stderr, naming the item)."""
     failures = 0
-    batches = range(0, len(items), batch_size)
-    for start in tqdm(batches, desc="scoring", unit="batch", disable=None, file=sys.stderr):
-        readable, waveforms = [], []
-        for item in items[start:start + batch_size]:
-            try:
-                waveforms.append(read_item(recognizer, item))
-                readable.append(item)
-            except AudioError as error:
-                failures += 1
-                print(f"{PROG}: error: {error}", file=sys.stderr)
-        for item, prediction in zip(readable, recognizer.predict_batch(waveforms)):
-            print(format_json(item, prediction, phonemes) if as_json else format_text(item, prediction, phonemes),
-                  flush=True)
+    pending: list[tuple[Item, object]] = []
+
+    def report(item: Item, prediction: Prediction) -> None:
+        nonlocal failures
+        if not prediction.finite:  # never print NaN: it is not a result, and not JSON
+            failures += 1
+            print(f"{PROG}: error: {item_name(item)}: the model gave non-finite posteriors; check the model",
+                  file=sys.stderr)
+            return
+        text = format_json if as_json else format_text
+        print(text(item, prediction, phonemes, timeline), flush=True)
+
+    def flush() -> None:
+        for (item, _), prediction in zip(pending, recognizer.predict_batch([w for _, w in pending], timeline=True)):
+            report(item, prediction)
+        pending.clear()
+
+    for item in tqdm(items, desc="scoring", unit="file", disable=None, file=sys.stderr):
+        try:
+            waveform = read_item(recognizer, item)
+            if waveform is None:
+                flush()
+                report(item, recognizer.predict_file(item.path))
+            else:
+                pending.append((item, waveform))
+        except (AudioError, InferenceError) as error:
+            failures += 1
+            message = str(error)
+            print(f"{PROG}: error: {message if item.path in message else f'{item_name(item)}: {message}'}",
+                  file=sys.stderr)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
     return failures
 
 
@@ -121,10 +173,11 @@ def main(argv=None) -> int:
     setup_logging(timestamps=False)
     args = parse_args(argv)
     items = collect_items(args.inputs, args.scp)
-    recognizer = EmotionRecognizer.from_export(args.model_dir, device=args.device)
+    recognizer = EmotionRecognizer.from_export(args.model_dir, device=args.device, window_s=args.window,
+                                               hop_s=args.hop)
     if args.phonemes and not recognizer.has_phoneme_head:
         logger.warning("this model has no phoneme head; --phonemes prints nothing")
-    failures = score(recognizer, items, args.batch_size, args.json, args.phonemes)
+    failures = score(recognizer, items, args.batch_size, args.json, args.phonemes, args.timeline)
     if failures:
         print(f"{PROG}: {failures} of {len(items)} input(s) failed (see errors above)", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ name through :mod:`serkit.model.registry`. A family declares:
   so its extra **targets**: CTC tokens when ``mtl_lambda > 0`` and the network has frame outputs;
 - its **options** that name an experiment (:attr:`options`, e.g. ``mtl_lambda``; none for a family
   that has no such knob);
+- the **windows** inference cuts long recordings into (:attr:`inference_window_s`, :attr:`inference_hop_s`);
 - how it is **trained** (:attr:`trainer`: ``"brain"``, the shared SpeechBrain loop, or ``"fit"``, a
   closed-form fit such as an SVM, through :meth:`fit`).
 
@@ -39,6 +40,11 @@ class ModelFamily:
     trainer: ClassVar[str] = "brain"
     normalise_input: ClassVar[bool] = True
     padding_invariant: ClassVar[bool] = True  # in eval mode, batch padding never changes an output (tested)
+    # Inference on long recordings (serkit.inference): windows of this many seconds, every
+    # ``inference_hop_s`` seconds (None: the window length, i.e. no overlap, so a long file costs what
+    # its short pieces cost). 8 s covers nearly every IEMOCAP utterance, so typical clips stay whole.
+    inference_window_s: ClassVar[float] = 8.0
+    inference_hop_s: ClassVar[float | None] = None
 
     # ---- input
     def feature(self, hparams: dict) -> dict[str, Any]:
