@@ -151,12 +151,14 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     exp = recipe / "exp" / "w2v2_mtl_4class_lambda0.1_seed1"
     folds = sorted((exp / "loso").glob("fold[0-9]*"))
     assert len(folds) == 10 and all((fold / "train.done").is_file() for fold in folds)
-    for fold in folds:  # the model learns: training loss well below where it started, in every fold
+    for fold in folds:  # training loss falls in every fold (random 2 s windows keep it from reaching 0)
         history = [json.loads(line) for line in (fold / "history.jsonl").read_text().splitlines()]
         assert len(history) == 12
-        assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"], (fold.name, history)
+        assert history[-1]["train_loss"] < 0.75 * history[0]["train_loss"], (fold.name, history)
     summary = json.loads((exp / "loso" / "scores" / "summary.json").read_text())
-    assert summary  # scoring wrote its figures
+    # The model learns what generalises to unseen speakers: pooled UA clearly above chance (25 % for
+    # four balanced classes; 51 % measured, docs/mini_recipe.md; before issue 6 item 11 it was 31 %).
+    assert summary["pooled"]["UA"] >= 0.40, summary["pooled"]
     results = (recipe / "RESULTS.md").read_text()
     assert "pooled" in results.lower() and "UA" in results
     # the default compares the model with the eGeMAPS floor on the same folds, in one table
