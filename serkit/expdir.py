@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -53,11 +54,20 @@ class ExpDirError(SerkitError):
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
+
+    The temporary name is unique to the call: processes writing the same file at once (the
+    processes of one DDP run, two folds filling a shared feature cache) each rename a complete
+    file of their own, and the last rename wins, instead of writing into one shared temporary file.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
