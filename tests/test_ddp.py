@@ -26,10 +26,12 @@ from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
 from serkit import expdir
 from serkit.bin import train as train_cli
+from serkit.bin.train import load_hparams
 from serkit.dataio import DurationBucketBatchSampler
 from serkit.distributed import torchrun_command
 from serkit.model import build_tiny_w2v2
-from serkit.train import SERBrain
+from serkit.model.tim_net import MaskedBatchNorm1d
+from serkit.train import SERBrain, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -215,3 +217,55 @@ def test_stopped_run_resumes_at_the_next_epoch(runs):
     rerun = log[len(before["log"]):]
     assert "epoch 1 |" not in rerun and "epoch 2 |" in rerun  # continued at epoch 2, not from scratch
     assert expdir.is_done(runs["two"])
+
+
+def test_batch_norm_keeps_its_own_forward_under_ddp(corpus, tmp_path, monkeypatch):
+    """SpeechBrain's DDP wrapping turns every batch norm into SyncBatchNorm, which cannot take TIM-Net's
+    padding mask (and runs on GPUs only); serkit's wrapping keeps the family's batch norm. Checked with
+    one process in a gloo group of its own, so it runs in this test process."""
+    from test_families import TINY
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    wrapped = []
+    original = SERBrain._wrap_distributed
+
+    def recording_wrap(self):
+        original(self)
+        wrapped.append(self.modules.model)
+
+    monkeypatch.setattr(SERBrain, "_wrap_distributed", recording_wrap)
+    out = tmp_path / "fold"
+    hparams = load_hparams(str(REPO / "conf" / "tim_net.yaml"),
+                           {**TINY["tim_net"], "number_of_epochs": 1, "data_dir": str(corpus["data"]),
+                            "fold_dir": str(corpus["fold"]), "output_folder": str(out),
+                            "feature_cache": str(tmp_path / "dump")})
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        train_fold(hparams, {"device": "cpu", "noprogressbar": True, "distributed_backend": "gloo"})
+    finally:
+        torch.distributed.destroy_process_group()
+    [model] = wrapped
+    assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    kinds = {type(module) for module in model.modules()}
+    assert MaskedBatchNorm1d in kinds and torch.nn.SyncBatchNorm not in kinds
+    assert expdir.is_done(out)
+
+
+# ----------------------------------------------------------------------------- the recipe's --ngpu
+
+
+def test_recipe_ngpu_asks_the_launcher_for_gpus_and_training_for_processes(tmp_path):
+    """--ngpu 2 reaches serkit-run as --gpu 2 (the job gets two of the visible GPUs) and training as
+    --nproc 2, which checks its input before starting torchrun (a missing folder is reported once)."""
+    from test_recipes import copy_recipes, run_recipe
+    recipe = copy_recipes(tmp_path) / "mini_iemocap"
+    result = run_recipe(recipe, "--ngpu", "two")
+    assert result.returncode == 2 and "--ngpu takes a number of GPUs per fold, got 'two'" in result.stderr
+    result = run_recipe(recipe, "--stage", "3", "--stop_stage", "3", "--folds", "1", "--ngpu", "2",
+                        "--data", "data/missing", env={"CUDA_VISIBLE_DEVICES": "7,8,9"})
+    assert result.returncode != 0
+    [log] = recipe.glob("exp/*/loso/log/train.fold01.log")
+    text = log.read_text()
+    assert "gpu=2" in text and "CUDA_VISIBLE_DEVICES=7,8" in text
+    assert "--nproc 2" in text and text.count("--data_dir data/missing: directory not found") == 1
+    assert "torch.distributed.run" not in text

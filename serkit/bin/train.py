@@ -27,6 +27,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import ruamel.yaml
 import speechbrain as sb
@@ -155,6 +156,22 @@ def add_log_handlers(out: Path) -> list[logging.Handler]:
     return handlers
 
 
+def restart_under_torchrun(nproc: int, args: list[str], handlers: list[logging.Handler]) -> NoReturn:
+    """Become ``torchrun`` running this command (without ``--nproc``) as ``nproc`` processes.
+
+    Called once the command line and folders have been checked, so a mistake is reported once,
+    not by every process. ``exec`` keeps the job's process id: a launcher that stops the job stops
+    torchrun, which stops its processes.
+    """
+    command = distributed.torchrun_command(nproc, "serkit.bin.train", args)
+    logger.info("restarting as %d processes: %s", nproc, shlex.join(command))
+    for handler in handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(argv)
@@ -164,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: list[logging.Handler] = []
     try:
         nproc, argv = split_nproc(argv)
-        if nproc > 1 and not distributed.under_torchrun():
-            command_line = distributed.torchrun_command(nproc, "serkit.bin.train", argv)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.execv(command_line[0], command_line)  # the job's process becomes torchrun
+        train_args = list(argv)
         overrides_file, argv = split_overrides_file(argv)
         hparams_file, run_opts, cli_overrides = sb.parse_arguments(argv)
         if distributed.under_torchrun():
@@ -184,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if (out / DONE_FILE).exists():
             logger.info("%s exists: fold already trained, nothing to do", out / DONE_FILE)
             return 0
+        if nproc > 1 and not distributed.under_torchrun():
+            restart_under_torchrun(nproc, train_args, handlers)
         logger.info("command: python -m serkit.bin.train %s", command)
         if distributed.world_size() > 1:
             logger.info("training with %d processes (DDP, %s backend)", distributed.world_size(),
