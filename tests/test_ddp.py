@@ -8,7 +8,7 @@ Why the runs can be compared closely: the tiny wav2vec 2.0 has every dropout set
 never masks), so training is deterministic; the two processes train disjoint shares of the same
 global batches as the single process, and each process's loss is weighted by its share, so DDP's
 averaged gradient is the whole batch's gradient. What remains is float summation order (a batch
-summed in two parts, then all-reduced): about 1e-7 relative per step, grown by 6 Adam steps to well
+summed in two parts, then all-reduced): about 1e-7 relative per step, grown by 9 Adam steps to well
 under ``RTOL``. The batch size (3) splits batches unevenly (2 + 1), so the weighting is exercised.
 """
 from __future__ import annotations
