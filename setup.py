@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["serkit", "serkit.*"]),
     include_package_data=True,
-    package_data={"serkit": ["corpora/class_maps/*.yaml"]},
+    package_data={"serkit": ["corpora/class_maps/*/*.yaml"]},
     install_requires=[
         # torch/torchaudio are pinned as a pair by tools/install.sh (see environment notes there)
         "torch>=2.1",

@@ -84,12 +84,14 @@ def write_list(path: str | Path, items: Iterable[str]) -> None:
 #: Files keyed by utterance id that may appear in a data directory, in the order they are checked.
 UTT_KEYED_FILES = (
     "wav.scp", "text", "utt2spk", "utt2emo", "utt2gender", "utt2dur", "utt2raw_emo",
-    "utt2session", "utt2arpabet", "utt2phn",
+    "utt2session", "utt2arpabet", "utt2phn", "utt2sentence", "utt2split", "utt2sampa", "utt2phones",
 )
 #: Files without which a directory is not a data directory at all.
 REQUIRED_FILES = ("wav.scp", "utt2spk")
 #: Utterance-keyed files whose value may legitimately be empty (no transcript, no phones).
-EMPTY_VALUE_ALLOWED = frozenset({"text", "utt2arpabet", "utt2phn"})
+EMPTY_VALUE_ALLOWED = frozenset({"text", "utt2arpabet", "utt2phn", "utt2sampa", "utt2phones"})
+#: What later stages need beyond REQUIRED_FILES; checked with ``complete=True`` (stage 0's own check).
+COMPLETE_FILES = ("utt2emo", "utt2dur", "classes")
 GENDERS = frozenset({"f", "m"})
 #: How many example keys a problem message shows.
 N_EXAMPLES = 3
@@ -175,7 +177,7 @@ def _check_sorted(name: str, mapping: Mapping[str, str], problems: list[str]) ->
         problems.append(f"{name}: keys are not sorted in C (byte) order ({_examples(misplaced)})")
 
 
-def validate_data_dir(data_dir: str | Path) -> dict[str, int]:
+def validate_data_dir(data_dir: str | Path, complete: bool = False) -> dict[str, int]:
     """Check a data directory against docs/formats.md and raise :class:`DataDirError` listing ALL problems.
 
     Checks (the ones Kaldi's ``validate_data_dir.sh`` makes, plus serkit's label files): required
@@ -183,6 +185,9 @@ def validate_data_dir(data_dir: str | Path) -> dict[str, int]:
     key set; ``spk2utt`` is exactly the inverse of ``utt2spk``; each utterance id starts with its
     speaker id; durations are positive, genders are f/m, emotions are listed in ``classes``.
     Everything is reported at once so one run tells the user all there is to fix.
+
+    ``complete=True`` (what stage 0 checks before later stages run) also requires ``utt2emo``,
+    ``utt2dur`` and ``classes``, and that every ``wav.scp`` path exists.
 
     Returns ``{"utterances": n, "speakers": n}`` when the directory is valid.
     """
@@ -193,8 +198,16 @@ def validate_data_dir(data_dir: str | Path) -> dict[str, int]:
     for name in REQUIRED_FILES:
         if not (data_dir / name).is_file():
             problems.append(f"{name}: required file is missing")
+    if complete:
+        problems += [f"{name}: required by training (stage 3) but missing; re-run stage 0"
+                     for name in COMPLETE_FILES if not (data_dir / name).is_file()]
     classes = _read_classes(data_dir, problems)
     maps = _read_maps(data_dir, (*UTT_KEYED_FILES, "spk2utt"), problems)
+    if complete and "wav.scp" in maps:
+        absent = [utt for utt, path in maps["wav.scp"].items() if not Path(path).is_file()]
+        if absent:
+            problems.append(f"wav.scp: audio files do not exist ({_examples(absent)}, e.g. "
+                            f"{maps['wav.scp'][absent[0]]}); is the corpus mounted where stage 0 found it?")
 
     for name, mapping in maps.items():
         _check_sorted(name, mapping, problems)

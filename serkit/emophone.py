@@ -10,6 +10,13 @@ Files (docs/formats.md): the data dir gets ``utt2arpabet`` and ``utt2phn`` (empt
 transcript has no phones, e.g. only ``[LAUGHTER]``: the utterance stays in the emotion task) and
 ``emophone_report.txt``; the lang dir gets ``tokens.txt`` (``<blank>`` = 0, then S F N L V VS for
 each emotion in ``classes`` order).
+
+The phone source follows the data dir's ``language`` file (absent: ``en``, as IEMOCAP data dirs
+written before it existed): English text through the G2P; German from the corpus's SAMPA labels
+(``utt2sampa``); Mandarin text through pypinyin (:mod:`serkit.phone_sources`, docs/emophone.md).
+Non-English data dirs get ``utt2phones`` (the source phones) instead of ``utt2arpabet``. A language
+without a phone source, or a data dir without its source file, gets an all-empty ``utt2phn``: every
+utterance trains emotion-only, and stage 1 says so. No text ever goes through another language's G2P.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from tqdm import tqdm
 from serkit import datadir
 from serkit.errors import SerkitError
 from serkit.g2p import ARPABET_VOWELS, G2P, default_g2p
+from serkit.phone_sources import SourceStats, pinyin_classes, sampa_classes
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,9 @@ _CONSONANT_CLASS = {
     **dict.fromkeys("L R W Y".split(), "L"),
 }
 REPORT_NAME = "emophone_report.txt"
+#: Languages with a phone source besides English, and the data-dir file each needs.
+SOURCES = {"de": ("utt2sampa", "the corpus's SAMPA label files (Emo-DB lablaut/, copied by stage 0)"),
+           "zh": ("text", "pypinyin initials and finals of the Chinese text")}
 
 
 class EmophoneError(SerkitError):
@@ -111,6 +122,10 @@ def label_data_dir(data_dir: str | Path, lang_dir: str | Path, g2p: G2P | None =
     data_dir, lang_dir = Path(data_dir), Path(lang_dir)
     texts, emotion_index, classes = _read_inputs(data_dir)
     _install_tokens(lang_dir / "tokens.txt", make_token_inventory(len(classes)))
+    language_file = data_dir / "language"
+    language = datadir.read_list(language_file)[0] if language_file.is_file() else "en"
+    if language != "en":
+        return _label_other_language(data_dir, language, texts, emotion_index)
     g2p = g2p or default_g2p()
 
     report = EmophoneReport(n_utterances=len(texts))
@@ -129,6 +144,57 @@ def label_data_dir(data_dir: str | Path, lang_dir: str | Path, g2p: G2P | None =
     report.report_path = data_dir / REPORT_NAME
     _write_report(report, texts, g2p)
     _log_summary(report)
+    datadir.validate_data_dir(data_dir)
+    return report
+
+
+def _label_other_language(data_dir: Path, language: str, texts: dict[str, str],
+                          emotion_index: dict[str, int]) -> EmophoneReport:
+    """German (SAMPA labels) or Mandarin (pinyin) phones, or emotion-only with a clear message."""
+    report = EmophoneReport(n_utterances=len(texts))
+    stats = SourceStats()
+    source_file, source_text = SOURCES.get(language, (None, None))
+    if source_file is None or not (data_dir / source_file).is_file():
+        why = (f"language {language!r} has no phone source in serkit" if source_file is None
+               else f"{data_dir / source_file} is missing ({source_text})")
+        logger.warning("%s: no phone labels (%s; English G2P is never used for other languages): utt2phn is written "
+                       "empty and every utterance trains EMOTION-ONLY; train with lambda 0 (--lambdas 0) or add a "
+                       "phone source (docs/emophone.md)", data_dir, why)
+        datadir.write_map(data_dir / "utt2phn", {utt: "" for utt in texts})
+        report.empty = datadir.c_sorted(texts)
+        report.report_path = data_dir / REPORT_NAME
+        datadir.write_list(report.report_path, [f"utterances {len(texts)}", "phones 0",
+                                                f"emotion-only: {why}; no G2P of another language is used"])
+        datadir.validate_data_dir(data_dir)
+        return report
+    sources = datadir.read_map(data_dir / source_file)
+    utt2phones, utt2phn = {}, {}
+    for utt in datadir.c_sorted(texts):
+        if language == "de":
+            phones = sources[utt].split()
+            classes = sampa_classes(phones, stats)
+        else:
+            phones, classes = pinyin_classes(sources[utt], stats)
+        utt2phones[utt] = " ".join(phones)
+        utt2phn[utt] = " ".join(f"{cls}{emotion_index[utt]}" for cls in classes)
+        report.n_phones += len(classes)
+        if not classes:
+            report.empty.append(utt)
+    datadir.write_map(data_dir / "utt2phones", utt2phones)
+    datadir.write_map(data_dir / "utt2phn", utt2phn)
+    report.report_path = data_dir / REPORT_NAME
+    datadir.write_list(report.report_path, [
+        f"utterances {report.n_utterances}", f"phones {report.n_phones}",
+        f"utterances_without_phones {len(report.empty)}", f"language {language}: phone source {source_text}",
+        *(f"rule {rule}: {n} utterances" for rule, n in sorted(stats.rule.items())), "",
+        "# utterances without phones (kept, empty utt2phn value)", *report.empty, "",
+        "# labels or characters without a phone class (left out): <count> <label>",
+        *(f"{n} {label}" for label, n in stats.unknown.most_common())])
+    logger.info("emotion phonemes (%s, %s): %d utterances, %d phones, %d without phones; report: %s", language,
+                source_text, report.n_utterances, report.n_phones, len(report.empty), report.report_path)
+    if report.empty:
+        logger.warning("%d utterance(s) have no phones (kept with an empty utt2phn, emotion-only), e.g. %s",
+                       len(report.empty), ", ".join(report.empty[:5]))
     datadir.validate_data_dir(data_dir)
     return report
 

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -56,18 +55,16 @@ class ExpDirError(SerkitError):
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
 
-    The temporary name is unique to the call: processes writing the same file at once (the
-    processes of one DDP run, two folds filling a shared feature cache) each rename a complete
-    file of their own, and the last rename wins, instead of writing into one shared temporary file.
+    The temporary name carries the process id: fold jobs running at once may write the same shared
+    file (a feature-cache entry), and each must rename its own complete copy.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

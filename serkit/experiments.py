@@ -9,8 +9,11 @@ here, tested:
 - the name carries only the options the family has: ``lambda<L>`` for a family that can carry the
   CTC head, and only when its weight is set (the user's ``--lambdas``, or a non-zero config default);
   never for eGeMAPS + SVM;
-- ``--lambdas`` applies to families with a CTC head option and is ignored (with a note) by others;
-- stage 1 (CTC targets) runs only when some experiment trains a CTC head.
+- ``--lambdas`` applies to families with a CTC head option and is ignored by others;
+- ``--ctc_targets "emophone char"`` runs each CTC experiment once per target kind (Li et al.'s
+  emotion-phonemes against Cai et al.'s characters), the kind in the name unless it is the default
+  ``emophone``;
+- stage 1 (CTC targets) runs only when some experiment trains a CTC head, for the kinds they use.
 """
 from __future__ import annotations
 
@@ -58,8 +61,8 @@ def read_config_values(*paths: str | None) -> dict:
 
 
 def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int, conf_dir: str,
-         recipe_conf_dir: str, overrides_file: str | None = None) -> list[Experiment]:
-    """The experiments of ``models`` x (``lambdas`` where the family has the CTC option)."""
+         recipe_conf_dir: str, overrides_file: str | None = None, ctc_targets: Sequence[str] = ()) -> list[Experiment]:
+    """The experiments of ``models`` x (``lambdas`` x ``ctc_targets`` where the family has the CTC option)."""
     if not models:
         raise PlanError("no model given: pass --model NAME or --models \"NAME ...\"")
     experiments = []
@@ -79,11 +82,14 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
         for weight in weights:
             lam = default if weight is None else _weight(weight)
             named = has_ctc and (weight is not None or default > 0)
-            tag = "_".join(parts + ([f"lambda{weight if weight is not None else _number(default)}"] if named else [])
-                           + [f"seed{seed}"])
+            lambda_part = [f"lambda{weight if weight is not None else _number(default)}"] if named else []
             args = ("--mtl_lambda", str(weight)) if weight is not None else ()
-            targets = str(values.get("ctc_targets", "emophone")) if lam > 0 else None
-            experiments.append(Experiment(tag, name, config, overrides, args, targets))
+            configured = str(values.get("ctc_targets", "emophone"))
+            for targets in (list(ctc_targets) or [configured]) if lam > 0 else [None]:
+                kind_part = [targets] if targets not in (None, "emophone") else []
+                tag = "_".join(parts + lambda_part + kind_part + [f"seed{seed}"])
+                extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
+                experiments.append(Experiment(tag, name, config, overrides, args + extra, targets))
     return experiments
 
 

@@ -246,7 +246,7 @@ def experiment_section(
     status = "complete" if summary["complete"] else f"PARTIAL, missing {', '.join(summary['missing_folds'])}"
     parts.append(f"Scored {summary['scored_at']}; {len(summary['folds'])} of {len(summary['expected_folds'])} "
                  f"folds ({status}); classes {', '.join(summary['classes'])}; model {model_description(model)}.")
-    parts += ["", "**Protocol**: " + protocol_description(summary["protocol"]), ""]
+    parts += ["", "**Protocol**: " + protocol_description(summary["protocol"], summary.get("protocol_info")), ""]
     parts += ["**Environment** (scoring machine)", "", "```"]
     parts += [f"{key:<13}{value}" for key, value in environment.items()]
     parts += [f"{'git commit':<13}{commit}", "```", ""]
@@ -277,10 +277,15 @@ def model_description(model: dict) -> str:
     return name + (f" ({', '.join(details)})" if details else "")
 
 
-def protocol_description(protocol: str) -> str:
-    """A sentence describing a fold protocol named in docs/formats.md."""
-    known = PROTOCOLS.get(protocol)
-    return f"`{protocol}`: {known}." if known else f"`{protocol}` (no description known to serkit)."
+def protocol_description(protocol: str, info: dict | None = None) -> str:
+    """A sentence describing the folds: stage 2's own description of the folds it built
+    (``protocol.json``) when there is one, else the protocol's generic description; speaker-dependent
+    protocols are labelled as such in bold."""
+    text = (info or {}).get("description") or PROTOCOLS.get(protocol)
+    sentence = f"`{protocol}`: {text.rstrip('.')}." if text else f"`{protocol}` (no description known to serkit)."
+    if (info or {}).get("speaker_dependent") or (info is None and protocol == "random"):
+        sentence = "**speaker-dependent** " + sentence
+    return sentence
 
 
 def _config_block(config: str | Path | None, overrides: str | None, results_dir: Path) -> list[str]:
@@ -351,7 +356,9 @@ def comparison_table(summaries: Sequence[dict]) -> str:
         folds = f"{len(s['folds'])}/{len(s['expected_folds'])}"
         if s["missing_folds"]:
             folds += " (partial)"
-        rows.append([f"{s['tag']} / {s['protocol']}", model_description(s.get("model", {})), folds,
+        dependent = (s.get("protocol_info") or {}).get("speaker_dependent")
+        rows.append([f"{s['tag']} / {s['protocol']}" + (" (**speaker-dependent**)" if dependent else ""),
+                     model_description(s.get("model", {})), folds,
                      *(pct_pm(s["mean"][key], s["std"][key]) for _, key in columns),
                      *(pct(s["pooled"][key]) for _, key in BASE_COLUMNS)])
     return markdown_table(header, rows)

@@ -267,6 +267,7 @@ def score_experiment(
         "missing_folds": missing,
         "complete": not missing,
         "model": model,
+        "protocol_info": _protocol_info(Path(folds_dir)) if folds_dir is not None else None,
         "folds": per_fold,
         "mean": {},
         "std": {},
@@ -284,6 +285,17 @@ def score_experiment(
     summary["files"] = write_score_files(exp_dir / SCORES_DIR, summary)
     write_summary(exp_dir / SCORES_DIR / SUMMARY, summary)
     return summary
+
+
+def _protocol_info(folds_dir: Path) -> dict | None:
+    """How stage 2 built the folds (``protocol.json``: description, speaker-dependence), for RESULTS.md."""
+    from serkit.folds import FoldError, read_protocol
+    try:
+        info = read_protocol(folds_dir)
+    except FoldError as error:
+        logger.warning("%s; RESULTS.md describes the protocol by its name only", error)
+        return None
+    return {key: info[key] for key in ("name", "description", "speaker_dependent", "k", "n_folds")}
 
 
 def _check_same_classes(folds: Sequence[FoldPredictions]) -> None:

@@ -258,3 +258,31 @@ def test_spectral_features_are_loaded_per_utterance_and_cached(tmp_path):
     assert item["sig"].shape[1:] == (13,) and item["sig"].shape[0] == spec.n_frames(int(16000 * data.train.durations[0]))
     assert data.train.cache.computed == 1
     assert torch.equal(data.train[0]["sig"], item["sig"]) and data.train.cache.hits == 1
+
+
+def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
+    """Fold jobs run in parallel and fill the same cache: each writes its own temporary file."""
+    import multiprocessing
+
+    import soundfile
+    wav = tmp_path / "spk1_a.wav"
+    soundfile.write(wav, [0.1, -0.2, 0.3] * 100, 16000, subtype="PCM_16")
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_fill_cache, args=(tmp_path, wav)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    from serkit.dataio import FeatureCache
+    cache = FeatureCache(tmp_path / "dump", {"kind": "mfcc"})
+    assert torch.equal(cache.get("spk1_a", wav, lambda: None), torch.ones(2000, 40))
+    assert not list(cache.dir.glob("*.tmp"))
+
+
+def _fill_cache(root, wav):
+    from serkit.dataio import FeatureCache
+    for _ in range(20):
+        cache = FeatureCache(root / "dump", {"kind": "mfcc"})
+        cache.entry("spk1_a").unlink(missing_ok=True)
+        cache.get("spk1_a", wav, lambda: torch.ones(2000, 40))

@@ -211,3 +211,12 @@ def test_experiment_names_carry_only_the_options_a_family_has(tmp_path):
                                          "tim_net_4class_lambda0_seed1", "tim_net_4class_lambda0.1_seed1",
                                          "egemaps_svm_4class_seed1"]
     assert ablation[3].args == ("--mtl_lambda", "0.1") and ablation[4].args == ()
+
+
+def test_ctc_target_kinds_are_one_more_row_each(tmp_path):
+    experiments = plan(["w2v2_mtl", "egemaps_svm"], [], "4class", 1, str(CONF), str(tmp_path),
+                       ctc_targets=["emophone", "char"])
+    assert [(e.tag, e.ctc_targets, e.args) for e in experiments] == [
+        ("w2v2_mtl_4class_lambda0.1_seed1", "emophone", ()),
+        ("w2v2_mtl_4class_lambda0.1_char_seed1", "char", ("--ctc_targets", "char")),
+        ("egemaps_svm_4class_seed1", None, ())]

@@ -117,7 +117,7 @@ def test_make_folds_writes_files_and_is_deterministic(tmp_path):
     make_folds(data, tmp_path / "c", seed=8, protocols=["random"])
     assert {p: len(f) for p, f in built.items()} == {"loso": 6, "loso_session": 3, "random": 1}
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files_a) == 3 * (6 + 3 + 1) + 3
+    assert len(files_a) == 3 * (6 + 3 + 1) + 3 * 3  # + folds.tsv, protocol.json, leakage.txt per protocol
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     assert load_fold(tmp_path / "a/random/fold01")["test"] != load_fold(tmp_path / "c/random/fold01")["test"]

@@ -424,3 +424,23 @@ def test_git_state_ignores_only_the_results_file(tmp_path):
     assert not state.endswith("(dirty)") and len(state) == 40
     (tmp_path / "code.py").write_text("x = 2\n")
     assert results_md.git_state(recipe, ignore=recipe / "RESULTS.md").endswith("(dirty)")
+
+
+def test_results_md_describes_the_folds_stage_2_built_and_labels_speaker_dependent_ones(tmp_path):
+    """RESULTS.md takes the protocol's description from data/folds/<protocol>/protocol.json, so a
+    corpus's folds are described as built (not in IEMOCAP's words), and speaker-dependent ones say so."""
+    exp_dir = two_fold_experiment(tmp_path, tag="mtl")
+    folds_dir = tmp_path / "data" / "folds" / "loso"
+    for fold in ("fold01", "fold02"):
+        (folds_dir / fold).mkdir(parents=True)
+    info = {"name": "random_kfold", "description": "stratified random 2-fold over utterances",
+            "speaker_dependent": True, "k": 2, "n_folds": 2, "folds": {}}
+    (folds_dir / "protocol.json").write_text(json.dumps(info), encoding="utf-8")
+    summary = scoring.score_experiment(exp_dir, folds_dir=folds_dir)
+    text = results_md.experiment_section(summary, tmp_path / "RESULTS.md", command="./run.sh",
+                                         environment={"python": "3"}, commit="abc")
+    assert "**Protocol**: **speaker-dependent** `loso`: stratified random 2-fold over utterances." in text
+    assert "(**speaker-dependent**)" in results_md.comparison_table([summary])
+    # without protocol.json: the generic description, and no speaker-dependent label for loso
+    plain = results_md.protocol_description("loso")
+    assert plain.startswith("`loso`: leave-one-speaker-out") and "speaker-dependent**" not in plain

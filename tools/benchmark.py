@@ -1,18 +1,23 @@
 #!/usr/bin/env python
-"""Benchmark of the W2V2-MTL model: training throughput, padding, peak memory, inference speed.
+"""Benchmark of every model family: training throughput, padding, peak memory, inference speed.
 
 Not a test: it prints figures, which are recorded in docs/benchmarks.md. For each architecture it
 trains on synthetic utterances whose durations follow IEMOCAP's (log-normal, mean about 4.5 s,
-clipped to 0.6-20 s), batched with serkit's duration buckets, and reports
+clipped to 0.6-20 s), batched with serkit's duration buckets, and reports (for a family trained in
+closed form, eGeMAPS + SVM, the fit time instead of steps)
   * training throughput in utterances/s and audio-seconds/s (forward + backward + Adam step) on the
     buckets of median duration,
   * the padded-frame fraction of bucketed batches next to random batches,
   * peak memory (CPU: the process' maximum resident set size; GPU: torch's peak allocation),
-  * the inference real-time factor (compute time / audio time, batch 1, 10 s utterances).
-Each architecture runs in its own process so that peak memory is its own.
+  * the inference real-time factor (compute time / audio time, batch 1, 10 s utterances), features
+    included; for spectral families also the feature extraction alone (features are cached on disk
+    in training, so the training figures time the network only).
+Each model runs in its own process so that peak memory is its own. Models: the shared configs
+(conf/<family>.yaml, the papers' sizes) of every registered family; ``w2v2_mtl`` with the tiny
+encoder of the mini recipe and ``w2v2_mtl-base`` with wav2vec2-base's architecture (random weights).
 
-    tools/venv/bin/python tools/benchmark.py                      # both architectures, CPU
-    tools/venv/bin/python tools/benchmark.py --arch base --steps 3 --device cuda
+    tools/venv/bin/python tools/benchmark.py                      # every family, CPU
+    tools/venv/bin/python tools/benchmark.py --model w2v2_mtl-base --steps 3 --device cuda
 """
 from __future__ import annotations
 
@@ -23,12 +28,15 @@ import platform
 import random
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-ARCHS = ("tiny", "base")
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm")
 
 
 def iemocap_like_durations(n: int, seed: int) -> list[float]:
@@ -37,24 +45,44 @@ def iemocap_like_durations(n: int, seed: int) -> list[float]:
     return np.clip(rng.lognormal(mean=1.3, sigma=0.6, size=n), 0.6, 20.0).tolist()
 
 
-def build_model(arch: str):
-    """A randomly initialised W2V2-MTL of the named architecture (no download needed)."""
-    from transformers import Wav2Vec2Config
+def build(name: str):
+    """(family, SERModel or None, feature spec or None) of a model name, randomly initialised offline."""
+    from serkit.bin.train import load_hparams
+    from serkit.model import get_family
+    from serkit.model.build import build_model, feature_spec
+    from serkit.model.tiny_w2v2 import build_tiny_w2v2
 
-    from serkit.model import W2V2MultiTask
-    from serkit.model.tiny_w2v2 import tiny_w2v2_config
+    family_name = name.split("-")[0]
+    overrides = {"data_dir": "-", "fold_dir": "-", "output_folder": "-"}
+    if family_name == "w2v2_mtl":
+        # wav2vec2-base's architecture (Wav2Vec2Config() defaults) or the mini recipe's tiny encoder
+        folder = Path(tempfile.mkdtemp()) / "encoder"
+        if name.endswith("-base"):
+            from transformers import Wav2Vec2Config, Wav2Vec2Model
+            Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(folder)
+        else:
+            build_tiny_w2v2(folder)
+        overrides["encoder_source"] = str(folder)
+    hparams = load_hparams(str(REPO / "conf" / f"{family_name}.yaml"), overrides)
+    family = get_family(family_name)
+    spec = feature_spec(family.feature(hparams))
+    if family.trainer != "brain":
+        return family, hparams, None, spec
+    dims = () if spec is None else spec.frame_shape
+    n_tokens = 25 if float(hparams.get("mtl_lambda", 0)) > 0 else 0
+    return family, hparams, build_model(family, hparams, 4, n_tokens, dims), spec
 
-    # Wav2Vec2Config() defaults are wav2vec2-base's architecture (7 CNN layers, 12 x 768 Transformer).
-    config = tiny_w2v2_config() if arch == "tiny" else Wav2Vec2Config()
-    return W2V2MultiTask.from_encoder_config(config.to_dict(), n_emotions=4, n_tokens=25)
 
-
-def make_batch(durations: list[float], sample_rate: int = 16000):
-    """Random waveforms padded to the longest, SpeechBrain-style relative lengths, random targets."""
-    lengths = [int(d * sample_rate) for d in durations]
-    wavs = torch.zeros(len(lengths), max(lengths))
-    for row, length in enumerate(lengths):
-        wavs[row, :length] = 0.1 * torch.randn(length)
+def make_batch(durations: list[float], spec, sample_rate: int = 16000):
+    """Random model inputs (waveforms, or their features) padded to the longest, SpeechBrain-style
+    relative lengths, random targets."""
+    inputs = [0.1 * torch.randn(int(d * sample_rate)) for d in durations]
+    if spec is not None:
+        inputs = [spec.compute(x, sample_rate).float() for x in inputs]
+    lengths = [x.shape[0] for x in inputs]
+    wavs = torch.zeros(len(lengths), max(lengths), *inputs[0].shape[1:])
+    for row, x in enumerate(inputs):
+        wavs[row, :x.shape[0]] = x
     wav_lens = torch.tensor(lengths, dtype=torch.float) / max(lengths)
     emotions = torch.randint(0, 4, (len(lengths),))
     token_lens = torch.tensor([max(1, int(d * 8)) for d in durations])  # ~8 phones a second
@@ -68,37 +96,58 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_arch(arch: str, steps: int, batch_size: int, device: str, seed: int, queue) -> None:
-    """Measure one architecture; put a dict of figures on ``queue``."""
+def run_model(name: str, steps: int, batch_size: int, device: str, seed: int, queue) -> None:
+    """Measure one model; put a dict of figures on ``queue``."""
     from serkit.dataio import DurationBucketBatchSampler, padded_fraction
     from serkit.model import mtl_loss
 
     torch.manual_seed(seed)
-    model = build_model(arch).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=1e-5)
+    family, hparams, model, spec = build(name)
     durations = iemocap_like_durations(50 * batch_size, seed)
     sampler = DurationBucketBatchSampler(durations, batch_size, shuffle=True, seed=seed)
     bucketed = list(sampler)
     shuffled = list(range(len(durations)))
     random.Random(seed).shuffle(shuffled)
     random_batches = [shuffled[i:i + batch_size] for i in range(0, len(shuffled), batch_size)]
-
+    row = {"model": name, "padded_fraction_bucketed": padded_fraction(durations, bucketed),
+           "padded_fraction_random": padded_fraction(durations, random_batches), "steps": steps,
+           "batch_size": batch_size}
+    wav = 0.1 * torch.randn(16000 * 10)
+    if spec is not None:
+        start = time.perf_counter()
+        features = spec.compute(wav, 16000)
+        row["feature_rtf"] = (time.perf_counter() - start) / 10.0
+    if model is None:  # closed-form family: fit on functionals of 8 utterances a class, then predict
+        from serkit.model.egemaps import fit_floor
+        x = np.stack([spec.compute(0.1 * torch.randn(16000 * 3), 16000)[0].numpy() for _ in range(32)])
+        y = np.arange(32) % 4
+        start = time.perf_counter()
+        fitted = fit_floor(x, y, x, y, 4, classifier=str(hparams["classifier"]))
+        row["fit_s_32_utts"] = time.perf_counter() - start
+        start = time.perf_counter()
+        fitted.predict_proba(spec.compute(wav, 16000).numpy())
+        row.update(params_M=0.0, inference_rtf=(time.perf_counter() - start) / 10.0 + row["feature_rtf"],
+                   peak_memory_MB=peak_memory_mb(device))
+        queue.put(row)
+        return
+    model = model.to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=1e-5)
     # Time the buckets of median length: representative, and the same whatever the shuffled order
     # (the longest buckets, 16 x ~20 s, need far more memory than a 24 GB CPU machine has for base).
     by_length = sorted(bucketed, key=lambda batch: max(durations[i] for i in batch))
     middle = len(by_length) // 2 - (steps + 1) // 2
     timed = by_length[middle: middle + steps + 1]
-
     model.train()
     n_utts = audio_seconds = elapsed = 0.0
+    lam = 0.1 if model.ctc_head is not None else 0.0
     for step, batch in enumerate(timed):
         batch_durations = [durations[i] for i in batch]
-        wavs, wav_lens, emotions, tokens, token_lens = (t.to(device) for t in make_batch(batch_durations))
+        wavs, wav_lens, emotions, tokens, token_lens = (t.to(device) for t in make_batch(batch_durations, spec))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
         out = model(wavs, wav_lens)
-        loss, _, _ = mtl_loss(out, emotions, tokens, token_lens, lam=0.1)
+        loss, _, _ = mtl_loss(out, emotions, tokens, token_lens, lam=lam)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -108,36 +157,27 @@ def run_arch(arch: str, steps: int, batch_size: int, device: str, seed: int, que
             elapsed += time.perf_counter() - start
             n_utts += len(batch)
             audio_seconds += sum(batch_durations)
-
     model.eval()
-    wav = 0.1 * torch.randn(1, 16000 * 10, device=device)
     with torch.no_grad():
-        model(wav, torch.ones(1, device=device))  # warm-up
+        def infer():
+            x = wav if spec is None else spec.compute(wav, 16000).float()
+            model(x.unsqueeze(0).to(device), torch.ones(1, device=device))
+        infer()  # warm-up
         start = time.perf_counter()
         repeats = 3
         for _ in range(repeats):
-            model(wav, torch.ones(1, device=device))
+            infer()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         rtf = (time.perf_counter() - start) / (10.0 * repeats)
-
-    queue.put({
-        "arch": arch,
-        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "train_utts_per_s": n_utts / elapsed,
-        "train_audio_s_per_s": audio_seconds / elapsed,
-        "padded_fraction_bucketed": padded_fraction(durations, bucketed),
-        "padded_fraction_random": padded_fraction(durations, random_batches),
-        "peak_memory_MB": peak_memory_mb(device),
-        "inference_rtf": rtf,
-        "steps": steps,
-        "batch_size": batch_size,
-    })
+    row.update(params_M=sum(p.numel() for p in model.parameters()) / 1e6, train_utts_per_s=n_utts / elapsed,
+               train_audio_s_per_s=audio_seconds / elapsed, peak_memory_MB=peak_memory_mb(device), inference_rtf=rtf)
+    queue.put(row)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=ARCHS + ("all",), default="all")
+    parser.add_argument("--model", choices=MODELS + ("all",), default="all")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps (after one warm-up step)")
     parser.add_argument("--batch-size", type=int, default=16, help="16 is the paper's batch size")
     parser.add_argument("--device", default="cpu")
@@ -152,27 +192,29 @@ def main(argv=None) -> int:
           f"batch {args.batch_size}, {args.steps} timed steps", flush=True)
     context = multiprocessing.get_context("spawn")
     rows = []
-    for arch in ARCHS if args.arch == "all" else (args.arch,):
+    for name in MODELS if args.model == "all" else (args.model,):
         queue = context.Queue()
-        process = context.Process(target=run_arch, args=(arch, args.steps, args.batch_size, args.device,
-                                                         args.seed, queue))
+        process = context.Process(target=run_model, args=(name, args.steps, args.batch_size, args.device,
+                                                          args.seed, queue))
         process.start()
         process.join()
         if process.exitcode != 0:
-            print(f"benchmark: {arch} failed (exit code {process.exitcode})", file=sys.stderr)
+            print(f"benchmark: {name} failed (exit code {process.exitcode})", file=sys.stderr)
             return 1
         rows.append(queue.get())
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
-    print("| arch | params (M) | train utt/s | train audio-s/s | padded (bucketed) | padded (random) "
-          "| peak memory (MB) | inference RTF |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | params (M) | train utt/s | train audio-s/s | padded (bucketed) | padded (random) "
+          "| peak memory (MB) | inference RTF | feature RTF |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['arch']} | {r['params_M']:.1f} | {r['train_utts_per_s']:.2f} | {r['train_audio_s_per_s']:.1f} "
-              f"| {r['padded_fraction_bucketed']:.3f} | {r['padded_fraction_random']:.3f} "
-              f"| {r['peak_memory_MB']:.0f} | {r['inference_rtf']:.4f} |")
+        train = (f"{r['train_utts_per_s']:.2f} | {r['train_audio_s_per_s']:.1f}" if "train_utts_per_s" in r
+                 else f"fit {r['fit_s_32_utts']:.2f} s (32 utts) | –")
+        feature = f"{r['feature_rtf']:.4f}" if "feature_rtf" in r else "–"
+        print(f"| {r['model']} | {r['params_M']:.2f} | {train} | {r['padded_fraction_bucketed']:.3f} "
+              f"| {r['padded_fraction_random']:.3f} | {r['peak_memory_MB']:.0f} | {r['inference_rtf']:.4f} | {feature} |")
     return 0
 
 

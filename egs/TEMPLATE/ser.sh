@@ -4,8 +4,8 @@
 # names a model family: serkit.bin.plan_experiments turns --model(s)/--lambdas into experiments.
 #
 #   0 data preparation      local/data.sh -> data/all (Kaldi-style), validated
-#   1 CTC targets           only when a model trains a CTC head: G2P -> emotion-phonemes, data/lang
-#   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}
+#   1 CTC targets           only when a model trains a CTC head: phones by language -> emotion-phonemes
+#   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}, protocol.json, leakage.txt
 #   3 training              per experiment, one job a fold through $train_cmd; resumes from checkpoints
 #   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled -> RESULTS.md (+ plots);
 #                           several experiments end in one comparison table
@@ -16,11 +16,14 @@ cmdline="$(basename "$PWD")/run.sh $*"
 help_message="Usage: $0 [options]
   --stage N            first stage to run (default 0)
   --stop_stage N       last stage to run (default 5)
-  --class_map NAME     emotion class map: 4class | 5class | 6class | path/to/map.yaml
-  --protocol NAME      fold protocol for training: loso | loso_session | random
+  --class_map NAME     emotion class map shipped for the corpus (prepare_corpus --list) or path/to/map.yaml
+  --protocol NAME      fold protocol for training: loso | loso_session | random (IEMOCAP) | loso_speaker |
+                       speaker_kfold | predefined | random_kfold (speaker-dependent) | sentence_kfold
+  --kfold K            folds of the k-fold protocols (default 5)
   --folds LIST         folds to train/score, e.g. \"1 2\" (default: all folds of the protocol)
-  --model NAME         model family (conf/NAME.yaml): w2v2_mtl | tim_net | sta_crnn | egemaps_svm ...
+  --model NAME         one model family (conf/NAME.yaml): w2v2_mtl | tim_net | sta_crnn | egemaps_svm ...
   --models \"A B ...\"   several families on the same folds, ending in one comparison table
+                       (default: the recipe's, e.g. \"w2v2_mtl egemaps_svm\" = the model and the floor)
   --train_overrides F  one override file for every family (default: the recipe's conf/<family>.yaml)
   --lambdas \"L ...\"    CTC-head weights (mtl_lambda) for families that have one; several values run
                        the lambda ablation (default: each family's config)
@@ -31,15 +34,20 @@ help_message="Usage: $0 [options]
                        (torchrun, DDP), batch_size staying the global batch (default: as cmd.sh says)
   --export_fold F      fold to export in stage 5: best (by validation UA) or a number, e.g. 3
   --corpus_root DIR    the corpus (run.sh passes db.sh's value)
-  --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang)"
+  --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang;
+                       character / BPE targets use data/lang_char, data/lang_bpe)
+  --ctc_targets \"K ...\" CTC head targets for models that train one: emophone (Li et al. 2024), char or
+                       bpe (Cai et al. 2021's character CTC); several run one experiment each
+  --bpe_units N        BPE vocabulary size for models with ctc_targets: bpe (default 128)"
 
 stage=0
 stop_stage=5
 class_map=4class
 protocol=loso
+kfold=5
 folds=
-model=w2v2_mtl
-models=
+model=
+models=w2v2_mtl  # a recipe's run.sh may set its own default (e.g. a model and the eGeMAPS floor)
 train_overrides=
 lambdas=
 seed=1
@@ -50,6 +58,8 @@ export_fold=best
 corpus_root=
 data=data/all
 lang=data/lang
+bpe_units=128
+ctc_targets=
 . ../TEMPLATE/utils/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (options are --name value; see --help)" >&2; exit 2; fi
 if [[ ! $ngpu =~ ^[0-9]*$ ]]; then echo "$0: --ngpu takes a number of GPUs per fold, got '$ngpu'" >&2; exit 2; fi
@@ -61,12 +71,16 @@ if [[ ! $ngpu =~ ^[0-9]*$ ]]; then echo "$0: --ngpu takes a number of GPUs per f
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-[ -n "$models" ] || models=$model
+[ -z "$model" ] || models=$model  # --model NAME: just that family (run.sh never passes --model)
 plan() {  # the experiments: tag family config overrides ctc-targets args... (one tab-separated line each)
   python -m serkit.bin.plan_experiments --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
-    --seed "$seed" --conf_dir ../../conf --recipe_conf_dir conf ${train_overrides:+--overrides "$train_overrides"} "$@"
+    --seed "$seed" --conf_dir ../../conf --recipe_conf_dir conf --ctc_targets "$ctc_targets" \
+    ${train_overrides:+--overrides "$train_overrides"} "$@"
 }
 plan > /dev/null  # an unknown model or a bad lambda stops here, before any stage runs
+lang_dir() {  # the token inventory of a CTC target kind: data/lang (emotion-phonemes), data/lang_char ...
+  if [ "$1" = emophone ]; then echo "$lang"; else echo "${lang}_$1"; fi
+}
 fold_ids() {  # fold numbers of the protocol, or the user's --folds
   if [ -n "$folds" ]; then echo "$folds"; return; fi
   ls -d "data/folds/$protocol"/fold[0-9]* | sed 's/.*fold0*//' | sort -n | tr '\n' ' '
@@ -75,23 +89,29 @@ fold_ids() {  # fold numbers of the protocol, or the user's --folds
 if stage_on 0; then
   log "Stage 0: data preparation"
   local/data.sh --corpus_root "$corpus_root" --class_map "$class_map" --out "$data"
-  python -m serkit.bin.validate_data_dir "$data"
+  python -m serkit.bin.validate_data_dir "$data" --complete
 fi
 
 if stage_on 1; then
-  targets=$(plan --ctc_targets)
+  targets=$(plan --needed_targets)
   if [ -z "$targets" ]; then
     log "Stage 1: CTC targets: skipped (no experiment trains a CTC head)"
   fi
   for target in $targets; do
     log "Stage 1: CTC targets ($target)"
-    python -m serkit.bin.make_emophones --data "$data" --lang "$lang"
+    if [ "$target" = emophone ]; then
+      python -m serkit.bin.make_emophones --data "$data" --lang "$(lang_dir "$target")"
+    else
+      python -m serkit.bin.make_ctc_targets --targets "$target" --data "$data" --lang "$(lang_dir "$target")" \
+        --bpe_units "$bpe_units"
+    fi
   done
 fi
 
 if stage_on 2; then
   log "Stage 2: folds"
-  python -m serkit.bin.make_folds --data "$data" --out data/folds --seed "$seed"
+  python -m serkit.bin.make_folds --data "$data" --out data/folds --seed "$seed" --protocols "default,$protocol" \
+    --k "$kfold"
 fi
 
 if stage_on 3; then
@@ -100,7 +120,7 @@ if stage_on 3; then
     log "Stage 3: training $exp (folds: $(fold_ids))"
     opts=()
     [ "$overrides" = - ] || opts+=(--overrides "$overrides")
-    [ "$targets" = - ] || opts+=(--lang_dir "$lang")
+    [ "$targets" = - ] || opts+=(--lang_dir "$(lang_dir "$targets")")
     # --ngpu N: N GPUs per job, and N training processes (serkit.bin.train restarts itself under torchrun).
     [ -z "$ngpu" ] || opts+=(--nproc "$(( ngpu > 1 ? ngpu : 1 ))")
     # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh

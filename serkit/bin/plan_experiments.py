@@ -6,8 +6,8 @@ Usage::
         --class_map 4class --seed 1 --conf_dir ../../conf --recipe_conf_dir conf [--overrides F]
 
 Columns: ``tag  family  config  overrides-file-or-'-'  ctc-targets-or-'-'  extra args...``.
-With ``--ctc_targets`` it prints only the CTC targets stage 1 must provide (one per line, none if
-no experiment trains a CTC head).
+With ``--needed_targets`` it prints only the CTC target kinds stage 1 must provide (one per line,
+none if no experiment trains a CTC head).
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conf_dir", required=True, help="the shared configs (conf/<family>.yaml)")
     parser.add_argument("--recipe_conf_dir", required=True, help="the recipe's per-family override files")
     parser.add_argument("--overrides", help="one override file for every family (replaces the recipe's)")
-    parser.add_argument("--ctc_targets", action="store_true", help="print only the CTC targets stage 1 needs")
+    parser.add_argument("--ctc_targets", default="", help="CTC target kinds for experiments with a CTC head, "
+                                                          "e.g. 'emophone char' (default: each config's)")
+    parser.add_argument("--needed_targets", action="store_true", help="print only the CTC targets stage 1 needs")
     return parser
 
 
@@ -35,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     experiments = plan(args.models.split(), args.lambdas.split(), args.class_map, args.seed, args.conf_dir,
-                       args.recipe_conf_dir, args.overrides or None)
-    if args.ctc_targets:
+                       args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split())
+    if args.needed_targets:
         for targets in dict.fromkeys(e.ctc_targets for e in experiments if e.ctc_targets):
             print(targets)
         return 0

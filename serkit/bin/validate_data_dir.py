@@ -5,6 +5,7 @@ Usage::
     python -m serkit.bin.validate_data_dir data/iemocap          # report every problem, exit 1 if any
     python -m serkit.bin.validate_data_dir data/iemocap --fix    # sort, drop incomplete utterances,
                                                                  # rebuild spk2utt, then validate
+    python -m serkit.bin.validate_data_dir data/all --complete   # also utt2dur etc. and the wav files
 
 Exit status: 0 valid (after fixing, with --fix), 1 problems remain, 2 bad arguments.
 """
@@ -26,6 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fix", action="store_true",
                         help="sort files, keep only utterances present (and valid) in every file, "
                              "rebuild spk2utt from utt2spk")
+    parser.add_argument("--complete", action="store_true",
+                        help="also require utt2emo, utt2dur and classes, and check that every wav.scp path "
+                             "exists (what stage 0 checks before later stages run)")
     return parser.parse_args(argv)
 
 
@@ -39,7 +43,7 @@ def main(argv=None) -> int:
               f"removed {counts['removed']}")
         for reason, count in counts["removed_by_reason"].items():
             print(f"  removed {count}: {reason}")
-    summary = validate_data_dir(args.data_dir)
+    summary = validate_data_dir(args.data_dir, complete=args.complete)
     print(f"{PROG}: {args.data_dir} is valid ({summary['utterances']} utterances, "
           f"{summary['speakers']} speakers)")
     return 0

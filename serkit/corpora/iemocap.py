@@ -14,7 +14,8 @@ The parser follows the corpus FORMAT (see /work/shared/corpora.md), not a list o
   the dialog, and suffixed dialogs (``Ses03M_impro05a``) break fixed character indices.
 
 * a labelled utterance of a kept class is skipped, counted and listed with its path when its sentence
-  wav is missing, unreadable, empty, or shorter than :data:`MIN_WAV_SECONDS` (0.05 s: the wav2vec 2.0
+  wav is missing, unreadable, empty, truncated, NaN/Inf, all zeros, or shorter than
+  :data:`serkit.corpora.common.MIN_WAV_SECONDS` (0.05 s: the wav2vec 2.0
   CNN emits no frame for fewer than 400 samples, and training would crash on it hours later).
 * every file in ``SessionN/sentences/wav/`` and its ``<dialog>/`` folders is accounted for: a wav
   that some consensus line names is used or skipped under that line's reason (excluded code, too
@@ -46,9 +47,9 @@ from typing import Mapping
 
 from tqdm import tqdm
 
-from serkit.audio import AudioError, audio_info
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
+from serkit.corpora.common import AudioAudit, Tally, Utterance, audit_wav, read_text_lines, write_data_dir
+from serkit.datadir import validate_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +71,7 @@ FULL_RELEASE_CODE_COUNTS = {
 #: Codes kept by the standard 4-class setup; its per-session counts are published too.
 STANDARD_4CLASS_CODES = frozenset({"ang", "hap", "exc", "sad", "neu"})
 FULL_RELEASE_4CLASS_SESSION_COUNTS = {"Ses01": 1085, "Ses02": 1023, "Ses03": 1151, "Ses04": 1031, "Ses05": 1241}
-SAMPLE_RATE = 16000
-#: Shortest sentence wav kept, in seconds. The wav2vec 2.0 CNN needs 400 samples (25 ms at 16 kHz)
-#: to emit one frame; a shorter utterance makes a batch with zero frames and crashes training (hours
-#: in, when the batch comes up). 50 ms gives two frames' margin and still holds after 8 kHz audio
-#: is resampled. A spoken utterance this short would hold no word: such a file is truncated or broken.
-MIN_WAV_SECONDS = 0.05
-#: Stage-1 outputs that depend on stage 0's labels; a re-run of stage 0 deletes them.
-STAGE1_FILES = ("utt2arpabet", "utt2phn")
+LANGUAGE = "en"
 
 EXPECTED_LAYOUT = """Expected layout (ROOT is the folder usually named IEMOCAP_full_release):
   ROOT/Session1 .. Session5/
@@ -100,30 +94,6 @@ _SESSION_PREFIX_RE = re.compile(r"^Ses(\d{2})")
 
 class IemocapError(CorpusError):
     """The IEMOCAP copy is not where or not what data preparation expects."""
-
-
-class Tally:
-    """Counts events by reason and keeps every example, so nothing is dropped silently."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = {}
-
-    def add(self, reason: str, example: str) -> None:
-        self.counts[reason] += 1
-        self.examples.setdefault(reason, []).append(example)
-
-    def lines(self, max_examples: int | None = None) -> list[str]:
-        """Human-readable lines: ``reason: count`` then the examples, indented."""
-        out = []
-        for reason, count in sorted(self.counts.items()):
-            out.append(f"  {reason}: {count}")
-            examples = self.examples[reason]
-            shown = examples if max_examples is None else examples[:max_examples]
-            out.extend(f"      {example}" for example in shown)
-            if len(shown) < len(examples):
-                out.append(f"      ... and {len(examples) - len(shown)} more (see prep_report.txt)")
-        return out
 
 
 @dataclass(frozen=True)
@@ -159,17 +129,6 @@ def parse_utterance_id(utt: str) -> TurnId:
     if not sep or not turn_match or not session_match:
         raise ValueError(f"{utt!r} is not '<SesNN dialog>_<F|M><number>'")
     return TurnId(dialog=dialog, session=f"Ses{session_match.group(1)}", gender=turn_match.group(1).lower())
-
-
-def _read_lines(path: Path, notes: Tally) -> list[str]:
-    """Lines of a corpus text file, whatever its line ends (LF, CRLF, CR) and BOM."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-        notes.add("text file not UTF-8, read as Latin-1", str(path))
-    return [line.rstrip() for line in text.splitlines()]
 
 
 def find_session_dirs(root: Path, skipped: Tally) -> list[tuple[int, Path]]:
@@ -221,7 +180,7 @@ def parse_emo_evaluation(path: Path, skipped: Tally, notes: Tally) -> list[Label
     which tolerates missing blank lines between blocks and any mix of tabs and spaces.
     """
     labels = []
-    for number, line in enumerate(_read_lines(path, notes), start=1):
+    for number, line in enumerate(read_text_lines(path, notes), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith(("%", "C-", "A-")):
             continue
@@ -238,7 +197,7 @@ def parse_emo_evaluation(path: Path, skipped: Tally, notes: Tally) -> list[Label
 def parse_transcription(path: Path, skipped: Tally, notes: Tally) -> dict[str, str]:
     """``{utterance id: text}`` of one transcription file; noise tags are kept as they are."""
     texts: dict[str, str] = {}
-    for number, line in enumerate(_read_lines(path, notes), start=1):
+    for number, line in enumerate(read_text_lines(path, notes), start=1):
         stripped = line.strip()
         if not stripped:
             continue
@@ -276,6 +235,7 @@ class PrepReport:
     speaker_counts: Counter = field(default_factory=Counter)
     skipped: Tally = field(default_factory=Tally)
     notes: Tally = field(default_factory=Tally)
+    audit: AudioAudit = field(default_factory=AudioAudit)
 
     @property
     def n_utterances(self) -> int:
@@ -302,7 +262,7 @@ class PrepReport:
         lines.append("  skipped: " + ("  ".join(f"{r} {n}" for r, n in sorted(self.skipped.counts.items())) or "none"))
         lines.append("  kept, noted: " + ("  ".join(f"{r} {n}" for r, n in sorted(self.notes.counts.items()))
                                           or "none"))
-        return lines
+        return lines + self.audit.lines()
 
     def to_text(self) -> str:
         """Full report: the summary, then every skipped or noted item with its file (and line)."""
@@ -366,19 +326,6 @@ def check_full_release(code_counts: Mapping[str, int], class_counts: Mapping[str
         f"(class map {class_map.name}):\n" + "\n".join(code_diff + class_diff + session_diff)
         + "\nLikely cause:\n" + "\n".join(f"  - {cause}" for cause in causes)
     )
-
-
-@dataclass(frozen=True)
-class _Utterance:
-    """One utterance that made it into the data directory."""
-
-    utt_id: str
-    turn: TurnId
-    wav: Path
-    duration: float
-    text: str
-    label: str
-    code: str
 
 
 def _collect_labels(session_dirs: list[tuple[int, Path]],
@@ -457,33 +404,18 @@ def _account_for_sentence_files(session_dirs: list[tuple[int, Path]], named: set
 
 
 def _make_utterance(session_dir: Path, label: Label, class_label: str, texts: Mapping[str, str],
-                    report: PrepReport) -> _Utterance | None:
-    """Build one utterance, or count why it is skipped (bad id, missing/unreadable wav)."""
+                    report: PrepReport) -> Utterance | None:
+    """Build one utterance, or count why it is skipped (bad id; wav missing, unreadable, empty, too
+    short, truncated, NaN/Inf or all zeros: the shared stage-0 audit)."""
     try:
         turn = parse_utterance_id(label.utt)
     except ValueError as error:
         report.skipped.add("labelled utterance id without a F/M turn", f"{label.source}: {error}")
         return None
     wav = session_dir / "sentences" / "wav" / turn.dialog / f"{label.utt}.wav"
-    if not wav.is_file():
-        report.skipped.add("wav missing", str(wav))
+    facts = audit_wav(wav, report.skipped, report.notes, report.audit)
+    if facts is None:
         return None
-    try:
-        info = audio_info(wav)
-    except AudioError as error:
-        report.skipped.add("wav unreadable", str(error))
-        return None
-    if info.frames <= 0:
-        report.skipped.add("wav empty (no samples)", str(wav))
-        return None
-    if info.duration < MIN_WAV_SECONDS:
-        report.skipped.add(f"wav shorter than {MIN_WAV_SECONDS} s (too short for wav2vec 2.0)",
-                           f"{wav}: {info.frames} samples at {info.sample_rate} Hz ({info.duration:.4f} s)")
-        return None
-    if info.sample_rate != SAMPLE_RATE:
-        report.notes.add(f"wav not {SAMPLE_RATE} Hz (kept; loaders resample)", f"{wav}: {info.sample_rate} Hz")
-    if info.channels != 1:
-        report.notes.add("wav not mono (kept; loaders downmix)", f"{wav}: {info.channels} channels")
     if f"Session{int(turn.session[3:])}" != session_dir.name:
         report.notes.add("utterance session differs from its Session folder", f"{label.source}: {label.utt}")
     if label.utt not in texts:
@@ -491,8 +423,9 @@ def _make_utterance(session_dir: Path, label: Label, class_label: str, texts: Ma
                          f"{label.source}: {label.utt}")
     elif not texts[label.utt]:
         report.notes.add("labelled utterance with empty transcript text (kept)", f"{label.source}: {label.utt}")
-    return _Utterance(utt_id=f"{turn.speaker}-{label.utt}", turn=turn, wav=wav, duration=info.duration,
-                      text=texts.get(label.utt, ""), label=class_label, code=label.code)
+    return Utterance(corpus_id=label.utt, speaker=turn.speaker, wav=wav, code=label.code,
+                     text=texts.get(label.utt, ""), gender=turn.gender, session=turn.session,
+                     label=class_label, duration=facts.duration)
 
 
 def _transcripts(session_dir: Path, dialog: str, cache: dict[str, dict[str, str]],
@@ -518,27 +451,6 @@ def _note_unlabelled_turns(cache: Mapping[str, Mapping[str, str]], labelled: set
                 report.notes.add(reason, utt)
 
 
-def _write_data_dir(out_dir: Path, utterances: list[_Utterance], class_map: ClassMap) -> None:
-    """Write every stage-0 file, and delete stage-1 files that the new labels make stale."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    utt2spk = {u.utt_id: u.turn.speaker for u in utterances}
-    write_map(out_dir / "wav.scp", {u.utt_id: str(u.wav) for u in utterances})  # absolute: root is
-    write_map(out_dir / "text", {u.utt_id: u.text for u in utterances})
-    write_map(out_dir / "utt2spk", utt2spk)
-    write_map(out_dir / "spk2utt", invert_utt2spk(utt2spk))
-    write_map(out_dir / "utt2emo", {u.utt_id: u.label for u in utterances})
-    write_map(out_dir / "utt2gender", {u.utt_id: u.turn.gender for u in utterances})
-    write_map(out_dir / "utt2dur", {u.utt_id: f"{u.duration:.3f}" for u in utterances})
-    write_map(out_dir / "utt2raw_emo", {u.utt_id: u.code for u in utterances})
-    write_map(out_dir / "utt2session", {u.utt_id: u.turn.session for u in utterances})
-    write_list(out_dir / "classes", class_map.classes)
-    for name in STAGE1_FILES:
-        if (out_dir / name).exists():
-            (out_dir / name).unlink()
-            logger.warning("removed stale %s (written by stage 1 for the previous labels): re-run stage 1",
-                           out_dir / name)
-
-
 def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path | ClassMap = "4class",
                     strict: bool | None = None) -> PrepReport:
     """Prepare an IEMOCAP data directory (docs/formats.md) and ``prep_report.txt``; return the report.
@@ -553,7 +465,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     root, out_dir = Path(root).absolute(), Path(out_dir).absolute()  # reports and wav.scp name full paths
     if out_dir.exists() and not out_dir.is_dir():
         raise IemocapError(f"output {out_dir} exists and is not a folder; choose another --out")
-    mapping = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map)
+    mapping = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map, "iemocap")
     unknown_map_codes = sorted(set(mapping.mapping) - set(IEMOCAP_CODES))
     if unknown_map_codes:
         raise IemocapError(f"class map {mapping.source} maps codes {unknown_map_codes} that IEMOCAP does not use "
@@ -581,17 +493,23 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     _account_for_sentence_files(session_dirs, named, report)
     for u in utterances:
         report.class_counts[u.label] += 1
-        report.session_counts[u.turn.session] += 1
-        report.speaker_counts[u.turn.speaker] += 1
+        report.session_counts[u.session] += 1
+        report.speaker_counts[u.speaker] += 1
 
     _check_counts(report, strict)
     if not utterances:
         raise IemocapError(f"no utterance of {root} survived preparation with class map {mapping.name}:\n"
                            + "\n".join(report.summary_lines()))
-    _write_data_dir(out_dir, utterances, mapping)
+    write_data_dir(out_dir, utterances, mapping, LANGUAGE)
     (out_dir / "prep_report.txt").write_text(report.to_text(), encoding="utf-8")
-    validate_data_dir(out_dir)
+    validate_data_dir(out_dir, complete=True)
     return report
+
+
+def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: str | Path,
+            strict: bool | None = None) -> PrepReport:
+    """The corpus-contract entry point (``prepare_corpus --corpus iemocap``): see :func:`prepare_iemocap`."""
+    return prepare_iemocap(corpus_root, out_dir, class_map=class_map, strict=strict)
 
 
 def _check_counts(report: PrepReport, strict: bool | None) -> None:

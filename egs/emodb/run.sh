@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Emo-DB (10 speakers, 7 emotions, German; phones from its lablaut files), W2V2-MTL, leave-one-speaker-out.
+# Class map 7class, protocol loso_speaker. Stages and options: ../TEMPLATE/ser.sh --help.
+#   EMODB=/data/emodb ./run.sh                               # everything
+#   ./run.sh --stage 2 --stop_stage 2 --protocol random_kfold      # folds of another protocol
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./db.sh
+exec ../TEMPLATE/ser.sh --corpus_root "$EMODB" --class_map 7class --protocol loso_speaker "$@"
