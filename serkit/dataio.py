@@ -353,7 +353,7 @@ def collate_batch(examples: list[dict]) -> PaddedBatch:
 
 
 class DurationBucketBatchSampler(Sampler):
-    """Batches of utterances of similar duration, drawn anew each epoch.
+    """Batches of utterances of similar duration, drawn anew each epoch, optionally shared by processes.
 
     Utterances are sorted by duration and cut into consecutive batches of ``batch_size``, so a batch
     pads every waveform only up to its longest neighbour in duration (see :func:`padded_fraction`).
@@ -363,20 +363,38 @@ class DurationBucketBatchSampler(Sampler):
     a resumed run) replays exactly the same batches. Call :meth:`set_epoch` before each epoch
     (SpeechBrain's Brain does it for its ``train_sampler``); it also sets the epoch of ``dataset``
     (if given) so that its per-item random crops follow the same seed and epoch.
+
+    Several processes training one model (DDP, ``num_replicas`` > 1) each build this sampler with
+    their ``rank``. All of them draw the same :meth:`batches` (the *global* batches) and each yields
+    its share of every global batch: items ``rank, rank + num_replicas, ...`` (a strided share spans
+    the batch's duration range, so the processes finish a step at about the same time). A global
+    step therefore trains the same utterances as the same step of a one-process run; each process
+    holds about ``batch_size / num_replicas`` of them. The one difference: a last (longest) batch
+    with fewer utterances than processes would leave a process without work, so it joins the batch
+    before it in duration order.
     """
 
     def __init__(self, durations: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 jitter: float = 0.1, dataset=None):
+                 jitter: float = 0.1, dataset=None, num_replicas: int = 1, rank: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0.0 <= jitter < 1.0:
             raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
+        if num_replicas > 1 and batch_size < num_replicas:
+            raise ValueError(f"batch_size {batch_size} is smaller than the {num_replicas} processes sharing "
+                             "each batch; every process needs at least one utterance per step")
+        if num_replicas > 1 and len(durations) < num_replicas:
+            raise ValueError(f"{len(durations)} utterance(s) cannot be shared by {num_replicas} processes")
         self.durations = list(durations)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.jitter = jitter
         self.dataset = dataset
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -386,7 +404,7 @@ class DurationBucketBatchSampler(Sampler):
             self.dataset.set_epoch(self.epoch, self.seed)
 
     def batches(self) -> list[list[int]]:
-        """This epoch's batches, in the order they will be yielded."""
+        """This epoch's global batches (every process's share together), in the order they are used."""
         rng = random.Random(self.seed + self.epoch)
         if self.shuffle and self.jitter:
             factors = [1.0 + rng.uniform(-self.jitter, self.jitter) for _ in self.durations]
@@ -395,15 +413,20 @@ class DurationBucketBatchSampler(Sampler):
         by_duration = sorted(range(len(self.durations)), key=lambda i: (self.durations[i] * factors[i], i))
         batches = [by_duration[start:start + self.batch_size]
                    for start in range(0, len(by_duration), self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < self.num_replicas:
+            batches[-2].extend(batches.pop())
         if self.shuffle:
             rng.shuffle(batches)
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()
+        for batch in self.batches():
+            yield batch[self.rank::self.num_replicas]
 
     def __len__(self) -> int:
-        return (len(self.durations) + self.batch_size - 1) // self.batch_size
+        full, rest = divmod(len(self.durations), self.batch_size)
+        merged = full > 0 and 0 < rest < self.num_replicas
+        return full + (rest > 0) - merged
 
 
 def padded_fraction(durations: Sequence[float], batches: Sequence[Sequence[int]]) -> float:

@@ -14,7 +14,10 @@ and knows no family by name (the family is an object of :mod:`serkit.model.famil
   ``test_predictions.tsv`` (with decoded CTC tokens when the model has a CTC head) and the family's
   per-fold extras (e.g. ``layer_weights.json``). The test fold is read only there, so it cannot
   influence model selection;
-- ``model_config.json`` at the start and ``train.done`` at the very end (:mod:`serkit.expdir`).
+- ``model_config.json`` at the start and ``train.done`` at the very end (:mod:`serkit.expdir`);
+- several processes (DDP under torchrun, :mod:`serkit.distributed`) train one fold together: each
+  takes its share of every global batch, the processes' results are combined so that losses and
+  metrics are those of the whole sets, and only rank 0 writes files (see :class:`SERBrain`).
 
 Families trained in closed form (``trainer = "fit"``, e.g. eGeMAPS + SVM) skip the loop and fit on
 the same datasets, writing the same files.
@@ -38,11 +41,12 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.distributed import infer_device
+from speechbrain.utils.distributed import infer_device, run_on_main
 from speechbrain.utils.run_opts import RunOptions
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from serkit import expdir
+from serkit import distributed, expdir
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer
 from serkit.dataio import CTC_TARGET_FILES, DurationBucketBatchSampler, collate_batch, load_fold_data
 from serkit.errors import SerkitError
@@ -79,6 +83,15 @@ class StageResults:
     def mean_parts(self) -> dict[str, float]:
         n = max(self.n_batches, 1)
         return {name: total / n for name, total in self.loss_parts.items()}
+
+    def add_predictions(self, other: "StageResults") -> None:
+        """Append ``other``'s per-utterance predictions (another process's share of the set)."""
+        self.ids.extend(other.ids)
+        self.refs.extend(other.refs)
+        self.probs.extend(other.probs)
+        self.ref_tokens.extend(other.ref_tokens)
+        if other.hyp_tokens is not None:
+            self.hyp_tokens = (self.hyp_tokens or []) + other.hyp_tokens
 
 
 class SERBrain(sb.Brain):
@@ -200,12 +213,13 @@ class SERBrain(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """The family's loss; outside training also keeps each utterance's predictions."""
         loss, parts = self.family.loss(predictions, batch, vars(self.hparams))
+        weight = self.shard_weight(batch)  # 1.0 in a single process
         for name, value in parts.items():
-            self.results.loss_parts[name] = self.results.loss_parts.get(name, 0.0) + float(value.detach())
+            self.results.loss_parts[name] = self.results.loss_parts.get(name, 0.0) + weight * float(value.detach())
         self.results.n_batches += 1
         if stage != sb.Stage.TRAIN:
             self._keep_predictions(predictions, batch)
-        return loss
+        return loss * weight
 
     def _keep_predictions(self, predictions, batch) -> None:
         results = self.results
@@ -225,6 +239,8 @@ class SERBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None) -> None:
         self.results = StageResults()
+        if stage != sb.Stage.TRAIN:
+            distributed.broadcast_buffers(self.model)  # every process evaluates the model rank 0 saves
         if stage == sb.Stage.TRAIN and self.resumed_parts is not None:
             self.results.loss_parts = dict(self.resumed_parts["loss_parts"])
             self.results.n_batches = int(self.resumed_parts["n_batches"])
@@ -242,6 +258,7 @@ class SERBrain(sb.Brain):
         self.resumed_parts = None if end_of_epoch else json.loads(Path(path).read_text(encoding="utf-8"))
 
     def on_stage_end(self, stage, stage_loss, epoch=None) -> None:
+        self.combine_results(stage)
         if stage == sb.Stage.TRAIN:
             self.train_loss = float(stage_loss)
             self.train_parts = self.results.mean_parts()
@@ -276,7 +293,8 @@ class SERBrain(sb.Brain):
                     " ".join(f"{key[3:]} {value:.2e}" for key, value in record.items() if key.startswith("lr_")))
         # History first: if the process dies before the checkpoint, the epoch is re-run and its
         # line replaced, so history.jsonl always holds one line per finished epoch.
-        expdir.write_history(self.output_folder / expdir.HISTORY_FILE, record)
+        if distributed.is_main():
+            expdir.write_history(self.output_folder / expdir.HISTORY_FILE, record)
         self.checkpointer.save_and_keep_only(
             meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "loss": valid_loss, "epoch": epoch},
             max_keys=["UA"], num_to_keep=1)
@@ -299,13 +317,97 @@ class SERBrain(sb.Brain):
         if results.hyp_tokens is not None:
             extras = {"ref_tokens": [" ".join(self.tokens[t] for t in ref) for ref in results.ref_tokens],
                       "hyp_tokens": [" ".join(self.tokens[t] for t in hyp) for hyp in results.hyp_tokens]}
-        expdir.write_predictions(self.output_folder / expdir.PREDICTIONS_FILE, results.ids, results.refs,
-                                 results.probs, self.classes, extras)
-        for name, values in self.fold_extras.items():
-            expdir.write_fold_extra(self.output_folder, name, values)
+        if distributed.is_main():
+            expdir.write_predictions(self.output_folder / expdir.PREDICTIONS_FILE, results.ids, results.refs,
+                                     results.probs, self.classes, extras)
+            for name, values in self.fold_extras.items():
+                expdir.write_fold_extra(self.output_folder, name, values)
         logger.info("test: %d utterances, loss %.4f, WA %.2f%% UA %.2f%% PER %s", len(results.ids), test_loss,
                     100 * scores["WA"], 100 * scores["UA"], _pct(per))
         self.test_scores = {"WA": scores["WA"], "UA": scores["UA"], "PER": per, "loss": test_loss}
+
+    # --------------------------------------------------------------------- several processes (DDP)
+    # Under torchrun every process runs this loop on its share of each global batch (the sampler's
+    # strided shares). The methods below make the processes together compute what one process
+    # computes on the whole global batch: the same gradient (up to float summation order), the same
+    # reported losses and the metrics of the whole sets. In a single process they change nothing.
+
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        """Leave serkit's batch sampler as it is: it already yields this process's share.
+
+        SpeechBrain would wrap it in a ``DistributedSamplerWrapper``, which deals *whole* batches to
+        the processes in an order of its own and repeats batches to even out their number: global
+        steps would then no longer be the one-process run's batches.
+        """
+        if isinstance(loader_kwargs.get("batch_sampler"), DurationBucketBatchSampler):
+            return loader_kwargs
+        return super()._train_loader_specifics(dataset, loader_kwargs)
+
+    def _wrap_distributed(self) -> None:
+        """DDP as SpeechBrain wraps it, but without converting batch norm, and finding unused parameters.
+
+        - SpeechBrain turns every batch norm into ``SyncBatchNorm``; that drops a subclass's own
+          forward (TIM-Net's masked batch norm, whose statistics skip padded frames) and works on
+          GPUs only. Batch norm therefore normalises over each process's share of the batch.
+        - Parts of a network may sit out a step: the encoder while ``freeze_encoder_steps`` holds
+          it, layers that wav2vec 2.0's LayerDrop skips. DDP must look for unused parameters or it
+          waits for their gradients forever.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        device_ids = [self.device] if str(self.device).startswith("cuda") else None
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(module, device_ids=device_ids,
+                                                             find_unused_parameters=True)
+
+    def shard_weight(self, batch) -> float:
+        """``world_size * n_local / n_global`` for this process's ``n_local`` of the global batch's utterances.
+
+        Each process's loss is a mean over its own share, and DDP averages the processes'
+        gradients; with this weight on each loss the average is the gradient of the mean over the
+        whole global batch, also when the shares differ in size. Exact for losses that are means
+        over utterances (cross-entropy; CTC, which averages over utterances *with* tokens, when
+        every utterance has some). 1.0 in a single process.
+        """
+        world = distributed.world_size()
+        if world == 1:
+            return 1.0
+        n_local = len(batch.id)
+        n_global = distributed.all_sum([n_local], self.device)[0]
+        return world * n_local / n_global
+
+    def fit_batch(self, batch):
+        """SpeechBrain's training step; the loss it reports is the global batch's."""
+        return self._global_loss(super().fit_batch(batch))
+
+    def evaluate_batch(self, batch, stage):
+        """SpeechBrain's evaluation step; the loss it reports is the global batch's."""
+        return self._global_loss(super().evaluate_batch(batch, stage))
+
+    def _global_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The mean over processes of their weighted losses, i.e. the global batch's loss."""
+        world = distributed.world_size()
+        if world == 1:
+            return loss
+        return torch.tensor(distributed.all_sum([float(loss)], self.device)[0] / world)
+
+    def combine_results(self, stage) -> None:
+        """Make every process hold the whole stage's results: the loss parts of the global batches
+        and, outside training, the predictions of every process's share of the set (so WA, UA and
+        PER are over the whole set, the same on every process)."""
+        world = distributed.world_size()
+        if world == 1:
+            return
+        results = self.results
+        names = list(results.loss_parts)
+        sums = distributed.all_sum([results.loss_parts[name] for name in names], self.device)
+        combined = StageResults(loss_parts={name: total / world for name, total in zip(names, sums)},
+                                n_batches=results.n_batches)
+        if stage != sb.Stage.TRAIN:
+            for share in distributed.all_gather(results):
+                combined.add_predictions(share)
+        self.results = combined
 
 
 def nonfinite_inputs(batch) -> list[str]:
@@ -358,8 +460,7 @@ def cpu_safe_run_opts(hparams: dict, run_opts: RunOptions | dict | None) -> RunO
 
 
 def _loader(brain: SERBrain, dataset, stage, hparams: dict, shuffle: bool, generator: torch.Generator | None = None):
-    sampler = DurationBucketBatchSampler(dataset.durations, int(hparams["batch_size"]), shuffle=shuffle,
-                                         seed=int(hparams["seed"]), dataset=dataset)
+    sampler = shared_sampler(dataset, stage, hparams, shuffle)
     # Only the training loader is checkpointed (its position within an epoch). Its worker seeds come
     # from its own ``generator`` (saved in checkpoints), not from the global torch generator that
     # dropout draws from, so starting a loader never shifts the dropout masks of a resumed run.
@@ -395,6 +496,18 @@ def register_resume_state(checkpointer: SafeCheckpointer, sampler: DurationBucke
                              f"({'; '.join(changed)}); resuming would not continue that run. Use the original "
                              "settings, or a new output folder to train afresh")
     JsonState(lambda: dict(saved_by), check).register(checkpointer, "sampler")
+
+
+def shared_sampler(dataset, stage, hparams: dict, shuffle: bool) -> DurationBucketBatchSampler:
+    """The set's duration-bucketed batches; under DDP this process's share of each (same batches on every process)."""
+    try:
+        return DurationBucketBatchSampler(dataset.durations, int(hparams["batch_size"]), shuffle=shuffle,
+                                          seed=int(hparams["seed"]), dataset=dataset, num_replicas=distributed.world_size(),
+                                          rank=distributed.rank())
+    except ValueError as error:
+        split = stage.name.lower()
+        raise TrainError(f"{Path(hparams['fold_dir']) / split}: {error}; change batch_size or the number of "
+                         "processes (--ngpu)") from None
 
 
 def load_data(hparams: dict, family: ModelFamily, lam: float):
@@ -451,15 +564,18 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
         raise TrainError(f"family {family.name} has no CTC head option; set mtl_lambda to 0")
     data, feature = load_data(hparams, family, lam)
     dims = input_dims(data.train)
-    if family.trainer == "fit":
-        scores = family.fit(hparams, data, out)
-        expdir.mark_done(out, scores)
+    if family.trainer == "fit":  # closed form: one process fits, any others wait for its scores
+        scores = run_on_main(family.fit, args=[hparams, data, out])
+        if distributed.is_main():
+            expdir.mark_done(out, scores)
         return scores
 
     model = build_model(family, hparams, len(data.classes), len(data.tokens) if lam > 0 else 0, dims)
-    if model.input_norm is not None:
-        model.input_norm.set_stats(*training_stats(data.train))
-    expdir.write_model_config(out, model_config(family, model, hparams, feature, dims, data.classes, data.tokens))
+    if model.input_norm is not None:  # rank 0 computes (and caches) the statistics; the others receive them
+        model.input_norm.set_stats(*run_on_main(training_stats, args=[data.train]))
+    if distributed.is_main():
+        expdir.write_model_config(out, model_config(family, model, hparams, feature, dims, data.classes,
+                                                    data.tokens))
     total, trainable = count_parameters(model)
     logger.info("model %s: %s parameters (%s trainable)", family.name, f"{total:,}", f"{trainable:,}")
 
@@ -476,5 +592,6 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
 
     test_loader, _ = _loader(brain, data.test, sb.Stage.TEST, hparams, shuffle=False)
     brain.evaluate(test_loader)
-    expdir.mark_done(out, brain.test_scores)
+    if distributed.is_main():
+        expdir.mark_done(out, brain.test_scores)
     return brain.test_scores

@@ -30,6 +30,8 @@ help_message="Usage: $0 [options]
   --seed N             random seed (part of the experiment name)
   --nj N               parallel fold jobs for the local backend
   --threads N          CPU threads per training job (default: cores / nj)
+  --ngpu N             GPUs per fold (train_cmd's --gpu N); N > 1 trains each fold with N processes
+                       (torchrun, DDP), batch_size staying the global batch (default: as cmd.sh says)
   --export_fold F      fold to export in stage 5: best (by validation UA) or a number, e.g. 3
   --corpus_root DIR    the corpus (run.sh passes db.sh's value)
   --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang;
@@ -51,6 +53,7 @@ lambdas=
 seed=1
 nj=2
 threads=        # CPU threads per training job (default: cores / nj)
+ngpu=           # GPUs per fold (default: train_cmd's own --gpu, if any)
 export_fold=best
 corpus_root=
 data=data/all
@@ -59,6 +62,7 @@ bpe_units=128
 ctc_targets=
 . ../TEMPLATE/utils/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (options are --name value; see --help)" >&2; exit 2; fi
+if [[ ! $ngpu =~ ^[0-9]*$ ]]; then echo "$0: --ngpu takes a number of GPUs per fold, got '$ngpu'" >&2; exit 2; fi
 . ./path.sh
 . ./cmd.sh
 
@@ -117,9 +121,12 @@ if stage_on 3; then
     opts=()
     [ "$overrides" = - ] || opts+=(--overrides "$overrides")
     [ "$targets" = - ] || opts+=(--lang_dir "$(lang_dir "$targets")")
+    # --ngpu N: N GPUs per job, and N training processes (serkit.bin.train restarts itself under torchrun).
+    [ -z "$ngpu" ] || opts+=(--nproc "$(( ngpu > 1 ? ngpu : 1 ))")
     # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh
     # Folds with train.done are not started again (on a cluster they would wait in the queue for nothing).
-    $train_cmd --max-jobs "$nj" --num-threads "$threads" --pad 2 --skip-if-exists "$exp/foldJOB/train.done" \
+    $train_cmd --max-jobs "$nj" --num-threads "$threads" ${ngpu:+--gpu "$ngpu"} --pad 2 \
+      --skip-if-exists "$exp/foldJOB/train.done" \
       JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" "$exp/log/train.foldJOB.log" \
       python -m serkit.bin.train "$config" "${opts[@]}" --data_dir "$data" \
         --fold_dir "data/folds/$protocol/foldJOB" --output_folder "$exp/foldJOB" --seed "$seed" $args

@@ -2,7 +2,7 @@
 
 Usage:
     python -m serkit.bin.train HPARAMS.yaml [--overrides FILE.yaml] --data_dir D --fold_dir F \\
-        [--lang_dir L] --output_folder O [--any_hparam VALUE ...] [--speechbrain_run_option VALUE ...]
+        [--lang_dir L] --output_folder O [--nproc N] [--any_hparam VALUE ...] [--speechbrain_run_option VALUE ...]
 
 HPARAMS.yaml is a HyperPyYAML file such as conf/w2v2_mtl.yaml or conf/tim_net.yaml; its ``model``
 key names the family. ``--lang_dir`` (the token inventory) is needed only with ``mtl_lambda > 0``.
@@ -10,21 +10,31 @@ key names the family. ``--lang_dir`` (the token inventory) is needed only with `
 win over the file). SpeechBrain's run options (``--device``, ``--precision``, ``--max_grad_norm``,
 ``--noprogressbar``, ...; ``--help`` lists them) work as in any SpeechBrain recipe.
 
+``--nproc N`` (N > 1) trains the fold with N processes, one per GPU (DDP): the command starts
+itself again under ``torchrun --standalone --nproc_per_node N`` (on CPUs the processes use gloo).
+``batch_size`` stays the global batch; each process takes its share (serkit.distributed). Started
+by torchrun directly, the command also trains with DDP.
+
 A fold whose output folder has ``train.done`` is skipped; an interrupted one resumes from its last
-checkpoint. The log also goes to OUTPUT_FOLDER/train_log.txt.
+checkpoint. The log also goes to OUTPUT_FOLDER/train_log.txt (rank 0's; other processes log
+warnings and errors to stderr only).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import ruamel.yaml
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from hyperpyyaml.core import recursive_update
 
+from serkit import distributed
 from serkit.bin import LOG_FORMAT
 from serkit.errors import SerkitError
 from serkit.expdir import DONE_FILE, LOG_FILE
@@ -55,6 +65,22 @@ def split_overrides_file(argv: list[str]) -> tuple[str | None, list[str]]:
         else:
             rest.append(arg)
     return path, rest
+
+
+def split_nproc(argv: list[str]) -> tuple[int, list[str]]:
+    """Take ``--nproc N`` (or ``--nproc=N``) out of ``argv``: the number of processes (default 1)."""
+    rest, value = [], "1"
+    args = iter(argv)
+    for arg in args:
+        if arg == "--nproc":
+            value = next(args, "")
+        elif arg.startswith("--nproc="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"--nproc needs a number of processes (1 or more, one per GPU), got {value!r}")
+    return int(value), rest
 
 
 def merged_overrides(overrides_file: str | None, cli_overrides: str) -> dict:
@@ -108,7 +134,17 @@ def save_resolved_hparams(hparams_file: str, overrides: dict, out: Path) -> None
 
 
 def add_log_handlers(out: Path) -> list[logging.Handler]:
-    """Log INFO and above to stderr and to OUTPUT_FOLDER/train_log.txt (appended: resumes add to it)."""
+    """Log INFO and above to stderr and to OUTPUT_FOLDER/train_log.txt (appended: resumes add to it).
+
+    Under DDP only rank 0 does so; the other processes log warnings and errors to stderr, marked
+    with their rank, so the job log holds each epoch once.
+    """
+    if not distributed.is_main():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"[rank {distributed.rank()}] {LOG_FORMAT}"))
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger().addHandler(handler)
+        return [handler]
     formatter = logging.Formatter(LOG_FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
                                        logging.FileHandler(out / LOG_FILE, encoding="utf-8")]
@@ -120,6 +156,22 @@ def add_log_handlers(out: Path) -> list[logging.Handler]:
     return handlers
 
 
+def restart_under_torchrun(nproc: int, args: list[str], handlers: list[logging.Handler]) -> NoReturn:
+    """Become ``torchrun`` running this command (without ``--nproc``) as ``nproc`` processes.
+
+    Called once the command line and folders have been checked, so a mistake is reported once,
+    not by every process. ``exec`` keeps the job's process id: a launcher that stops the job stops
+    torchrun, which stops its processes.
+    """
+    command = distributed.torchrun_command(nproc, "serkit.bin.train", args)
+    logger.info("restarting as %d processes: %s", nproc, shlex.join(command))
+    for handler in handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(argv)
@@ -128,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         sb.parse_arguments(["--help"])  # prints SpeechBrain's run options and exits
     handlers: list[logging.Handler] = []
     try:
+        nproc, argv = split_nproc(argv)
+        train_args = list(argv)
         overrides_file, argv = split_overrides_file(argv)
         hparams_file, run_opts, cli_overrides = sb.parse_arguments(argv)
+        if distributed.under_torchrun():
+            run_opts = distributed.start(run_opts)
         overrides = merged_overrides(overrides_file, cli_overrides)
         hparams = load_hparams(hparams_file, overrides)
         for key in REQUIRED_DIRS + (("lang_dir",) if hparams.get("lang_dir") else ()):
@@ -141,9 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         if (out / DONE_FILE).exists():
             logger.info("%s exists: fold already trained, nothing to do", out / DONE_FILE)
             return 0
+        if nproc > 1 and not distributed.under_torchrun():
+            restart_under_torchrun(nproc, train_args, handlers)
         logger.info("command: python -m serkit.bin.train %s", command)
-        save_resolved_hparams(hparams_file, overrides, out)
-        with folder_lock(out):  # a second concurrent run of this fold refuses, naming the holder
+        if distributed.world_size() > 1:
+            logger.info("training with %d processes (DDP, %s backend)", distributed.world_size(),
+                        run_opts.distributed_backend)
+        if distributed.is_main():
+            save_resolved_hparams(hparams_file, overrides, out)
+        # A second concurrent run of this fold refuses, naming the holder. Rank 0 holds the lock for
+        # all processes; if it is refused, it exits and torchrun stops the others.
+        with folder_lock(out) if distributed.is_main() else contextlib.nullcontext():
             scores = train_fold(hparams, run_opts)
         logger.info("done: test WA %.2f%% UA %.2f%%", 100 * scores["WA"], 100 * scores["UA"])
         return 0
@@ -157,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        distributed.finish()
 
 
 if __name__ == "__main__":
