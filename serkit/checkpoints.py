@@ -139,6 +139,9 @@ class SafeCheckpointer(Checkpointer):
                 self._save_recoverable(name_, obj, staging / f"{name_}{PARAMFILE_EXT}")
             ddp_barrier()  # every process has written its part before the main one publishes
             if not if_main_process():
+                # Wait until the main process has published: every process must then see the same
+                # checkpoints (SpeechBrain's keep-only deletion broadcasts once per deleted one).
+                ddp_barrier()
                 return None
             saved_meta = self._save_checkpoint_metafile(staging / METAFNAME, meta, end_of_epoch)
             for path in staging.iterdir():
@@ -146,6 +149,7 @@ class SafeCheckpointer(Checkpointer):
             fsync_dir(staging)
             os.rename(staging, final)
             fsync_dir(self.checkpoints_dir)
+            ddp_barrier()
         except (OSError, RuntimeError) as error:
             full = disk_full(error, self.checkpoints_dir)  # before the cleanup frees the space again
             if staging is not None and if_main_process():
