@@ -1,6 +1,6 @@
 """Emotion-phoneme labels (stage 1): ARPAbet phones -> six phone classes tagged with the emotion.
 
-The W2V2-MTL paper (docs: /work/shared/papers.md section 1, Table 1) trains an auxiliary CTC head
+The W2V2-MTL paper (Li et al. 2024, Table 1; docs/models.md) trains an auxiliary CTC head
 on coarse phone classes -- plosives/affricates S, fricatives F, nasals N, liquids/glides L,
 unstressed vowels V, stressed vowels VS -- each suffixed with the utterance's emotion index, so
 that the phoneme head also has to carry the emotion. ``HH AH0 L OW1`` said angrily (index 0)

@@ -1,6 +1,6 @@
 """IEMOCAP data preparation (stage 0): corpus tree -> Kaldi-style data directory.
 
-The parser follows the corpus FORMAT (see /work/shared/corpora.md), not a list of known files:
+The parser follows the corpus FORMAT (docs/formats.md; the release facts are in its docstrings below), not a list of known files:
 
 * labels come from ``SessionN/dialog/EmoEvaluation/*.txt`` directly in that folder; sub-folders
   (Categorical/, Attribute/, Self-evaluation/), macOS ``._*`` twins and other files are skipped and
