@@ -77,7 +77,7 @@ def test_read_tokens_rejects_bad_indices(tmp_path):
     with pytest.raises(EmophoneError, match="tokens.txt"):
         read_tokens(path)
     path.write_text("<blank> 0\nS0 x\n")
-    with pytest.raises(EmophoneError, match="'x'"):
+    with pytest.raises(EmophoneError, match="got 'S0 x'"):
         read_tokens(path)
 
 

@@ -52,14 +52,16 @@ def environment() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def kill_after_checkpoints(command: list[str], save_dir: Path, n_checkpoints: int) -> int:
-    """Start ``command``; SIGKILL it once ``n_checkpoints`` distinct checkpoints were seen (polling)."""
+def kill_after_checkpoints(command: list[str], save_dir: Path, step: int) -> int:
+    """Start ``command``; SIGKILL it once a published checkpoint is at optimizer step ``step`` or later.
+
+    Polling the steps (``brain.ckpt``) rather than counting checkpoint folders: intra-epoch
+    checkpoints replace each other within milliseconds, so a count can miss some and let the run end
+    first, while the highest step seen only grows.
+    """
     process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen: set[str] = set()
     try:
-        while process.poll() is None and len(seen) < n_checkpoints:
-            if save_dir.is_dir():
-                seen.update(p.name for p in save_dir.glob("CKPT+*"))
+        while process.poll() is None and highest_step(save_dir) < step:
             time.sleep(0.002)
         process.send_signal(signal.SIGKILL)
         return process.wait(timeout=60)
@@ -68,14 +70,24 @@ def kill_after_checkpoints(command: list[str], save_dir: Path, n_checkpoints: in
             process.kill()
 
 
+def highest_step(save_dir: Path) -> int:
+    steps = [0]
+    for brain_state in save_dir.glob("CKPT+*/brain.ckpt"):
+        try:
+            steps.append(int(yaml.safe_load(brain_state.read_text())["optimizer_step"]))
+        except (OSError, TypeError, KeyError, ValueError, yaml.YAMLError):
+            continue  # being replaced right now
+    return max(steps)
+
+
 def test_sigkill_at_a_random_step_then_resume_gives_identical_predictions(corpus, tmp_path):
     reference = tmp_path / "uninterrupted"
     subprocess.run(train_command(corpus, reference), env=environment(), check=True, capture_output=True)
     # 3 epochs x 4 steps: a checkpoint after each step (intra-epoch ones replace each other), 15 in all
-    n = random.Random().randint(2, 6)  # of the 15 checkpoints a run writes, polling may miss a few
+    step = random.Random().randint(2, 10)  # of the run's 12 optimizer steps
     killed = tmp_path / "killed"
-    returncode = kill_after_checkpoints(train_command(corpus, killed), killed / "save", n)
-    assert returncode == -signal.SIGKILL, f"the run ended on its own (exit {returncode}) before {n} checkpoints"
+    returncode = kill_after_checkpoints(train_command(corpus, killed), killed / "save", step)
+    assert returncode == -signal.SIGKILL, f"the run ended on its own (exit {returncode}) before step {step}"
     assert not (killed / "train.done").exists()
     resumed = subprocess.run(train_command(corpus, killed), env=environment(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
