@@ -1,0 +1,75 @@
+"""The plain baseline serkit's W2V2-MTL step is timed against: the common SpeechBrain recipe shape.
+
+This is what the SpeechBrain IEMOCAP wav2vec 2.0 emotion recipe trains (Ravanelli et al. 2021;
+Baevski et al. 2020's encoder), written out so that it runs offline on a randomly initialised
+encoder:
+
+* the waveform is layer-normalised over the padded batch row and given to Hugging Face's
+  ``Wav2Vec2Model`` with the padding mask made from the relative lengths, exactly as SpeechBrain's
+  ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2.extract_features`` calls it (its
+  ``make_padding_masks`` is used here), CNN feature encoder frozen;
+* the last hidden state only (no layer fusion), averaged over the real frames
+  (SpeechBrain's ``StatisticsPooling`` without std), a bias-free linear layer, log-softmax;
+* NLL loss, one Adam optimizer over every trainable parameter, fp32, in a plain
+  :class:`speechbrain.core.Brain` (its ``fit_batch``: gradient clipping and the optimizer step).
+
+It is a measuring stick only: no checkpoints, no validation, no CTC head, not a serkit family.
+"""
+from __future__ import annotations
+
+import speechbrain as sb
+import torch
+from speechbrain.integrations.huggingface.huggingface import make_padding_masks
+from speechbrain.nnet.losses import nll_loss
+from speechbrain.nnet.pooling import StatisticsPooling
+from torch import nn
+from torch.nn import functional as F
+from transformers import Wav2Vec2Model
+
+BASELINE_LR = 1e-4  # the recipe's learning rate of its output layer; speed does not depend on it
+
+
+class BaselineNetwork(nn.Module):
+    """wav2vec 2.0's last layer -> mean over real frames -> linear -> log-probabilities."""
+
+    def __init__(self, encoder: Wav2Vec2Model, n_emotions: int):
+        super().__init__()
+        self.encoder = encoder
+        for param in encoder.feature_extractor.parameters():  # as SpeechBrain's freeze_feature_extractor
+            param.requires_grad = False
+        self.pool = StatisticsPooling(return_std=False)
+        self.output = nn.Linear(encoder.config.hidden_size, n_emotions, bias=False)
+
+    def encode(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The last hidden state, called as SpeechBrain's wav2vec 2.0 wrapper calls the HF model."""
+        mask = make_padding_masks(wavs, wav_len=lengths)
+        wavs = F.layer_norm(wavs, wavs.shape[1:])
+        return self.encoder(wavs, attention_mask=mask).last_hidden_state
+
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        hidden = self.encode(wavs, lengths)
+        pooled = self.pool(hidden, lengths).view(hidden.shape[0], -1)
+        return F.log_softmax(self.output(pooled), dim=-1)
+
+
+class BaselineBrain(sb.Brain):
+    """SpeechBrain's Brain with the recipe's forward and NLL objective; batches as serkit's collate_batch."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, lengths = batch.sig
+        return self.modules.model(wavs, lengths)
+
+    def compute_objectives(self, predictions, batch, stage):
+        return nll_loss(predictions, batch.emo.to(self.device))
+
+
+def baseline_brain(encoder: Wav2Vec2Model, n_emotions: int, device: str = "cpu") -> BaselineBrain:
+    """A baseline Brain ready for ``fit_batch`` (optimizer made, modules in training mode), fp32."""
+    network = BaselineNetwork(encoder, n_emotions)
+    brain = BaselineBrain(modules={"model": network},
+                          opt_class=lambda params: torch.optim.Adam(params, lr=BASELINE_LR),
+                          run_opts={"device": device, "precision": "fp32", "eval_precision": "fp32"})
+    brain.on_fit_start()  # what Brain.fit does first: makes the optimizer
+    brain.modules.train()
+    return brain
