@@ -18,12 +18,21 @@ encoder of the mini recipe and ``w2v2_mtl-base`` with wav2vec2-base's architectu
 
     tools/venv/bin/python tools/benchmark.py                      # every family, CPU
     tools/venv/bin/python tools/benchmark.py --model w2v2_mtl-base --steps 3 --device cuda
+
+``--paired`` times serkit's W2V2-MTL training step (SERBrain.fit_batch) against the plain
+SpeechBrain wav2vec 2.0 recipe (serkit.bench.baseline) in one process, alternating steps on the
+same batches, and reports the median paired throughput ratio with its range, padding, peak RSS
+(one child process per model) and inference RTF (docs/benchmarks.md):
+
+    tools/venv/bin/python tools/benchmark.py --paired --encoder base --steps 4 --precision auto
+    tools/venv/bin/python tools/benchmark.py --paired --encoder tiny --steps 2 --json   # seconds
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import random
 import resource
@@ -36,13 +45,9 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's serkit, also when the script is run from elsewhere
+from serkit.bench.paired import iemocap_like_durations  # noqa: E402  (after the path)
 MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm")
-
-
-def iemocap_like_durations(n: int, seed: int) -> list[float]:
-    """Durations shaped like IEMOCAP's 4-class set (mean about 4.5 s, long right tail)."""
-    rng = np.random.default_rng(seed)
-    return np.clip(rng.lognormal(mean=1.3, sigma=0.6, size=n), 0.6, 20.0).tolist()
 
 
 def build(name: str):
@@ -184,8 +189,16 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object per architecture")
+    parser.add_argument("--paired", action="store_true",
+                        help="serkit's W2V2-MTL step against the plain SpeechBrain baseline, side by side")
+    parser.add_argument("--encoder", choices=("base", "tiny"), default="base",
+                        help="--paired: wav2vec2-base's architecture or the mini recipe's tiny encoder")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="--paired: serkit's training precision, resolved by its trainer (baseline: fp32)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.paired:
+        return paired_main(args)
 
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# torch {torch.__version__}, device {args.device} ({device_name}), {args.threads} threads, "
@@ -216,6 +229,56 @@ def main(argv=None) -> int:
         print(f"| {r['model']} | {r['params_M']:.2f} | {train} | {r['padded_fraction_bucketed']:.3f} "
               f"| {r['padded_fraction_random']:.3f} | {r['peak_memory_MB']:.0f} | {r['inference_rtf']:.4f} | {feature} |")
     return 0
+
+
+def paired_main(args) -> int:
+    """``--paired``: peak RSS children first (so the paired run's memory is not held meanwhile), then the run."""
+    from serkit.bench import paired
+
+    if args.device != "cpu":
+        print("benchmark: peak RSS is measured on the CPU only; --paired runs with --device cpu", file=sys.stderr)
+        return 2
+    folder = paired.save_encoder(args.encoder, Path(tempfile.mkdtemp(prefix="serkit_bench_")) / "encoder")
+    plan = paired.Plan.draw(args.steps, args.batch_size, args.seed)
+    rss_batch = plan.rss_batch()
+    context = multiprocessing.get_context("spawn")
+    rss = {}
+    for side in ("baseline", "serkit"):
+        queue = context.Queue()
+        process = context.Process(target=paired.peak_rss_child, args=(side, str(folder), rss_batch, args.precision,
+                                                                      args.threads, args.seed, queue))
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            print(f"benchmark: the {side} peak-RSS process failed (exit code {process.exitcode})", file=sys.stderr)
+            return 1
+        rss[side] = queue.get()
+    result = paired.paired_run(folder, args.steps, args.batch_size, args.precision, args.device, args.seed)
+    result.update(peak_rss_MB=rss, rss_batch=rss_batch, encoder=args.encoder, batch_size=args.batch_size, steps=args.steps,
+                  threads=args.threads, torch=torch.__version__, load_average=os.getloadavg()[0])
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_paired(result)
+    return 0
+
+
+def print_paired(r: dict) -> None:
+    print(f"# paired: encoder {r['encoder']} ({r['params_M']['serkit']:.1f} M parameters in serkit's model, "
+          f"{r['params_M']['baseline']:.1f} M in the baseline), batch {r['batch_size']}, {r['steps']} timed steps "
+          f"each, {r['threads']} threads, torch {r['torch']}, load average {r['load_average']:.2f}; precision "
+          f"serkit {r['precision']['serkit']}, baseline {r['precision']['baseline']}")
+    print("| row | serkit / baseline (median) | range | serkit audio-s/s | baseline audio-s/s | padded serkit "
+          "| padded baseline |")
+    print("|---|---|---|---|---|---|---|")
+    for name, padding in (("same_batches", "random"), ("duration_batches", "buckets")):
+        row = r[name]
+        print(f"| {name} | {row['ratio_median']:.2f}x | {row['ratio_min']:.2f}-{row['ratio_max']:.2f} "
+              f"| {row['serkit_audio_s_per_s']:.2f} | {row['baseline_audio_s_per_s']:.2f} "
+              f"| {r['padding'][padding]:.3f} | {r['padding']['random']:.3f} |")
+    print(f"peak RSS (MB, batch of {len(r['rss_batch'])}, longest {max(r['rss_batch']):.1f} s): "
+          f"serkit {r['peak_rss_MB']['serkit']:.0f}, baseline {r['peak_rss_MB']['baseline']:.0f}; inference RTF "
+          f"(10 s, batch 1): serkit {r['inference_rtf']['serkit']:.4f}, baseline {r['inference_rtf']['baseline']:.4f}")
 
 
 if __name__ == "__main__":

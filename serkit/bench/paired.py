@@ -1,0 +1,245 @@
+"""Paired timing of serkit's W2V2-MTL training step against the plain SpeechBrain baseline.
+
+Two Brains share one process, one randomly initialised encoder (the same weights loaded twice) and
+the same synthetic utterances; each training step is ``Brain.fit_batch`` (forward, backward,
+clipping, optimizer step), i.e. what a run executes per batch. Steps alternate between the models
+(the order rotates every step) so that both see the same machine load; each pair gives a ratio, and
+the median with its min-max range is robust to a busy neighbour. Two rows:
+
+* ``same_batches``: both models train the same random batches (the baseline recipe's batching);
+* ``duration_batches``: serkit trains its own :class:`~serkit.dataio.DurationBucketBatchSampler`
+  batches, the baseline random batches of the same size, both over the same utterance set (one
+  epoch each); throughput is compared in audio-seconds per second.
+
+Peak RSS needs a fresh process per model (``ru_maxrss`` never decreases), see :func:`peak_rss_child`.
+serkit's side is built as ``serkit.train.train_fold`` builds it (conf/w2v2_mtl.yaml through
+``serkit.bin.train.load_hparams``, ``build_model``, ``cpu_safe_run_opts``, ``SERBrain``), minus the
+data directory. docs/benchmarks.md describes the output.
+"""
+from __future__ import annotations
+
+import random
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from serkit.dataio import DurationBucketBatchSampler, collate_batch, padded_fraction
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_RATE = 16000
+N_EMOTIONS = 4
+N_TOKENS = 25  # CTC tokens of serkit's head (mtl_lambda > 0), about an emotion-phoneme inventory's size
+INFERENCE_SECONDS = 10.0
+
+
+def iemocap_like_durations(n: int, seed: int) -> list[float]:
+    """Durations shaped like IEMOCAP's 4-class set (mean about 4.5 s, long right tail)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.lognormal(mean=1.3, sigma=0.6, size=n), 0.6, 20.0).tolist()
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def save_encoder(kind: str, folder: Path) -> Path:
+    """Write a randomly initialised encoder: ``base`` (``Wav2Vec2Config()``, wav2vec2-base's shape) or ``tiny``."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from serkit.model.tiny_w2v2 import build_tiny_w2v2
+
+    if kind == "tiny":
+        return build_tiny_w2v2(folder)
+    if kind != "base":
+        raise ValueError(f"encoder must be 'base' or 'tiny', got {kind!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(folder)
+    return folder
+
+
+def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu"):
+    """serkit's SERBrain for W2V2-MTL as ``train_fold`` builds it (no data directory, no checkpoints)."""
+    from serkit.bin.train import load_hparams
+    from serkit.model import get_family
+    from serkit.model.build import build_model
+    from serkit.train import SERBrain, cpu_safe_run_opts
+
+    output = tempfile.mkdtemp(prefix="serkit_bench_")
+    hparams = load_hparams(str(REPO / "conf" / "w2v2_mtl.yaml"),
+                           {"encoder_source": str(encoder_dir), "data_dir": "-", "fold_dir": "-",
+                            "output_folder": output})
+    family = get_family(hparams["model"])
+    model = build_model(family, hparams, N_EMOTIONS, N_TOKENS, ())
+    run_opts = cpu_safe_run_opts(hparams, {"device": device, "precision": precision})
+    brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts, checkpointer=None,
+                     family=family, classes=[f"emo{i}" for i in range(N_EMOTIONS)],
+                     tokens=["<blank>"] + [f"t{i}" for i in range(1, N_TOKENS)])
+    brain.on_fit_start()  # what Brain.fit does first: makes the optimizers
+    brain.modules.train()
+    return brain
+
+
+def build_side(side: str, encoder_dir: Path, precision: str, device: str):
+    """The Brain of ``side`` (``baseline`` or ``serkit``) on the encoder saved in ``encoder_dir``."""
+    if side == "serkit":
+        return serkit_brain(encoder_dir, precision, device)
+    from serkit.bench.baseline import baseline_brain
+    from serkit.model.encoder import load_encoder
+    return baseline_brain(load_encoder(str(encoder_dir)), N_EMOTIONS, device)
+
+
+# ----------------------------------------------------------------------------- batches and steps
+
+
+def make_batch(durations: list[float], seed: int):
+    """A padded batch (serkit's collate_batch) of random waveforms, emotions and CTC tokens, fixed by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    items = []
+    for index, duration in enumerate(durations):
+        n_tokens = max(1, int(duration * 8))  # about 8 phones a second
+        items.append({"id": f"utt{index}", "sig": 0.1 * torch.randn(int(duration * SAMPLE_RATE), generator=generator),
+                      "emo": int(torch.randint(0, N_EMOTIONS, (), generator=generator)),
+                      "tokens": torch.randint(1, N_TOKENS, (n_tokens,), generator=generator), "token_len": n_tokens})
+    return collate_batch(items)
+
+
+def timed_step(brain, batch, seed: int) -> float:
+    """Wall seconds of one ``fit_batch``; ``seed`` fixes dropout/LayerDrop draws so paired steps match."""
+    torch.manual_seed(seed)
+    synchronize(brain.device)
+    start = time.perf_counter()
+    loss = brain.fit_batch(batch)
+    synchronize(brain.device)
+    elapsed = time.perf_counter() - start
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"{type(brain).__name__}: non-finite training loss {float(loss)} in the benchmark")
+    return elapsed
+
+
+def synchronize(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """The baseline recipe's batching: a shuffled order cut into batches."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+
+
+@dataclass
+class Plan:
+    """The utterance set and both batchings of it; step ``k`` trains ``random[k]`` and ``buckets[k]``."""
+
+    durations: list[float]
+    random: list[list[int]]
+    buckets: list[list[int]]
+    warmup: list[float]
+
+    @classmethod
+    def draw(cls, steps: int, batch_size: int, seed: int) -> "Plan":
+        durations = iemocap_like_durations(steps * batch_size, seed)
+        buckets = list(DurationBucketBatchSampler(durations, batch_size, shuffle=True, seed=seed))
+        return cls(durations, random_batches(len(durations), batch_size, seed), buckets,
+                   iemocap_like_durations(batch_size, seed + 1))
+
+    def audio(self, batch: list[int]) -> float:
+        return sum(self.durations[i] for i in batch)
+
+    def seconds(self, batch: list[int]) -> list[float]:
+        return [self.durations[i] for i in batch]
+
+    def rss_batch(self) -> list[float]:
+        """The durations of the random batch with the longest utterance: peak memory's worst timed case."""
+        return self.seconds(max(self.random, key=lambda batch: max(self.seconds(batch))))
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def trainable_snapshot(brain) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    return [(p, p.detach().clone()) for p in brain.modules.parameters() if p.requires_grad]
+
+
+def training_evidence(snapshot) -> dict:
+    """How many trainable tensors moved since ``snapshot`` and the norm of the whole update."""
+    changed = sum(int(not torch.equal(p.detach(), before)) for p, before in snapshot)
+    norm = sum(float((p.detach().float() - before.float()).pow(2).sum()) for p, before in snapshot) ** 0.5
+    return {"changed_tensors": changed, "trainable_tensors": len(snapshot), "update_norm": norm}
+
+
+def ratio_summary(ratios: list[float]) -> dict:
+    return {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratios": ratios}
+
+
+def inference_rtf(brain, wav: torch.Tensor, repeats: int = 3) -> float:
+    """Compute time / audio time of the eval-mode network on one utterance (batch 1), after a warm-up."""
+    model = brain.modules.model
+    model.eval()
+    x = wav.unsqueeze(0).to(brain.device)
+    lengths = torch.ones(1, device=brain.device)
+    with torch.no_grad(), brain.evaluation_ctx:
+        model(x, lengths)
+        synchronize(brain.device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x, lengths)
+        synchronize(brain.device)
+    model.train()
+    return (time.perf_counter() - start) / (repeats * wav.shape[0] / SAMPLE_RATE)
+
+
+def paired_run(encoder_dir: Path, steps: int, batch_size: int, precision: str, device: str, seed: int) -> dict:
+    """Alternate baseline / serkit (same batches) / serkit (its buckets) for ``steps`` steps in this process."""
+    plan = Plan.draw(steps, batch_size, seed)
+    brains = {side: build_side(side, encoder_dir, precision, device) for side in ("baseline", "serkit")}
+    snapshots = {side: trainable_snapshot(brain) for side, brain in brains.items()}
+    warmup = make_batch(plan.warmup, seed + 1)
+    for brain in brains.values():  # not timed: allocations, kernel selection
+        timed_step(brain, warmup, seed)
+    times = {"baseline": [], "serkit": [], "serkit_buckets": []}
+    for k in range(steps):
+        runs = [("baseline", "baseline", plan.random[k]), ("serkit", "serkit", plan.random[k]),
+                ("serkit_buckets", "serkit", plan.buckets[k])]
+        for name, side, batch in runs[k % 3:] + runs[:k % 3]:  # rotate who goes first
+            times[name].append(timed_step(brains[side], make_batch(plan.seconds(batch), seed + 100 + k),
+                                          seed + 1000 + k))
+    random_audio = [plan.audio(b) for b in plan.random]
+    bucket_audio = [plan.audio(b) for b in plan.buckets]
+    same = ratio_summary([tb / ts for tb, ts in zip(times["baseline"], times["serkit"])])
+    same.update(baseline_audio_s_per_s=sum(random_audio) / sum(times["baseline"]),
+                serkit_audio_s_per_s=sum(random_audio) / sum(times["serkit"]))
+    buckets = ratio_summary([(ab / ts) / (ar / tb) for ab, ts, ar, tb in
+                             zip(bucket_audio, times["serkit_buckets"], random_audio, times["baseline"])])
+    buckets.update(baseline_audio_s_per_s=same["baseline_audio_s_per_s"],
+                   serkit_audio_s_per_s=sum(bucket_audio) / sum(times["serkit_buckets"]))
+    wav = 0.1 * torch.randn(int(INFERENCE_SECONDS * SAMPLE_RATE), generator=torch.Generator().manual_seed(seed))
+    return {
+        "same_batches": same,
+        "duration_batches": buckets,
+        "padding": {"random": padded_fraction(plan.durations, plan.random),
+                    "buckets": padded_fraction(plan.durations, plan.buckets)},
+        "audio_seconds": sum(random_audio),
+        "inference_rtf": {side: inference_rtf(brain, wav) for side, brain in brains.items()},
+        "precision": {side: brain.precision for side, brain in brains.items()},
+        "params_M": {side: sum(p.numel() for p in brain.modules.parameters()) / 1e6 for side, brain in brains.items()},
+        "trained": {side: training_evidence(snapshot) for side, snapshot in snapshots.items()},
+    }
+
+
+def peak_rss_child(side: str, encoder_dir: str, batch_seconds: list[float], precision: str, threads: int,
+                   seed: int, queue) -> None:
+    """In a fresh process: build ``side``, train a warm-up and one step on ``batch_seconds``, report peak RSS (MB)."""
+    torch.set_num_threads(threads)
+    brain = build_side(side, Path(encoder_dir), precision, "cpu")
+    batch = make_batch(batch_seconds, seed)
+    for step in range(2):
+        timed_step(brain, batch, seed + step)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux reports KiB
