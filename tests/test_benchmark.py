@@ -45,9 +45,9 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
                         rel_tol=1e-6)
     assert report["precision"] == {"baseline": "fp32", "serkit": "fp32"}
     assert 0 <= report["padding"]["buckets"] < 1 and 0 <= report["padding"]["random"] < 1
-    assert all(report["peak_rss_MB"][side] > 100 for side in ("baseline", "serkit"))
+    assert all(report["peak_memory_MB"][side] > 100 for side in ("baseline", "serkit"))
     assert all(report["inference_rtf"][side] > 0 for side in ("baseline", "serkit"))
-    assert len(report["rss_batch"]) == 2
+    assert len(report["memory_batch"]) == 2
     for side in ("baseline", "serkit"):
         trained = report["trained"][side]
         assert trained["update_norm"] > 0

@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import platform
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's serkit, also when the script is run from elsewhere
-from serkit.bench.paired import iemocap_like_durations  # noqa: E402  (after the path)
+from serkit.bench.paired import iemocap_like_durations, peak_memory_mb  # noqa: E402  (after the path)
 MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm")
 
 
@@ -93,12 +92,6 @@ def make_batch(durations: list[float], spec, sample_rate: int = 16000):
     token_lens = torch.tensor([max(1, int(d * 8)) for d in durations])  # ~8 phones a second
     tokens = torch.randint(1, 25, (len(lengths), int(token_lens.max())))
     return wavs, wav_lens, emotions, tokens, token_lens
-
-
-def peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def run_model(name: str, steps: int, batch_size: int, device: str, seed: int, queue) -> None:
@@ -200,8 +193,7 @@ def main(argv=None) -> int:
     if args.paired:
         return paired_main(args)
 
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print(f"# torch {torch.__version__}, device {args.device} ({device_name}), {args.threads} threads, "
+    print(f"# torch {torch.__version__}, device {device_description(args.device)}, {args.threads} threads, "
           f"batch {args.batch_size}, {args.steps} timed steps", flush=True)
     context = multiprocessing.get_context("spawn")
     rows = []
@@ -231,31 +223,36 @@ def main(argv=None) -> int:
     return 0
 
 
+def device_description(device: str) -> str:
+    """``cpu (its name)`` or ``cuda (the GPU's name)``, for the report's header."""
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+    return f"{device} ({name})"
+
+
 def paired_main(args) -> int:
-    """``--paired``: peak RSS children first (so the paired run's memory is not held meanwhile), then the run."""
+    """``--paired``: peak-memory children first (so the paired run's memory is not held meanwhile), then the run."""
     from serkit.bench import paired
 
-    if args.device != "cpu":
-        print("benchmark: peak RSS is measured on the CPU only; --paired runs with --device cpu", file=sys.stderr)
-        return 2
     folder = paired.save_encoder(args.encoder, Path(tempfile.mkdtemp(prefix="serkit_bench_")) / "encoder")
     plan = paired.Plan.draw(args.steps, args.batch_size, args.seed)
-    rss_batch = plan.rss_batch()
+    memory_batch = plan.memory_batch()
     context = multiprocessing.get_context("spawn")
-    rss = {}
+    memory = {}
     for side in ("baseline", "serkit"):
         queue = context.Queue()
-        process = context.Process(target=paired.peak_rss_child, args=(side, str(folder), rss_batch, args.precision,
-                                                                      args.threads, args.seed, queue))
+        process = context.Process(target=paired.peak_memory_child,
+                                  args=(side, str(folder), memory_batch, args.precision, args.device, args.threads,
+                                        args.seed, queue))
         process.start()
         process.join()
         if process.exitcode != 0:
-            print(f"benchmark: the {side} peak-RSS process failed (exit code {process.exitcode})", file=sys.stderr)
+            print(f"benchmark: the {side} peak-memory process failed (exit code {process.exitcode})", file=sys.stderr)
             return 1
-        rss[side] = queue.get()
+        memory[side] = queue.get()
     result = paired.paired_run(folder, args.steps, args.batch_size, args.precision, args.device, args.seed)
-    result.update(peak_rss_MB=rss, rss_batch=rss_batch, encoder=args.encoder, batch_size=args.batch_size, steps=args.steps,
-                  threads=args.threads, torch=torch.__version__, load_average=os.getloadavg()[0])
+    result.update(peak_memory_MB=memory, memory_batch=memory_batch, device=device_description(args.device),
+                  encoder=args.encoder, batch_size=args.batch_size, steps=args.steps, threads=args.threads,
+                  torch=torch.__version__, load_average=os.getloadavg()[0])
     if args.json:
         print(json.dumps(result))
     else:
@@ -264,7 +261,7 @@ def paired_main(args) -> int:
 
 
 def print_paired(r: dict) -> None:
-    print(f"# paired: encoder {r['encoder']} ({r['params_M']['serkit']:.1f} M parameters in serkit's model, "
+    print(f"# paired on {r['device']}: encoder {r['encoder']} ({r['params_M']['serkit']:.1f} M parameters in serkit's model, "
           f"{r['params_M']['baseline']:.1f} M in the baseline), batch {r['batch_size']}, {r['steps']} timed steps "
           f"each, {r['threads']} threads, torch {r['torch']}, load average {r['load_average']:.2f}; precision "
           f"serkit {r['precision']['serkit']}, baseline {r['precision']['baseline']}")
@@ -276,8 +273,9 @@ def print_paired(r: dict) -> None:
         print(f"| {name} | {row['ratio_median']:.2f}x | {row['ratio_min']:.2f}-{row['ratio_max']:.2f} "
               f"| {row['serkit_audio_s_per_s']:.2f} | {row['baseline_audio_s_per_s']:.2f} "
               f"| {r['padding'][padding]:.3f} | {r['padding']['random']:.3f} |")
-    print(f"peak RSS (MB, batch of {len(r['rss_batch'])}, longest {max(r['rss_batch']):.1f} s): "
-          f"serkit {r['peak_rss_MB']['serkit']:.0f}, baseline {r['peak_rss_MB']['baseline']:.0f}; inference RTF "
+    kind = "GPU peak allocation" if r["device"].startswith("cuda") else "peak RSS"
+    print(f"{kind} (MB, batch of {len(r['memory_batch'])}, longest {max(r['memory_batch']):.1f} s): "
+          f"serkit {r['peak_memory_MB']['serkit']:.0f}, baseline {r['peak_memory_MB']['baseline']:.0f}; inference RTF "
           f"(10 s, batch 1): serkit {r['inference_rtf']['serkit']:.4f}, baseline {r['inference_rtf']['baseline']:.4f}")
 
 

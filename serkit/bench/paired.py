@@ -11,7 +11,7 @@ the median with its min-max range is robust to a busy neighbour. Two rows:
   batches, the baseline random batches of the same size, both over the same utterance set (one
   epoch each); throughput is compared in audio-seconds per second.
 
-Peak RSS needs a fresh process per model (``ru_maxrss`` never decreases), see :func:`peak_rss_child`.
+Peak memory needs a fresh process per model (``ru_maxrss`` never decreases), see :func:`peak_memory_child`.
 serkit's side is built as ``serkit.train.train_fold`` builds it (conf/w2v2_mtl.yaml through
 ``serkit.bin.train.load_hparams``, ``build_model``, ``cpu_safe_run_opts``, ``SERBrain``), minus the
 data directory. docs/benchmarks.md describes the output.
@@ -155,7 +155,7 @@ class Plan:
     def seconds(self, batch: list[int]) -> list[float]:
         return [self.durations[i] for i in batch]
 
-    def rss_batch(self) -> list[float]:
+    def memory_batch(self) -> list[float]:
         """The durations of the random batch with the longest utterance: peak memory's worst timed case."""
         return self.seconds(max(self.random, key=lambda batch: max(self.seconds(batch))))
 
@@ -234,12 +234,19 @@ def paired_run(encoder_dir: Path, steps: int, batch_size: int, precision: str, d
     }
 
 
-def peak_rss_child(side: str, encoder_dir: str, batch_seconds: list[float], precision: str, threads: int,
-                   seed: int, queue) -> None:
-    """In a fresh process: build ``side``, train a warm-up and one step on ``batch_seconds``, report peak RSS (MB)."""
+def peak_memory_mb(device: str) -> float:
+    """The process's peak memory so far: resident set size on CPU, torch's peak allocation on a GPU."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def peak_memory_child(side: str, encoder_dir: str, batch_seconds: list[float], precision: str, device: str,
+                      threads: int, seed: int, queue) -> None:
+    """In a fresh process: build ``side``, train a warm-up and one step on ``batch_seconds``, put its peak memory (MB)."""
     torch.set_num_threads(threads)
-    brain = build_side(side, Path(encoder_dir), precision, "cpu")
+    brain = build_side(side, Path(encoder_dir), precision, device)
     batch = make_batch(batch_seconds, seed)
     for step in range(2):
         timed_step(brain, batch, seed + step)
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux reports KiB
+    queue.put(peak_memory_mb(device))
