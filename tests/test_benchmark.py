@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from serkit.bench.baseline import BaselineNetwork
@@ -30,7 +31,7 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     threads = torch.get_num_threads()
     try:
         assert load_script().main(["--paired", "--encoder", "tiny", "--steps", "1", "--batch-size", "2",
-                                   "--precision", "fp32", "--json"]) == 0
+                                   "--precision", "fp32", "--max-seconds", "3", "--json"]) == 0
     finally:
         torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -47,7 +48,7 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     assert 0 <= report["padding"]["buckets"] < 1 and 0 <= report["padding"]["random"] < 1
     assert all(report["peak_memory_MB"][side] > 100 for side in ("baseline", "serkit"))
     assert all(report["inference_rtf"][side] > 0 for side in ("baseline", "serkit"))
-    assert len(report["memory_batch"]) == 2
+    assert len(report["memory_batch"]) == 2 and max(report["memory_batch"]) <= 3.0
     for side in ("baseline", "serkit"):
         trained = report["trained"][side]
         assert trained["update_norm"] > 0
@@ -60,6 +61,11 @@ def test_duration_buckets_pad_less_than_the_baselines_random_batches():
     assert sorted(i for batch in plan.random for i in batch) == list(range(len(plan.durations)))
     from serkit.dataio import padded_fraction
     assert padded_fraction(plan.durations, plan.buckets) < 0.5 * padded_fraction(plan.durations, plan.random)
+    cropped = Plan.draw(steps=20, batch_size=16, seed=0, max_seconds=6.0)
+    assert max(cropped.durations) == 6.0
+    assert [min(d, 6.0) for d in plan.durations] == cropped.durations
+    with pytest.raises(ValueError, match="max_seconds"):
+        Plan.draw(steps=1, batch_size=2, seed=0, max_seconds=0.0)
 
 
 def test_baseline_calls_the_encoder_as_speechbrains_wrapper_does(tmp_path):

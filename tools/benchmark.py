@@ -188,6 +188,9 @@ def main(argv=None) -> int:
                         help="--paired: wav2vec2-base's architecture or the mini recipe's tiny encoder")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="--paired: serkit's training precision, resolved by its trainer (baseline: fp32)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="--paired: crop longer utterances to this many seconds (both sides), e.g. for "
+                             "wav2vec2-base's random batches on a CPU machine")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.paired:
@@ -233,26 +236,22 @@ def paired_main(args) -> int:
     """``--paired``: peak-memory children first (so the paired run's memory is not held meanwhile), then the run."""
     from serkit.bench import paired
 
-    folder = paired.save_encoder(args.encoder, Path(tempfile.mkdtemp(prefix="serkit_bench_")) / "encoder")
-    plan = paired.Plan.draw(args.steps, args.batch_size, args.seed)
-    memory_batch = plan.memory_batch()
-    context = multiprocessing.get_context("spawn")
-    memory = {}
-    for side in ("baseline", "serkit"):
-        queue = context.Queue()
-        process = context.Process(target=paired.peak_memory_child,
-                                  args=(side, str(folder), memory_batch, args.precision, args.device, args.threads,
-                                        args.seed, queue))
-        process.start()
-        process.join()
-        if process.exitcode != 0:
-            print(f"benchmark: the {side} peak-memory process failed (exit code {process.exitcode})", file=sys.stderr)
-            return 1
-        memory[side] = queue.get()
-    result = paired.paired_run(folder, args.steps, args.batch_size, args.precision, args.device, args.seed)
-    result.update(peak_memory_MB=memory, memory_batch=memory_batch, device=device_description(args.device),
-                  encoder=args.encoder, batch_size=args.batch_size, steps=args.steps, threads=args.threads,
-                  torch=torch.__version__, load_average=os.getloadavg()[0])
+    try:
+        plan = paired.Plan.draw(args.steps, args.batch_size, args.seed, args.max_seconds)
+    except ValueError as error:
+        print(f"benchmark: {error}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="serkit_bench_") as work:
+        folder = paired.save_encoder(args.encoder, Path(work) / "encoder")
+        memory = {}
+        for side in ("baseline", "serkit"):
+            memory[side] = peak_memory_in_child(side, folder, plan.memory_batch(), args)
+            if memory[side] is None:
+                return 1
+        result = paired.paired_run(folder, plan, args.precision, args.device, args.seed)
+    result.update(peak_memory_MB=memory, memory_batch=plan.memory_batch(), device=device_description(args.device),
+                  encoder=args.encoder, batch_size=args.batch_size, steps=args.steps, max_seconds=args.max_seconds,
+                  threads=args.threads, torch=torch.__version__, load_average=os.getloadavg()[0])
     if args.json:
         print(json.dumps(result))
     else:
@@ -260,10 +259,28 @@ def paired_main(args) -> int:
     return 0
 
 
+def peak_memory_in_child(side: str, folder: Path, batch_seconds: list[float], args) -> float | None:
+    """Peak memory (MB) of ``side`` trained in a fresh process; None (reported) if that process failed."""
+    from serkit.bench.paired import peak_memory_child
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: its ru_maxrss is this model's alone
+    queue = context.Queue()
+    process = context.Process(
+        target=peak_memory_child, args=(side, str(folder), batch_seconds, args.precision, args.device, args.threads,
+                                        args.seed, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        print(f"benchmark: the {side} peak-memory process failed (exit code {process.exitcode}; out of memory? "
+              "try a smaller --batch-size or --max-seconds)", file=sys.stderr)
+        return None
+    return queue.get()
+
+
 def print_paired(r: dict) -> None:
     print(f"# paired on {r['device']}: encoder {r['encoder']} ({r['params_M']['serkit']:.1f} M parameters in serkit's model, "
           f"{r['params_M']['baseline']:.1f} M in the baseline), batch {r['batch_size']}, {r['steps']} timed steps "
-          f"each, {r['threads']} threads, torch {r['torch']}, load average {r['load_average']:.2f}; precision "
+          f"each, utterances cropped to {r['max_seconds'] or 20} s, {r['threads']} threads, torch {r['torch']}, load average {r['load_average']:.2f}; precision "
           f"serkit {r['precision']['serkit']}, baseline {r['precision']['baseline']}")
     print("| row | serkit / baseline (median) | range | serkit audio-s/s | baseline audio-s/s | padded serkit "
           "| padded baseline |")

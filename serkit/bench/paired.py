@@ -21,7 +21,6 @@ from __future__ import annotations
 import random
 import resource
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +68,10 @@ def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu"):
     from serkit.model.build import build_model
     from serkit.train import SERBrain, cpu_safe_run_opts
 
-    output = tempfile.mkdtemp(prefix="serkit_bench_")
+    output = encoder_dir.parent / "serkit_output"  # never written: no checkpointer, no stage ends
     hparams = load_hparams(str(REPO / "conf" / "w2v2_mtl.yaml"),
                            {"encoder_source": str(encoder_dir), "data_dir": "-", "fold_dir": "-",
-                            "output_folder": output})
+                            "output_folder": str(output)})
     family = get_family(hparams["model"])
     model = build_model(family, hparams, N_EMOTIONS, N_TOKENS, ())
     run_opts = cpu_safe_run_opts(hparams, {"device": device, "precision": precision})
@@ -143,11 +142,19 @@ class Plan:
     warmup: list[float]
 
     @classmethod
-    def draw(cls, steps: int, batch_size: int, seed: int) -> "Plan":
-        durations = iemocap_like_durations(steps * batch_size, seed)
+    def draw(cls, steps: int, batch_size: int, seed: int, max_seconds: float | None = None) -> "Plan":
+        """``steps`` batches' worth of utterances; ``max_seconds`` crops longer ones (as a recipe's
+        ``max_duration`` does), so that wav2vec2-base's random batches fit a CPU machine's memory."""
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"steps and batch size must be at least 1, got {steps} and {batch_size}")
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+
+        def draw(n: int, draw_seed: int) -> list[float]:
+            return [min(d, max_seconds or d) for d in iemocap_like_durations(n, draw_seed)]
+        durations = draw(steps * batch_size, seed)
         buckets = list(DurationBucketBatchSampler(durations, batch_size, shuffle=True, seed=seed))
-        return cls(durations, random_batches(len(durations), batch_size, seed), buckets,
-                   iemocap_like_durations(batch_size, seed + 1))
+        return cls(durations, random_batches(len(durations), batch_size, seed), buckets, draw(batch_size, seed + 1))
 
     def audio(self, batch: list[int]) -> float:
         return sum(self.durations[i] for i in batch)
@@ -196,9 +203,9 @@ def inference_rtf(brain, wav: torch.Tensor, repeats: int = 3) -> float:
     return (time.perf_counter() - start) / (repeats * wav.shape[0] / SAMPLE_RATE)
 
 
-def paired_run(encoder_dir: Path, steps: int, batch_size: int, precision: str, device: str, seed: int) -> dict:
-    """Alternate baseline / serkit (same batches) / serkit (its buckets) for ``steps`` steps in this process."""
-    plan = Plan.draw(steps, batch_size, seed)
+def paired_run(encoder_dir: Path, plan: Plan, precision: str, device: str, seed: int) -> dict:
+    """Alternate baseline / serkit (same batches) / serkit (its buckets) over ``plan``'s steps in this process."""
+    steps = len(plan.random)
     brains = {side: build_side(side, encoder_dir, precision, device) for side in ("baseline", "serkit")}
     snapshots = {side: trainable_snapshot(brain) for side, brain in brains.items()}
     warmup = make_batch(plan.warmup, seed + 1)
