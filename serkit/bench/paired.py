@@ -181,9 +181,15 @@ def training_evidence(snapshot) -> dict:
     return {"changed_tensors": changed, "trainable_tensors": len(snapshot), "update_norm": norm}
 
 
-def ratio_summary(ratios: list[float]) -> dict:
+def throughput_row(serkit_audio: list[float], serkit_times: list[float], baseline_audio: list[float],
+                   baseline_times: list[float]) -> dict:
+    """Paired ratios of audio-seconds per second (serkit over baseline, one per round: median, min, max)
+    and each side's total audio over its total time."""
+    ratios = [(a_s / t_s) / (a_b / t_b) for a_s, t_s, a_b, t_b in
+              zip(serkit_audio, serkit_times, baseline_audio, baseline_times)]
     return {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "ratios": ratios}
+            "ratios": ratios, "serkit_audio_s_per_s": sum(serkit_audio) / sum(serkit_times),
+            "baseline_audio_s_per_s": sum(baseline_audio) / sum(baseline_times)}
 
 
 def inference_rtf(brain, wav: torch.Tensor, repeats: int = 3) -> float:
@@ -220,13 +226,8 @@ def paired_run(encoder_dir: Path, plan: Plan, precision: str, device: str, seed:
                                           seed + 1000 + k))
     random_audio = [plan.audio(b) for b in plan.random]
     bucket_audio = [plan.audio(b) for b in plan.buckets]
-    same = ratio_summary([tb / ts for tb, ts in zip(times["baseline"], times["serkit"])])
-    same.update(baseline_audio_s_per_s=sum(random_audio) / sum(times["baseline"]),
-                serkit_audio_s_per_s=sum(random_audio) / sum(times["serkit"]))
-    buckets = ratio_summary([(ab / ts) / (ar / tb) for ab, ts, ar, tb in
-                             zip(bucket_audio, times["serkit_buckets"], random_audio, times["baseline"])])
-    buckets.update(baseline_audio_s_per_s=same["baseline_audio_s_per_s"],
-                   serkit_audio_s_per_s=sum(bucket_audio) / sum(times["serkit_buckets"]))
+    same = throughput_row(random_audio, times["serkit"], random_audio, times["baseline"])
+    buckets = throughput_row(bucket_audio, times["serkit_buckets"], random_audio, times["baseline"])
     wav = 0.1 * torch.randn(int(INFERENCE_SECONDS * SAMPLE_RATE), generator=torch.Generator().manual_seed(seed))
     return {
         "same_batches": same,
