@@ -227,9 +227,21 @@ def main(argv=None) -> int:
 
 
 def device_description(device: str) -> str:
-    """``cpu (its name)`` or ``cuda (the GPU's name)``, for the report's header."""
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
-    return f"{device} ({name})"
+    """``cpu (its model name)`` or ``cuda (the GPU's name)``, for the report's header."""
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name()})"
+    return f"{device} ({cpu_model_name()})"
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux); Python's guess elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def paired_main(args) -> int:
