@@ -35,7 +35,7 @@ BASELINE_LR = 1e-4  # the recipe's learning rate of its output layer; speed does
 
 
 class BaselineNetwork(nn.Module):
-    """wav2vec 2.0's last layer -> mean over real frames -> linear -> log-probabilities."""
+    """wav2vec 2.0's last layer (layer-normalised) -> mean over real frames -> linear -> log-probabilities."""
 
     def __init__(self, encoder: Wav2Vec2Model, n_emotions: int):
         super().__init__()
