@@ -247,6 +247,7 @@ def experiment_section(
     parts.append(f"Scored {summary['scored_at']}; {len(summary['folds'])} of {len(summary['expected_folds'])} "
                  f"folds ({status}); classes {', '.join(summary['classes'])}; model {model_description(model)}.")
     parts += ["", "**Protocol**: " + protocol_description(summary["protocol"], summary.get("protocol_info")), ""]
+    parts += ["**Precision**: " + precision_description(model.get("precision")), ""]
     parts += ["**Environment** (scoring machine)", "", "```"]
     parts += [f"{key:<13}{value}" for key, value in environment.items()]
     parts += [f"{'git commit':<13}{commit}", "```", ""]
@@ -275,6 +276,15 @@ def model_description(model: dict) -> str:
         details.append(f"CTC targets {model['ctc_targets']}")
     name = f"`{model.get('family', 'unknown')}`"
     return name + (f" ({', '.join(details)})" if details else "")
+
+
+def precision_description(precision: dict | None) -> str:
+    """The arithmetic the folds were trained and evaluated in (``model_config.json``'s ``precision``)."""
+    if not precision:
+        return "not recorded (folds trained before serkit recorded it: fp32)"
+    if len(precision) == 1:
+        return next(iter(precision)) + "."
+    return "; ".join(f"{text} (folds {', '.join(folds)})" for text, folds in precision.items()) + "."
 
 
 def protocol_description(protocol: str, info: dict | None = None) -> str:

@@ -20,7 +20,7 @@ from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
 from serkit import expdir
 from serkit.bin.train import UsageError, load_hparams
-from serkit.experiments import plan
+from serkit.experiments import PlanError, plan
 from serkit.export import export_model
 from serkit.features import FeatureSpec
 from serkit.inference import EmotionRecognizer
@@ -220,3 +220,11 @@ def test_ctc_target_kinds_are_one_more_row_each(tmp_path):
         ("w2v2_mtl_4class_lambda0.1_seed1", "emophone", ()),
         ("w2v2_mtl_4class_lambda0.1_char_seed1", "char", ("--ctc_targets", "char")),
         ("egemaps_svm_4class_seed1", None, ())]
+
+
+def test_precision_is_named_and_passed_only_to_trained_networks(tmp_path):
+    experiments = plan(["w2v2_mtl", "egemaps_svm"], [], "4class", 1, str(CONF), str(tmp_path), precision="fp32")
+    assert [(e.tag, e.args) for e in experiments] == [
+        ("w2v2_mtl_4class_lambda0.1_fp32_seed1", ("--precision", "fp32")), ("egemaps_svm_4class_seed1", ())]
+    with pytest.raises(PlanError, match="--precision must be one of auto, fp32, bf16, fp16, got 'fp64'"):
+        plan(["w2v2_mtl"], [], "4class", 1, str(CONF), str(tmp_path), precision="fp64")
