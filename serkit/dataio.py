@@ -19,7 +19,8 @@ run is the wrong time to find a typo in a data file.
 Batches follow SpeechBrain's conventions (:class:`~speechbrain.dataio.batch.PaddedBatch`): waveforms
 are padded on the right and come with *relative* lengths; CTC targets come with *absolute* lengths,
 as CTC losses want. :class:`DurationBucketBatchSampler` puts utterances of similar duration together
-so that little compute is spent on padding.
+so that little compute is spent on padding, and bounds each batch's padded audio (``batch_seconds``)
+so that batches of long utterances do not run out of memory.
 """
 from __future__ import annotations
 
