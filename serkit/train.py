@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from serkit import distributed, expdir
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer
-from serkit.dataio import CTC_TARGET_FILES, DurationBucketBatchSampler, collate_batch, load_fold_data
+from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
+                            load_fold_data)
 from serkit.errors import SerkitError
 from serkit.features import FeatureStats
 from serkit.metrics import classification_scores, token_error_rate
@@ -588,11 +589,12 @@ def register_resume_state(checkpointer: SafeCheckpointer, sampler: DurationBucke
     """Add to every checkpoint what an exact resume needs beyond model, optimizers and counters.
 
     ``rng.ckpt``: the random states (:class:`serkit.checkpoints.RandomStates`, including the training
-    loader's generator). ``sampler.ckpt``: the training batches' seed, batch size and utterance
-    count; resuming with different ones would silently train on other batches, so it is refused.
+    loader's generator). ``sampler.ckpt``: the training batches' seed, batch size, seconds budget and
+    utterance count; resuming with different ones would silently train on other batches, so it is refused.
     """
     RandomStates({"train_loader": loader_generator}).register(checkpointer)
-    saved_by = {"seed": sampler.seed, "batch_size": sampler.batch_size, "n_utterances": len(sampler.durations)}
+    saved_by = {"seed": sampler.seed, "batch_size": sampler.batch_size, "batch_seconds": sampler.batch_seconds,
+                "n_utterances": len(sampler.durations)}
 
     def check(saved: dict) -> None:
         changed = [f"{key} {saved.get(key)} -> {value}" for key, value in saved_by.items() if saved.get(key) != value]
@@ -606,9 +608,13 @@ def register_resume_state(checkpointer: SafeCheckpointer, sampler: DurationBucke
 def shared_sampler(dataset, stage, hparams: dict, shuffle: bool) -> DurationBucketBatchSampler:
     """The set's duration-bucketed batches; under DDP this process's share of each (same batches on every process)."""
     try:
-        return DurationBucketBatchSampler(dataset.durations, int(hparams["batch_size"]), shuffle=shuffle,
-                                          seed=int(hparams["seed"]), dataset=dataset, num_replicas=distributed.world_size(),
-                                          rank=distributed.rank())
+        budget = check_batch_seconds(hparams.get("batch_seconds"))
+    except ValueError as error:
+        raise TrainError(str(error)) from None
+    try:
+        return DurationBucketBatchSampler(dataset.durations, int(hparams["batch_size"]), batch_seconds=budget,
+                                          shuffle=shuffle, seed=int(hparams["seed"]), dataset=dataset,
+                                          num_replicas=distributed.world_size(), rank=distributed.rank())
     except ValueError as error:
         split = stage.name.lower()
         raise TrainError(f"{Path(hparams['fold_dir']) / split}: {error}; change batch_size or the number of "
