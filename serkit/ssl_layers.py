@@ -8,8 +8,9 @@ epoch then costs only the head (docs/models.md, "SSL probe").
 
 The layers are exactly the ``H_i`` that :class:`serkit.model.w2v2_mtl.W2V2Network` fuses: the
 waveform normalised over its real samples, the encoder in eval mode at the utterance's true length
-(no padding, no dropout, no LayerDrop), ``hidden_states[0 .. N]`` as Hugging Face reports them. They
-are computed in float32 and only then cast to float16.
+(no padding, no dropout, no LayerDrop): Hugging Face's ``hidden_states[0 .. N-1]`` and, as ``H_N``, the
+encoder's ``last_hidden_state`` (for pre-LN models it includes the final LayerNorm, which transformers
+leaves out of ``hidden_states[N]``). They are computed in float32 and only then cast to float16.
 
 A cache entry must never outlive the weights it came from, so the feature spec carries a digest of
 the encoder's weights (:func:`weights_digest`): another checkpoint, even at the same path, gives
@@ -98,7 +99,8 @@ def ssl_layers(waveform: Tensor, encoder) -> Tensor:
     wav = waveform.to(torch.float32).unsqueeze(0)
     wav = normalise_waveforms(wav, torch.tensor([wav.shape[1]]))
     with torch.no_grad():
-        states = encoder.eval()(wav, output_hidden_states=True).hidden_states
+        out = encoder.eval()(wav, output_hidden_states=True)
+    states = [*out.hidden_states[:-1], out.last_hidden_state]
     return torch.stack(states, dim=2)[0].to(torch.float16)
 
 

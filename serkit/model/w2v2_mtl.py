@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from serkit.errors import SerkitError
-from serkit.model.common import ModelInputError, length_mask
+from serkit.model.common import ModelInputError, length_mask, masked_mean
 from serkit.model.encoder import encoder_from_config, load_encoder
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput, SERModel
@@ -140,10 +140,7 @@ class W2V2Network(nn.Module):
             fused = self._fused_layers(hidden, frame_mask, layer_weights, fusion_grad)
         fused = self.head_dropout(fused)
 
-        # Mean over real frames only; torch.where (not a product) so padded garbage cannot leak in.
-        keep = frame_mask.unsqueeze(-1)
-        pooled = torch.where(keep, fused, torch.zeros_like(fused)).sum(dim=1)
-        pooled = pooled / frame_lens.to(pooled.dtype).unsqueeze(-1)
+        pooled = masked_mean(fused, frame_lens)
         return NetworkOutput(emo_logits=self.emotion_head(pooled), frame_features=fused, frame_lens=frame_lens,
                              fold_extras={"layer_weights": layer_weights})
 
