@@ -247,7 +247,8 @@ def experiment_section(
     parts.append(f"Scored {summary['scored_at']}; {len(summary['folds'])} of {len(summary['expected_folds'])} "
                  f"folds ({status}); classes {', '.join(summary['classes'])}; model {model_description(model)}.")
     parts += ["", "**Protocol**: " + protocol_description(summary["protocol"], summary.get("protocol_info")), ""]
-    parts += ["**Precision**: " + precision_description(model.get("precision")), ""]
+    if model.get("precision"):  # networks trained by SERBrain; closed-form fits (eGeMAPS + SVM) have none
+        parts += ["**Precision**: " + precision_description(model["precision"]), ""]
     parts += ["**Environment** (scoring machine)", "", "```"]
     parts += [f"{key:<13}{value}" for key, value in environment.items()]
     parts += [f"{'git commit':<13}{commit}", "```", ""]
@@ -278,10 +279,8 @@ def model_description(model: dict) -> str:
     return name + (f" ({', '.join(details)})" if details else "")
 
 
-def precision_description(precision: dict | None) -> str:
+def precision_description(precision: dict) -> str:
     """The arithmetic the folds were trained and evaluated in (``model_config.json``'s ``precision``)."""
-    if not precision:
-        return "not recorded (folds trained before serkit recorded it: fp32)"
     if len(precision) == 1:
         return next(iter(precision)) + "."
     return "; ".join(f"{text} (folds {', '.join(folds)})" for text, folds in precision.items()) + "."

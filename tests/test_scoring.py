@@ -449,6 +449,9 @@ def test_results_md_describes_the_folds_stage_2_built_and_labels_speaker_depende
 def test_results_md_states_the_precision_each_fold_trained_in(tmp_path):
     """model_config.json's precision (written by the trainer) reaches RESULTS.md; folds that differ are listed."""
     exp_dir = two_fold_experiment(tmp_path, tag="mtl")
+    text = results_md.experiment_section(scoring.score_experiment(exp_dir), tmp_path / "RESULTS.md",
+                                         environment={"python": "3"}, commit="abc")
+    assert "**Precision**" not in text  # not recorded (a closed-form fit): no line rather than a guess
     bf16 = {"device": "cpu", "train": "bf16", "train_reason": "auto: cpu has bf16 units (avx512_bf16)",
             "eval": "fp32", "eval_reason": "asked for"}
     for fold, precision in (("fold01", bf16), ("fold02", dict(bf16, train="fp32", train_reason="asked for"))):
