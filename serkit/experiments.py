@@ -13,6 +13,9 @@ here, tested:
 - ``--ctc_targets "emophone char"`` runs each CTC experiment once per target kind (Li et al.'s
   emotion-phonemes against Cai et al.'s characters), the kind in the name unless it is the default
   ``emophone``;
+- ``--precision fp32|bf16|fp16|auto`` trains every network in that arithmetic instead of its config's
+  (:mod:`serkit.precision`), named in the experiment (``..._fp32_seed1``) so runs in two precisions
+  sit side by side; families fitted in closed form (eGeMAPS + SVM) ignore it;
 - stage 1 (CTC targets) runs only when some experiment trains a CTC head, for the kinds they use.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ruamel.yaml
 
 from serkit.errors import SerkitError
 from serkit.model.registry import UnknownFamilyError, get_family
+from serkit.precision import PRECISIONS
 
 
 class PlanError(SerkitError):
@@ -61,10 +65,13 @@ def read_config_values(*paths: str | None) -> dict:
 
 
 def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int, conf_dir: str,
-         recipe_conf_dir: str, overrides_file: str | None = None, ctc_targets: Sequence[str] = ()) -> list[Experiment]:
+         recipe_conf_dir: str, overrides_file: str | None = None, ctc_targets: Sequence[str] = (),
+         precision: str | None = None) -> list[Experiment]:
     """The experiments of ``models`` x (``lambdas`` x ``ctc_targets`` where the family has the CTC option)."""
     if not models:
         raise PlanError("no model given: pass --model NAME or --models \"NAME ...\"")
+    if precision and precision not in PRECISIONS:
+        raise PlanError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     experiments = []
     for name in models:
         try:
@@ -87,8 +94,11 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
             configured = str(values.get("ctc_targets", "emophone"))
             for targets in (list(ctc_targets) or [configured]) if lam > 0 else [None]:
                 kind_part = [targets] if targets not in (None, "emophone") else []
-                tag = "_".join(parts + lambda_part + kind_part + [f"seed{seed}"])
+                trained = bool(precision) and family.trainer == "brain"
+                precision_part = [precision] if trained else []
+                tag = "_".join(parts + lambda_part + kind_part + precision_part + [f"seed{seed}"])
                 extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
+                extra += ("--precision", precision) if trained else ()
                 experiments.append(Experiment(tag, name, config, overrides, args + extra, targets))
     return experiments
 

@@ -16,6 +16,10 @@ released with TIM-Net (Ye et al. 2023) used; one convention for both features ke
 
 eGeMAPSv02 functionals (Eyben et al. 2016; openSMILE's own implementation through the ``opensmile``
 package) are one 88-dimensional "frame" per utterance: the input of the classical floor family.
+
+``ssl_layers`` are the hidden states of a frozen wav2vec 2.0 encoder, [frames, L, D] in float16
+(:mod:`serkit.ssl_layers`): the input of the SSL probe. Their spec names the encoder (``source``) and
+a digest of its weights, so the spec's hash, and with it the cache folder, changes with the weights.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import inspect
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -32,7 +37,7 @@ from torch import Tensor
 
 from serkit.errors import SerkitError
 
-FEATURE_KINDS = ("waveform", "log_mel_deltas", "mfcc", "egemaps")
+FEATURE_KINDS = ("waveform", "log_mel_deltas", "mfcc", "egemaps", "ssl_layers")
 N_FUNCTIONALS = 88  # eGeMAPSv02
 LOG_FLOOR = 1e-6  # added to Mel power before the log: silence (digital zeros) stays finite
 
@@ -161,7 +166,8 @@ def _settings(function) -> dict[str, Any]:
 
 
 _DEFAULTS: dict[str, dict[str, Any]] = {"waveform": {}, "log_mel_deltas": _settings(log_mel_deltas),
-                                        "mfcc": _settings(mfcc), "egemaps": {}}
+                                        "mfcc": _settings(mfcc), "egemaps": {},
+                                        "ssl_layers": {"source": None, "digest": None}}
 
 
 @dataclass
@@ -187,6 +193,21 @@ class FeatureSpec:
         if self.kind == "mfcc" and not 1 <= int(self.params["n_mfcc"]) <= int(self.params["n_mels"]):
             raise FeatureError(f"mfcc: n_mfcc {self.params['n_mfcc']} must lie in 1..n_mels ({self.params['n_mels']}); "
                                "lower n_mfcc or raise n_mels")
+        if self.kind == "ssl_layers":
+            self._bind_encoder()
+
+    def _bind_encoder(self) -> None:
+        """Load the frozen encoder once per process and pin the spec to its weights (see the module docstring).
+
+        A local folder is named by its absolute path, so the spec means the same from any directory.
+        """
+        source = self.params["source"]
+        if not source:
+            raise FeatureError("ssl_layers: params.source must name the frozen encoder (hub id or folder; the "
+                               "family sets it from encoder_source)")
+        folder = Path(str(source)).expanduser()
+        self.params["source"] = str(folder.resolve()) if folder.is_dir() else str(source)
+        self.params["digest"] = self._ssl().check_digest(self.params["source"], self.params["digest"])
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -197,6 +218,8 @@ class FeatureSpec:
             return (int(self.params["n_mfcc"]),)
         if self.kind == "egemaps":
             return (N_FUNCTIONALS,)
+        if self.kind == "ssl_layers":
+            return self._ssl().layer_shape(self._encoder())
         return ()
 
     def n_frames(self, n_samples: int) -> int:
@@ -205,6 +228,8 @@ class FeatureSpec:
             return int(n_samples)
         if self.kind == "egemaps":
             return 1  # one row of functionals per utterance
+        if self.kind == "ssl_layers":
+            return self._ssl().n_frames(self._encoder(), n_samples)
         return frame_count(n_samples, self.sample_rate, self.params["hop_ms"])
 
     def compute(self, waveform: Tensor, sample_rate: int) -> Tensor:
@@ -218,7 +243,21 @@ class FeatureSpec:
             return mfcc(waveform, self.sample_rate, **self.params)
         if self.kind == "egemaps":
             return egemaps_functionals(waveform, self.sample_rate)
+        if self.kind == "ssl_layers":
+            return self._ssl().ssl_layers(_check_waveform(waveform), self._encoder())
         return _check_waveform(waveform)
+
+    @staticmethod
+    def _ssl():
+        """:mod:`serkit.ssl_layers`, imported on use: transformers is only needed for that kind."""
+        from serkit import ssl_layers
+
+        return ssl_layers
+
+    def _encoder(self):
+        """The spec's encoder; refuses weights changed since the spec was made (they would fill its cache)."""
+        self._ssl().check_digest(self.params["source"], self.params["digest"])
+        return self._ssl().frozen_encoder(self.params["source"])[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "sample_rate": self.sample_rate, "params": dict(self.params)}

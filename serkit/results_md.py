@@ -247,6 +247,8 @@ def experiment_section(
     parts.append(f"Scored {summary['scored_at']}; {len(summary['folds'])} of {len(summary['expected_folds'])} "
                  f"folds ({status}); classes {', '.join(summary['classes'])}; model {model_description(model)}.")
     parts += ["", "**Protocol**: " + protocol_description(summary["protocol"], summary.get("protocol_info")), ""]
+    if model.get("precision"):  # networks trained by SERBrain; closed-form fits (eGeMAPS + SVM) have none
+        parts += ["**Precision**: " + precision_description(model["precision"]), ""]
     parts += ["**Environment** (scoring machine)", "", "```"]
     parts += [f"{key:<13}{value}" for key, value in environment.items()]
     parts += [f"{'git commit':<13}{commit}", "```", ""]
@@ -275,6 +277,13 @@ def model_description(model: dict) -> str:
         details.append(f"CTC targets {model['ctc_targets']}")
     name = f"`{model.get('family', 'unknown')}`"
     return name + (f" ({', '.join(details)})" if details else "")
+
+
+def precision_description(precision: dict) -> str:
+    """The arithmetic the folds were trained and evaluated in (``model_config.json``'s ``precision``)."""
+    if len(precision) == 1:
+        return next(iter(precision)) + "."
+    return "; ".join(f"{text} (folds {', '.join(folds)})" for text, folds in precision.items()) + "."
 
 
 def protocol_description(protocol: str, info: dict | None = None) -> str:

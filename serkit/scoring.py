@@ -315,7 +315,25 @@ def _model_facts(configs: dict[str, dict]) -> dict:
             raise ScoringError(f"folds disagree on model_config.json {key!r}: {sorted(values)}")
         if values:
             facts[key] = json.loads(values.pop())
+    precisions = _precisions(configs)
+    if precisions:
+        facts["precision"] = precisions
     return facts
+
+
+def _precisions(configs: dict[str, dict]) -> dict[str, list[str]]:
+    """``{"training bf16 (auto: cpu has bf16 units (avx512_bf16)), evaluation fp32 (asked for)": [folds]}``.
+
+    Folds may differ (a fold resumed on another machine); RESULTS.md then lists each precision with its folds.
+    """
+    by_precision: dict[str, list[str]] = {}
+    for fold, config in configs.items():
+        info = config.get("precision")
+        if info:
+            text = (f"training {info['train']} ({info['train_reason']}), evaluation {info['eval']} "
+                    f"({info['eval_reason']}) on {info['device']}")
+            by_precision.setdefault(text, []).append(fold)
+    return by_precision
 
 
 def _layer_weights(exp_dir: Path, folds: Sequence[str]) -> dict:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +49,17 @@ from tqdm import tqdm
 
 from serkit import distributed, expdir
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer
-from serkit.dataio import CTC_TARGET_FILES, DurationBucketBatchSampler, collate_batch, load_fold_data
+from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
+                            load_fold_data)
 from serkit.errors import SerkitError
 from serkit.features import FeatureStats
 from serkit.metrics import classification_scores, token_error_rate
 from serkit.model import SERModel, ctc_greedy_decode, get_family
 from serkit.model.build import build_model, feature_spec, model_config
+from serkit.model.ctc_head import UNALIGNABLE
+from serkit.model.common import absolute_lengths
 from serkit.model.family import ModelFamily
+from serkit.precision import PrecisionError, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +87,11 @@ class StageResults:
 
     def mean_parts(self) -> dict[str, float]:
         n = max(self.n_batches, 1)
-        return {name: total / n for name, total in self.loss_parts.items()}
+        return {name: total / n for name, total in self.summed_parts().items()}
+
+    def summed_parts(self) -> dict[str, float]:
+        """The loss parts summed so far, as numbers (the sums are device tensors while a stage runs)."""
+        return {name: float(total) for name, total in self.loss_parts.items()}
 
     def add_predictions(self, other: "StageResults") -> None:
         """Append ``other``'s per-utterance predictions (another process's share of the set)."""
@@ -116,6 +125,10 @@ class SERBrain(sb.Brain):
         self.encoder_frozen: bool | None = None  # unknown until the first batch sets it
         self.test_scores: dict | None = None
         self.resumed_parts: dict | None = None  # the loss parts of an epoch resumed mid-way
+        self.stage: sb.Stage | None = None
+        self.current_batch = None
+        self._unchecked: list = []  # (loss, batch) of steps whose loss was not read back yet
+        self._unaveraged: list = []  # (step, loss) not yet in the running mean
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("epoch_parts", self, custom_save_hook=SERBrain.save_epoch_parts,
                                               custom_load_hook=SERBrain.load_epoch_parts, optional_load=True)
@@ -177,16 +190,27 @@ class SERBrain(sb.Brain):
     # --------------------------------------------------------------------- non-finite losses
 
     def check_loss_isfinite(self, loss) -> None:
+        """Queue the step's loss for the non-finite check (:meth:`read_back` runs it, see "reading back")."""
+        self._unchecked.append((loss.detach(), self.current_batch))
+        if len(self._unchecked) >= self.sync_every:
+            self._check_losses()
+
+    def _check_losses(self) -> None:
+        if not self._unchecked:
+            return
+        values = torch.stack([loss.float().to(self.device) for loss, _ in self._unchecked]).tolist()
+        unchecked, self._unchecked = self._unchecked, []
+        for value, (_, batch) in zip(values, unchecked):
+            if not math.isfinite(value):
+                self._nonfinite_loss(value, batch)
+
+    def _nonfinite_loss(self, value: float, batch) -> None:
         """A non-finite training loss names its batch's utterances (and those with NaN/Inf input).
 
         Non-finite input (a broken feature or cache entry; poisoned audio files are refused earlier,
         when read) stops the run at once: it comes back every epoch. Otherwise SpeechBrain's
         ``nonfinite_patience`` allows a few such batches (a rare overflow) with a warning naming them.
         """
-        if torch.isfinite(loss):
-            return
-        value = float(loss.detach())
-        batch = getattr(self, "current_batch", None)
         ids = list(batch.id) if batch is not None else []
         poisoned = nonfinite_inputs(batch) if batch is not None else []
         where = f"epoch {self.hparams.epoch_counter.current}, batch of utterance(s) {', '.join(ids) or '?'}"
@@ -202,20 +226,94 @@ class SERBrain(sb.Brain):
         logger.warning("training loss is %s (%s); %d of the %d non-finite batches allowed this epoch "
                        "(nonfinite_patience)", value, where, self.nonfinite_count, self.nonfinite_patience)
 
+    # --------------------------------------------------------------------- reading values back
+    # Reading a value the device computed (float(loss), `if torch.isfinite(loss)`) makes the host wait
+    # until the device has finished everything queued; once a step, that leaves a GPU idle while the
+    # host prepares the next step. So the training step reads nothing back: each step's loss, whether it
+    # is finite and the CTC head's unalignable count stay on the device and are read every
+    # ``sync_every`` steps, before every checkpoint and at the end of the epoch. The running training
+    # loss (progress bar, history) is then exactly SpeechBrain's. On a CPU reading is free:
+    # ``sync_every: auto`` is 1 there (every step, as before) and 50 on a GPU.
+
+    @property
+    def sync_every(self) -> int:
+        setting = getattr(self.hparams, "sync_every", "auto")
+        if setting in (None, "auto"):
+            return 1 if self.device_type == "cpu" else 50
+        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+            raise TrainError(f"sync_every must be a positive number of steps or auto, got {setting!r}")
+        return setting
+
+    def fit_batch(self, batch):
+        """SpeechBrain's training step, reading nothing back from the device (see "reading back").
+
+        The same steps as :meth:`speechbrain.core.Brain.fit_batch`; only the returned loss stays on
+        the device (SpeechBrain's copies it to the CPU). Under DDP the loss reported is the global batch's.
+        """
+        should_step = (self.step % self.grad_accumulation_factor) == 0
+        self.on_fit_batch_start(batch, should_step)
+        with self.no_sync(not should_step):
+            with self.training_ctx:
+                outputs = self.compute_forward(batch, sb.Stage.TRAIN)
+                loss = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+            scaled_loss = self.scaler.scale(loss / self.grad_accumulation_factor)
+            self.check_loss_isfinite(scaled_loss)
+            scaled_loss.backward()
+        if should_step:
+            self.optimizers_step()
+        self.on_fit_batch_end(batch, outputs, loss, should_step)
+        return self._global_loss(loss.detach())
+
+    def update_average(self, loss, avg_loss):
+        """SpeechBrain's running mean of the losses; in training, updated when the losses are read back."""
+        if self.stage != sb.Stage.TRAIN:
+            return super().update_average(loss, avg_loss)
+        self._unaveraged.append((self.step, loss))
+        if len(self._unaveraged) >= self.sync_every:
+            self._average_losses()
+        return self.avg_train_loss
+
+    def _average_losses(self) -> None:
+        if not self._unaveraged:
+            return
+        values = torch.stack([loss.float().to(self.device) for _, loss in self._unaveraged]).tolist()
+        average = float(self.avg_train_loss)
+        for (step, _), value in zip(self._unaveraged, values):
+            if math.isfinite(value):  # SpeechBrain's update: non-finite losses leave the mean alone
+                average -= average / step
+                average += value / step
+        self.avg_train_loss, self._unaveraged = average, []
+
+    def read_back(self) -> None:
+        """Read everything the training steps left on the device: loss checks, running loss, warnings."""
+        self._check_losses()
+        self._average_losses()
+        UNALIGNABLE.flush()
+
+    def _save_intra_epoch_ckpt(self):
+        """A mid-epoch checkpoint saves the running loss: read it back first."""
+        self.read_back()
+        super()._save_intra_epoch_ckpt()
+
     # --------------------------------------------------------------------- forward and loss
 
     def compute_forward(self, batch, stage):
-        """Model inputs and relative lengths -> :class:`serkit.model.SEROutput`."""
+        """Model inputs and relative lengths -> :class:`serkit.model.SEROutput`.
+
+        Absolute lengths are computed and checked on the CPU, before the batch moves to the device.
+        """
+        cpu_inputs, cpu_relative = batch.sig
+        lengths = absolute_lengths(cpu_inputs, cpu_relative.cpu())
         batch = batch.to(self.device)
-        inputs, lengths = batch.sig
-        return self.modules.model(inputs, lengths)
+        inputs, relative = batch.sig
+        return self.modules.model(inputs, relative, lengths=lengths.to(self.device, non_blocking=True))
 
     def compute_objectives(self, predictions, batch, stage):
         """The family's loss; outside training also keeps each utterance's predictions."""
         loss, parts = self.family.loss(predictions, batch, vars(self.hparams))
         weight = self.shard_weight(batch)  # 1.0 in a single process
-        for name, value in parts.items():
-            self.results.loss_parts[name] = self.results.loss_parts.get(name, 0.0) + weight * float(value.detach())
+        for name, value in parts.items():  # summed on the device: read back only at the end of the stage
+            self.results.loss_parts[name] = self.results.loss_parts.get(name, 0.0) + weight * value.detach().double()
         self.results.n_batches += 1
         if stage != sb.Stage.TRAIN:
             self._keep_predictions(predictions, batch)
@@ -238,6 +336,7 @@ class SERBrain(sb.Brain):
     # --------------------------------------------------------------------- stages
 
     def on_stage_start(self, stage, epoch=None) -> None:
+        self.stage = stage
         self.results = StageResults()
         if stage != sb.Stage.TRAIN:
             distributed.broadcast_buffers(self.model)  # every process evaluates the model rank 0 saves
@@ -251,13 +350,16 @@ class SERBrain(sb.Brain):
 
     def save_epoch_parts(self, path) -> None:
         if sb.utils.distributed.if_main_process():
-            Path(path).write_text(json.dumps({"loss_parts": self.results.loss_parts,
+            Path(path).write_text(json.dumps({"loss_parts": self.results.summed_parts(),
                                               "n_batches": self.results.n_batches}) + "\n", encoding="utf-8")
 
     def load_epoch_parts(self, path, end_of_epoch) -> None:
         self.resumed_parts = None if end_of_epoch else json.loads(Path(path).read_text(encoding="utf-8"))
 
     def on_stage_end(self, stage, stage_loss, epoch=None) -> None:
+        if stage == sb.Stage.TRAIN:
+            self.read_back()
+            stage_loss = self.avg_train_loss
         self.combine_results(stage)
         if stage == sb.Stage.TRAIN:
             self.train_loss = float(stage_loss)
@@ -377,10 +479,6 @@ class SERBrain(sb.Brain):
         n_global = distributed.all_sum([n_local], self.device)[0]
         return world * n_local / n_global
 
-    def fit_batch(self, batch):
-        """SpeechBrain's training step; the loss it reports is the global batch's."""
-        return self._global_loss(super().fit_batch(batch))
-
     def evaluate_batch(self, batch, stage):
         """SpeechBrain's evaluation step; the loss it reports is the global batch's."""
         return self._global_loss(super().evaluate_batch(batch, stage))
@@ -400,8 +498,9 @@ class SERBrain(sb.Brain):
         if world == 1:
             return
         results = self.results
-        names = list(results.loss_parts)
-        sums = distributed.all_sum([results.loss_parts[name] for name in names], self.device)
+        parts = results.summed_parts()
+        names = list(parts)
+        sums = distributed.all_sum([parts[name] for name in names], self.device)
         combined = StageResults(loss_parts={name: total / world for name, total in zip(names, sums)},
                                 n_batches=results.n_batches)
         if stage != sb.Stage.TRAIN:
@@ -438,25 +537,32 @@ def best_checkpoint(checkpointer: Checkpointer):
 # ----------------------------------------------------------------------------- one fold, start to end
 
 
-def cpu_safe_run_opts(hparams: dict, run_opts: RunOptions | dict | None) -> RunOptions:
-    """Run options with mixed precision switched off on CPU (serkit trains fp32 there).
+def precision_run_opts(hparams: dict, run_opts: RunOptions | dict | None) -> tuple[RunOptions, dict]:
+    """Run options with ``precision`` / ``eval_precision`` resolved for the device (:mod:`serkit.precision`).
 
-    SpeechBrain refuses fp16 on CPU with an error and would run bf16 autocast on CPU; neither is
-    wanted for a run that a config written for a GPU happens to start on a CPU machine.
+    ``auto`` becomes bf16 where the device has bf16 units and fp32 elsewhere; fp16 on a CPU becomes
+    fp32 (SpeechBrain refuses it there). Also returns what was chosen and why, for the log and
+    ``model_config.json`` (RESULTS.md reports it).
     """
     if run_opts is None:
         run_opts = RunOptions()
     elif isinstance(run_opts, dict):
         run_opts = RunOptions.from_dictionary(run_opts)
-    device = run_opts.device or hparams.get("device") or infer_device()
+    device = str(run_opts.device or hparams.get("device") or infer_device())
     wanted = {key: (run_opts[key] if key in run_opts.overridden_args else hparams.get(key, "fp32"))
               for key in ("precision", "eval_precision")}
-    if str(device).startswith("cpu") and any(value != "fp32" for value in wanted.values()):
-        logger.warning("device is CPU: ignoring precision=%s / eval_precision=%s, training in fp32",
-                       wanted["precision"], wanted["eval_precision"])
-        run_opts = dataclasses.replace(run_opts, precision="fp32", eval_precision="fp32",
-                                       overridden_args=set(run_opts.overridden_args) | {"precision", "eval_precision"})
-    return run_opts
+    try:
+        chosen = {key: resolve_precision(value, device) for key, value in wanted.items()}
+    except PrecisionError as error:
+        raise TrainError(f"{error} (the config's or command line's precision / eval_precision)") from None
+    run_opts = dataclasses.replace(run_opts, precision=chosen["precision"].name,
+                                   eval_precision=chosen["eval_precision"].name,
+                                   overridden_args=set(run_opts.overridden_args) | {"precision", "eval_precision"})
+    info = {"device": device, "train": chosen["precision"].name, "train_reason": chosen["precision"].reason,
+            "eval": chosen["eval_precision"].name, "eval_reason": chosen["eval_precision"].reason}
+    logger.info("precision on %s: training %s (%s), evaluation %s (%s)", device, info["train"], info["train_reason"],
+                info["eval"], info["eval_reason"])
+    return run_opts, info
 
 
 def _loader(brain: SERBrain, dataset, stage, hparams: dict, shuffle: bool, generator: torch.Generator | None = None):
@@ -483,11 +589,12 @@ def register_resume_state(checkpointer: SafeCheckpointer, sampler: DurationBucke
     """Add to every checkpoint what an exact resume needs beyond model, optimizers and counters.
 
     ``rng.ckpt``: the random states (:class:`serkit.checkpoints.RandomStates`, including the training
-    loader's generator). ``sampler.ckpt``: the training batches' seed, batch size and utterance
-    count; resuming with different ones would silently train on other batches, so it is refused.
+    loader's generator). ``sampler.ckpt``: the training batches' seed, batch size, seconds budget and
+    utterance count; resuming with different ones would silently train on other batches, so it is refused.
     """
     RandomStates({"train_loader": loader_generator}).register(checkpointer)
-    saved_by = {"seed": sampler.seed, "batch_size": sampler.batch_size, "n_utterances": len(sampler.durations)}
+    saved_by = {"seed": sampler.seed, "batch_size": sampler.batch_size, "batch_seconds": sampler.batch_seconds,
+                "n_utterances": len(sampler.durations)}
 
     def check(saved: dict) -> None:
         changed = [f"{key} {saved.get(key)} -> {value}" for key, value in saved_by.items() if saved.get(key) != value]
@@ -501,9 +608,13 @@ def register_resume_state(checkpointer: SafeCheckpointer, sampler: DurationBucke
 def shared_sampler(dataset, stage, hparams: dict, shuffle: bool) -> DurationBucketBatchSampler:
     """The set's duration-bucketed batches; under DDP this process's share of each (same batches on every process)."""
     try:
-        return DurationBucketBatchSampler(dataset.durations, int(hparams["batch_size"]), shuffle=shuffle,
-                                          seed=int(hparams["seed"]), dataset=dataset, num_replicas=distributed.world_size(),
-                                          rank=distributed.rank())
+        budget = check_batch_seconds(hparams.get("batch_seconds"))
+    except ValueError as error:
+        raise TrainError(str(error)) from None
+    try:
+        return DurationBucketBatchSampler(dataset.durations, int(hparams["batch_size"]), batch_seconds=budget,
+                                          shuffle=shuffle, seed=int(hparams["seed"]), dataset=dataset,
+                                          num_replicas=distributed.world_size(), rank=distributed.rank())
     except ValueError as error:
         split = stage.name.lower()
         raise TrainError(f"{Path(hparams['fold_dir']) / split}: {error}; change batch_size or the number of "
@@ -573,14 +684,15 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
     model = build_model(family, hparams, len(data.classes), len(data.tokens) if lam > 0 else 0, dims)
     if model.input_norm is not None:  # rank 0 computes (and caches) the statistics; the others receive them
         model.input_norm.set_stats(*run_on_main(training_stats, args=[data.train]))
+    run_opts, precision = precision_run_opts(hparams, run_opts)
     if distributed.is_main():
-        expdir.write_model_config(out, model_config(family, model, hparams, feature, dims, data.classes,
-                                                    data.tokens))
+        config = model_config(family, model, hparams, feature, dims, data.classes, data.tokens)
+        expdir.write_model_config(out, {**config, "precision": precision})
     total, trainable = count_parameters(model)
     logger.info("model %s: %s parameters (%s trainable)", family.name, f"{total:,}", f"{trainable:,}")
 
     checkpointer = make_checkpointer(out, model, hparams)
-    brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=cpu_safe_run_opts(hparams, run_opts),
+    brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts,
                      checkpointer=checkpointer, family=family, classes=data.classes, tokens=data.tokens)
     loader_generator = torch.Generator().manual_seed(int(hparams["seed"]))
     train_loader, train_sampler = _loader(brain, data.train, sb.Stage.TRAIN, hparams, shuffle=True,

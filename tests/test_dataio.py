@@ -1,7 +1,7 @@
-"""Tests of serkit.dataio: fold loading and its checks, batching, and duration bucketing."""
+"""Tests of serkit.dataio: fold loading and its checks, datasets and padded batches (the duration-bucketed
+batch sampler: tests/test_batching.py)."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -9,8 +9,7 @@ import torch
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 from serkit.datadir import DataDirError
-from serkit.dataio import (DurationBucketBatchSampler, EmotionDataset, collate_batch, load_fold_data,
-                           padded_fraction, read_tokens)
+from serkit.dataio import EmotionDataset, collate_batch, load_fold_data, read_tokens
 
 
 def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[str, Path]:
@@ -27,72 +26,6 @@ def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[st
 
 def replace_in_file(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
-
-
-# ----------------------------------------------------------------------------- bucketing
-
-
-def test_bucket_batches_cover_every_utterance_exactly_once():
-    durations = [random.Random(1).uniform(0.5, 12.0) for _ in range(53)]
-    sampler = DurationBucketBatchSampler(durations, batch_size=8, shuffle=True, seed=3)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == 7  # ceil(53 / 8)
-    assert sorted(index for batch in batches for index in batch) == list(range(53))
-    assert sorted(len(batch) for batch in batches) == [5] + [8] * 6
-
-
-def test_bucketing_pads_less_than_random_batching():
-    rng = random.Random(7)
-    durations = [rng.uniform(0.5, 15.0) for _ in range(400)]
-    bucketed = list(DurationBucketBatchSampler(durations, batch_size=16, seed=0))
-    order = list(range(len(durations)))
-    rng.shuffle(order)
-    random_batches = [order[start:start + 16] for start in range(0, len(order), 16)]
-    assert padded_fraction(durations, bucketed) < 0.25 * padded_fraction(durations, random_batches)
-
-
-def test_padded_fraction_counts_padding_over_padded_area():
-    # batch [1 s, 2 s] pads to 2 x 2 s, batch [3 s, 4 s] to 2 x 4 s: 10 s real in 12 s padded
-    assert padded_fraction([1.0, 2.0, 3.0, 4.0], [[0, 1], [2, 3]]) == pytest.approx(1 / 6)
-    assert padded_fraction([2.0, 2.0], [[0, 1]]) == 0.0
-
-
-def test_sampler_order_is_seeded_and_changes_with_epoch():
-    durations = [float(i % 37) + 0.5 for i in range(200)]
-
-    def order(seed: int, epoch: int) -> list[list[int]]:
-        sampler = DurationBucketBatchSampler(durations, batch_size=4, shuffle=True, seed=seed)
-        sampler.set_epoch(epoch)
-        return list(sampler)
-
-    assert order(seed=5, epoch=1) == order(seed=5, epoch=1)
-    assert order(seed=5, epoch=2) != order(seed=5, epoch=1)
-    assert order(seed=6, epoch=1) != order(seed=5, epoch=1)
-
-
-def test_batch_membership_changes_between_epochs_but_stays_duration_homogeneous():
-    """Each epoch regroups neighbours of similar duration (not only reorders fixed batches)."""
-    durations = [1.0 + 0.01 * i for i in range(64)]
-    sampler = DurationBucketBatchSampler(durations, batch_size=8, shuffle=True, seed=0)
-    membership = []
-    for epoch in (1, 2):
-        sampler.set_epoch(epoch)
-        membership.append({frozenset(batch) for batch in sampler})
-    assert membership[0] != membership[1]
-    for batch in list(sampler):
-        spread = max(durations[i] for i in batch) / min(durations[i] for i in batch)
-        assert spread < 1.3  # 10 % jitter keeps a batch's durations close together
-
-
-def test_unshuffled_sampler_yields_batches_in_increasing_duration():
-    durations = [3.0, 1.0, 2.0, 5.0, 4.0]
-    batches = list(DurationBucketBatchSampler(durations, batch_size=2, shuffle=False))
-    assert batches == [[1, 2], [0, 4], [3]]
-
-
-def test_sampler_rejects_a_zero_batch_size():
-    with pytest.raises(ValueError, match="batch_size"):
-        DurationBucketBatchSampler([1.0], batch_size=0)
 
 
 # ----------------------------------------------------------------------------- loading a fold

@@ -20,7 +20,7 @@ from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
 from serkit import expdir
 from serkit.bin.train import UsageError, load_hparams
-from serkit.experiments import plan
+from serkit.experiments import PlanError, plan
 from serkit.export import export_model
 from serkit.features import FeatureSpec
 from serkit.inference import EmotionRecognizer
@@ -44,7 +44,11 @@ TINY = {
                              "pool_size": [2, 4], "pool_after": [1, 2], "dropout": 0.1, "lstm_hidden": 8,
                              "attention_kernel": 7}},
     "egemaps_svm": {"classifier": "logreg"},
+    "ssl_probe": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2},
 }
+#: Optimizer steps the over-fitting check allows (default 150): a linear probe on a frozen random
+#: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds.
+OVERFIT_STEPS = {"ssl_probe": 600}
 FAMILIES = family_names()
 NEURAL = [name for name in FAMILIES if get_family(name).trainer == "brain"]
 
@@ -71,6 +75,8 @@ def hparams_for(name: str, corpus: dict, out: Path, **extra) -> dict:
                  **TINY[name], **extra}
     if name == "w2v2_mtl":
         overrides.update(encoder_source=str(corpus["encoder"]), num_workers=0, ckpt_interval_minutes=0)
+    if name == "ssl_probe":
+        overrides.update(encoder_source=str(corpus["encoder"]))
     return load_hparams(str(CONF / f"{name}.yaml"), overrides)
 
 
@@ -129,7 +135,7 @@ def test_overfits_a_few_utterances(name, corpus, tmp_path):
     targets = torch.tensor([0, 1, 2, 3])
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     first = None
-    for _ in range(150):
+    for _ in range(OVERFIT_STEPS.get(name, 150)):
         model.train()
         loss, _, _ = mtl_loss(model(batch, lengths), targets, None, None, lam=0.0)
         first = float(loss.detach()) if first is None else first
@@ -220,3 +226,11 @@ def test_ctc_target_kinds_are_one_more_row_each(tmp_path):
         ("w2v2_mtl_4class_lambda0.1_seed1", "emophone", ()),
         ("w2v2_mtl_4class_lambda0.1_char_seed1", "char", ("--ctc_targets", "char")),
         ("egemaps_svm_4class_seed1", None, ())]
+
+
+def test_precision_is_named_and_passed_only_to_trained_networks(tmp_path):
+    experiments = plan(["w2v2_mtl", "egemaps_svm"], [], "4class", 1, str(CONF), str(tmp_path), precision="fp32")
+    assert [(e.tag, e.args) for e in experiments] == [
+        ("w2v2_mtl_4class_lambda0.1_fp32_seed1", ("--precision", "fp32")), ("egemaps_svm_4class_seed1", ())]
+    with pytest.raises(PlanError, match="--precision must be one of auto, fp32, bf16, fp16, got 'fp64'"):
+        plan(["w2v2_mtl"], [], "4class", 1, str(CONF), str(tmp_path), precision="fp64")

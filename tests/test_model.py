@@ -144,6 +144,111 @@ def test_fused_representations_are_hf_hidden_states():
             assert torch.allclose(out.emo_logits, expected, atol=1e-4), f"H_{k} differs from HF"
 
 
+def _stacked_fusion_reference(network, wavs, n_samples):
+    """What W2V2Network computed before the running sum (commit edf2f7f): H_0..H_N, stacked, fused by einsum."""
+    from serkit.model.w2v2_mtl import normalise_waveforms
+    normalised = normalise_waveforms(wavs, n_samples)
+    sample_mask = (torch.arange(wavs.shape[1]).unsqueeze(0) < n_samples.unsqueeze(1)).long()
+    out = network.encoder(normalised, attention_mask=sample_mask, output_hidden_states=True)
+    states = [*out.hidden_states[:-1], out.last_hidden_state]  # H_N includes a pre-LN model's final LayerNorm
+    frame_lens = network.encoder._get_feat_extract_output_lengths(n_samples).long()
+    mask = torch.arange(states[0].shape[1]).unsqueeze(0) < frame_lens.unsqueeze(1)
+    weights = torch.softmax(network.fusion_weights, dim=0)
+    fused = network.head_dropout(torch.einsum("l,lbfd->bfd", weights, torch.stack(states)))
+    pooled = (fused * mask.unsqueeze(-1)).sum(1) / frame_lens.unsqueeze(-1)
+    return network.emotion_head(pooled), fused
+
+
+def _loss_and_grads(network, outputs):
+    logits, frames = outputs
+    network.zero_grad()
+    (logits.square().sum() + frames.square().mean()).backward()
+    return {name: p.grad.clone() for name, p in network.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("norm,stable,lengths", [("group", False, [9000, 9000]), ("layer", True, [9000, 6100])])
+def test_running_sum_fusion_equals_stacked_hidden_states(norm, stable, lengths):
+    """The running weighted sum gives the outputs and gradients of stacking all L hidden states (dropout on)."""
+    model = make_model(norm=norm, stable=stable, freeze_feature_encoder=False, hidden_dropout=0.1,
+                       apply_spec_augment=False).train()
+    network = model.network
+    with torch.no_grad():
+        network.fusion_weights.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    wavs, _ = padded_batch(noise_waves(lengths, seed=11))
+    n_samples = torch.tensor(lengths)
+    torch.manual_seed(5)
+    ours = network(wavs, n_samples)
+    ours_grads = _loss_and_grads(network, (ours.emo_logits, ours.frame_features))
+    torch.manual_seed(5)
+    reference = _stacked_fusion_reference(network, wavs, n_samples)
+    reference_grads = _loss_and_grads(network, reference)
+    assert torch.allclose(ours.emo_logits, reference[0], atol=1e-5)
+    keep = (torch.arange(ours.frame_features.shape[1]) < ours.frame_lens.unsqueeze(1)).unsqueeze(-1)
+    assert torch.allclose(ours.frame_features * keep, reference[1] * keep, atol=1e-5)
+    assert ours_grads.keys() == reference_grads.keys() and "fusion_weights" in ours_grads
+    for name, grad in ours_grads.items():
+        assert torch.allclose(grad, reference_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_batched_group_norm_cnn_equals_per_utterance_loop():
+    """One batched CNN call with masked GroupNorm statistics = each utterance alone (features and gradients)."""
+    from serkit.model.w2v2_mtl import masked_group_norm_cnn, per_utterance_cnn
+    model = make_model(norm="group", freeze_feature_encoder=False)
+    cnn = model.network.encoder.feature_extractor
+    lengths = [16000, 11000, 4001, 400]
+    wavs, _ = padded_batch(noise_waves(lengths, seed=12))
+    n_samples = torch.tensor(lengths)
+    results = {}
+    for name, run in (("batched", masked_group_norm_cnn), ("loop", per_utterance_cnn)):
+        cnn.zero_grad()
+        features = run(cnn, wavs, n_samples)
+        frames = model.network.encoder._get_feat_extract_output_lengths(n_samples).long()
+        keep = (torch.arange(features.shape[2]) < frames.unsqueeze(1)).unsqueeze(1)
+        (torch.where(keep, features, 0.0).square().sum()).backward()
+        results[name] = (torch.where(keep, features, 0.0), {n: p.grad.clone() for n, p in cnn.named_parameters()})
+    assert results["batched"][0].shape == results["loop"][0].shape
+    assert torch.allclose(results["batched"][0], results["loop"][0], atol=1e-5)
+    for name, grad in results["loop"][1].items():
+        assert torch.allclose(results["batched"][1][name], grad, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("mode", ["batched", "per_utterance"])
+def test_either_cnn_mode_is_padding_invariant(mode):
+    model = make_model(norm="group").eval()
+    model.network.cnn_mode = mode
+    waves = noise_waves([12000, 5000], seed=13)
+    wavs, lens = padded_batch(waves)
+    with torch.no_grad():
+        batched = model(wavs, lens).emo_logits
+        alone = torch.cat([model(w.unsqueeze(0), torch.ones(1)).emo_logits for w in waves])
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_training_step_reads_nothing_back_from_the_device(monkeypatch):
+    """On the meta device any read of a value (bool(), .item(), .tolist()) fails: a whole training step
+    of the batched path (forward, loss, backward) given CPU-checked lengths runs there, so it makes the
+    host wait for no GPU. The one read left is inside transformers: it checks whether the attention
+    mask can be skipped (``padding_mask.all()``), and is switched off here to test serkit's own code."""
+    import transformers.masking_utils
+    monkeypatch.setattr(transformers.masking_utils, "_ignore_bidirectional_mask_sdpa", lambda *a, **k: False)
+    model = make_model(norm="group", freeze_feature_encoder=False, phoneme_head=False).train().to("meta")
+    model.network.cnn_mode = "batched"
+    lengths = torch.tensor([16000, 12000, 9000])
+    out = model(torch.empty(3, 16000, device="meta"), torch.empty(3, device="meta"), lengths=lengths.to("meta"))
+    loss, _, _ = mtl_loss(out, torch.zeros(3, dtype=torch.long, device="meta"), None, None, lam=0.0)
+    loss.backward()
+    assert model.network.fusion_weights.grad is not None and model.network.fusion_weights.grad.is_meta
+    model.network.cnn_mode = "per_utterance"  # the CPU path reads the lengths: it cannot run there
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        model(torch.empty(3, 16000, device="meta"), torch.empty(3, device="meta"), lengths=lengths.to("meta"))
+
+
+def test_unknown_cnn_mode_is_refused():
+    with pytest.raises(ModelInputError, match="cnn_mode must be one of auto, batched, per_utterance"):
+        W2V2Network.from_encoder_config(tiny_config(), N_EMO) and W2V2Network(
+            encoder_from_config(tiny_config()), N_EMO, cnn_mode="fast")
+
+
 def test_fusion_weights_start_uniform_and_learn():
     model = make_model().train()
     wavs, lens = padded_batch(noise_waves([9000, 7000], seed=4))

@@ -129,9 +129,11 @@ def test_a_nan_audio_file_stops_training_naming_the_file(corpus, tmp_path):
         train_fold(tiny_hparams(corpus, tmp_path, data), {"device": "cpu", "noprogressbar": True})
 
 
-def test_a_non_finite_loss_names_the_utterances_of_its_batch(corpus, tmp_path):
-    """A learning rate of 1e12 blows the weights up: the error names the batch's utterances."""
-    hparams = tiny_hparams(corpus, tmp_path, corpus["data"], lr=1e12, max_grad_norm=1e30)
+@pytest.mark.parametrize("sync_every", ["auto", 3])
+def test_a_non_finite_loss_names_the_utterances_of_its_batch(corpus, tmp_path, sync_every):
+    """A learning rate of 1e12 blows the weights up: the error names the batch's utterances, also when
+    the losses are read back from the device only every 3 steps (as on a GPU)."""
+    hparams = tiny_hparams(corpus, tmp_path, corpus["data"], lr=1e12, max_grad_norm=1e30, sync_every=sync_every)
     with pytest.raises(TrainError, match=r"training loss is (nan|inf) \(epoch 1, batch of utterance\(s\) "
                                          r"spk\d-u\d\d, spk\d-u\d\d\).*training diverged"):
         train_fold(hparams, {"device": "cpu", "noprogressbar": True, "nonfinite_patience": 0})

@@ -444,3 +444,25 @@ def test_results_md_describes_the_folds_stage_2_built_and_labels_speaker_depende
     # without protocol.json: the generic description, and no speaker-dependent label for loso
     plain = results_md.protocol_description("loso")
     assert plain.startswith("`loso`: leave-one-speaker-out") and "speaker-dependent**" not in plain
+
+
+def test_results_md_states_the_precision_each_fold_trained_in(tmp_path):
+    """model_config.json's precision (written by the trainer) reaches RESULTS.md; folds that differ are listed."""
+    exp_dir = two_fold_experiment(tmp_path, tag="mtl")
+    text = results_md.experiment_section(scoring.score_experiment(exp_dir), tmp_path / "RESULTS.md",
+                                         environment={"python": "3"}, commit="abc")
+    assert "**Precision**" not in text  # not recorded (a closed-form fit): no line rather than a guess
+    bf16 = {"device": "cpu", "train": "bf16", "train_reason": "auto: cpu has bf16 units (avx512_bf16)",
+            "eval": "fp32", "eval_reason": "asked for"}
+    for fold, precision in (("fold01", bf16), ("fold02", dict(bf16, train="fp32", train_reason="asked for"))):
+        path = exp_dir / fold / "model_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "precision": precision}), encoding="utf-8")
+    text = results_md.experiment_section(scoring.score_experiment(exp_dir), tmp_path / "RESULTS.md",
+                                         environment={"python": "3"}, commit="abc")
+    assert ("**Precision**: training bf16 (auto: cpu has bf16 units (avx512_bf16)), evaluation fp32 (asked for) "
+            "on cpu (folds fold01); training fp32 (asked for), evaluation fp32 (asked for) on cpu (folds fold02).") in text
+    (exp_dir / "fold02" / "model_config.json").write_text(
+        json.dumps({**json.loads((exp_dir / "fold02" / "model_config.json").read_text()), "precision": bf16}))
+    text = results_md.experiment_section(scoring.score_experiment(exp_dir), tmp_path / "RESULTS.md",
+                                         environment={"python": "3"}, commit="abc")
+    assert "**Precision**: training bf16 (auto: cpu has bf16 units (avx512_bf16)), evaluation fp32 (asked for) on cpu." in text

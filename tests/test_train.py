@@ -14,6 +14,7 @@ import torch
 import yaml
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
+import serkit.precision
 import serkit.train
 from serkit.bin import train as train_cli
 from serkit.bin.train import load_hparams, merged_overrides
@@ -21,7 +22,7 @@ from serkit.metrics import classification_scores as real_classification_scores
 from serkit.expdir import read_history, write_history
 from serkit.model import build_tiny_w2v2, load_encoder
 from serkit.model.build import model_from_config
-from serkit.train import SERBrain, TrainError, cpu_safe_run_opts, train_fold
+from serkit.train import SERBrain, TrainError, precision_run_opts, train_fold
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
@@ -314,10 +315,57 @@ def test_command_line_overrides_win_over_the_overrides_file(tmp_path):
     assert hparams["epoch_counter"].limit == 5 and hparams["batch_size"] == 2
 
 
-def test_cpu_training_stays_fp32():
-    run_opts = cpu_safe_run_opts({"precision": "fp16"}, {"device": "cpu"})
-    assert run_opts.precision == "fp32" and "precision" in run_opts.overridden_args
-    assert cpu_safe_run_opts({}, {"device": "cuda:0", "precision": "bf16"}).precision == "bf16"
+def test_precision_is_resolved_for_the_device_and_recorded(monkeypatch):
+    monkeypatch.setattr(serkit.precision, "cpu_bf16_units", lambda cpuinfo="": "avx512_bf16")
+    run_opts, info = precision_run_opts({"precision": "auto", "eval_precision": "fp32"}, {"device": "cpu"})
+    assert (run_opts.precision, run_opts.eval_precision) == ("bf16", "fp32")
+    assert {"precision", "eval_precision"} <= run_opts.overridden_args  # SpeechBrain must not read "auto"
+    assert info["train"] == "bf16" and "avx512_bf16" in info["train_reason"] and info["eval"] == "fp32"
+    monkeypatch.setattr(serkit.precision, "cpu_bf16_units", lambda cpuinfo="": None)
+    assert precision_run_opts({"precision": "auto"}, {"device": "cpu"})[0].precision == "fp32"
+    assert precision_run_opts({"precision": "fp16"}, {"device": "cpu"})[0].precision == "fp32"  # no CPU fp16
+    # the command line wins over the config
+    assert precision_run_opts({"precision": "auto"}, {"device": "cpu", "precision": "bf16"})[0].precision == "bf16"
+    with pytest.raises(TrainError, match="precision must be one of auto, fp32, bf16, fp16, got 'fp8'"):
+        precision_run_opts({"precision": "fp8"}, {"device": "cpu"})
+
+
+def test_reading_losses_back_every_few_steps_changes_no_result(corpus, tmp_path):
+    """sync_every 3 (what a GPU does with 50: losses stay on the device between reads) logs the same
+    history and predicts the same as reading every step."""
+    runs = {}
+    for sync_every in ("auto", 3):
+        out = tmp_path / f"sync{sync_every}"
+        run_fold(fold_overrides(corpus, out, number_of_epochs=2, batch_size=2, sync_every=sync_every))
+        runs[sync_every] = ((out / "history.jsonl").read_text(), (out / "test_predictions.tsv").read_text())
+    assert runs["auto"] == runs[3]
+    history = [json.loads(line) for line in runs[3][0].splitlines()]
+    assert len(history) == 2 and all(np.isfinite(record["train_loss"]) for record in history)
+
+
+def test_bf16_training_runs_under_autocast_and_is_recorded(corpus, tmp_path):
+    """precision bf16: the heads see bf16 activations in training, fp32 in the (fp32) test pass, and
+    model_config.json records what was used."""
+    seen = {}
+
+    def record(module, inputs, output):
+        seen.setdefault("train" if module.training else "eval", set()).add(output.dtype)
+
+    original = serkit.train.build_model
+
+    def build_model(*args, **kwargs):
+        model = original(*args, **kwargs)
+        model.network.emotion_head.register_forward_hook(record)
+        return model
+
+    out = tmp_path / "fold01"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serkit.train, "build_model", build_model)
+        run_fold(fold_overrides(corpus, out, number_of_epochs=1, precision="bf16", eval_precision="fp32"))
+    assert seen == {"train": {torch.bfloat16}, "eval": {torch.float32}}
+    precision = json.loads((out / "model_config.json").read_text())["precision"]
+    assert precision["train"] == "bf16" and precision["eval"] == "fp32" and precision["device"] == "cpu"
+    assert (out / "train.done").is_file()
 
 
 def test_history_replaces_epochs_that_are_trained_again(tmp_path):

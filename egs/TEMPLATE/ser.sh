@@ -38,7 +38,9 @@ help_message="Usage: $0 [options]
                        character / BPE targets use data/lang_char, data/lang_bpe)
   --ctc_targets \"K ...\" CTC head targets for models that train one: emophone (Li et al. 2024), char or
                        bpe (Cai et al. 2021's character CTC); several run one experiment each
-  --bpe_units N        BPE vocabulary size for models with ctc_targets: bpe (default 128)"
+  --bpe_units N        BPE vocabulary size for models with ctc_targets: bpe (default 128)
+  --precision P        train networks in fp32 | bf16 | fp16 (GPU) | auto (bf16 where the device has bf16
+                       units), named in the experiment (default: each config's, auto for W2V2-MTL)"
 
 stage=0
 stop_stage=5
@@ -60,6 +62,7 @@ data=data/all
 lang=data/lang
 bpe_units=128
 ctc_targets=
+precision=
 . ../TEMPLATE/utils/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (options are --name value; see --help)" >&2; exit 2; fi
 if [[ ! $ngpu =~ ^[0-9]*$ ]]; then echo "$0: --ngpu takes a number of GPUs per fold, got '$ngpu'" >&2; exit 2; fi
@@ -75,7 +78,7 @@ stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 plan() {  # the experiments: tag family config overrides ctc-targets args... (one tab-separated line each)
   python -m serkit.bin.plan_experiments --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
     --seed "$seed" --conf_dir ../../conf --recipe_conf_dir conf --ctc_targets "$ctc_targets" \
-    ${train_overrides:+--overrides "$train_overrides"} "$@"
+    ${train_overrides:+--overrides "$train_overrides"} ${precision:+--precision "$precision"} "$@"
 }
 plan > /dev/null  # an unknown model or a bad lambda stops here, before any stage runs
 lang_dir() {  # the token inventory of a CTC target kind: data/lang (emotion-phonemes), data/lang_char ...

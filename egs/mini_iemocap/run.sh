@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
 # The default compares W2V2-MTL with the classical floor (eGeMAPS + SVM) on the same folds;
-# --model NAME or --models "..." choose others (w2v2_mtl tim_net sta_crnn egemaps_svm).
+# --model NAME or --models "..." choose others (w2v2_mtl tim_net sta_crnn egemaps_svm ssl_probe).
 exec ../TEMPLATE/ser.sh --corpus_root "$MINI_IEMOCAP" --models "w2v2_mtl egemaps_svm" "$@"

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overrides", help="one override file for every family (replaces the recipe's)")
     parser.add_argument("--ctc_targets", default="", help="CTC target kinds for experiments with a CTC head, "
                                                           "e.g. 'emophone char' (default: each config's)")
+    parser.add_argument("--precision", default="", help="train every network in this precision (fp32, bf16, fp16, "
+                                                        "auto), named in the experiment (default: each config's)")
     parser.add_argument("--needed_targets", action="store_true", help="print only the CTC targets stage 1 needs")
     return parser
 
@@ -37,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     experiments = plan(args.models.split(), args.lambdas.split(), args.class_map, args.seed, args.conf_dir,
-                       args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split())
+                       args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split(),
+                       args.precision or None)
     if args.needed_targets:
         for targets in dict.fromkeys(e.ctc_targets for e in experiments if e.ctc_targets):
             print(targets)

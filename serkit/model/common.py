@@ -40,3 +40,14 @@ def check_frame_lens(frame_lens: Tensor, batch: int, max_frames: int) -> None:
         raise ModelInputError(f"frame_lens must be int64 [{batch}], got {frame_lens.dtype} {tuple(frame_lens.shape)}")
     if int(frame_lens.min()) < 1 or int(frame_lens.max()) > max_frames:
         raise ModelInputError(f"frame_lens must lie in 1..{max_frames} (the padded length), got {frame_lens.tolist()}")
+
+
+def masked_mean(frames: Tensor, frame_lens: Tensor) -> Tensor:
+    """Mean over the first ``frame_lens[b]`` frames of each row of ``frames`` [B, F, D] -> [B, D].
+
+    ``torch.where`` rather than a product with the mask, so whatever the padding holds (even NaN or
+    Inf from an upstream op) cannot leak into the mean: padding never changes an utterance's output.
+    """
+    keep = length_mask(frame_lens, frames.shape[1]).unsqueeze(-1)
+    total = torch.where(keep, frames, torch.zeros((), dtype=frames.dtype, device=frames.device)).sum(dim=1)
+    return total / frame_lens.to(total.dtype).unsqueeze(-1)

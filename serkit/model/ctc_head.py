@@ -47,7 +47,7 @@ def _absolute_token_lens(tokens: Tensor, token_lens: Tensor) -> Tensor:
         lens = torch.round(token_lens.double() * max_len).long()
     else:
         lens = token_lens.long()
-    if bool(torch.any((lens < 0) | (lens > max_len))):
+    if on_host(lens) and bool(torch.any((lens < 0) | (lens > max_len))):
         raise ModelInputError(f"token lengths {lens.tolist()} do not fit a padded token batch of width {max_len}")
     return lens
 
@@ -68,23 +68,57 @@ def phoneme_ctc_loss(log_probs: Tensor, frame_lens: Tensor, tokens: Tensor, toke
     """
     lens = _absolute_token_lens(tokens, token_lens.to(tokens.device))
     valid = length_mask(lens, tokens.shape[1])
-    targets = tokens[valid].long()
     vocab = log_probs.shape[-1]
-    if targets.numel() and bool(torch.any((targets <= BLANK) | (targets >= vocab))):
-        raise ModelInputError(f"CTC targets must be token indices 1..{vocab - 1} (0 is the blank); got values "
-                              f"{sorted(set(targets.tolist()) - set(range(1, vocab)))[:5]}: tokens and model "
-                              f"disagree (check data/lang/tokens.txt and n_tokens)")
+    if on_host(tokens):  # on a GPU this would stall the device; the data layer checks tokens against tokens.txt
+        targets = tokens[valid]
+        if targets.numel() and bool(torch.any((targets <= BLANK) | (targets >= vocab))):
+            raise ModelInputError(f"CTC targets must be token indices 1..{vocab - 1} (0 is the blank); got values "
+                                  f"{sorted(set(targets.tolist()) - set(range(1, vocab)))[:5]}: tokens and model "
+                                  f"disagree (check data/lang/tokens.txt and n_tokens)")
     repeats = ((tokens[:, 1:] == tokens[:, :-1]) & valid[:, 1:]).sum(dim=1)
-    too_short = (lens + repeats) > frame_lens.to(lens.device)
-    if bool(torch.any(too_short)):
-        logger.warning("%d of %d utterances have more emotion-phoneme tokens than frames (CTC cannot align "
-                       "them); their CTC loss is set to 0", int(too_short.sum()), len(lens))
-    per_utt = F.ctc_loss(log_probs.float().transpose(0, 1), targets, frame_lens, lens, blank=BLANK,
+    UNALIGNABLE.add(((lens + repeats) > frame_lens.to(lens.device)).sum(), len(lens))
+    # Padded [B, S] targets (padding past each length is ignored): no data-dependent shapes, no host sync.
+    padded = torch.where(valid, tokens.long(), torch.ones_like(tokens, dtype=torch.long))
+    per_utt = F.ctc_loss(log_probs.float().transpose(0, 1), padded, frame_lens, lens, blank=BLANK,
                          reduction="none", zero_infinity=True)
-    labelled = lens > 0
-    if not bool(labelled.any()):
-        return per_utt.sum() * 0.0  # keeps the graph and device; nothing to learn from
-    return (per_utt[labelled] / lens[labelled].to(per_utt.dtype)).mean()
+    labelled = (lens > 0).to(per_utt.dtype)
+    # Mean over labelled utterances; a batch without any has L_PR = 0 (and keeps the graph and device).
+    per_token = per_utt / lens.clamp(min=1).to(per_utt.dtype)
+    return (per_token * labelled).sum() / labelled.sum().clamp(min=1.0)
+
+
+def on_host(tensor: Tensor) -> bool:
+    """True for a CPU tensor, whose values can be read without waiting for a device."""
+    return tensor.device.type == "cpu"
+
+
+class DeferredCount:
+    """A count kept on the tensors' device and logged when read: a warning without a host sync per step.
+
+    On a CPU the count is logged at once; on a GPU it is summed on the device and logged when the
+    trainer reads its values back anyway (every ``sync_every`` steps and at the end of an epoch, see
+    :class:`serkit.train.SERBrain`), so the message comes then, with the total since the last one.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        self.count: Tensor | None = None
+        self.total = 0
+
+    def add(self, count: Tensor, out_of: int) -> None:
+        self.count = count if self.count is None else self.count + count
+        self.total += out_of
+        if on_host(count):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.count is not None and int(self.count):
+            logger.warning(self.message, int(self.count), self.total)
+        self.count, self.total = None, 0
+
+
+UNALIGNABLE = DeferredCount("%d of %d utterances have more emotion-phoneme tokens than frames (CTC cannot align "
+                            "them); their CTC loss is set to 0")
 
 
 def ctc_greedy_decode(phn_log_probs: Tensor, frame_lens: Tensor) -> list[list[int]]:

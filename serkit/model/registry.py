@@ -16,6 +16,7 @@ FAMILIES = {
     "egemaps_svm": "serkit.model.egemaps:EgemapsSVMFamily",
     "sta_crnn": "serkit.model.sta_crnn:STACRNNFamily",
     "tim_net": "serkit.model.tim_net:TIMNetFamily",
+    "ssl_probe": "serkit.model.ssl_probe:SSLProbeFamily",
 }
 
 

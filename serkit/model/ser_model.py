@@ -91,9 +91,14 @@ class SERModel(nn.Module):
     def has_ctc_head(self) -> bool:
         return self.ctc_head is not None
 
-    def forward(self, inputs: Tensor, relative_lengths: Tensor) -> SEROutput:
-        """Score a padded batch ``inputs`` [B, T, ...] with relative lengths [B] in (0, 1]."""
-        lengths = absolute_lengths(inputs, relative_lengths)
+    def forward(self, inputs: Tensor, relative_lengths: Tensor, lengths: Tensor | None = None) -> SEROutput:
+        """Score a padded batch ``inputs`` [B, T, ...] with relative lengths [B] in (0, 1].
+
+        ``lengths``: the absolute lengths, when the caller already converted and checked them on the
+        CPU (the trainer does, before moving a batch to a GPU, so no value is read back from the device).
+        """
+        if lengths is None:
+            lengths = absolute_lengths(inputs, relative_lengths)
         if self.input_norm is not None:
             inputs = self.input_norm(inputs, lengths)
         out = self.network(inputs, lengths)

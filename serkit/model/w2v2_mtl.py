@@ -18,10 +18,15 @@ input LayerNorm (post-LN models such as wav2vec2-base) and dropout — the tenso
 When LayerDrop skips layer ``i`` during training, ``H_i = H_{i-1}`` (the skip is an identity), so the
 fusion always sees exactly ``L`` tensors.
 
-Padding never changes a result: every utterance is normalised over its own samples, the CNN is run
-per utterance on its true length when its first layer uses GroupNorm over time (wav2vec2-base), the
-Transformer gets an attention mask, pooling covers real frames only and CTC gets per-utterance frame
-counts.
+Padding never changes a result: every utterance is normalised over its own samples; when the CNN's
+first layer uses GroupNorm over time (wav2vec2-base) it runs per utterance on the true length (on a
+CPU) or batched with that GroupNorm's statistics over each utterance's real frames only (on a GPU,
+see :data:`CNN_MODES`); the Transformer gets an attention mask, pooling covers real frames only and
+CTC gets per-utterance frame counts.
+
+The fusion is a running weighted sum built as the layers run (no stack of all ``L`` representations),
+and given lengths checked on the CPU the training step reads no value back from the device
+(tests/test_model.py runs it on the ``meta`` device to prove it).
 """
 from __future__ import annotations
 
@@ -30,11 +35,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pad_sequence
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from serkit.errors import SerkitError
-from serkit.model.common import ModelInputError, length_mask
+from serkit.model.common import ModelInputError, length_mask, masked_mean
 from serkit.model.encoder import encoder_from_config, load_encoder
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput, SERModel
@@ -45,10 +49,12 @@ logger = logging.getLogger(__name__)
 class W2V2Network(nn.Module):
     """wav2vec 2.0 with layer fusion and an utterance-level emotion head; ``H_X`` per frame for a CTC head."""
 
-    def __init__(self, encoder: Wav2Vec2Model, n_emotions: int, freeze_feature_encoder: bool = True):
+    def __init__(self, encoder: Wav2Vec2Model, n_emotions: int, freeze_feature_encoder: bool = True,
+                 cnn_mode: str = "auto"):
         super().__init__()
         if n_emotions < 2:
             raise ModelInputError(f"n_emotions must be at least 2, got {n_emotions}")
+        self.cnn_mode = checked_cnn_mode(cnn_mode)  # a run-time choice (same features either way), not part of the config
         config = encoder.config
         self.encoder = encoder
         self.n_emotions = int(n_emotions)
@@ -125,76 +131,175 @@ class W2V2Network(nn.Module):
                                   f"{tuple(wavs.shape)}")
         # Normalised in float32, then given to the CNN in the encoder's own dtype (e.g. after .half()).
         wavs = normalise_waveforms(wavs, n_samples).to(self.fusion_weights.dtype)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self._encoder_frozen):
+        layer_weights = torch.softmax(self.fusion_weights.float(), dim=0)
+        fusion_grad = torch.is_grad_enabled()  # the fusion weights learn even while the encoder is frozen
+        with torch.set_grad_enabled(fusion_grad and not self._encoder_frozen):
             features, frame_lens = self._cnn_features(wavs, n_samples)
             hidden, _ = self.encoder.feature_projection(features)
             frame_mask = length_mask(frame_lens, hidden.shape[1])
-            states = self._transformer_states(hidden, frame_mask)
-
-        layer_weights = torch.softmax(self.fusion_weights.float(), dim=0)
-        fused = torch.einsum("l,lbfd->bfd", layer_weights.to(states[0].dtype), torch.stack(states))
+            fused = self._fused_layers(hidden, frame_mask, layer_weights, fusion_grad)
         fused = self.head_dropout(fused)
 
-        # Mean over real frames only; torch.where (not a product) so padded garbage cannot leak in.
-        keep = frame_mask.unsqueeze(-1)
-        pooled = torch.where(keep, fused, torch.zeros_like(fused)).sum(dim=1)
-        pooled = pooled / frame_lens.to(pooled.dtype).unsqueeze(-1)
+        pooled = masked_mean(fused, frame_lens)
         return NetworkOutput(emo_logits=self.emotion_head(pooled), frame_features=fused, frame_lens=frame_lens,
                              fold_extras={"layer_weights": layer_weights})
 
     def _cnn_features(self, wavs: Tensor, n_samples: Tensor) -> tuple[Tensor, Tensor]:
-        """CNN features [B, F, C] and real frame counts [B], independent of the padding."""
+        """CNN features [B, F, C] and real frame counts [B], independent of the padding.
+
+        ``F`` is the frame count of the padded length (the longest utterance's when the batch is padded
+        to it), so no frame count has to be read back from the device; frames past an utterance's
+        own count are masked everywhere downstream. The length check reads ``n_samples`` only when it
+        is already on the CPU (the trainer checks lengths there before moving a batch to a GPU).
+        """
         frame_lens = self.encoder._get_feat_extract_output_lengths(n_samples).long()
-        if bool(torch.any(frame_lens < 1)):
+        if n_samples.device.type == "cpu" and bool(torch.any(frame_lens < 1)):
             row = int(torch.argmin(frame_lens))
             raise ModelInputError(
                 f"utterance {row} of the batch has {int(n_samples[row])} samples, fewer than the "
                 f"{receptive_field(self.encoder.config)} the wav2vec 2.0 CNN needs for one frame "
                 f"(25 ms at 16 kHz for base models); drop such utterances from the data (filter utt2dur)")
-        n_frames = int(frame_lens.max())
-        cnn = self.encoder.feature_extractor
         grad = torch.is_grad_enabled() and not self.freeze_feature_encoder
         with torch.set_grad_enabled(grad):
-            ragged = bool(torch.any(n_samples != wavs.shape[1]))
-            if self.encoder.config.feat_extract_norm == "group" and ragged:
-                # GroupNorm over time would mix zero padding into the statistics: one utterance at a time.
-                rows = [cnn(wavs[i:i + 1, :n]).transpose(1, 2)[0] for i, n in enumerate(n_samples.tolist())]
-                features = pad_sequence(rows, batch_first=True)
-            else:
+            if self.encoder.config.feat_extract_norm != "group":
                 # Per-frame normalisation only: frames inside the true length never see the padding.
-                features = cnn(wavs).transpose(1, 2)
-        return features[:, :n_frames], frame_lens
+                features = self.encoder.feature_extractor(wavs)
+            elif self._cnn_mode(wavs) == "batched":
+                features = masked_group_norm_cnn(self.encoder.feature_extractor, wavs, n_samples)
+            else:
+                features = per_utterance_cnn(self.encoder.feature_extractor, wavs, n_samples)
+        return features.transpose(1, 2), frame_lens
 
-    def _transformer_states(self, hidden: Tensor, frame_mask: Tensor) -> list[Tensor]:
-        """``[H_0, ..., H_N]`` from one pass of the Transformer (see the module docstring)."""
+    def _cnn_mode(self, wavs: Tensor) -> str:
+        """``batched`` or ``per_utterance`` for a GroupNorm CNN (see :data:`CNN_MODES`)."""
+        if self.cnn_mode != "auto":
+            return self.cnn_mode
+        return "per_utterance" if wavs.device.type == "cpu" else "batched"
+
+    def _fused_layers(self, hidden: Tensor, frame_mask: Tensor, layer_weights: Tensor, grad: bool) -> Tensor:
+        """``H_X = sum_i layer_weights[i] H_i`` from one pass of the Transformer (see the module docstring).
+
+        A running weighted sum kept by forward hooks: no stack of all ``L`` representations is built
+        (it held ``L`` more [B, F, D] tensors, and their gradients, than the encoder itself needs).
+        A layer that LayerDrop skipped contributes its weight times the previous representation.
+        The sum is built with autograd on when ``grad`` is, also inside a frozen encoder's no-grad pass.
+        """
         transformer = self.encoder.encoder
-        captured: dict[int, Tensor] = {}
+        n_layers = len(transformer.layers)
+        running = _RunningSum(layer_weights)
 
         def recorder(index: int):
             def hook(_module, _inputs, output):
-                captured[index] = output[0] if isinstance(output, tuple) else output
+                with torch.set_grad_enabled(grad):
+                    running.add(index, output[0] if isinstance(output, tuple) else output)
             return hook
 
-        # Temporary hooks: the dropout closing the input block yields H_0, each layer its H_i.
+        # Temporary hooks: the dropout closing the input block yields H_0, each layer its H_i; H_N is
+        # the encoder's output itself (it includes the final LayerNorm of pre-LN models).
         handles = [transformer.dropout.register_forward_hook(recorder(0))]
-        handles += [layer.register_forward_hook(recorder(i + 1)) for i, layer in enumerate(transformer.layers)]
+        handles += [layer.register_forward_hook(recorder(i + 1)) for i, layer in enumerate(transformer.layers[:-1])]
         try:
             last = transformer(hidden, attention_mask=frame_mask)[0]
         finally:
             for handle in handles:
                 handle.remove()
-        if 0 not in captured:
+        if running.next_index == 0:
             raise SerkitError("the installed transformers' Wav2Vec2 encoder no longer applies `dropout` to "
                               "the Transformer input; serkit cannot locate H_0 — report this with your "
                               "transformers version")
-        states = [captured[0]]
-        for i in range(1, len(transformer.layers) + 1):
-            states.append(captured.get(i, states[-1]))  # LayerDrop skipped layer i: identity
-        states[-1] = last
-        return states
+        with torch.set_grad_enabled(grad):
+            running.add(n_layers, last)
+        return running.total
+
+
+class _RunningSum:
+    """``sum_i w[i] H_i`` accumulated as the ``H_i`` arrive in order; indices that never arrive (layers
+    LayerDrop skipped) repeat the representation before them."""
+
+    def __init__(self, weights: Tensor):
+        self.weights = weights
+        self.total: Tensor | None = None
+        self.previous: Tensor | None = None
+        self.next_index = 0
+
+    def add(self, index: int, state: Tensor) -> None:
+        weights = self.weights.to(state.dtype)
+        if index > self.next_index:  # skipped layers: H_i = H_{i-1}
+            self._accumulate(weights[self.next_index:index].sum() * self.previous)
+        self._accumulate(weights[index] * state)
+        self.previous, self.next_index = state, index + 1
+
+    def _accumulate(self, term: Tensor) -> None:
+        self.total = term if self.total is None else self.total + term
 
 
 # ----------------------------------------------------------------------------------- helpers
+CNN_MODES = ("auto", "batched", "per_utterance")
+"""How a CNN whose first layer uses GroupNorm over time (wav2vec2-base) meets padding: ``per_utterance``
+runs each utterance alone on its true length (skips the padding's compute: the faster path on a CPU);
+``batched`` runs one call on the whole batch with that GroupNorm's statistics taken over each utterance's
+real frames only (one large kernel per layer and no host sync: the faster path on a GPU); ``auto`` picks
+per device. Both give the same features (tests/test_model.py)."""
+
+
+def checked_cnn_mode(mode) -> str:
+    """``mode`` if it is one of :data:`CNN_MODES`, else a clear error."""
+    if mode not in CNN_MODES:
+        raise ModelInputError(f"cnn_mode must be one of {', '.join(CNN_MODES)}, got {mode!r}")
+    return mode
+
+
+def per_utterance_cnn(cnn: nn.Module, wavs: Tensor, n_samples: Tensor) -> Tensor:
+    """The CNN's output [B, C, F] with each utterance run alone on its true length (zero-padded after)."""
+    n_frames = int(conv_output_length(cnn, wavs.shape[1]))
+    rows = [cnn(wavs[i:i + 1, :n])[0] for i, n in enumerate(n_samples.tolist())]
+    out = wavs.new_zeros(len(rows), rows[0].shape[0], n_frames, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, :, :row.shape[1]] = row
+    return out
+
+
+def masked_group_norm_cnn(cnn: nn.Module, wavs: Tensor, n_samples: Tensor) -> Tensor:
+    """The CNN's output [B, C, F] in one batched call; the first layer's GroupNorm uses real frames only.
+
+    Every later layer is a plain (valid) convolution, so a frame inside an utterance's true length
+    sees only that utterance's real samples: normalising the first layer over the real frames is all it
+    takes to give each utterance exactly the features it gets alone.
+    """
+    first, *rest = cnn.conv_layers
+    x = first.conv(wavs.unsqueeze(1))  # [B, C, T0]
+    lens = conv_output_length(first.conv, n_samples)
+    x = first.activation(masked_group_norm(x, lens, first.layer_norm))
+    for layer in rest:
+        x = layer(x)
+    return x
+
+
+def masked_group_norm(x: Tensor, lens: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """``norm(x)`` [B, C, T] with each utterance's statistics over its first ``lens[b]`` frames only."""
+    batch, channels, frames = x.shape
+    groups = norm.num_groups
+    xg = x.float().reshape(batch, groups, channels // groups, frames)
+    keep = length_mask(lens, frames).view(batch, 1, 1, frames)
+    count = (lens * (channels // groups)).to(xg.dtype).view(batch, 1, 1, 1)
+    mean = torch.where(keep, xg, 0.0).sum(dim=(2, 3), keepdim=True) / count
+    centred = xg - mean
+    var = torch.where(keep, centred.square(), 0.0).sum(dim=(2, 3), keepdim=True) / count
+    normed = (centred * torch.rsqrt(var + norm.eps)).reshape(batch, channels, frames)
+    if norm.affine:
+        normed = normed * norm.weight.float().view(1, -1, 1) + norm.bias.float().view(1, -1, 1)
+    return normed
+
+
+def conv_output_length(module: nn.Module, n_samples):
+    """Output frames of a valid 1-D convolution (or of a stack of them: an HF feature encoder)."""
+    convs = [layer.conv for layer in module.conv_layers] if hasattr(module, "conv_layers") else [module]
+    length = n_samples
+    for conv in convs:
+        length = (length - conv.kernel_size[0]) // conv.stride[0] + 1
+    return length
+
+
 def normalise_waveforms(wavs: Tensor, n_samples: Tensor, eps: float = 1e-7) -> Tensor:
     """Zero mean, unit variance per utterance over its real samples; padding set to 0.
 
@@ -236,8 +341,10 @@ class W2V2MTLFamily(ModelFamily):
         return {"kind": "waveform", "sample_rate": int(hparams["sample_rate"])}
 
     def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> W2V2Network:
-        return W2V2Network.from_pretrained(hparams["encoder_source"], n_emotions=n_classes,
-                                           freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]))
+        network = W2V2Network.from_pretrained(hparams["encoder_source"], n_emotions=n_classes,
+                                              freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]))
+        network.cnn_mode = checked_cnn_mode(hparams.get("cnn_mode", "auto"))
+        return network
 
     def network_config(self, network: W2V2Network) -> dict[str, Any]:
         return network.config_dict()

@@ -1,0 +1,139 @@
+"""The ``ssl_layers`` feature: every hidden state ``H_0 .. H_N`` of a *frozen* wav2vec 2.0 encoder.
+
+The s3prl/EmoBox probing protocol (Yang et al. 2021; Ma et al. 2024) trains only a layer-weighted
+head over a frozen self-supervised encoder. A frozen encoder gives the same layer outputs every
+epoch, so serkit computes them once per utterance, stores them in the feature cache
+(:class:`serkit.dataio.FeatureCache`, float16: half the disk) and trains the head from there; an
+epoch then costs only the head (docs/models.md, "SSL probe").
+
+The layers are exactly the ``H_i`` that :class:`serkit.model.w2v2_mtl.W2V2Network` fuses: the
+waveform normalised over its real samples, the encoder in eval mode at the utterance's true length
+(no padding, no dropout, no LayerDrop): Hugging Face's ``hidden_states[0 .. N-1]`` and, as ``H_N``, the
+encoder's ``last_hidden_state`` (for pre-LN models it includes the final LayerNorm, which transformers
+leaves out of ``hidden_states[N]``). They are computed in float32 and only then cast to float16.
+
+A cache entry must never outlive the weights it came from, so the feature spec carries a digest of
+the encoder's weights (:func:`weights_digest`): another checkpoint, even at the same path, gives
+another spec hash and so another cache folder, and an export whose encoder copy no longer matches its
+config is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from serkit.features import FeatureError
+
+EXPORT_ENCODER_DIR = "encoder"  # the encoder copy inside an export folder (docs/formats.md)
+
+
+class SSLFeatureError(FeatureError):
+    """The frozen encoder of an ``ssl_layers`` feature is missing or is not the one the spec names."""
+
+
+def _fingerprint(source: str) -> tuple:
+    """What tells a changed local encoder folder apart: its files' names, sizes and modification times.
+
+    Part of the key of :func:`_load`, so replacing the weights under the same path in a running process
+    loads (and digests) the new ones. A hub id has no local files to look at.
+    """
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+
+
+@lru_cache(maxsize=2)
+def _load(source: str, fingerprint: tuple):
+    """The encoder in eval mode with gradients off, and its weights digest; once per process and folder state."""
+    from serkit.model.encoder import load_encoder  # transformers: only needed when this feature is used
+
+    encoder = load_encoder(source).eval()
+    encoder.requires_grad_(False)
+    return encoder, weights_digest(encoder)
+
+
+def frozen_encoder(source: str):
+    """``(encoder, digest)`` for ``source`` (hub id or folder; see :func:`serkit.model.encoder.load_encoder`)."""
+    return _load(str(source), _fingerprint(str(source)))
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-1 (16 hex digits) over every parameter's and buffer's name, dtype, shape and bytes.
+
+    Computed from the loaded tensors rather than a file, so a hub id, a ``.bin`` or a ``.safetensors``
+    checkpoint of the same weights give the same digest.
+    """
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)  # 1-D: a 0-d tensor cannot be viewed as bytes
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def layer_shape(encoder) -> tuple[int, int]:
+    """``(L, D)``: the number of hidden states (Transformer layers + 1) and their width."""
+    return int(encoder.config.num_hidden_layers) + 1, int(encoder.config.hidden_size)
+
+
+def n_frames(encoder, n_samples: int) -> int:
+    """Frames the encoder's CNN gives for ``n_samples`` samples (0 when shorter than its receptive field)."""
+    return int(encoder._get_feat_extract_output_lengths(torch.tensor(int(n_samples))))
+
+
+def ssl_layers(waveform: Tensor, encoder) -> Tensor:
+    """All hidden states of one mono waveform [T]: float16 [frames, L, D] (see the module docstring)."""
+    from serkit.model.w2v2_mtl import normalise_waveforms  # the exact input W2V2Network gives its CNN
+
+    if waveform.dim() != 1:
+        raise SSLFeatureError(f"ssl_layers need one mono [T] waveform at a time (its true length), got shape "
+                              f"{tuple(waveform.shape)}")
+    if n_frames(encoder, waveform.shape[0]) < 1:
+        raise SSLFeatureError(f"{waveform.shape[0]} samples are fewer than the encoder's CNN needs for one "
+                              "frame (400 = 25 ms at 16 kHz for base models); drop such utterances (filter utt2dur)")
+    wav = waveform.to(torch.float32).unsqueeze(0)
+    wav = normalise_waveforms(wav, torch.tensor([wav.shape[1]]))
+    with torch.no_grad():
+        out = encoder.eval()(wav, output_hidden_states=True)
+    states = [*out.hidden_states[:-1], out.last_hidden_state]
+    return torch.stack(states, dim=2)[0].to(torch.float16)
+
+
+def check_digest(source: str, expected: str | None) -> str:
+    """The digest of the encoder at ``source``; raise :class:`SSLFeatureError` if it is not ``expected``."""
+    _, digest = frozen_encoder(source)
+    if expected is not None and expected != digest:
+        raise SSLFeatureError(f"encoder {source}: its weights (digest {digest}) are not the ones this model's "
+                              f"ssl_layers features were computed with (digest {expected}); point `source` at "
+                              "that encoder, or re-train the probe on this one")
+    return digest
+
+
+def export_front_end(feature: dict, out_dir: str | Path) -> dict:
+    """For an export folder: copy the spec's encoder to ``out_dir/encoder`` and name it relatively.
+
+    An export must score audio after the encoder's source folder (or hub cache) is gone; the copy is
+    checked against the spec's digest first, so an export never pairs a probe with other weights.
+    """
+    params = dict(feature["params"])
+    check_digest(params["source"], params["digest"])
+    encoder, _ = frozen_encoder(params["source"])
+    encoder.save_pretrained(Path(out_dir) / EXPORT_ENCODER_DIR)
+    return {**feature, "params": {**params, "source": EXPORT_ENCODER_DIR}}
+
+
+def import_front_end(feature: dict, export_dir: str | Path) -> dict:
+    """The spec of an export's config with its encoder copy named by absolute path (see :func:`export_front_end`)."""
+    params = dict(feature["params"])
+    if params.get("source") != EXPORT_ENCODER_DIR:
+        return feature
+    folder = Path(export_dir) / EXPORT_ENCODER_DIR
+    if not folder.is_dir():
+        raise SSLFeatureError(f"{folder}: missing; this export's ssl_layers front end is its encoder copy, "
+                              "re-export the model (python -m serkit.bin.export_model)")
+    return {**feature, "params": {**params, "source": str(folder.resolve())}}
