@@ -249,7 +249,8 @@ def paired_main(args) -> int:
     from serkit.bench import paired
 
     try:
-        plan = paired.Plan.draw(args.steps, args.batch_size, args.seed, args.max_seconds)
+        plan = paired.Plan.draw(args.steps, args.batch_size, args.seed, args.max_seconds,
+                                paired.serkit_batch_seconds())
     except ValueError as error:
         print(f"benchmark: {error}", file=sys.stderr)
         return 2
@@ -292,7 +293,8 @@ def peak_memory_in_child(side: str, folder: Path, batch_seconds: list[float], ar
 def print_paired(r: dict) -> None:
     print(f"# paired on {r['device']}: encoder {r['encoder']} ({r['params_M']['serkit']:.1f} M parameters in serkit's model, "
           f"{r['params_M']['baseline']:.1f} M in the baseline), batch {r['batch_size']}, {r['steps']} timed steps "
-          f"each, utterances cropped to {r['max_seconds'] or 20} s, {r['threads']} threads, torch {r['torch']}, load average {r['load_average']:.2f}; precision "
+          f"({r['batches']['buckets']} duration buckets), utterances cropped to {r['max_seconds'] or 20} s, "
+          f"{r['threads']} threads, torch {r['torch']}, load average {r['load_average']:.2f}; precision "
           f"serkit {r['precision']['serkit']}, baseline {r['precision']['baseline']}")
     print("| row | serkit / baseline (median) | range | serkit audio-s/s | baseline audio-s/s | padded serkit "
           "| padded baseline |")

@@ -8,13 +8,14 @@ the median with its min-max range is robust to a busy neighbour. Two rows:
 
 * ``same_batches``: both models train the same random batches (the baseline recipe's batching);
 * ``duration_batches``: serkit trains its own :class:`~serkit.dataio.DurationBucketBatchSampler`
-  batches, the baseline random batches of the same size, both over the same utterance set (one
+  batches (the config's ``batch_size`` cap and ``batch_seconds`` budget, so possibly more, smaller
+  batches), the baseline random batches of ``batch_size``, both over the same utterance set (one
   epoch each); throughput is compared in audio-seconds per second.
 
 Peak memory needs a fresh process per model (``ru_maxrss`` never decreases), see :func:`peak_memory_child`.
 serkit's side is built as ``serkit.train.train_fold`` builds it (conf/w2v2_mtl.yaml through
-``serkit.bin.train.load_hparams``, ``build_model``, ``cpu_safe_run_opts``, ``SERBrain``), minus the
-data directory. docs/benchmarks.md describes the output.
+``serkit.bin.train.load_hparams``, ``build_model``, ``precision_run_opts``, ``SERBrain``), minus
+the data directory. docs/benchmarks.md describes the output.
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serkit.dataio import DurationBucketBatchSampler, collate_batch, padded_fraction
+from serkit.dataio import DurationBucketBatchSampler, check_batch_seconds, collate_batch, padded_fraction
 
 REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "conf" / "w2v2_mtl.yaml"
 SAMPLE_RATE = 16000
 N_EMOTIONS = 4
 N_TOKENS = 25  # CTC tokens of serkit's head (mtl_lambda > 0), about an emotion-phoneme inventory's size
@@ -61,20 +63,30 @@ def save_encoder(kind: str, folder: Path) -> Path:
     return folder
 
 
-def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu"):
-    """serkit's SERBrain for W2V2-MTL as ``train_fold`` builds it (no data directory, no checkpoints)."""
+def serkit_hparams(encoder_dir: Path) -> dict:
+    """conf/w2v2_mtl.yaml as a recipe loads it, on ``encoder_dir``, with placeholder data paths."""
     from serkit.bin.train import load_hparams
-    from serkit.model import get_family
-    from serkit.model.build import build_model
-    from serkit.train import SERBrain, cpu_safe_run_opts
 
     output = encoder_dir.parent / "serkit_output"  # never written: no checkpointer, no stage ends
-    hparams = load_hparams(str(REPO / "conf" / "w2v2_mtl.yaml"),
-                           {"encoder_source": str(encoder_dir), "data_dir": "-", "fold_dir": "-",
-                            "output_folder": str(output)})
+    return load_hparams(str(CONF), {"encoder_source": str(encoder_dir), "data_dir": "-", "fold_dir": "-",
+                                    "output_folder": str(output)})
+
+
+def serkit_batch_seconds() -> float | None:
+    """The padded-seconds budget per batch serkit's recipes train with (conf/w2v2_mtl.yaml)."""
+    return check_batch_seconds(serkit_hparams(Path("-") / "encoder").get("batch_seconds"))
+
+
+def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu"):
+    """serkit's SERBrain for W2V2-MTL as ``train_fold`` builds it (no data directory, no checkpoints)."""
+    from serkit.model import get_family
+    from serkit.model.build import build_model
+    from serkit.train import SERBrain, precision_run_opts
+
+    hparams = serkit_hparams(encoder_dir)
     family = get_family(hparams["model"])
     model = build_model(family, hparams, N_EMOTIONS, N_TOKENS, ())
-    run_opts = cpu_safe_run_opts(hparams, {"device": device, "precision": precision})
+    run_opts, _ = precision_run_opts(hparams, {"device": device, "precision": precision})
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts, checkpointer=None,
                      family=family, classes=[f"emo{i}" for i in range(N_EMOTIONS)],
                      tokens=["<blank>"] + [f"t{i}" for i in range(1, N_TOKENS)])
@@ -134,7 +146,7 @@ def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
 
 @dataclass
 class Plan:
-    """The utterance set and both batchings of it; step ``k`` trains ``random[k]`` and ``buckets[k]``."""
+    """The utterance set and both batchings of it; round ``k`` trains ``random[k]`` and ``buckets[k]``."""
 
     durations: list[float]
     random: list[list[int]]
@@ -142,9 +154,12 @@ class Plan:
     warmup: list[float]
 
     @classmethod
-    def draw(cls, steps: int, batch_size: int, seed: int, max_seconds: float | None = None) -> "Plan":
-        """``steps`` batches' worth of utterances; ``max_seconds`` crops longer ones (as a recipe's
-        ``max_duration`` does), so that wav2vec2-base's random batches fit a CPU machine's memory."""
+    def draw(cls, steps: int, batch_size: int, seed: int, max_seconds: float | None = None,
+             batch_seconds: float | None = None) -> "Plan":
+        """``steps`` random batches' worth of utterances, and serkit's buckets of them (at most
+        ``batch_size`` utterances and ``batch_seconds`` of padded audio each). ``max_seconds`` crops
+        longer utterances (as a recipe's ``max_duration`` does), so that wav2vec2-base's random
+        batches fit a CPU machine's memory."""
         if steps < 1 or batch_size < 1:
             raise ValueError(f"steps and batch size must be at least 1, got {steps} and {batch_size}")
         if max_seconds is not None and not max_seconds > 0:
@@ -153,7 +168,8 @@ class Plan:
         def draw(n: int, draw_seed: int) -> list[float]:
             return [min(d, max_seconds or d) for d in iemocap_like_durations(n, draw_seed)]
         durations = draw(steps * batch_size, seed)
-        buckets = list(DurationBucketBatchSampler(durations, batch_size, shuffle=True, seed=seed))
+        buckets = list(DurationBucketBatchSampler(durations, batch_size, batch_seconds=batch_seconds, shuffle=True,
+                                                  seed=seed))
         return cls(durations, random_batches(len(durations), batch_size, seed), buckets, draw(batch_size, seed + 1))
 
     def audio(self, batch: list[int]) -> float:
@@ -185,7 +201,7 @@ def throughput_row(serkit_audio: list[float], serkit_times: list[float], baselin
                    baseline_times: list[float]) -> dict:
     """Paired ratios of audio-seconds per second (serkit over baseline, one per round: median, min, max)
     and each side's total audio over its total time."""
-    ratios = [(a_s / t_s) / (a_b / t_b) for a_s, t_s, a_b, t_b in
+    ratios = [(a_s / t_s) / (a_b / t_b) for a_s, t_s, a_b, t_b in  # zip: the paired rounds only
               zip(serkit_audio, serkit_times, baseline_audio, baseline_times)]
     return {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "ratios": ratios, "serkit_audio_s_per_s": sum(serkit_audio) / sum(serkit_times),
@@ -210,20 +226,24 @@ def inference_rtf(brain, wav: torch.Tensor, repeats: int = 3) -> float:
 
 
 def paired_run(encoder_dir: Path, plan: Plan, precision: str, device: str, seed: int) -> dict:
-    """Alternate baseline / serkit (same batches) / serkit (its buckets) over ``plan``'s steps in this process."""
-    steps = len(plan.random)
+    """Alternate baseline / serkit (same batches) / serkit (its buckets) over ``plan``'s rounds in this process.
+
+    Round ``k`` trains what exists of ``random[k]`` (both models) and ``buckets[k]`` (serkit); the
+    buckets may outnumber the random batches (a seconds budget), and their last rounds are then unpaired.
+    """
     brains = {side: build_side(side, encoder_dir, precision, device) for side in ("baseline", "serkit")}
     snapshots = {side: trainable_snapshot(brain) for side, brain in brains.items()}
     warmup = make_batch(plan.warmup, seed + 1)
     for brain in brains.values():  # not timed: allocations, kernel selection
         timed_step(brain, warmup, seed)
     times = {"baseline": [], "serkit": [], "serkit_buckets": []}
-    for k in range(steps):
-        runs = [("baseline", "baseline", plan.random[k]), ("serkit", "serkit", plan.random[k]),
-                ("serkit_buckets", "serkit", plan.buckets[k])]
-        for name, side, batch in runs[k % 3:] + runs[:k % 3]:  # rotate who goes first
-            times[name].append(timed_step(brains[side], make_batch(plan.seconds(batch), seed + 100 + k),
-                                          seed + 1000 + k))
+    for k in range(max(len(plan.random), len(plan.buckets))):
+        runs = [("baseline", "baseline", plan.random), ("serkit", "serkit", plan.random),
+                ("serkit_buckets", "serkit", plan.buckets)]
+        for name, side, batches in runs[k % 3:] + runs[:k % 3]:  # rotate who goes first
+            if k < len(batches):
+                batch = make_batch(plan.seconds(batches[k]), seed + 100 + k)
+                times[name].append(timed_step(brains[side], batch, seed + 1000 + k))
     random_audio = [plan.audio(b) for b in plan.random]
     bucket_audio = [plan.audio(b) for b in plan.buckets]
     same = throughput_row(random_audio, times["serkit"], random_audio, times["baseline"])
@@ -234,6 +254,7 @@ def paired_run(encoder_dir: Path, plan: Plan, precision: str, device: str, seed:
         "duration_batches": buckets,
         "padding": {"random": padded_fraction(plan.durations, plan.random),
                     "buckets": padded_fraction(plan.durations, plan.buckets)},
+        "batches": {"random": len(plan.random), "buckets": len(plan.buckets)},
         "audio_seconds": sum(random_audio),
         "inference_rtf": {side: inference_rtf(brain, wav) for side, brain in brains.items()},
         "precision": {side: brain.precision for side, brain in brains.items()},
@@ -249,12 +270,13 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def peak_memory_child(side: str, encoder_dir: str, batch_seconds: list[float], precision: str, device: str,
+def peak_memory_child(side: str, encoder_dir: str, durations: list[float], precision: str, device: str,
                       threads: int, seed: int, queue) -> None:
-    """In a fresh process: build ``side``, train a warm-up and one step on ``batch_seconds``, put its peak memory (MB)."""
+    """In a fresh process: build ``side``, train a warm-up and one step on a batch of ``durations``;
+    put its peak memory (MB) on ``queue``."""
     torch.set_num_threads(threads)
     brain = build_side(side, Path(encoder_dir), precision, device)
-    batch = make_batch(batch_seconds, seed)
+    batch = make_batch(durations, seed)
     for step in range(2):
         timed_step(brain, batch, seed + step)
     queue.put(peak_memory_mb(device))
