@@ -32,7 +32,7 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     threads = torch.get_num_threads()
     try:
         assert load_script().main(["--paired", "--encoder", "tiny", "--steps", "1", "--batch-size", "2",
-                                   "--precision", "auto", "--max-seconds", "3", "--json"]) == 0
+                                   "--precision", "auto", "--max-seconds", "3", "--probe-utts", "6", "--json"]) == 0
     finally:
         torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -51,6 +51,14 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     assert all(report["peak_memory_MB"][side] > 100 for side in ("baseline", "serkit"))
     assert all(report["inference_rtf"][side] > 0 for side in ("baseline", "serkit"))
     assert len(report["memory_batch"]) == 2 and max(report["memory_batch"]) <= 3.0
+    # the frozen-encoder probe: cache filled once, then an epoch of the head only, faster than fine-tuning
+    probe = report["probe"]
+    assert probe["utterances"] == 6 and probe["cache_MB"] > 0 and probe["cache_fill_s"] > 0
+    assert 0 < probe["probe_epoch_s"] < probe["finetune_epoch_s"]
+    assert math.isclose(probe["speedup"], probe["finetune_epoch_s"] / probe["probe_epoch_s"])
+    # padding over a whole fold's worth of IEMOCAP-like durations, batch 2
+    assert report["fold_padding"]["utterances"] == 4400
+    assert report["fold_padding"]["buckets"] < report["fold_padding"]["random"]
     for side in ("baseline", "serkit"):
         trained = report["trained"][side]
         assert trained["update_norm"] > 0

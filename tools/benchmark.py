@@ -191,6 +191,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="--paired: crop longer utterances to this many seconds (both sides), e.g. for "
                              "wav2vec2-base's random batches on a CPU machine")
+    parser.add_argument("--probe-utts", type=int, default=32,
+                        help="--paired: utterances of the frozen-encoder probe's cached epoch and of the "
+                             "W2V2-MTL fine-tuning epoch it is compared with (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.paired:
@@ -262,6 +265,13 @@ def paired_main(args) -> int:
             if memory[side] is None:
                 return 1
         result = paired.paired_run(folder, plan, args.precision, args.device, args.seed)
+        if args.probe_utts > 0:
+            from serkit.bench.probe import cached_vs_finetune
+            durations = [min(d, args.max_seconds or d) for d in paired.iemocap_like_durations(args.probe_utts,
+                                                                                             args.seed + 2)]
+            result["probe"] = cached_vs_finetune(folder, durations, Path(work) / "probe", args.precision,
+                                                 args.device, args.seed)
+    result["fold_padding"] = paired.fold_padding(args.batch_size, paired.serkit_batch_seconds(), args.seed)
     result.update(peak_memory_MB=memory, memory_batch=plan.memory_batch(), device=device_description(args.device),
                   encoder=args.encoder, batch_size=args.batch_size, steps=args.steps, max_seconds=args.max_seconds,
                   threads=args.threads, torch=torch.__version__, load_average=os.getloadavg()[0])
@@ -308,6 +318,16 @@ def print_paired(r: dict) -> None:
     print(f"{kind} (MB, batch of {len(r['memory_batch'])}, longest {max(r['memory_batch']):.1f} s): "
           f"serkit {r['peak_memory_MB']['serkit']:.0f}, baseline {r['peak_memory_MB']['baseline']:.0f}; inference RTF "
           f"(10 s, batch 1): serkit {r['inference_rtf']['serkit']:.4f}, baseline {r['inference_rtf']['baseline']:.4f}")
+    fold = r["fold_padding"]
+    print(f"padding on {fold['utterances']} IEMOCAP-like utterances (a LOSO training fold, uncropped), batch "
+          f"{r['batch_size']}: serkit's duration batches {100 * fold['buckets']:.2f} %, random batches "
+          f"{100 * fold['random']:.1f} %")
+    if "probe" in r:
+        p = r["probe"]
+        print(f"frozen-encoder probe ({p['utterances']} utterances, {p['audio_s']:.0f} s of audio): cache filled once "
+              f"in {p['cache_fill_s']:.1f} s ({p['cache_MB']:.1f} MB fp16); one epoch from the cache "
+              f"{p['probe_epoch_s']:.3f} s ({p['precision']['probe']}) against one W2V2-MTL fine-tuning epoch "
+              f"{p['finetune_epoch_s']:.1f} s ({p['precision']['finetune']}): {p['speedup']:.0f}x faster")
 
 
 if __name__ == "__main__":

@@ -63,12 +63,12 @@ def save_encoder(kind: str, folder: Path) -> Path:
     return folder
 
 
-def serkit_hparams(encoder_dir: Path) -> dict:
-    """conf/w2v2_mtl.yaml as a recipe loads it, on ``encoder_dir``, with placeholder data paths."""
+def serkit_hparams(encoder_dir: Path, conf: Path = CONF) -> dict:
+    """``conf`` (default conf/w2v2_mtl.yaml) as a recipe loads it, on ``encoder_dir``, with placeholder data paths."""
     from serkit.bin.train import load_hparams
 
     output = encoder_dir.parent / "serkit_output"  # never written: no checkpointer, no stage ends
-    return load_hparams(str(CONF), {"encoder_source": str(encoder_dir), "data_dir": "-", "fold_dir": "-",
+    return load_hparams(str(conf), {"encoder_source": str(encoder_dir), "data_dir": "-", "fold_dir": "-",
                                     "output_folder": str(output)})
 
 
@@ -77,19 +77,20 @@ def serkit_batch_seconds() -> float | None:
     return check_batch_seconds(serkit_hparams(Path("-") / "encoder").get("batch_seconds"))
 
 
-def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu"):
-    """serkit's SERBrain for W2V2-MTL as ``train_fold`` builds it (no data directory, no checkpoints)."""
+def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: Path = CONF,
+                 n_tokens: int = N_TOKENS, input_dims: tuple[int, ...] = ()):
+    """serkit's SERBrain for ``conf``'s family as ``train_fold`` builds it (no data directory, no checkpoints)."""
     from serkit.model import get_family
     from serkit.model.build import build_model
     from serkit.train import SERBrain, precision_run_opts
 
-    hparams = serkit_hparams(encoder_dir)
+    hparams = serkit_hparams(encoder_dir, conf)
     family = get_family(hparams["model"])
-    model = build_model(family, hparams, N_EMOTIONS, N_TOKENS, ())
+    model = build_model(family, hparams, N_EMOTIONS, n_tokens, input_dims)
     run_opts, _ = precision_run_opts(hparams, {"device": device, "precision": precision})
+    tokens = ["<blank>"] + [f"t{i}" for i in range(1, n_tokens)] if n_tokens else []
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts, checkpointer=None,
-                     family=family, classes=[f"emo{i}" for i in range(N_EMOTIONS)],
-                     tokens=["<blank>"] + [f"t{i}" for i in range(1, N_TOKENS)])
+                     family=family, classes=[f"emo{i}" for i in range(N_EMOTIONS)], tokens=tokens)
     brain.on_fit_start()  # what Brain.fit does first: makes the optimizers
     brain.modules.train()
     return brain
@@ -261,6 +262,16 @@ def paired_run(encoder_dir: Path, plan: Plan, precision: str, device: str, seed:
         "params_M": {side: sum(p.numel() for p in brain.modules.parameters()) / 1e6 for side, brain in brains.items()},
         "trained": {side: training_evidence(snapshot) for side, snapshot in snapshots.items()},
     }
+
+
+def fold_padding(batch_size: int, batch_seconds: float | None, seed: int, n: int = 4400) -> dict:
+    """Padding of serkit's batches and of random batches on an IEMOCAP LOSO training fold's worth of
+    IEMOCAP-like durations (no crop): the figure the timed rounds are too few to show."""
+    durations = iemocap_like_durations(n, seed)
+    buckets = list(DurationBucketBatchSampler(durations, batch_size, batch_seconds=batch_seconds, shuffle=True,
+                                              seed=seed))
+    return {"utterances": n, "buckets": padded_fraction(durations, buckets),
+            "random": padded_fraction(durations, random_batches(n, batch_size, seed))}
 
 
 def peak_memory_mb(device: str) -> float:
