@@ -360,6 +360,7 @@ class SERBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.read_back()
             stage_loss = self.avg_train_loss
+        UNALIGNABLE.flush()  # validation and test batches' unalignable CTC count, read once per stage
         self.combine_results(stage)
         if stage == sb.Stage.TRAIN:
             self.train_loss = float(stage_loss)
