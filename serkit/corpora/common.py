@@ -289,11 +289,15 @@ class PrepReport:
     def n_utterances(self) -> int:
         return sum(self.class_counts.values())
 
+    def full_release_text(self) -> str:
+        """``yes`` or ``no`` in the summary's first line; a corpus may add what a full release should have."""
+        return "yes" if self.full_release else "no"
+
     def summary_lines(self) -> list[str]:
         """The count tables (no examples): what the CLI logs."""
         classes = self.class_map.classes
         lines = [
-            f"{self.corpus} root {self.root}: full release: {'yes' if self.full_release else 'no'}, "
+            f"{self.corpus} root {self.root}: full release: {self.full_release_text()}, "
             f"count check: {self.count_check}, language: {self.language}",
             *(f"  {fact}" for fact in self.facts),
             f"class map {self.class_map.name}: {' '.join(classes)}; {self.n_utterances} utterances written "

@@ -48,7 +48,8 @@ from typing import Mapping
 from tqdm import tqdm
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import AudioAudit, Tally, Utterance, audit_wav, read_text_lines, write_data_dir
+from serkit.corpora.common import PrepReport as SharedPrepReport
+from serkit.corpora.common import Tally, Utterance, audit_wav, read_text_lines, write_data_dir
 from serkit.datadir import validate_data_dir
 
 logger = logging.getLogger(__name__)
@@ -214,65 +215,27 @@ def parse_transcription(path: Path, skipped: Tally, notes: Tally) -> dict[str, s
 
 
 @dataclass
-class PrepReport:
-    """What stage 0 found and wrote; ``to_text()`` is the content of prep_report.txt."""
+class PrepReport(SharedPrepReport):
+    """The shared stage-0 report (:class:`serkit.corpora.common.PrepReport`) plus IEMOCAP's sessions and
+    dialogs, which the full-release checks and the sentence-file accounting need."""
 
-    root: Path
-    out_dir: Path
-    class_map: ClassMap
     sessions: list[int] = field(default_factory=list)
     n_dialogs: int = 0
     #: Session folder name -> {dialog (EmoEvaluation file stem): number of consensus lines in it}.
     dialogs: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Session folder name -> names of the folders in its ``sentences/wav``.
     wav_dialogs: dict[str, list[str]] = field(default_factory=dict)
-    full_release: bool = False
-    count_check: str = "not run"
-    code_counts: Counter = field(default_factory=Counter)
-    excluded_codes: Counter = field(default_factory=Counter)
-    class_counts: Counter = field(default_factory=Counter)
     session_counts: Counter = field(default_factory=Counter)
-    speaker_counts: Counter = field(default_factory=Counter)
-    skipped: Tally = field(default_factory=Tally)
-    notes: Tally = field(default_factory=Tally)
-    audit: AudioAudit = field(default_factory=AudioAudit)
 
-    @property
-    def n_utterances(self) -> int:
-        return sum(self.class_counts.values())
+    def full_release_text(self) -> str:
+        if self.full_release and self.n_dialogs != FULL_RELEASE_DIALOGS:
+            return f"yes, {FULL_RELEASE_DIALOGS} dialogs expected"
+        return super().full_release_text()
 
-    def summary_lines(self) -> list[str]:
-        """The count tables (no examples): what the CLI logs."""
-        classes = self.class_map.classes
-        full = "no"
-        if self.full_release:
-            full = "yes" if self.n_dialogs == FULL_RELEASE_DIALOGS else f"yes, {FULL_RELEASE_DIALOGS} dialogs expected"
-        lines = [
-            f"IEMOCAP root {self.root}: sessions {self.sessions}, {self.n_dialogs} dialogs, "
-            f"full release: {full}, count check: {self.count_check}",
-            f"class map {self.class_map.name}: {' '.join(classes)}; {self.n_utterances} utterances written "
-            f"to {self.out_dir}",
-            "  per class:   " + "  ".join(f"{c} {self.class_counts[c]}" for c in classes),
-            "  per session: " + "  ".join(f"{s} {n}" for s, n in sorted(self.session_counts.items())),
-            "  per speaker: " + "  ".join(f"{s} {n}" for s, n in sorted(self.speaker_counts.items())),
-            "  consensus codes found: " + "  ".join(f"{c} {n}" for c, n in self.code_counts.most_common()),
-            "  excluded by the class map: " + ("  ".join(f"{c} {n}" for c, n in self.excluded_codes.most_common())
-                                               or "none"),
-        ]
-        lines.append("  skipped: " + ("  ".join(f"{r} {n}" for r, n in sorted(self.skipped.counts.items())) or "none"))
-        lines.append("  kept, noted: " + ("  ".join(f"{r} {n}" for r, n in sorted(self.notes.counts.items()))
-                                          or "none"))
-        return lines + self.audit.lines()
-
-    def to_text(self) -> str:
-        """Full report: the summary, then every skipped or noted item with its file (and line)."""
-        lines = ["IEMOCAP data preparation report (serkit stage 0)", ""]
-        lines += self.summary_lines()
-        lines += ["", "Skipped (not in the data directory), by reason, with every item:"]
-        lines += self.skipped.lines() or ["  none"]
-        lines += ["", "Kept or ignored but worth knowing, by reason, with every item:"]
-        lines += self.notes.lines() or ["  none"]
-        return "\n".join(lines) + "\n"
+    def add_facts(self) -> None:
+        """The summary lines only IEMOCAP has: sessions and dialogs found, utterances per session."""
+        self.facts += [f"sessions {self.sessions}, {self.n_dialogs} dialogs",
+                       "per session: " + "  ".join(f"{s} {n}" for s, n in sorted(self.session_counts.items()))]
 
 
 def expected_full_release_counts(class_map: ClassMap) -> tuple[dict[str, int], dict[str, int] | None]:
@@ -470,7 +433,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     if unknown_map_codes:
         raise IemocapError(f"class map {mapping.source} maps codes {unknown_map_codes} that IEMOCAP does not use "
                            f"(valid codes: {' '.join(IEMOCAP_CODES)}); fix the spelling in the map")
-    report = PrepReport(root=root, out_dir=out_dir, class_map=mapping)
+    report = PrepReport("IEMOCAP", root, out_dir, mapping, LANGUAGE)
     session_dirs = find_session_dirs(root, report.skipped)
     report.sessions = [number for number, _ in session_dirs]
     labels, named = _collect_labels(session_dirs, report)
@@ -497,6 +460,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
         report.speaker_counts[u.speaker] += 1
 
     _check_counts(report, strict)
+    report.add_facts()
     if not utterances:
         raise IemocapError(f"no utterance of {root} survived preparation with class map {mapping.name}:\n"
                            + "\n".join(report.summary_lines()))
