@@ -87,12 +87,13 @@ def environment_info() -> dict[str, str]:
             info[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             info[package] = "not installed"
-    info["cpu"] = _cpu_name()
+    info["cpu"] = cpu_name()
     info["gpu"] = _gpu_name()
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux) and its core count."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:

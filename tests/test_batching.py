@@ -3,8 +3,6 @@ budget of padded seconds, their padding on IEMOCAP-like durations, their shares 
 resume check on the budget (serkit.train)."""
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
 import math
 import random
@@ -17,23 +15,11 @@ import torch
 
 from serkit.bin.train import load_hparams
 from serkit.checkpoints import SafeCheckpointer
+from serkit.bench.paired import iemocap_like_durations
 from serkit.dataio import DurationBucketBatchSampler, padded_fraction
 from serkit.train import TrainError, register_resume_state, shared_sampler
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@functools.cache
-def benchmark_tool():
-    spec = importlib.util.spec_from_file_location("serkit_benchmark", REPO / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def iemocap_like_durations(n: int, seed: int) -> list[float]:
-    """tools/benchmark.py's IEMOCAP-like durations (log-normal, mean about 4.4 s, clipped to 0.6-20 s)."""
-    return benchmark_tool().iemocap_like_durations(n, seed)
 
 
 def default_batching(family: str) -> tuple[int, float | None]:

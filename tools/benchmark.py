@@ -33,7 +33,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -233,18 +232,8 @@ def device_description(device: str) -> str:
     """``cpu (its model name)`` or ``cuda (the GPU's name)``, for the report's header."""
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name()})"
-    return f"{device} ({cpu_model_name()})"
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux); Python's guess elsewhere."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from serkit.results_md import cpu_name
+    return f"{device} ({cpu_name()})"
 
 
 def paired_main(args) -> int:
