@@ -181,6 +181,9 @@ class FeatureSpec:
     kind: str = "waveform"
     sample_rate: int = 16000
     params: dict[str, Any] = field(default_factory=dict)
+    # ssl_layers: the encoder whose geometry gives frame counts and shapes, looked up once per spec
+    # (n_frames runs for every cropped item; its weights are checked where features are computed)
+    _geometry: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -219,7 +222,7 @@ class FeatureSpec:
         if self.kind == "egemaps":
             return (N_FUNCTIONALS,)
         if self.kind == "ssl_layers":
-            return self._ssl().layer_shape(self._encoder())
+            return self._ssl().layer_shape(self._geometry_encoder())
         return ()
 
     def n_frames(self, n_samples: int) -> int:
@@ -229,7 +232,7 @@ class FeatureSpec:
         if self.kind == "egemaps":
             return 1  # one row of functionals per utterance
         if self.kind == "ssl_layers":
-            return self._ssl().n_frames(self._encoder(), n_samples)
+            return self._ssl().n_frames(self._geometry_encoder(), n_samples)
         return frame_count(n_samples, self.sample_rate, self.params["hop_ms"])
 
     def compute(self, waveform: Tensor, sample_rate: int) -> Tensor:
@@ -258,6 +261,11 @@ class FeatureSpec:
         """The spec's encoder; refuses weights changed since the spec was made (they would fill its cache)."""
         self._ssl().check_digest(self.params["source"], self.params["digest"])
         return self._ssl().frozen_encoder(self.params["source"])[0]
+
+    def _geometry_encoder(self):
+        if self._geometry is None:
+            self._geometry = self._encoder()
+        return self._geometry
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "sample_rate": self.sample_rate, "params": dict(self.params)}

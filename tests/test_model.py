@@ -245,8 +245,7 @@ def test_training_step_reads_nothing_back_from_the_device(monkeypatch):
 
 def test_unknown_cnn_mode_is_refused():
     with pytest.raises(ModelInputError, match="cnn_mode must be one of auto, batched, per_utterance"):
-        W2V2Network.from_encoder_config(tiny_config(), N_EMO) and W2V2Network(
-            encoder_from_config(tiny_config()), N_EMO, cnn_mode="fast")
+        W2V2Network(encoder_from_config(tiny_config()), N_EMO, cnn_mode="fast")
 
 
 def test_fusion_weights_start_uniform_and_learn():
