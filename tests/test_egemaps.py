@@ -147,3 +147,47 @@ def test_from_plain_rejects_other_feature_sets_and_missing_tensors(corpus):
     del tensors["weight"]
     with pytest.raises(FloorError, match="lacks tensors"):
         FloorModel.from_plain(config, tensors)
+
+
+def _speaker_sets(rng, n_speakers, per_speaker):
+    """Rows of several speakers whose class (4 quadrants of the first two features) is learnable."""
+    x = rng.standard_normal((n_speakers * per_speaker, 5))
+    y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0)
+    speakers = [f"spk{i // per_speaker}" for i in range(len(y))]
+    return x, y, speakers
+
+
+def test_speaker_cv_selection_is_not_led_astray_by_one_odd_validation_speaker():
+    rng = np.random.default_rng(3)
+    x_train, y_train, spk_train = _speaker_sets(rng, 6, 40)
+    grid = [{"C": 0.01, "gamma": 0.001}, {"C": 100.0, "gamma": 0.2}]  # an underfit point, a good one
+    x_valid = rng.standard_normal((40, 5))
+    # A validation speaker "labelled" the way the underfit point predicts (its one-vs-one vote).
+    y_odd = egemaps._predict_point(x_train, y_train, x_valid, "rbf_svm", grid[0], "balanced", seed=1)
+    by_valid = fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="valid")
+    assert by_valid.hyper["C"] == 0.01
+    by_cv = fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="speaker_cv",
+                      speakers=spk_train + ["odd"] * 40)
+    assert by_cv.hyper["C"] == 100.0 and by_cv.hyper["selection"] == "speaker_cv"
+    assert [row["cv_UA"] for row in by_cv.selection_log][1] > 0.7 > by_cv.selection_log[0]["cv_UA"]
+    assert by_cv.selection_score == by_cv.selection_log[1]["cv_UA"]
+    with pytest.raises(FloorError, match="speaker of every training and validation row"):
+        fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="speaker_cv")
+
+
+def test_refit_trains_the_chosen_point_on_training_and_validation_rows():
+    rng = np.random.default_rng(4)
+    x_train, y_train, _ = _speaker_sets(rng, 2, 40)
+    x_train, y_train = x_train[y_train < 3], y_train[y_train < 3]
+    x_valid, y_valid, _ = _speaker_sets(rng, 1, 80)  # the only rows of class 3 are in validation
+    x_train = np.vstack([x_train, x_valid[y_valid == 3][:1]])  # one class-3 row keeps training complete
+    y_train = np.concatenate([y_train, [3]])
+    point = [{"C": 10.0}]
+    alone = fit_floor(x_train, y_train, x_valid, y_valid, 4, grid=point)
+    refitted = fit_floor(x_train, y_train, x_valid, y_valid, 4, grid=point, refit=True)
+    both = np.vstack([x_train, x_valid])
+    np.testing.assert_allclose(refitted.net.mean.numpy(), both.mean(axis=0))
+    np.testing.assert_allclose(alone.net.mean.numpy(), x_train.mean(axis=0))
+    x_new, y_new, _ = _speaker_sets(np.random.default_rng(5), 1, 400)
+    recall = [np.mean(m.predict(x_new)[y_new == 3] == 3) for m in (alone, refitted)]
+    assert recall[1] > recall[0] + 0.2, recall
