@@ -7,8 +7,9 @@
 #   1 CTC targets           only when a model trains a CTC head: phones by language -> emotion-phonemes
 #   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}, protocol.json, leakage.txt
 #   3 training              per experiment, one job a fold through $train_cmd; resumes from checkpoints
-#   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled -> RESULTS.md (+ plots);
-#                           several experiments end in one comparison table
+#   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled with speaker-bootstrap 95 % CIs
+#                           -> RESULTS.md (+ plots); several experiments end in one comparison table
+#                           (seeds merged, each row's paired test against the floor)
 #   5 export + inference    exp/<tag>/export per experiment, then serkit-infer on a few utterances
 set -euo pipefail
 cmdline="$(basename "$PWD")/run.sh $*"
@@ -145,7 +146,7 @@ if stage_on 4; then
     opts=()
     [ "$overrides" = - ] || opts+=(--overrides "$overrides")
     python -m serkit.bin.score --exp "$exp" --results RESULTS.md --config "$config" "${opts[@]}" \
-      --folds "data/folds/$protocol" --command "$cmdline" ${folds:+--allow-partial}
+      --folds "data/folds/$protocol" --data "$data" --command "$cmdline" ${folds:+--allow-partial}
   done < <(plan)
   if [ ${#exps[@]} -gt 1 ]; then
     log "Stage 4: comparison of ${#exps[@]} experiments"

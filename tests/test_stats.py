@@ -1,0 +1,178 @@
+"""Figures that say how sure they are: speaker-bootstrap intervals, paired tests, seed rows.
+
+The experiments are built here with known predictions: which speakers a system gets right is chosen,
+so the expected behaviour (an interval around the point figure, a real difference found, an
+identical pair not) follows from the construction, not from the code under test.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serkit import comparison, datadir, expdir, metrics, results_md, scoring, stats
+
+CLASSES = ["ang", "hap", "sad", "neu"]
+
+
+# --------------------------------------------------------------------------------------------
+# stats
+
+
+def test_vectorised_wa_ua_match_the_metrics_definitions():
+    cms = np.random.default_rng(1).integers(0, 6, size=(20, 4, 4))
+    cms[3, 2] = 0  # a class absent from the references: UA averages over the classes present
+    wa, ua = stats.wa_ua(cms)
+    assert wa == pytest.approx([metrics.weighted_accuracy(cm) for cm in cms])
+    assert ua == pytest.approx([metrics.unweighted_accuracy(cm) for cm in cms])
+
+
+def speaker_matrices(accuracies, per_class=3, n_classes=4):
+    """[S, C, C]: speaker s gets round(accuracy * per_class) utterances of each class right, the rest
+    mistaken for the next class."""
+    cms = np.zeros((len(accuracies), n_classes, n_classes), dtype=int)
+    for s, accuracy in enumerate(accuracies):
+        right = round(accuracy * per_class)
+        for c in range(n_classes):
+            cms[s, c, c] = right
+            cms[s, c, (c + 1) % n_classes] = per_class - right
+    return cms
+
+
+def test_bootstrap_interval_holds_the_point_figure_and_narrows_with_more_speakers():
+    accuracies = [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3, 1]
+    few = speaker_matrices(accuracies)
+    many = speaker_matrices(accuracies * 6)  # the same spread over six times the speakers
+    _, ua = stats.wa_ua(few.sum(axis=0))
+    ci_few, ci_many = stats.bootstrap_ci(few), stats.bootstrap_ci(many)
+    for ci in (ci_few, ci_many):
+        assert ci["UA"][0] < ua < ci["UA"][1] and ci["WA"][0] < ua < ci["WA"][1]
+    assert ci_many["UA"][1] - ci_many["UA"][0] < 0.6 * (ci_few["UA"][1] - ci_few["UA"][0])
+    assert stats.bootstrap_ci(few) == ci_few  # fixed seed: the same interval on every re-score
+    assert stats.bootstrap_ci(few[:1]) is None  # one speaker: no between-speaker spread to resample
+
+
+def test_paired_test_finds_a_real_difference_and_not_a_chance_one():
+    good = speaker_matrices([1, 1, 2 / 3, 1, 1, 2 / 3, 1, 1, 1, 2 / 3, 1, 1])
+    poor = speaker_matrices([1 / 3, 2 / 3, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 1 / 3, 0])
+    real = stats.paired_test(good, poor)
+    assert real["diff"] > 0.4 and real["p"] < 0.01
+    assert stats.paired_test(poor, good)["diff"] == pytest.approx(-real["diff"])
+    assert stats.paired_test(good, good) == {"diff": 0.0, "p": 1.0}
+    # equally good systems that err on different speakers: the difference is chance
+    mixed_a = speaker_matrices([1, 1 / 3] * 6)
+    mixed_b = speaker_matrices([1 / 3, 1] * 5 + [1, 1 / 3])
+    chance = stats.paired_test(mixed_a, mixed_b)
+    assert chance["diff"] == pytest.approx(0.0) and chance["p"] > 0.5
+
+
+def test_holm_adjustment():
+    # sorted 0.01, 0.03, 0.04 scaled by 3, 2, 1: 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([0.02]) == pytest.approx([0.02])  # one test: nothing to correct
+
+
+def test_unknown_speakers_are_one_unit_per_utterance():
+    units = stats.speaker_units(["a-1", "a-2", "unknown-1", "unknown-2"],
+                                {"a-1": "a", "a-2": "a", "unknown-1": "unknown", "unknown-2": "unknown"})
+    assert units[0] == units[1] == "a" and units[2] != units[3]
+    with pytest.raises(KeyError, match="no speaker"):
+        stats.speaker_units(["b-1"], {})
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring and the comparison table, on experiments written to disk
+
+SPEAKERS = [f"s{n:02d}" for n in range(1, 13)]  # 12 speakers, 4 folds of 3
+
+
+@pytest.fixture(autouse=True)
+def no_figures(monkeypatch):
+    """The PNGs take seconds each and are tested in test_scoring.py; here only the figures matter."""
+    monkeypatch.setattr(scoring, "write_score_files", lambda scores_dir, summary: {})
+
+
+def write_data(root: Path) -> Path:
+    data = root / "data" / "all"
+    datadir.write_map(data / "utt2spk", {f"{s}-{c}{i}": s for s in SPEAKERS for c in CLASSES for i in range(3)})
+    return data
+
+
+def write_experiment(root: Path, tag: str, accuracies, family="tim_net", confidence=0.7) -> Path:
+    """exp/<tag>/loso with 4 folds of 3 speakers; speaker n gets accuracies[n] of each class right
+    (the rest predicted as the next class), with ``confidence`` on the predicted class."""
+    exp = root / "exp" / tag / "loso"
+    for fold in range(4):
+        utts, refs, probs = [], [], []
+        for s in range(3 * fold, 3 * fold + 3):
+            right = round(accuracies[s] * 3)
+            for c, label in enumerate(CLASSES):
+                for i in range(3):
+                    hyp = c if i < right else (c + 1) % 4
+                    p = np.full(4, (1 - confidence) / 3)
+                    p[hyp] = confidence
+                    utts.append(f"{SPEAKERS[s]}-{label}{i}")
+                    refs.append(c)
+                    probs.append(p.tolist())
+        fold_dir = exp / f"fold{fold + 1:02d}"
+        fold_dir.mkdir(parents=True)
+        expdir.write_predictions(fold_dir / expdir.PREDICTIONS_FILE, utts, refs, probs, CLASSES)
+        (fold_dir / "model_config.json").write_text(json.dumps({"family": family, "classes": CLASSES}))
+    return exp
+
+
+FLOOR = [1 / 3, 2 / 3, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 1 / 3, 0]
+STRONG = [1, 1, 2 / 3, 1, 1, 2 / 3, 1, 1, 1, 2 / 3, 1, 1]
+
+
+def test_scores_carry_the_speaker_bootstrap_interval(tmp_path):
+    data = write_data(tmp_path)
+    summary = scoring.score_experiment(write_experiment(tmp_path, "floor", FLOOR), data_dir=data)
+    pooled = summary["pooled"]
+    assert pooled["UA_ci"][0] < pooled["UA"] < pooled["UA_ci"][1]
+    assert pooled["WA_ci"][0] < pooled["WA"] < pooled["WA_ci"][1]
+    assert summary["bootstrap"]["n_units"] == 12 and summary["bootstrap"]["n_resamples"] == 1000
+    # the per-speaker matrices add up to the pooled one
+    assert np.sum(list(summary["speaker_confusion"].values()), axis=0).tolist() == pooled["confusion"]
+    on_disk = json.loads((tmp_path / "exp/floor/loso/scores/summary.json").read_text())
+    assert on_disk["pooled"]["UA_ci"] == pooled["UA_ci"]
+    text = results_md.experiment_section(summary, tmp_path / "RESULTS.md", environment={"python": "3"}, commit="abc")
+    expected = f"{100 * pooled['UA']:.1f} [{100 * pooled['UA_ci'][0]:.1f}, {100 * pooled['UA_ci'][1]:.1f}]"
+    assert expected in text and "bootstrap over the 12 test speakers" in text
+    # without the data directory: the point figures only
+    plain = scoring.score_experiment(tmp_path / "exp/floor/loso")
+    assert plain["pooled"]["UA_ci"] is None and plain["speaker_confusion"] is None
+    assert plain["pooled"]["UA"] == pooled["UA"]
+
+
+def test_comparison_marks_rows_significantly_different_from_the_floor(tmp_path):
+    data = write_data(tmp_path)
+    summaries = [scoring.score_experiment(write_experiment(tmp_path, tag, accuracies, family), data_dir=data)
+                 for tag, accuracies, family in (("strong", STRONG, "tim_net"), ("same", FLOOR, "sta_crnn"),
+                                                 ("floor", FLOOR, "egemaps_svm"))]
+    section = results_md.comparison_section("t", summaries)
+    rows = {line.split(" | ")[0][2:]: line for line in section.splitlines() if " / loso" in line}
+    assert rows["floor / loso"].endswith("| reference |")  # the floor is the reference though given last
+    strong, same = (rows[name].rstrip(" |").split(" | ") for name in ("strong / loso", "same / loso"))
+    assert strong[-1].endswith(" *") and strong[-1].startswith("+")
+    assert not same[-1].endswith("*") and same[-1].startswith("+0.0")
+    assert "UA vs floor" in section and "Holm-adjusted over the 2 row(s) tested" in section
+    # another test set (one speaker fewer) is not paired with the floor
+    partial = dict(summaries[0], tag="other", test_digest="x")
+    assert comparison.reference_tests(comparison.group_seeds([summaries[2], partial]))[1] is None
+
+
+def test_seeds_are_one_row_with_mean_and_std_over_seeds(tmp_path):
+    data = write_data(tmp_path)
+    seed2 = [1 / 3] * 6 + STRONG[6:]
+    summaries = [scoring.score_experiment(write_experiment(tmp_path, tag, accuracies), data_dir=data)
+                 for tag, accuracies in (("net_seed1", STRONG), ("net_seed2", seed2))]
+    rows = comparison.group_seeds(summaries)
+    assert len(rows) == 1 and rows[0].tag == "net_seed1,2"
+    uas = [s["pooled"]["UA"] for s in summaries]
+    assert rows[0].figure("pooled", "UA") == pytest.approx((np.mean(uas), np.std(uas, ddof=1)))
+    table = results_md.comparison_table(summaries)
+    assert f"{100 * np.mean(uas):.1f} ± {100 * np.std(uas, ddof=1):.1f}" in table
+    low, high = rows[0].ua_ci()
+    assert low < np.mean(uas) < high
