@@ -22,6 +22,12 @@ REFERENCE_FAMILY = "egemaps_svm"
 _SEED_TAG = re.compile(r"(?P<base>.+)_seed(?P<seed>\d+)")
 
 
+def seed_tag(tag: str) -> tuple[str, int] | None:
+    """``("tim_net_8class", 2)`` for ``tim_net_8class_seed2``; None for a tag without a seed (an ensemble)."""
+    match = _SEED_TAG.fullmatch(tag)
+    return (match.group("base"), int(match.group("seed"))) if match else None
+
+
 @dataclass
 class Row:
     """One row of a comparison table: the scored runs (``summary.json`` dicts) of one experiment, one per seed."""
@@ -37,8 +43,8 @@ class Row:
         """The run's tag, or for several seeds the shared name with their seeds: ``tim_net_8class_seed1,2,3``."""
         if len(self.runs) == 1:
             return self.first["tag"]
-        base = _SEED_TAG.fullmatch(self.first["tag"]).group("base")
-        return f"{base}_seed" + ",".join(_SEED_TAG.fullmatch(run["tag"]).group("seed") for run in self.runs)
+        base = seed_tag(self.first["tag"])[0]
+        return f"{base}_seed" + ",".join(str(seed_tag(run["tag"])[1]) for run in self.runs)
 
     @property
     def family(self) -> str | None:
@@ -75,11 +81,12 @@ def group_seeds(summaries: Sequence[dict]) -> list[Row]:
     in the order first given; seeds sorted by number."""
     rows: dict[tuple[str, str], Row] = {}
     for summary in summaries:
-        match = _SEED_TAG.fullmatch(summary["tag"])
-        key = (match.group("base") if match else summary["tag"], summary["protocol"])
+        parsed = seed_tag(summary["tag"])
+        key = (parsed[0] if parsed else summary["tag"], summary["protocol"])
         rows.setdefault(key, Row([])).runs.append(summary)
     for row in rows.values():
-        row.runs.sort(key=lambda run: int(_SEED_TAG.fullmatch(run["tag"]).group("seed")) if len(row.runs) > 1 else 0)
+        if len(row.runs) > 1:
+            row.runs.sort(key=lambda run: seed_tag(run["tag"])[1])
     return list(rows.values())
 
 

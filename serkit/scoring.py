@@ -179,6 +179,7 @@ def pool(folds: Sequence[FoldPredictions]) -> FoldPredictions:
         pooled.utts += preds.utts
         pooled.refs += preds.refs
         pooled.hyps += preds.hyps
+        pooled.probs += preds.probs
         for name, values in preds.extras.items():
             pooled.extras[name] += values
         pooled.lines += preds.lines

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serkit import comparison, datadir, expdir, metrics, results_md, scoring, stats
+from serkit import comparison, datadir, ensemble, expdir, metrics, results_md, scoring, stats
 
 CLASSES = ["ang", "hap", "sad", "neu"]
 
@@ -176,3 +176,61 @@ def test_seeds_are_one_row_with_mean_and_std_over_seeds(tmp_path):
     assert f"{100 * np.mean(uas):.1f} ± {100 * np.std(uas, ddof=1):.1f}" in table
     low, high = rows[0].ua_ci()
     assert low < np.mean(uas) < high
+
+
+# --------------------------------------------------------------------------------------------
+# Several seeds: the plan and the ensemble
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_seeds_plan_one_experiment_per_seed_next_to_each_other(tmp_path, capsys):
+    from serkit.bin import plan_experiments
+    from serkit.experiments import PlanError, plan
+
+    experiments = plan(["tim_net", "egemaps_svm"], [], "8class", [1, 2, 3], str(CONF), str(tmp_path))
+    assert [e.tag for e in experiments] == ["tim_net_8class_seed1", "tim_net_8class_seed2", "tim_net_8class_seed3",
+                                            "egemaps_svm_8class_seed1", "egemaps_svm_8class_seed2",
+                                            "egemaps_svm_8class_seed3"]
+    assert [e.tag for e in plan(["tim_net"], [], "8class", 7, str(CONF), str(tmp_path))] == ["tim_net_8class_seed7"]
+    with pytest.raises(PlanError, match="each seed once"):
+        plan(["tim_net"], [], "8class", [1, 1], str(CONF), str(tmp_path))
+    argv = ["--models", "tim_net", "--class_map", "4class", "--seed", "1", "--conf_dir", str(CONF),
+            "--recipe_conf_dir", str(tmp_path)]
+    assert plan_experiments.main(argv + ["--seeds", "2 5"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "tim_net_4class_seed2", "tim_net_4class_seed5"]
+    assert plan_experiments.main(argv + ["--seeds", "1 x"]) == 2
+    assert "'x' is not a whole number" in capsys.readouterr().err
+
+
+def test_seed_ensemble_is_the_mean_posterior_scored_as_its_own_row(tmp_path):
+    from serkit.bin import ensemble as ensemble_cli
+
+    data = write_data(tmp_path)
+    seed2 = [1 / 3] * 6 + STRONG[6:]
+    # seed 1 sure of its answers (0.9), seed 2 hesitant (0.4): where they disagree, seed 1 wins the mean
+    dirs = [write_experiment(tmp_path, "net_seed1", STRONG, confidence=0.9),
+            write_experiment(tmp_path, "net_seed2", seed2, confidence=0.4),
+            write_experiment(tmp_path, "floor_seed1", FLOOR, family="egemaps_svm")]
+    groups = ensemble.ensemble_groups(dirs)
+    out = tmp_path / "exp" / "net_ens_seed1-2" / "loso"
+    assert groups == {out: dirs[:2]}  # the floor has one seed: nothing to ensemble
+    assert ensemble_cli.main([str(d) for d in dirs]) == 0
+    for fold in ("fold01", "fold04"):
+        runs = [expdir.read_predictions(d / fold / expdir.PREDICTIONS_FILE) for d in (*dirs[:2], out)]
+        assert np.array(runs[2].probs) == pytest.approx(np.mean([runs[0].probs, runs[1].probs], axis=0), abs=1e-6)
+        assert runs[2].hyps == runs[0].hyps  # seed 1's confident answers decide
+    summaries = [scoring.score_experiment(d, data_dir=data) for d in (*dirs, out)]
+    assert summaries[3]["pooled"]["UA"] == pytest.approx(summaries[0]["pooled"]["UA"])
+    table = results_md.comparison_table(summaries)
+    assert "| net_seed1,2 / loso |" in table and "| net_ens_seed1-2 / loso |" in table
+
+
+def test_seeds_tested_on_other_utterances_are_not_ensembled(tmp_path):
+    a = write_experiment(tmp_path, "net_seed1", STRONG)
+    b = write_experiment(tmp_path, "net_seed2", STRONG)
+    path = b / "fold01" / expdir.PREDICTIONS_FILE
+    path.write_text(path.read_text().replace("s01-ang0", "s01-ang9"))
+    with pytest.raises(ensemble.EnsembleError, match="differ in classes, test utterances or labels"):
+        ensemble.write_ensemble([a, b], tmp_path / "exp" / "net_ens_seed1-2" / "loso")
