@@ -296,6 +296,8 @@ def model_description(model: dict) -> str:
     details = [f"{name} = {value}" for name, value in (model.get("options") or {}).items()]
     if model.get("ctc_targets"):
         details.append(f"CTC targets {model['ctc_targets']}")
+    if model.get("ensemble"):
+        details.append(f"mean posterior of {len(model['ensemble']['of'])} seeds")
     name = f"`{model.get('family', 'unknown')}`"
     return name + (f" ({', '.join(details)})" if details else "")
 

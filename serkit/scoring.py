@@ -353,7 +353,7 @@ def _check_same_classes(folds: Sequence[FoldPredictions]) -> None:
 def _model_facts(configs: dict[str, dict]) -> dict:
     """The model facts a comparison table needs (family, its options), checked to agree across folds."""
     facts = {}
-    for key in ("family", "options", "n_emotions", "n_tokens", "ctc_targets"):
+    for key in ("family", "options", "n_emotions", "n_tokens", "ctc_targets", "ensemble"):
         values = {json.dumps(config.get(key)) for config in configs.values() if key in config}
         if len(values) > 1:
             raise ScoringError(f"folds disagree on model_config.json {key!r}: {sorted(values)}")

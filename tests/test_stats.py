@@ -224,7 +224,8 @@ def test_seed_ensemble_is_the_mean_posterior_scored_as_its_own_row(tmp_path):
     summaries = [scoring.score_experiment(d, data_dir=data) for d in (*dirs, out)]
     assert summaries[3]["pooled"]["UA"] == pytest.approx(summaries[0]["pooled"]["UA"])
     table = results_md.comparison_table(summaries)
-    assert "| net_seed1,2 / loso |" in table and "| net_ens_seed1-2 / loso |" in table
+    assert "| net_seed1,2 / loso | `tim_net` |" in table
+    assert "| net_ens_seed1-2 / loso | `tim_net` (mean posterior of 2 seeds) |" in table
 
 
 def test_seeds_tested_on_other_utterances_are_not_ensembled(tmp_path):
