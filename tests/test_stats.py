@@ -235,3 +235,16 @@ def test_seeds_tested_on_other_utterances_are_not_ensembled(tmp_path):
     path.write_text(path.read_text().replace("s01-ang0", "s01-ang9"))
     with pytest.raises(ensemble.EnsembleError, match="differ in classes, test utterances or labels"):
         ensemble.write_ensemble([a, b], tmp_path / "exp" / "net_ens_seed1-2" / "loso")
+
+
+def test_score_cli_takes_the_data_directory_and_the_number_of_resamples(tmp_path, capsys):
+    from serkit.bin import score as score_cli
+
+    data = write_data(tmp_path)
+    exp = write_experiment(tmp_path, "floor", FLOOR)
+    argv = ["--exp", str(exp), "--results", str(tmp_path / "RESULTS.md"), "--data", str(data), "--n_resamples", "200"]
+    assert score_cli.main(argv) == 0
+    summary = scoring.load_summary(exp)
+    assert summary["bootstrap"]["n_resamples"] == 200
+    low, high = (f"{100 * v:.1f}" for v in summary["pooled"]["UA_ci"])
+    assert f"[{low}, {high}]" in capsys.readouterr().out
