@@ -22,6 +22,7 @@ setup(
         "ruamel.yaml>=0.17",
         "nltk>=3.8",
         "numpy>=1.24",
+        "scipy>=1.15",         # bootstrap intervals and permutation tests (serkit/stats.py; rng= since 1.15)
         "soundfile>=0.12",
         "sentencepiece",
         "g2p-en==2.1.0",

@@ -170,6 +170,7 @@ class FoldPredictions:
     refs: list[int] = field(default_factory=list)
     hyps: list[int] = field(default_factory=list)
     extras: dict[str, list[str]] = field(default_factory=dict)  # column name -> one value per utterance
+    probs: list[list[float]] = field(default_factory=list)  # the p_<class> posteriors of each utterance
     lines: list[int] = field(default_factory=list)  # line number of each utterance, to name it in errors
 
 
@@ -231,6 +232,10 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None, fol
         preds.utts.append(utt)
         preds.refs.append(index[ref])
         preds.hyps.append(index[hyp])
+        try:
+            preds.probs.append([float(p) for p in fields[3:3 + len(header_classes)]])
+        except ValueError:
+            raise ExpDirError(f"{path}:{line_number}: a p_<class> column is not a number") from None
         for name, value in zip(extra_names, fields[3 + len(header_classes):]):
             preds.extras[name].append(value)
         preds.lines.append(line_number)

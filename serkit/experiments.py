@@ -16,7 +16,10 @@ here, tested:
 - ``--precision fp32|bf16|fp16|auto`` trains every network in that arithmetic instead of its config's
   (:mod:`serkit.precision`), named in the experiment (``..._fp32_seed1``) so runs in two precisions
   sit side by side; families fitted in closed form (eGeMAPS + SVM) ignore it;
-- stage 1 (CTC targets) runs only when some experiment trains a CTC head, for the kinds they use.
+- stage 1 (CTC targets) runs only when some experiment trains a CTC head, for the kinds they use;
+- ``--seeds "1 2 3"`` runs every experiment once per seed (``..._seed1``, ``..._seed2``, ...), the
+  runs of one experiment next to each other; stage 4 merges them into one row (mean ± std over
+  seeds) and scores their ensemble. The seed changes training only: the folds keep ``--seed``'s.
 """
 from __future__ import annotations
 
@@ -64,10 +67,14 @@ def read_config_values(*paths: str | None) -> dict:
     return values
 
 
-def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int, conf_dir: str,
+def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int | Sequence[int], conf_dir: str,
          recipe_conf_dir: str, overrides_file: str | None = None, ctc_targets: Sequence[str] = (),
          precision: str | None = None) -> list[Experiment]:
-    """The experiments of ``models`` x (``lambdas`` x ``ctc_targets`` where the family has the CTC option)."""
+    """The experiments of ``models`` x (``lambdas`` x ``ctc_targets`` where the family has the CTC option)
+    x seeds (``seed``: one seed or several)."""
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise PlanError(f"--seeds: give each seed once, got {seeds}")
     if not models:
         raise PlanError("no model given: pass --model NAME or --models \"NAME ...\"")
     if precision and precision not in PRECISIONS:
@@ -96,10 +103,11 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
                 kind_part = [targets] if targets not in (None, "emophone") else []
                 trained = bool(precision) and family.trainer == "brain"
                 precision_part = [precision] if trained else []
-                tag = "_".join(parts + lambda_part + kind_part + precision_part + [f"seed{seed}"])
                 extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
                 extra += ("--precision", precision) if trained else ()
-                experiments.append(Experiment(tag, name, config, overrides, args + extra, targets))
+                for run_seed in seeds:
+                    tag = "_".join(parts + lambda_part + kind_part + precision_part + [f"seed{run_seed}"])
+                    experiments.append(Experiment(tag, name, config, overrides, args + extra, targets))
     return experiments
 
 

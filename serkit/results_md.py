@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from serkit import comparison, stats
 from serkit.errors import SerkitError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ TOKEN_EXPLANATION = (
     "(an utterance with no decoded token counts as wrong; *no tok* counts them).")
 BASE_COLUMNS = (("WA", "WA"), ("UA", "UA"), ("macro-F1", "macro_F1"))
 TOKEN_COLUMNS = (("PER", "PER"), ("suffix acc", "suffix_acc"))
+SIGNIFICANT = "*"  # the mark of a row significantly different from the comparison's reference row
 
 
 class ResultsError(SerkitError):
@@ -62,6 +64,22 @@ def pct(value: float | None) -> str:
 def pct_pm(mean: float | None, std: float | None) -> str:
     """'mean ± std' in percent; only the mean when the spread is undefined (one fold)."""
     return pct(mean) if std is None else f"{pct(mean)} ± {pct(std)}"
+
+
+def pct_ci(value: float | None, interval: Sequence[float] | None) -> str:
+    """A percentage followed by its confidence interval, ``83.3 [70.0, 95.0]``; the value alone without one."""
+    return pct(value) if interval is None else f"{pct(value)} [{pct(interval[0])}, {pct(interval[1])}]"
+
+
+def ci_note(summary: dict) -> str | None:
+    """How the pooled figures' intervals were drawn (``summary.json``'s ``bootstrap``), or None without them."""
+    info = summary.get("bootstrap")
+    if not info or summary["pooled"].get("UA_ci") is None:
+        return None
+    return (f"*pooled* WA and UA carry a {100 * info['level']:.0f} % confidence interval [low, high]: percentile "
+            f"bootstrap over the {info['n_units']} test speakers ({info['n_resamples']} resamples of speakers "
+            f"with replacement, each pooling its speakers' utterances; seed {info['seed']}), since utterances "
+            "of one speaker are not independent.")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -178,7 +196,8 @@ def fold_table(summary: dict) -> str:
     n_folds = len(summary["folds"])
     rows.append([f"**mean ± std ({n_folds} folds)**", "", *(pct_pm(mean[key], std[key]) for _, key in columns)]
                 + ([""] if tokens else []))
-    rows.append([f"**pooled ({n_folds} folds)**", pooled["n_utts"], *(pct(pooled[key]) for _, key in columns)]
+    rows.append([f"**pooled ({n_folds} folds)**", pooled["n_utts"],
+                 *(pct_ci(pooled[key], pooled.get(f"{key}_ci")) for _, key in columns)]
                 + ([_count(pooled["n_no_tokens"])] if tokens else []))
     table = markdown_table(header, rows)
     if summary["missing_folds"]:
@@ -258,6 +277,7 @@ def experiment_section(
         parts += [f"**Scored with**: `{scored_with}`", ""]
     parts += _config_block(config, overrides, results_dir)
     explanation = EXPLANATION + (" " + TOKEN_EXPLANATION if has_tokens(summary) else "")
+    explanation += (" " + ci_note(summary)) if ci_note(summary) else ""
     parts += ["### Scores (%)", "", explanation, "", fold_table(summary), ""]
     parts += ["### Per-class recall (%)", "", recall_table(summary), ""]
     parts += ["### Pooled confusion matrix", "", "Counts (row %); rows = reference, columns = hypothesis.", "",
@@ -276,6 +296,8 @@ def model_description(model: dict) -> str:
     details = [f"{name} = {value}" for name, value in (model.get("options") or {}).items()]
     if model.get("ctc_targets"):
         details.append(f"CTC targets {model['ctc_targets']}")
+    if model.get("ensemble"):
+        details.append(f"mean posterior of {len(model['ensemble']['of'])} seeds")
     name = f"`{model.get('family', 'unknown')}`"
     return name + (f" ({', '.join(details)})" if details else "")
 
@@ -356,22 +378,65 @@ def comparison_order(summaries: Sequence[dict]) -> list[dict]:
     return [summary for _, summary in sorted(enumerate(summaries), key=key)]
 
 
-def comparison_table(summaries: Sequence[dict]) -> str:
-    """One row per experiment: model, folds, mean ± std and pooled WA/UA/macro-F1 (+ token scores)."""
+def comparison_table(summaries: Sequence[dict], n_resamples: int = stats.N_RESAMPLES) -> str:
+    """One row per experiment (its seeds merged): model, folds, mean ± std and pooled WA/UA/macro-F1
+    (+ token scores), the pooled UA's confidence interval and its paired test against the reference row."""
+    return _comparison(summaries, n_resamples)[0]
+
+
+def _comparison(summaries: Sequence[dict], n_resamples: int) -> tuple[str, str]:
+    """The comparison table and the legend of its figures, interval and significance marks."""
     columns = score_columns(summaries)
+    rows = comparison.group_seeds(comparison_order(summaries))
+    tests = comparison.reference_tests(rows, n_resamples)
+    reference = comparison.reference_index(rows)
     header = ["experiment", "model", "folds", *(f"{heading} mean ± std" for heading, _ in columns),
-              *(f"pooled {heading}" for heading, _ in BASE_COLUMNS)]
-    rows = []
-    for s in comparison_order(summaries):
+              *(f"pooled {heading}" for heading, _ in BASE_COLUMNS), "pooled UA 95 % CI",
+              f"UA vs {rows[reference].tag}"]
+    lines = []
+    for index, row in enumerate(rows):
+        s = row.first
         folds = f"{len(s['folds'])}/{len(s['expected_folds'])}"
         if s["missing_folds"]:
             folds += " (partial)"
         dependent = (s.get("protocol_info") or {}).get("speaker_dependent")
-        rows.append([f"{s['tag']} / {s['protocol']}" + (" (**speaker-dependent**)" if dependent else ""),
-                     model_description(s.get("model", {})), folds,
-                     *(pct_pm(s["mean"][key], s["std"][key]) for _, key in columns),
-                     *(pct(s["pooled"][key]) for _, key in BASE_COLUMNS)])
-    return markdown_table(header, rows)
+        interval = row.ua_ci(n_resamples)
+        lines.append([f"{row.tag} / {s['protocol']}" + (" (**speaker-dependent**)" if dependent else ""),
+                      model_description(s.get("model", {})), folds,
+                      *(pct_pm(*row.figure("mean", key)) for _, key in columns),
+                      *(pct_pm(*row.figure("pooled", key)) for _, key in BASE_COLUMNS),
+                      f"[{pct(interval[0])}, {pct(interval[1])}]" if interval else "–",
+                      "reference" if index == reference else _test_cell(tests[index])])
+    return markdown_table(header, lines), _comparison_legend(rows, tests, n_resamples)
+
+
+def _test_cell(test: dict | None) -> str:
+    """``+12.3 (p 0.004, Holm 0.012) *``: the pooled-UA difference in points, its p-values and the mark."""
+    if test is None:
+        return "–"
+    return (f"{100 * test['diff']:+.1f} (p {test['p']:.3f}, Holm {test['p_holm']:.3f})"
+            + (f" {SIGNIFICANT}" if test["significant"] else ""))
+
+
+def _comparison_legend(rows: Sequence, tests: Sequence[dict | None], n_resamples: int) -> str:
+    several = [row.tag for row in rows if len(row.runs) > 1]
+    tested = sum(test is not None for test in tests)
+    reference = rows[comparison.reference_index(rows)].tag
+    parts = ["Figures in %; *mean ± std* over folds (sample std), *pooled* over all folds' predictions."]
+    if several:
+        parts.append(f"Rows with several seeds ({', '.join(several)}) show, for every figure, the mean ± std "
+                     "over seeds of each seed's figure (its fold mean, its pooled figure); each seed's own "
+                     "section has its per-fold figures, and the interval and test use the seed-averaged "
+                     "confusion matrices of each speaker.")
+    parts.append("*pooled UA 95 % CI*: percentile bootstrap over the test speakers (utterances of one speaker "
+                 "are not independent), drawn when each run was scored (for seed groups: here, "
+                 f"{n_resamples} resamples); – where a run was scored without its data directory (no speakers).")
+    parts.append(f"*UA vs {reference}*: pooled-UA difference from the reference row in points; p from a paired "
+                 f"permutation test that swaps whole speakers' predictions between the two systems ({n_resamples} "
+                 f"resamples, exact when there are few speakers), Holm-adjusted over the {tested} row(s) tested; "
+                 f"`{SIGNIFICANT}` marks a difference significant at p < 0.05 after Holm's correction; – where no "
+                 "paired test is possible (no per-speaker figures, or other test utterances than the reference's).")
+    return " ".join(parts)
 
 
 def per_fold_comparison(summaries: Sequence[dict]) -> str:
@@ -385,15 +450,15 @@ def per_fold_comparison(summaries: Sequence[dict]) -> str:
     return markdown_table(["UA per fold", *(s["tag"] for s in ordered)], rows)
 
 
-def comparison_section(title: str, summaries: Sequence[dict]) -> str:
+def comparison_section(title: str, summaries: Sequence[dict], n_resamples: int = stats.N_RESAMPLES) -> str:
     """The markdown of a comparison section (without its markers)."""
     protocols = sorted({s["protocol"] for s in summaries})
     parts = [f"## Comparison: {title}", ""]
     if len(protocols) > 1:
         parts += [f"**Warning**: the experiments use different protocols ({', '.join(protocols)}); "
                   "their figures are not directly comparable.", ""]
-    parts += ["Figures in %; *mean ± std* over folds (sample std), *pooled* over all folds' predictions.", "",
-              comparison_table(summaries), "", per_fold_comparison(summaries), ""]
+    table, legend = _comparison(summaries, n_resamples)
+    parts += [legend, "", table, "", per_fold_comparison(summaries), ""]
     return "\n".join(parts)
 
 

@@ -8,7 +8,10 @@ Output is ``exp/<tag>/<protocol>/scores/``: ``summary.json`` plus text and PNG f
 
 Cross-validation figures are reported two ways, because papers mix them up: the *mean* (± sample
 standard deviation) of the per-fold figures, and the *pooled* figure computed on all folds'
-predictions together. They differ whenever folds differ in size or class balance.
+predictions together. They differ whenever folds differ in size or class balance. Given the data
+directory (its ``utt2spk``), the pooled WA and UA also get a 95 % confidence interval from a bootstrap
+over speakers, and the per-speaker confusion matrices are kept so that two experiments can be tested
+against each other later (:mod:`serkit.stats`).
 
 Besides the emotion head, a model with a CTC head decodes tokens (emotion-phonemes ``F0 V0 L0 VS0``,
 or characters / BPE units). The token error rate (PER: edit distance over reference length) judges
@@ -17,6 +20,7 @@ tokens' digit suffixes by majority vote.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -29,7 +33,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from serkit import expdir, metrics
+from serkit import datadir, expdir, metrics, stats
 from serkit.errors import SerkitError, reraise_as
 from serkit.expdir import FoldPredictions
 
@@ -175,6 +179,7 @@ def pool(folds: Sequence[FoldPredictions]) -> FoldPredictions:
         pooled.utts += preds.utts
         pooled.refs += preds.refs
         pooled.hyps += preds.hyps
+        pooled.probs += preds.probs
         for name, values in preds.extras.items():
             pooled.extras[name] += values
         pooled.lines += preds.lines
@@ -220,12 +225,15 @@ def score_experiment(
     classes: Sequence[str] | None = None,
     allow_partial: bool = False,
     folds_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    n_resamples: int = stats.N_RESAMPLES,
 ) -> dict:
     """Score every fold of ``exp/<tag>/<protocol>``, write ``scores/`` and return the summary.
 
     ``classes`` (index order) defaults to the folds' ``model_config.json``, else the posterior
     columns. Missing folds are an error naming them, unless ``allow_partial`` (then the summary
-    lists them and the figures cover the folds present).
+    lists them and the figures cover the folds present). ``data_dir`` (its ``utt2spk``) gives the
+    speaker-bootstrap intervals of the pooled figures (``n_resamples`` resamples); without it they are null.
     """
     exp_dir = Path(exp_protocol_dir)
     if not exp_dir.is_dir():
@@ -255,7 +263,9 @@ def score_experiment(
         per_fold[preds.fold] = score_predictions(preds, suffixed)
         logger.info("%s: %d utts, WA %.1f%%, UA %.1f%%", preds.fold, len(preds.utts),
                     100 * per_fold[preds.fold]["WA"], 100 * per_fold[preds.fold]["UA"])
-    pooled = score_predictions(pool(folds), suffixed)
+    pooled_preds = pool(folds)
+    pooled = score_predictions(pooled_preds, suffixed)
+    speakers = _speaker_figures(pooled_preds, pooled, Path(data_dir) if data_dir is not None else None, n_resamples)
 
     summary = {
         "exp_dir": str(exp_dir.resolve()),
@@ -272,6 +282,7 @@ def score_experiment(
         "mean": {},
         "std": {},
         "pooled": pooled,
+        **speakers,
         "layer_weights": _layer_weights(exp_dir, present),
         "history": _histories(exp_dir, present),
     }
@@ -285,6 +296,39 @@ def score_experiment(
     summary["files"] = write_score_files(exp_dir / SCORES_DIR, summary)
     write_summary(exp_dir / SCORES_DIR / SUMMARY, summary)
     return summary
+
+
+def test_digest(preds: FoldPredictions) -> str:
+    """SHA-1 of the sorted ``utt ref`` pairs: two experiments may be paired only on equal test sets."""
+    lines = sorted(f"{utt} {ref}" for utt, ref in zip(preds.utts, preds.refs))
+    return hashlib.sha1("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def _speaker_figures(preds: FoldPredictions, pooled: dict, data_dir: Path | None, n_resamples: int) -> dict:
+    """Per-speaker confusion matrices and the bootstrap intervals of the pooled WA/UA (added to ``pooled``).
+
+    Returns the summary's ``test_digest``, ``speaker_confusion`` (speaker -> matrix) and ``bootstrap``
+    (how the intervals were drawn); the last two are null without a data directory.
+    """
+    figures = {"test_digest": test_digest(preds), "speaker_confusion": None, "bootstrap": None}
+    pooled["WA_ci"] = pooled["UA_ci"] = None
+    if data_dir is None:
+        logger.info("no data directory given: no speaker-bootstrap confidence intervals")
+        return figures
+    utt2spk = datadir.read_map(data_dir / "utt2spk")
+    try:
+        units = stats.speaker_units(preds.utts, utt2spk)
+    except KeyError as error:
+        raise ScoringError(f"{data_dir / 'utt2spk'}: {error.args[0]} (is this the data directory the folds were made from?)") from None
+    cms = stats.speaker_confusions(preds.refs, preds.hyps, units, len(preds.classes))
+    intervals = stats.bootstrap_ci(np.stack(list(cms.values())), n_resamples)
+    if intervals is not None:
+        pooled["WA_ci"], pooled["UA_ci"] = intervals["WA"], intervals["UA"]
+    figures["speaker_confusion"] = {speaker: cm.tolist() for speaker, cm in cms.items()}
+    figures["bootstrap"] = {"unit": "speaker", "n_units": len(cms), "n_resamples": n_resamples,
+                            "level": stats.LEVEL, "seed": stats.SEED, "method": "percentile",
+                            "utt2spk": str((data_dir / "utt2spk").resolve())}
+    return figures
 
 
 def _protocol_info(folds_dir: Path) -> dict | None:
@@ -309,7 +353,7 @@ def _check_same_classes(folds: Sequence[FoldPredictions]) -> None:
 def _model_facts(configs: dict[str, dict]) -> dict:
     """The model facts a comparison table needs (family, its options), checked to agree across folds."""
     facts = {}
-    for key in ("family", "options", "n_emotions", "n_tokens", "ctc_targets"):
+    for key in ("family", "options", "n_emotions", "n_tokens", "ctc_targets", "ensemble"):
         values = {json.dumps(config.get(key)) for config in configs.values() if key in config}
         if len(values) > 1:
             raise ScoringError(f"folds disagree on model_config.json {key!r}: {sorted(values)}")

@@ -370,8 +370,10 @@ def test_compare_orders_by_lambda(scored, tmp_path, capsys):
     assert cells[9] == "83.3"
     # pooled macro-F1: ang 3 right of 5 said (P 3/5, R 1): 0.75; hap, neu 2/3 recall, P 1: 0.8; sad 1
     assert float(cells[10]) == pytest.approx(100 * (0.75 + 0.8 + 1 + 0.8) / 4, abs=0.06)
-    # one fold only: no std; pooled = that fold (7 of 8); no CTC head: no PER, and no lambda in its name
-    assert rows[0] == "| crnn / loso | `tim_net` | 1/1 | 87.5 | 87.5 | 86.7 | – | – | 87.5 | 87.5 | 86.7 |"
+    # one fold only: no std; pooled = that fold (7 of 8); no CTC head: no PER, and no lambda in its name;
+    # scored without a data directory: no speakers, so no interval and no paired test (the first row is the reference)
+    assert rows[0] == "| crnn / loso | `tim_net` | 1/1 | 87.5 | 87.5 | 86.7 | – | – | 87.5 | 87.5 | 86.7 | – | reference |"
+    assert cells[11:] == ["–", "–"]
     assert "UA per fold" in out
     text = results.read_text(encoding="utf-8")
     assert "<!-- serkit:begin compare:lambda-ablation -->" in text

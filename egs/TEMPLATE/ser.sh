@@ -7,8 +7,9 @@
 #   1 CTC targets           only when a model trains a CTC head: phones by language -> emotion-phonemes
 #   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}, protocol.json, leakage.txt
 #   3 training              per experiment, one job a fold through $train_cmd; resumes from checkpoints
-#   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled -> RESULTS.md (+ plots);
-#                           several experiments end in one comparison table
+#   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled with speaker-bootstrap 95 % CIs
+#                           -> RESULTS.md (+ plots); several experiments end in one comparison table
+#                           (seeds merged, each row's paired test against the floor)
 #   5 export + inference    exp/<tag>/export per experiment, then serkit-infer on a few utterances
 set -euo pipefail
 cmdline="$(basename "$PWD")/run.sh $*"
@@ -27,7 +28,9 @@ help_message="Usage: $0 [options]
   --train_overrides F  one override file for every family (default: the recipe's conf/<family>.yaml)
   --lambdas \"L ...\"    CTC-head weights (mtl_lambda) for families that have one; several values run
                        the lambda ablation (default: each family's config)
-  --seed N             random seed (part of the experiment name)
+  --seed N             random seed (part of the experiment name; also the folds' seed)
+  --seeds \"N ...\"      train every experiment once per seed (..._seed1, ..._seed2, ...; folds keep --seed's);
+                       stage 4 shows mean +- std over seeds and scores the seeds' ensemble
   --nj N               parallel fold jobs for the local backend
   --threads N          CPU threads per training job (default: cores / nj)
   --ngpu N             GPUs per fold (train_cmd's --gpu N); N > 1 trains each fold with N processes
@@ -53,6 +56,7 @@ models=w2v2_mtl  # a recipe's run.sh may set its own default (e.g. a model and t
 train_overrides=
 lambdas=
 seed=1
+seeds=          # several training seeds, e.g. "1 2 3" (default: --seed)
 nj=2
 threads=        # CPU threads per training job (default: cores / nj)
 ngpu=           # GPUs per fold (default: train_cmd's own --gpu, if any)
@@ -77,7 +81,7 @@ stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 [ -z "$model" ] || models=$model  # --model NAME: just that family (run.sh never passes --model)
 plan() {  # the experiments: tag family config overrides ctc-targets args... (one tab-separated line each)
   python -m serkit.bin.plan_experiments --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
-    --seed "$seed" --conf_dir ../../conf --recipe_conf_dir conf --ctc_targets "$ctc_targets" \
+    --seed "$seed" ${seeds:+--seeds "$seeds"} --conf_dir ../../conf --recipe_conf_dir conf --ctc_targets "$ctc_targets" \
     ${train_overrides:+--overrides "$train_overrides"} ${precision:+--precision "$precision"} "$@"
 }
 plan > /dev/null  # an unknown model or a bad lambda stops here, before any stage runs
@@ -126,13 +130,14 @@ if stage_on 3; then
     [ "$targets" = - ] || opts+=(--lang_dir "$(lang_dir "$targets")")
     # --ngpu N: N GPUs per job, and N training processes (serkit.bin.train restarts itself under torchrun).
     [ -z "$ngpu" ] || opts+=(--nproc "$(( ngpu > 1 ? ngpu : 1 ))")
+    # The training seed is the tag's (..._seed<N>: --seed, or each of --seeds).
     # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh
     # Folds with train.done are not started again (on a cluster they would wait in the queue for nothing).
     $train_cmd --max-jobs "$nj" --num-threads "$threads" ${ngpu:+--gpu "$ngpu"} --pad 2 \
       --skip-if-exists "$exp/foldJOB/train.done" \
       JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" "$exp/log/train.foldJOB.log" \
       python -m serkit.bin.train "$config" "${opts[@]}" --data_dir "$data" \
-        --fold_dir "data/folds/$protocol/foldJOB" --output_folder "$exp/foldJOB" --seed "$seed" $args
+        --fold_dir "data/folds/$protocol/foldJOB" --output_folder "$exp/foldJOB" --seed "${tag##*_seed}" $args
   done < <(plan)
 fi
 
@@ -145,11 +150,18 @@ if stage_on 4; then
     opts=()
     [ "$overrides" = - ] || opts+=(--overrides "$overrides")
     python -m serkit.bin.score --exp "$exp" --results RESULTS.md --config "$config" "${opts[@]}" \
-      --folds "data/folds/$protocol" --command "$cmdline" ${folds:+--allow-partial}
+      --folds "data/folds/$protocol" --data "$data" --command "$cmdline" ${folds:+--allow-partial}
   done < <(plan)
+  ensembles=$(python -m serkit.bin.ensemble "${exps[@]}")  # several --seeds: exp/<tag>_ens_seed1-2-3/<protocol>
+  for ens in $ensembles; do  # each experiment's seed ensemble (mean posterior) is one more row
+    log "Stage 4: scoring the seed ensemble $ens"
+    python -m serkit.bin.score --exp "$ens" --results RESULTS.md --folds "data/folds/$protocol" --data "$data" \
+      --command "$cmdline" ${folds:+--allow-partial}
+    exps+=("$ens")
+  done
   if [ ${#exps[@]} -gt 1 ]; then
     log "Stage 4: comparison of ${#exps[@]} experiments"
-    python -m serkit.bin.compare --results RESULTS.md --title "$models${lambdas:+, lambdas $lambdas} ($protocol)" "${exps[@]}"
+    python -m serkit.bin.compare --results RESULTS.md --title "$models${lambdas:+, lambdas $lambdas}${seeds:+, seeds $seeds} ($protocol)" "${exps[@]}"
   fi
 fi
 

@@ -6,7 +6,10 @@ Usage::
         exp/mtl_lambda0/loso exp/mtl_lambda0.001/loso exp/mtl_lambda0.1/loso ...
 
 Each experiment must have been scored (``scores/summary.json``). Rows are ordered by the lambda in
-the experiments' model_config.json; experiments without one follow in the order given.
+the experiments' model_config.json; experiments without one follow in the order given. Runs that
+differ only in their seed (``..._seed1``, ``..._seed2``) are one row (mean ± std over seeds). Each row
+is tested against the reference row (the eGeMAPS floor when present, else the first) with a paired
+speaker-level permutation test, Holm-corrected, and marked ``*`` where p < 0.05 (serkit.comparison).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import sys
 from serkit.bin import one_line_errors, setup_logging
 from serkit.results_md import comparison_key, comparison_section, update_results
 from serkit.scoring import load_summary
+from serkit.stats import N_RESAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="One comparison table of scored experiments, printed and written to RESULTS.md.")
     parser.add_argument("--results", required=True, help="the recipe's RESULTS.md (created if absent)")
     parser.add_argument("--title", required=True, help="section title, e.g. 'lambda ablation'")
+    parser.add_argument("--n_resamples", type=int, default=N_RESAMPLES,
+                        help="resamples of the paired permutation tests and of seed groups' bootstrap (default %(default)s)")
     parser.add_argument("exp_dirs", nargs="+", metavar="EXP_DIR", help="scored experiment folders exp/<tag>/<protocol>")
     return parser
 
@@ -33,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     summaries = [load_summary(exp_dir) for exp_dir in args.exp_dirs]
-    section = comparison_section(args.title, summaries)
+    section = comparison_section(args.title, summaries, args.n_resamples)
     update_results(args.results, comparison_key(args.title), section)
     print(section)
     print(f"wrote the section '{comparison_key(args.title)}' of {args.results}")

@@ -3,7 +3,7 @@
 Usage::
 
     python -m serkit.bin.plan_experiments --models "w2v2_mtl tim_net" [--lambdas "0 0.1"] \\
-        --class_map 4class --seed 1 --conf_dir ../../conf --recipe_conf_dir conf [--overrides F]
+        --class_map 4class --seed 1 [--seeds "1 2 3"] --conf_dir ../../conf --recipe_conf_dir conf [--overrides F]
 
 Columns: ``tag  family  config  overrides-file-or-'-'  ctc-targets-or-'-'  extra args...``.
 With ``--needed_targets`` it prints only the CTC target kinds stage 1 must provide (one per line,
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors
-from serkit.experiments import plan
+from serkit.experiments import PlanError, plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lambdas", default="", help="space-separated CTC weights (default: each config's)")
     parser.add_argument("--class_map", required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seeds", default="", help="several training seeds, e.g. '1 2 3': one experiment each "
+                                                    "(default: --seed)")
     parser.add_argument("--conf_dir", required=True, help="the shared configs (conf/<family>.yaml)")
     parser.add_argument("--recipe_conf_dir", required=True, help="the recipe's per-family override files")
     parser.add_argument("--overrides", help="one override file for every family (replaces the recipe's)")
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors("plan_experiments", exit_code=2)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    experiments = plan(args.models.split(), args.lambdas.split(), args.class_map, args.seed, args.conf_dir,
+    seeds = [_seed(text) for text in args.seeds.split()] or args.seed
+    experiments = plan(args.models.split(), args.lambdas.split(), args.class_map, seeds, args.conf_dir,
                        args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split(),
                        args.precision or None)
     if args.needed_targets:
@@ -48,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     for e in experiments:
         print("\t".join([e.tag, e.family, e.config, e.overrides_file or "-", e.ctc_targets or "-", *e.args]))
     return 0
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise PlanError(f"--seeds: {text!r} is not a whole number") from None
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ Usage::
 
     python -m serkit.bin.score --exp exp/w2v2_mtl/loso --results RESULTS.md \\
         [--config conf/w2v2_mtl.yaml] [--overrides "--lambda 0.1"] [--command "./run.sh ..."] \\
-        [--folds data/folds/loso] [--classes ang,hap,sad,neu] [--allow-partial]
+        [--folds data/folds/loso] [--data data/all] [--classes ang,hap,sad,neu] [--allow-partial]
 
 Writes ``<exp>/scores/`` (summary.json, confusion matrices, figures) and prints the score table.
+With ``--data`` (the data directory, for its ``utt2spk``) the pooled WA and UA get 95 % confidence
+intervals from a bootstrap over speakers (``--n_resamples``, default 1000).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 from serkit.bin import one_line_errors, setup_logging
 from serkit.results_md import experiment_key, experiment_section, fold_table, update_results
 from serkit.scoring import score_experiment
+from serkit.stats import N_RESAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overrides", help="config overrides used for training: an override file (shown with its contents) or a string recorded as given")
     parser.add_argument("--command", help="the training command line, recorded as given")
     parser.add_argument("--folds", help="data/folds/<protocol>: the expected folds (default: the exp's fold folders)")
+    parser.add_argument("--data", help="the data directory (data/all): its utt2spk gives the pooled figures "
+                                       "speaker-bootstrap confidence intervals (default: no intervals)")
+    parser.add_argument("--n_resamples", type=int, default=N_RESAMPLES,
+                        help="bootstrap resamples of speakers (default %(default)s)")
     parser.add_argument("--classes", help="comma-separated class labels in index order "
                                           "(default: model_config.json, else the p_<class> columns)")
     parser.add_argument("--allow-partial", action="store_true",
@@ -42,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
     scored_with = shlex.join(["python", "-m", "serkit.bin.score", *(sys.argv[1:] if argv is None else argv)])
-    summary = score_experiment(args.exp, classes=classes, allow_partial=args.allow_partial, folds_dir=args.folds)
+    summary = score_experiment(args.exp, classes=classes, allow_partial=args.allow_partial, folds_dir=args.folds,
+                                 data_dir=args.data, n_resamples=args.n_resamples)
     section = experiment_section(summary, args.results, config=args.config, overrides=args.overrides,
                                  command=args.command, scored_with=scored_with)
     update_results(args.results, experiment_key(summary), section)
