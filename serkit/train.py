@@ -127,6 +127,7 @@ class SERBrain(sb.Brain):
         self.resumed_parts: dict | None = None  # the loss parts of an epoch resumed mid-way
         self.stage: sb.Stage | None = None
         self.current_batch = None
+        self.valid_uas: dict[int, float] = {}  # validation UA of every finished epoch (early stopping)
         self._unchecked: list = []  # (loss, batch) of steps whose loss was not read back yet
         self._unaveraged: list = []  # (step, loss) not yet in the running mean
         if self.checkpointer is not None:
@@ -390,6 +391,8 @@ class SERBrain(sb.Brain):
                        for name, optimizer in self.optimizers_dict.items()})
         record.update({f"train_{name}": value for name, value in self.train_parts.items()})
         record.update({f"valid_{name}": value for name, value in self.results.mean_parts().items()})
+        self.valid_uas[int(epoch)] = float(scores["UA"])
+        record.update(self._early_stop_fields(epoch))
         logger.info("epoch %d | train loss %.4f (%s) | valid loss %.4f (%s) WA %.2f%% UA %.2f%% PER %s | lr %s",
                     epoch, self.train_loss, _parts_text(self.train_parts), valid_loss,
                     _parts_text(self.results.mean_parts()), 100 * scores["WA"], 100 * scores["UA"], _pct(per),
@@ -401,6 +404,36 @@ class SERBrain(sb.Brain):
         self.checkpointer.save_and_keep_only(
             meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "loss": valid_loss, "epoch": epoch},
             max_keys=["UA"], num_to_keep=1)
+
+    def on_fit_start(self) -> None:
+        """SpeechBrain's start (which resumes from the newest checkpoint), then the validation UAs of
+        the checkpointed epochs from history.jsonl, so that a resumed run stops where an uninterrupted
+        one would (lines of epochs after the checkpoint belong to a run that no longer exists)."""
+        super().on_fit_start()
+        done = int(self.hparams.epoch_counter.current)
+        history = expdir.read_history(self.output_folder / expdir.HISTORY_FILE)
+        self.valid_uas = {int(r["epoch"]): float(r["valid_UA"]) for r in history
+                          if int(r["epoch"]) <= done and r.get("valid_UA") is not None}
+
+    def should_stop(self) -> bool:
+        """Whether ``patience`` epochs have passed without a better validation UA (never without patience)."""
+        patience = early_stop_patience(vars(self.hparams))
+        return patience is not None and improvement_state(self.valid_uas)[1] >= patience
+
+    def _early_stop_fields(self, epoch: int) -> dict:
+        """The history fields of early stopping for ``epoch`` (none without ``patience``), logged when it stops."""
+        patience = early_stop_patience(vars(self.hparams))
+        if patience is None:
+            return {}
+        best_epoch, since = improvement_state(self.valid_uas)
+        fields = {"epochs_without_improvement": since}
+        if since >= patience:
+            fields["early_stop"] = {"patience": patience, "best_epoch": best_epoch,
+                                    "best_valid_UA": self.valid_uas[best_epoch],
+                                    "reason": f"no better validation UA in the {since} epochs after epoch {best_epoch}"}
+            logger.info("early stop after epoch %d: no better validation UA than epoch %d's %.2f%% for %d epochs "
+                        "(patience %d)", epoch, best_epoch, 100 * self.valid_uas[best_epoch], since, patience)
+        return fields
 
     def on_evaluate_start(self, max_key=None, min_key=None) -> None:
         """Load the checkpoint with the best validation UA (newest on a tie); never a test-based choice.
@@ -523,6 +556,39 @@ def _pct(value: float | None) -> str:
 
 def _parts_text(parts: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in parts.items())
+
+
+def early_stop_patience(hparams: dict) -> int | None:
+    """The config's ``patience`` (epochs without a better validation UA before training stops), None = off."""
+    patience = hparams.get("patience")
+    if patience is None:
+        return None
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise TrainError(f"patience must be a positive number of epochs or null (no early stopping), got {patience!r}")
+    return patience
+
+
+def improvement_state(valid_uas: dict[int, float]) -> tuple[int | None, int]:
+    """(best epoch, epochs since it) over the epochs so far; only a strictly higher UA is better,
+    so a tie does not reset the count."""
+    best_epoch, best = None, -math.inf
+    for epoch in sorted(valid_uas):
+        if valid_uas[epoch] > best:
+            best_epoch, best = epoch, valid_uas[epoch]
+    return best_epoch, (max(valid_uas) - best_epoch if valid_uas else 0)
+
+
+def patient_epochs(counter, brain: SERBrain):
+    """The epoch counter's epochs until ``brain`` says patience has run out.
+
+    Checked before the counter advances, so a run resumed after the stopping epoch trains nothing more.
+    """
+    while not brain.should_stop():
+        try:
+            epoch = next(counter)
+        except StopIteration:
+            return
+        yield epoch
 
 
 def best_checkpoint(checkpointer: Checkpointer):
@@ -701,7 +767,8 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
     brain.train_sampler = train_sampler  # Brain calls set_epoch(epoch) on it before every epoch
     register_resume_state(checkpointer, train_sampler, loader_generator)
     valid_loader, _ = _loader(brain, data.valid, sb.Stage.VALID, hparams, shuffle=False)
-    brain.fit(hparams["epoch_counter"], train_loader, valid_loader)
+    early_stop_patience(hparams)  # a bad value fails before training, not after the first epoch
+    brain.fit(patient_epochs(hparams["epoch_counter"], brain), train_loader, valid_loader)
 
     test_loader, _ = _loader(brain, data.test, sb.Stage.TEST, hparams, shuffle=False)
     brain.evaluate(test_loader)
