@@ -277,6 +277,7 @@ class EmotionDataset(Dataset):
         self.cache = cache
         self.with_tokens = with_tokens
         self.seed, self.epoch = 0, 0
+        self.normaliser = None  # (utt_id, features) -> features, e.g. per-speaker CMVN (serkit.speaker_norm)
 
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
         """Choose the crops of this epoch (see the class docstring)."""
@@ -299,7 +300,8 @@ class EmotionDataset(Dataset):
         return sum(utt.duration > self.max_duration for utt in self.utterances)
 
     def inputs(self, index: int) -> torch.Tensor:
-        """The model input of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped."""
+        """The model input of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped,
+        after the dataset's ``normaliser`` (if any; the cache holds the raw features)."""
         utt = self.utterances[index]
         if self.feature is None:
             return read_audio(utt.wav, target_sr=self.sample_rate)[0]
@@ -309,7 +311,8 @@ class EmotionDataset(Dataset):
                 return self.feature.compute(read_audio(utt.wav, target_sr=self.sample_rate)[0], self.sample_rate)
             except FeatureError as error:
                 raise DataDirError(f"utterance {utt.utt_id} ({utt.wav}): {error}") from None
-        return self.cache.get(utt.utt_id, utt.wav, compute) if self.cache is not None else compute()
+        feats = self.cache.get(utt.utt_id, utt.wav, compute) if self.cache is not None else compute()
+        return feats if self.normaliser is None else self.normaliser(utt.utt_id, feats)
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]

@@ -60,6 +60,7 @@ from serkit.model.ctc_head import UNALIGNABLE
 from serkit.model.common import absolute_lengths
 from serkit.model.family import ModelFamily
 from serkit.precision import PrecisionError, resolve_precision
+from serkit.speaker_norm import check_normalisation, normalise_per_speaker
 
 logger = logging.getLogger(__name__)
 
@@ -698,6 +699,8 @@ def load_data(hparams: dict, family: ModelFamily, lam: float):
                           sample_rate=int(hparams["sample_rate"]), max_duration=hparams.get("max_duration"),
                           require_phones=lam > 0, feature=feature_spec(feature),
                           cache_dir=hparams.get("feature_cache"), targets_file=CTC_TARGET_FILES[targets])
+    if check_normalisation(hparams.get("normalisation"), feature["kind"]) == "speaker":
+        normalise_per_speaker({"train": data.train, "valid": data.valid, "test": data.test}, hparams["data_dir"])
     return data, feature
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 
 import pytest
 import speechbrain as sb
+import torch
 import yaml
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
@@ -175,3 +177,106 @@ def test_a_run_killed_after_the_stop_trains_no_more_epochs(corpus, patient_run, 
 def test_a_bad_patience_is_refused_before_training(corpus, tmp_path):
     with pytest.raises(TrainError, match="patience"):
         run_fold(overrides(corpus, tmp_path / "fold01", patience=0))
+
+
+# ----------------------------------------------------------------------------- per-speaker normalisation
+
+
+def fold_datasets(corpus: dict, feature: dict) -> dict:
+    from serkit.dataio import load_fold_data
+    from serkit.features import FeatureSpec
+
+    data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
+                          feature=FeatureSpec.from_dict(feature), cache_dir=corpus["root"] / "dump")
+    return {"train": data.train, "valid": data.valid, "test": data.test}
+
+
+@pytest.mark.parametrize("feature", [TINY_TIM_NET["feature"], {"kind": "log_mel_deltas", "params": {"n_mels": 16}},
+                                     {"kind": "egemaps"}], ids=["mfcc", "log_mel_deltas", "egemaps"])
+def test_speaker_normalised_features_have_zero_mean_unit_variance_per_speaker(corpus, feature):
+    from serkit.speaker_norm import normalise_per_speaker
+
+    datasets = fold_datasets(corpus, feature)
+    raw = {split: [d.inputs(i) for i in range(len(d))] for split, d in datasets.items()}
+    normalise_per_speaker(datasets, corpus["data"])
+    for split, dataset in datasets.items():
+        speakers = sorted({u.utt_id.split("-")[0] for u in dataset.utterances})
+        assert len(speakers) == {"train": 4, "valid": 1, "test": 1}[split]
+        for speaker in speakers:
+            rows = [i for i, u in enumerate(dataset.utterances) if u.utt_id.startswith(speaker + "-")]
+            frames = torch.cat([dataset.inputs(i) for i in rows]).double()
+            assert torch.allclose(frames.mean(0), torch.zeros(()).double(), atol=1e-5)
+            varying = torch.cat([raw[split][i] for i in rows]).double().std(0) > 1e-6
+            assert torch.allclose(frames.std(0, unbiased=False)[varying], torch.ones(()).double(), atol=1e-4)
+    # the level of a speaker is gone: two speakers' raw c0 means differ, normalised ones do not
+    assert not torch.allclose(raw["train"][0][:, 0].mean(), raw["train"][4][:, 0].mean(), atol=0.1) \
+        if feature["kind"] == "mfcc" else True
+
+
+def test_speaker_normalisation_needs_a_feature_it_can_normalise():
+    from serkit.speaker_norm import NormalisationError, check_normalisation
+
+    assert check_normalisation(None, "mfcc") == "global"
+    assert check_normalisation("speaker", "egemaps") == "speaker"
+    with pytest.raises(NormalisationError, match="waveform"):
+        check_normalisation("speaker", "waveform")
+    with pytest.raises(NormalisationError, match="one of"):
+        check_normalisation("utterance", "mfcc")
+
+
+@pytest.fixture(scope="module")
+def speaker_run(corpus, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("spknorm") / "fold01"
+    run_fold(overrides(corpus, out, normalisation="speaker", number_of_epochs=6, lr=0.01))
+    return {"out": out}
+
+
+def test_training_with_speaker_normalisation_learns_and_is_recorded(speaker_run):
+    history = read_history(speaker_run["out"] / "history.jsonl")
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    config = json.loads((speaker_run["out"] / "model_config.json").read_text())
+    assert config["normalisation"] == "speaker"
+
+
+def test_an_export_with_the_speakers_statistics_reproduces_the_test_predictions(speaker_run, corpus, tmp_path):
+    """Inference normalises with the statistics of the test speaker's files, as training did."""
+    from serkit.export import export_model
+    from serkit.inference import EmotionRecognizer
+
+    export = export_model(speaker_run["out"], tmp_path / "export")
+    assert json.loads((export / "config.json").read_text())["normalisation"] == "speaker"
+    recognizer = EmotionRecognizer.from_export(export)
+    rows = [line.split("\t") for line in predictions(speaker_run["out"]).splitlines()]
+    header, rows = rows[0], rows[1:]
+    files = [corpus["wav"] / f"{row[0]}.wav" for row in rows]
+    recognizer.speaker_stats = recognizer.speaker_statistics(files)
+    for row, prediction in zip(rows, recognizer.predict_files(files)):
+        expected = [float(row[header.index(f"p_{c}")]) for c in recognizer.classes]
+        got = [prediction.probs[c] for c in recognizer.classes]
+        assert expected == pytest.approx(got, abs=1e-4)
+
+
+def test_the_floor_with_speaker_normalisation_fits_and_its_export_needs_the_speaker(corpus, tmp_path, capsys):
+    """eGeMAPS + SVM on per-speaker-normalised functionals; serkit-infer --utt2spk gives the fold's posteriors,
+    and a lone file without the speaker's statistics is refused rather than normalised to nothing."""
+    from serkit.bin import infer
+    from serkit.export import export_model
+
+    out = tmp_path / "floor" / "fold01"
+    hparams = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(out),
+               "feature_cache": str(corpus["root"] / "dump"), "normalisation": "speaker", "classifier": "logreg"}
+    train_fold(load_hparams(str(ROOT / "conf" / "egemaps_svm.yaml"), hparams), RUN_OPTS)
+    export = export_model(out, tmp_path / "export")
+    rows = [line.split("\t") for line in predictions(out).splitlines()]
+    header, rows = rows[0], rows[1:]
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{row[0]} {corpus['wav'] / (row[0] + '.wav')}\n" for row in rows))
+    capsys.readouterr()
+    assert infer.main([str(export), "--scp", str(scp), "--json", "--utt2spk", str(corpus["data"] / "utt2spk")]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for row, result in zip(rows, results):
+        assert result["id"] == row[0]
+        assert [result["probs"][c] for c in result["probs"]] == pytest.approx(
+            [float(row[header.index(f"p_{c}")]) for c in result["probs"]], abs=1e-4)
+    assert infer.main([str(export), str(corpus["wav"] / (rows[0][0] + ".wav"))]) == 2
+    assert "per-speaker normalisation" in capsys.readouterr().err
