@@ -280,3 +280,18 @@ def test_the_floor_with_speaker_normalisation_fits_and_its_export_needs_the_spea
             [float(row[header.index(f"p_{c}")]) for c in result["probs"]], abs=1e-4)
     assert infer.main([str(export), str(corpus["wav"] / (rows[0][0] + ".wav"))]) == 2
     assert "per-speaker normalisation" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- experiment names
+
+
+def test_switches_away_from_their_defaults_name_the_experiment(tmp_path):
+    from serkit.experiments import plan
+
+    recipe_conf = tmp_path / "conf"
+    recipe_conf.mkdir()
+    (recipe_conf / "tim_net.yaml").write_text("normalisation: speaker\npatience: 20\n")
+    (recipe_conf / "egemaps_svm.yaml").write_text("normalisation: speaker\npatience: 20\n")
+    experiments = plan(["tim_net", "egemaps_svm", "sta_crnn"], [], "4class", 1, str(ROOT / "conf"), str(recipe_conf))
+    assert [e.tag for e in experiments] == ["tim_net_4class_spknorm_patience20_seed1", "egemaps_svm_4class_spknorm_seed1",
+                                            "sta_crnn_4class_seed1"]
