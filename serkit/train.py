@@ -42,13 +42,14 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.distributed import infer_device, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, infer_device, run_on_main
 from speechbrain.utils.run_opts import RunOptions
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from serkit import distributed, expdir
-from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer
+from serkit.averaging import AVERAGED_KEY, average_nbest_setting, average_state_dicts, is_averaged, remove_averaged
+from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
 from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
                             load_fold_data)
 from serkit.errors import SerkitError
@@ -404,12 +405,15 @@ class SERBrain(sb.Brain):
             expdir.write_history(self.output_folder / expdir.HISTORY_FILE, record)
         self.checkpointer.save_and_keep_only(
             meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "loss": valid_loss, "epoch": epoch},
-            max_keys=["UA"], num_to_keep=1)
+            max_keys=["UA"], num_to_keep=average_nbest_setting(vars(self.hparams)) or 1)
 
     def on_fit_start(self) -> None:
         """SpeechBrain's start (which resumes from the newest checkpoint), then the validation UAs of
         the checkpointed epochs from history.jsonl, so that a resumed run stops where an uninterrupted
         one would (lines of epochs after the checkpoint belong to a run that no longer exists)."""
+        if self.checkpointer is not None and distributed.is_main():
+            remove_averaged(self.checkpointer)  # derived at the end of training, never resumed from
+        ddp_barrier()
         super().on_fit_start()
         done = int(self.hparams.epoch_counter.current)
         history = expdir.read_history(self.output_folder / expdir.HISTORY_FILE)
@@ -442,10 +446,42 @@ class SERBrain(sb.Brain):
         A broken best checkpoint is skipped with a warning (the next best intact one is used).
         """
         best_checkpoint(self.checkpointer)  # a clear error when no checkpoint has a validation UA
+        if average_nbest_setting(vars(self.hparams)):
+            averaged = self.checkpointer.recover_if_possible(ckpt_predicate=lambda ckpt: is_averaged(ckpt.meta))
+            logger.info("scoring the test fold with the average of epochs %s (valid UA %.4f)",
+                        averaged.meta[AVERAGED_KEY], averaged.meta["UA"])
+            return
         best = self.checkpointer.recover_if_possible(importance_key=lambda ckpt: expdir.best_key(ckpt.meta),
                                                      ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None)
         logger.info("scoring the test fold with %s (epoch %s, valid UA %.4f)",
                     best.path.name, best.meta.get("epoch"), best.meta["UA"])
+
+    def average_best(self, n: int, valid_loader) -> None:
+        """Average the ``n`` best checkpoints by validation UA (:mod:`serkit.averaging`), score the average on
+        the validation set and keep it as a checkpoint; its epochs go to the log and the last history line."""
+        best = self.checkpointer.find_checkpoints(
+            importance_key=lambda ckpt: expdir.best_key(ckpt.meta), max_num_checkpoints=n,
+            ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None and not is_averaged(ckpt.meta))
+        epochs = [int(ckpt.meta["epoch"]) for ckpt in best]
+        self.model.load_state_dict(average_state_dicts([torch_load_safe(ckpt.paramfiles["model"]) for ckpt in best]))
+        self.on_stage_start(sb.Stage.VALID)
+        self.modules.eval()
+        with torch.no_grad():
+            for batch in valid_loader:
+                self.evaluate_batch(batch, sb.Stage.VALID)
+        UNALIGNABLE.flush()
+        self.combine_results(sb.Stage.VALID)
+        scores, per = self._scores()
+        logger.info("averaged the %d best checkpoints by validation UA: epochs %s (valid UA %s); the average: "
+                    "valid WA %.2f%% UA %.2f%%", len(best), epochs, " ".join(f"{c.meta['UA']:.4f}" for c in best),
+                    100 * scores["WA"], 100 * scores["UA"])
+        if distributed.is_main():
+            path = self.output_folder / expdir.HISTORY_FILE
+            last = expdir.read_history(path)[-1]
+            expdir.write_history(path, {**last, AVERAGED_KEY: epochs, "averaged_valid_UA": scores["UA"],
+                                        "averaged_valid_WA": scores["WA"]})
+        self.checkpointer.save_checkpoint(meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "epoch": max(epochs),
+                                                AVERAGED_KEY: epochs})
 
     def _end_of_test(self, test_loss: float) -> None:
         scores, per = self._scores()
@@ -770,8 +806,11 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
     brain.train_sampler = train_sampler  # Brain calls set_epoch(epoch) on it before every epoch
     register_resume_state(checkpointer, train_sampler, loader_generator)
     valid_loader, _ = _loader(brain, data.valid, sb.Stage.VALID, hparams, shuffle=False)
-    early_stop_patience(hparams)  # a bad value fails before training, not after the first epoch
+    early_stop_patience(hparams)  # bad values fail before training, not after it
+    average_nbest_setting(hparams)
     brain.fit(patient_epochs(hparams["epoch_counter"], brain), train_loader, valid_loader)
+    if average_nbest_setting(hparams):
+        brain.average_best(average_nbest_setting(hparams), valid_loader)
 
     test_loader, _ = _loader(brain, data.test, sb.Stage.TEST, hparams, shuffle=False)
     brain.evaluate(test_loader)

@@ -295,3 +295,61 @@ def test_switches_away_from_their_defaults_name_the_experiment(tmp_path):
     experiments = plan(["tim_net", "egemaps_svm", "sta_crnn"], [], "4class", 1, str(ROOT / "conf"), str(recipe_conf))
     assert [e.tag for e in experiments] == ["tim_net_4class_spknorm_patience20_seed1", "egemaps_svm_4class_spknorm_seed1",
                                             "sta_crnn_4class_seed1"]
+
+
+# ----------------------------------------------------------------------------- averaging the best checkpoints
+
+AVERAGE_UAS = [0.3, 0.6, 0.5, 0.4]  # the three best: epochs 2, 3, 4
+
+
+def test_average_state_dicts_means_floats_and_keeps_the_best_integers():
+    from serkit.averaging import average_state_dicts
+
+    states = [{"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(7)}, {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(9)}]
+    averaged = average_state_dicts(states)
+    assert torch.equal(averaged["w"], torch.tensor([2.0, 4.0])) and int(averaged["n"]) == 7
+
+
+@pytest.fixture(scope="module")
+def averaged_run(corpus, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("average") / "fold01"
+    with _capture() as log:
+        run_fold(overrides(corpus, out, average_nbest=3, number_of_epochs=4), AVERAGE_UAS)
+    return {"out": out, "log": log.getvalue()}
+
+
+def test_the_averaged_model_is_the_mean_of_the_best_checkpoints(averaged_run):
+    from serkit.checkpoints import torch_load_safe
+    from serkit.expdir import list_checkpoints, select_checkpoint
+
+    checkpoints = list_checkpoints(averaged_run["out"])
+    by_epoch = {c.meta["epoch"]: c for c in checkpoints if not c.meta.get("averaged_epochs")}
+    assert {2, 3, 4} <= set(by_epoch)  # the three best kept (and the newest)
+    averaged = select_checkpoint(checkpoints, "best")
+    assert averaged.meta["averaged_epochs"] == [2, 3, 4]
+    states = [torch_load_safe(by_epoch[e].path / "model.ckpt") for e in (2, 3, 4)]
+    mean = torch_load_safe(averaged.path / "model.ckpt")
+    batch_norm = [k for k in mean if k.endswith("running_mean")]
+    assert batch_norm  # TIM-Net's batch norm statistics are averaged too
+    for key, value in mean.items():
+        if torch.is_floating_point(value):
+            assert torch.allclose(value, sum(s[key] for s in states) / 3, atol=1e-6), key
+        else:
+            assert torch.equal(value, states[0][key]), key
+    assert not torch.allclose(mean[batch_norm[0]], states[0][batch_norm[0]])
+
+
+def test_the_test_fold_is_scored_with_the_average_and_history_says_which_epochs(averaged_run, corpus, tmp_path):
+    from serkit.export import export_model
+    from serkit.inference import EmotionRecognizer
+
+    out = averaged_run["out"]
+    assert read_history(out / "history.jsonl")[-1]["averaged_epochs"] == [2, 3, 4]
+    assert "averaged the 3 best checkpoints by validation UA: epochs [2, 3, 4]" in averaged_run["log"]
+    assert (out / "train.done").exists()
+    recognizer = EmotionRecognizer.from_export(export_model(out, tmp_path / "export"))
+    rows = [line.split("\t") for line in predictions(out).splitlines()]
+    header, rows = rows[0], rows[1:]
+    for row, prediction in zip(rows, recognizer.predict_files([corpus["wav"] / f"{row[0]}.wav" for row in rows])):
+        assert [prediction.probs[c] for c in recognizer.classes] == pytest.approx(
+            [float(row[header.index(f"p_{c}")]) for c in recognizer.classes], abs=1e-4)
