@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from serkit import distributed, expdir
+from serkit.augment import make_augmenter
 from serkit.averaging import AVERAGED_KEY, average_nbest_setting, average_state_dicts, is_averaged, remove_averaged
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
 from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
@@ -737,6 +738,8 @@ def load_data(hparams: dict, family: ModelFamily, lam: float):
                           cache_dir=hparams.get("feature_cache"), targets_file=CTC_TARGET_FILES[targets])
     if check_normalisation(hparams.get("normalisation"), feature["kind"]) == "speaker":
         normalise_per_speaker({"train": data.train, "valid": data.valid, "test": data.test}, hparams["data_dir"])
+    if family.trainer == "brain":  # the training set only (serkit.augment); fitted families are not augmented
+        data.train.augmenter = make_augmenter(hparams, feature["kind"])
     return data, feature
 
 

@@ -353,3 +353,70 @@ def test_the_test_fold_is_scored_with_the_average_and_history_says_which_epochs(
     for row, prediction in zip(rows, recognizer.predict_files([corpus["wav"] / f"{row[0]}.wav" for row in rows])):
         assert [prediction.probs[c] for c in recognizer.classes] == pytest.approx(
             [float(row[header.index(f"p_{c}")]) for c in recognizer.classes], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+AUGMENT = {"speed": [90, 110], "noise": {"snr_low": 10, "snr_high": 20, "colour": "pink"},
+           "time_mask": {"drop_length_low": 2, "drop_length_high": 6}, "freq_mask": {"drop_length_low": 1, "drop_length_high": 3}}
+
+
+def test_augmentation_changes_training_inputs_only_and_repeats_with_the_seed(corpus):
+    from serkit.augment import make_augmenter
+    from serkit.dataio import load_fold_data
+    from serkit.features import FeatureSpec
+
+    data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
+                          feature=FeatureSpec.from_dict(TINY_TIM_NET["feature"]), cache_dir=corpus["root"] / "dump")
+    clean = {split: [getattr(data, split)[i]["sig"] for i in range(4)] for split in ("train", "valid", "test")}
+    data.train.augmenter = make_augmenter({"augment": AUGMENT}, "mfcc")
+    data.train.set_epoch(3, seed=5)
+    first = [data.train[i]["sig"] for i in range(4)]
+    assert all(a.shape != c.shape or not torch.equal(a, c) for a, c in zip(first, clean["train"]))
+    assert any(a.shape[0] != c.shape[0] for a, c in zip(first, clean["train"]))  # speed perturbation
+    assert all(torch.equal(a, b) for a, b in zip(first, [data.train[i]["sig"] for i in range(4)]))
+    data.train.set_epoch(4, seed=5)
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, [data.train[i]["sig"] for i in range(4)]))
+    for split in ("valid", "test"):
+        assert all(torch.equal(getattr(data, split)[i]["sig"], c) for i, c in enumerate(clean[split]))
+    # the global generator (dropout) draws the same with or without augmentation
+    torch.manual_seed(0)
+    data.train[0]
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_masks_fill_stretches_with_the_utterances_mean():
+    from serkit.augment import Augmenter
+
+    feats = torch.arange(200, dtype=torch.float32).view(40, 5) + 1
+    torch.manual_seed(1)
+    masked = Augmenter({"time_mask": {"drop_count_low": 1, "drop_count_high": 1, "drop_length_low": 4,
+                                      "drop_length_high": 5}}, 16000, "mfcc").mask(feats)
+    changed = (masked != feats).all(dim=1)
+    assert int(changed.sum()) == 4  # one stretch of 4 frames
+    assert torch.equal(masked[changed], feats.mean(0).expand(4, 5))
+    with pytest.raises(Exception, match="spectral features"):
+        Augmenter({"time_mask": {}}, 16000, "waveform")
+
+
+@pytest.fixture(scope="module")
+def augmented_run(corpus, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("augment") / "fold01"
+    run_fold(overrides(corpus, out, augment=AUGMENT, number_of_epochs=6, lr=0.01))
+    return {"out": out}
+
+
+def test_training_with_augmentation_learns(augmented_run):
+    history = read_history(augmented_run["out"] / "history.jsonl")
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+
+
+def test_an_augmented_run_resumes_exactly(corpus, augmented_run, tmp_path):
+    resumed = tmp_path / "fold01"
+    hparams = overrides(corpus, resumed, augment=AUGMENT, number_of_epochs=6, lr=0.01)
+    with pytest.raises(Interrupted):
+        run_fold(hparams, stop_at_epoch=3)
+    assert run_fold(hparams) == [3, 4, 5, 6]
+    assert predictions(resumed) == predictions(augmented_run["out"])
