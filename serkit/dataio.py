@@ -277,6 +277,8 @@ class EmotionDataset(Dataset):
         self.cache = cache
         self.with_tokens = with_tokens
         self.seed, self.epoch = 0, 0
+        self.normaliser = None  # (utt_id, features) -> features, e.g. per-speaker CMVN (serkit.speaker_norm)
+        self.augmenter = None  # (dataset, index, seed, epoch) -> augmented input, training only (serkit.augment)
 
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
         """Choose the crops of this epoch (see the class docstring)."""
@@ -298,22 +300,28 @@ class EmotionDataset(Dataset):
             return 0
         return sum(utt.duration > self.max_duration for utt in self.utterances)
 
-    def inputs(self, index: int) -> torch.Tensor:
-        """The model input of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped."""
+    def inputs(self, index: int, transform=None) -> torch.Tensor:
+        """The model input of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped,
+        after the dataset's ``normaliser`` (if any; the cache holds the raw features). ``transform``
+        changes the waveform first (training augmentation: such features are never cached)."""
         utt = self.utterances[index]
         if self.feature is None:
-            return read_audio(utt.wav, target_sr=self.sample_rate)[0]
+            waveform = read_audio(utt.wav, target_sr=self.sample_rate)[0]
+            return waveform if transform is None else transform(waveform)
 
         def compute() -> torch.Tensor:
             try:
-                return self.feature.compute(read_audio(utt.wav, target_sr=self.sample_rate)[0], self.sample_rate)
+                waveform = read_audio(utt.wav, target_sr=self.sample_rate)[0]
+                return self.feature.compute(waveform if transform is None else transform(waveform), self.sample_rate)
             except FeatureError as error:
                 raise DataDirError(f"utterance {utt.utt_id} ({utt.wav}): {error}") from None
-        return self.cache.get(utt.utt_id, utt.wav, compute) if self.cache is not None else compute()
+        cached = self.cache is not None and transform is None
+        feats = self.cache.get(utt.utt_id, utt.wav, compute) if cached else compute()
+        return feats if self.normaliser is None else self.normaliser(utt.utt_id, feats)
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]
-        signal = self.inputs(index)
+        signal = self.inputs(index) if self.augmenter is None else self.augmenter(self, index, self.seed, self.epoch)
         if self.max_duration is not None:
             samples = int(self.max_duration * self.sample_rate)
             length = samples if self.feature is None else max(1, self.feature.n_frames(samples))

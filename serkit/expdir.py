@@ -364,12 +364,17 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
 
 
 def select_checkpoint(checkpoints: list[CheckpointInfo], which: str = "best") -> CheckpointInfo:
-    """Pick a checkpoint: ``"best"`` (:func:`best_key`), ``"last"`` (newest) or a ``CKPT+...`` name."""
+    """Pick a checkpoint: ``"best"`` (:func:`best_key`; with ``average_nbest`` the averaged checkpoint, the
+    model the test fold was scored with), ``"last"`` (newest) or a ``CKPT+...`` name."""
     if not checkpoints:
         raise ExpDirError("no checkpoints to choose from")
-    if which == "last":
-        return max(checkpoints, key=lambda c: c.unixtime)
+    if which == "last":  # the last one trained (an averaged checkpoint is derived after training)
+        trained = [c for c in checkpoints if not c.meta.get("averaged_epochs")] or checkpoints
+        return max(trained, key=lambda c: c.unixtime)
     if which == "best":
+        averaged = [c for c in checkpoints if c.meta.get("averaged_epochs")]  # average_nbest: the model tested
+        if averaged:
+            return max(averaged, key=lambda c: c.unixtime)
         scored = [c for c in checkpoints if c.valid_ua is not None]
         if not scored:
             names = ", ".join(c.name for c in checkpoints)

@@ -16,6 +16,8 @@ here, tested:
 - ``--precision fp32|bf16|fp16|auto`` trains every network in that arithmetic instead of its config's
   (:mod:`serkit.precision`), named in the experiment (``..._fp32_seed1``) so runs in two precisions
   sit side by side; families fitted in closed form (eGeMAPS + SVM) ignore it;
+- the generalisation switches (docs/models.md) are named when not at their default: ``spknorm``
+  (``normalisation: speaker``), ``patience<N>``, ``avg<N>`` (``average_nbest``), ``aug`` (``augment``);
 - stage 1 (CTC targets) runs only when some experiment trains a CTC head, for the kinds they use;
 - ``--seeds "1 2 3"`` runs every experiment once per seed (``..._seed1``, ``..._seed2``, ...), the
   runs of one experiment next to each other; stage 4 merges them into one row (mean ± std over
@@ -103,12 +105,36 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
                 kind_part = [targets] if targets not in (None, "emophone") else []
                 trained = bool(precision) and family.trainer == "brain"
                 precision_part = [precision] if trained else []
+<<<<<<< HEAD
+=======
+                tag = "_".join(parts + lambda_part + kind_part + switch_parts(values, family.trainer) + precision_part
+                               + [f"seed{seed}"])
+>>>>>>> general
                 extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
                 extra += ("--precision", precision) if trained else ()
                 for run_seed in seeds:
-                    tag = "_".join(parts + lambda_part + kind_part + precision_part + [f"seed{run_seed}"])
+                    tag = "_".join(parts + lambda_part + kind_part + switch_parts(values, family.trainer)
+                                   + precision_part + [f"seed{run_seed}"])
                     experiments.append(Experiment(tag, name, config, overrides, args + extra, targets))
     return experiments
+
+
+def switch_parts(values: dict, trainer: str) -> list[str]:
+    """Name parts of the generalisation switches set away from their defaults (docs/models.md), wherever
+    they are set (shared config, the recipe's conf/<family>.yaml, --train_overrides), so that a run with a
+    switch never takes the finished folds of a run without it. Families fitted in closed form have no
+    epochs: only ``normalisation`` acts on them."""
+    parts = []
+    if str(values.get("normalisation") or "global") == "speaker":
+        parts.append("spknorm")
+    if trainer == "brain":
+        if values.get("patience") is not None:
+            parts.append(f"patience{values['patience']}")
+        if values.get("average_nbest") not in (None, 1):
+            parts.append(f"avg{values['average_nbest']}")
+        if values.get("augment"):
+            parts.append("aug")
+    return parts
 
 
 def _weight(text: str) -> float:

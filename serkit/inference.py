@@ -39,6 +39,7 @@ from tqdm import tqdm
 from serkit.audio import AudioError, audio_info, check_samples, read_audio, resample, stream_audio, to_mono
 from serkit.errors import SerkitError
 from serkit.export import build_model, load_export, load_into
+from serkit.features import FeatureStats
 from serkit.model import ctc_greedy_decode, get_family
 from serkit.model.build import feature_spec, min_input_frames
 
@@ -106,6 +107,10 @@ class EmotionRecognizer:
         self.sample_rate = int(config["sample_rate"])
         self.has_phoneme_head = int(config["n_tokens"]) > 0
         self.feature = feature_spec(config["feature"])  # None: the model reads the waveform itself
+        # normalisation: speaker (serkit.speaker_norm): features standardised with the speaker's statistics,
+        # ``speaker_stats`` when set (e.g. from :meth:`speaker_statistics`), else each input's own frames
+        self.normalisation = str(config.get("normalisation") or "global")
+        self.speaker_stats: FeatureStats | None = None
         self.min_samples = self._min_samples(min_input_frames(config))
         default_window, default_hop = default_windows(config)
         window_s = default_window if window_s is None else float(window_s)
@@ -240,7 +245,8 @@ class EmotionRecognizer:
         """Posteriors [B, C] and, with a phoneme head, each waveform's CTC log-posteriors [frames, tokens]."""
         for row, waveform in enumerate(waveforms):
             self.check_length(waveform, f"batch item {row}")
-        inputs = [w if self.feature is None else self.feature.compute(w, self.sample_rate) for w in waveforms]
+        inputs = [w if self.feature is None else self.normalise(self.feature.compute(w, self.sample_rate))
+                  for w in waveforms]
         lengths = torch.tensor([x.shape[0] for x in inputs], dtype=torch.long)
         batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
         for row, x in enumerate(inputs):
@@ -252,6 +258,33 @@ class EmotionRecognizer:
             return probs, None
         log_probs, frame_lens = output.phn_log_probs.float().cpu(), output.frame_lens.cpu()
         return probs, [log_probs[row, :int(frame_lens[row])] for row in range(len(waveforms))]
+
+    # ------------------------------------------------------------------ per-speaker normalisation
+
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features as the model was trained on them: for ``normalisation: speaker``, standardised with
+        ``speaker_stats`` or, when none are set, with the input's own frames (utterance CMVN)."""
+        if self.normalisation != "speaker":
+            return feats
+        if self.speaker_stats is not None:
+            return self.speaker_stats.normalise(feats)
+        if feats.shape[0] < 2:
+            raise InferenceError("this model was trained with per-speaker normalisation (normalisation: speaker) of "
+                                 "one-row features (eGeMAPS), which one recording cannot normalise by itself: give "
+                                 "the speaker's statistics (serkit-infer --utt2spk or --speaker-stats; "
+                                 "EmotionRecognizer.speaker_stats = recognizer.speaker_statistics(files))")
+        own = FeatureStats()
+        own.accumulate(feats)
+        return own.normalise(feats)
+
+    def speaker_statistics(self, paths: Iterable[str | Path]) -> FeatureStats:
+        """Per-dimension statistics of the features of one speaker's recordings (whole files)."""
+        if self.feature is None:
+            raise InferenceError("this model reads the waveform itself; it has no features to normalise")
+        stats = FeatureStats()
+        for path in paths:
+            stats.accumulate(self.feature.compute(self.read_file(path), self.sample_rate))
+        return stats
 
     # ------------------------------------------------------------------ long recordings
 

@@ -42,13 +42,15 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.distributed import infer_device, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, infer_device, run_on_main
 from speechbrain.utils.run_opts import RunOptions
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from serkit import distributed, expdir
-from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer
+from serkit.augment import make_augmenter
+from serkit.averaging import AVERAGED_KEY, average_nbest_setting, average_state_dicts, is_averaged, remove_averaged
+from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
 from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
                             load_fold_data)
 from serkit.errors import SerkitError
@@ -60,6 +62,7 @@ from serkit.model.ctc_head import UNALIGNABLE
 from serkit.model.common import absolute_lengths
 from serkit.model.family import ModelFamily
 from serkit.precision import PrecisionError, resolve_precision
+from serkit.speaker_norm import check_normalisation, normalise_per_speaker
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +130,7 @@ class SERBrain(sb.Brain):
         self.resumed_parts: dict | None = None  # the loss parts of an epoch resumed mid-way
         self.stage: sb.Stage | None = None
         self.current_batch = None
+        self.valid_uas: dict[int, float] = {}  # validation UA of every finished epoch (early stopping)
         self._unchecked: list = []  # (loss, batch) of steps whose loss was not read back yet
         self._unaveraged: list = []  # (step, loss) not yet in the running mean
         if self.checkpointer is not None:
@@ -390,6 +394,8 @@ class SERBrain(sb.Brain):
                        for name, optimizer in self.optimizers_dict.items()})
         record.update({f"train_{name}": value for name, value in self.train_parts.items()})
         record.update({f"valid_{name}": value for name, value in self.results.mean_parts().items()})
+        self.valid_uas[int(epoch)] = float(scores["UA"])
+        record.update(self._early_stop_fields(epoch))
         logger.info("epoch %d | train loss %.4f (%s) | valid loss %.4f (%s) WA %.2f%% UA %.2f%% PER %s | lr %s",
                     epoch, self.train_loss, _parts_text(self.train_parts), valid_loss,
                     _parts_text(self.results.mean_parts()), 100 * scores["WA"], 100 * scores["UA"], _pct(per),
@@ -400,7 +406,40 @@ class SERBrain(sb.Brain):
             expdir.write_history(self.output_folder / expdir.HISTORY_FILE, record)
         self.checkpointer.save_and_keep_only(
             meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "loss": valid_loss, "epoch": epoch},
-            max_keys=["UA"], num_to_keep=1)
+            max_keys=["UA"], num_to_keep=average_nbest_setting(vars(self.hparams)) or 1)
+
+    def on_fit_start(self) -> None:
+        """SpeechBrain's start (which resumes from the newest checkpoint), then the validation UAs of
+        the checkpointed epochs from history.jsonl, so that a resumed run stops where an uninterrupted
+        one would (lines of epochs after the checkpoint belong to a run that no longer exists)."""
+        if self.checkpointer is not None and distributed.is_main():
+            remove_averaged(self.checkpointer)  # derived at the end of training, never resumed from
+        ddp_barrier()
+        super().on_fit_start()
+        done = int(self.hparams.epoch_counter.current)
+        history = expdir.read_history(self.output_folder / expdir.HISTORY_FILE)
+        self.valid_uas = {int(r["epoch"]): float(r["valid_UA"]) for r in history
+                          if int(r["epoch"]) <= done and r.get("valid_UA") is not None}
+
+    def should_stop(self) -> bool:
+        """Whether ``patience`` epochs have passed without a better validation UA (never without patience)."""
+        patience = early_stop_patience(vars(self.hparams))
+        return patience is not None and improvement_state(self.valid_uas)[1] >= patience
+
+    def _early_stop_fields(self, epoch: int) -> dict:
+        """The history fields of early stopping for ``epoch`` (none without ``patience``), logged when it stops."""
+        patience = early_stop_patience(vars(self.hparams))
+        if patience is None:
+            return {}
+        best_epoch, since = improvement_state(self.valid_uas)
+        fields = {"epochs_without_improvement": since}
+        if since >= patience:
+            fields["early_stop"] = {"patience": patience, "best_epoch": best_epoch,
+                                    "best_valid_UA": self.valid_uas[best_epoch],
+                                    "reason": f"no better validation UA in the {since} epochs after epoch {best_epoch}"}
+            logger.info("early stop after epoch %d: no better validation UA than epoch %d's %.2f%% for %d epochs "
+                        "(patience %d)", epoch, best_epoch, 100 * self.valid_uas[best_epoch], since, patience)
+        return fields
 
     def on_evaluate_start(self, max_key=None, min_key=None) -> None:
         """Load the checkpoint with the best validation UA (newest on a tie); never a test-based choice.
@@ -408,10 +447,42 @@ class SERBrain(sb.Brain):
         A broken best checkpoint is skipped with a warning (the next best intact one is used).
         """
         best_checkpoint(self.checkpointer)  # a clear error when no checkpoint has a validation UA
+        if average_nbest_setting(vars(self.hparams)):
+            averaged = self.checkpointer.recover_if_possible(ckpt_predicate=lambda ckpt: is_averaged(ckpt.meta))
+            logger.info("scoring the test fold with the average of epochs %s (valid UA %.4f)",
+                        averaged.meta[AVERAGED_KEY], averaged.meta["UA"])
+            return
         best = self.checkpointer.recover_if_possible(importance_key=lambda ckpt: expdir.best_key(ckpt.meta),
                                                      ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None)
         logger.info("scoring the test fold with %s (epoch %s, valid UA %.4f)",
                     best.path.name, best.meta.get("epoch"), best.meta["UA"])
+
+    def average_best(self, n: int, valid_loader) -> None:
+        """Average the ``n`` best checkpoints by validation UA (:mod:`serkit.averaging`), score the average on
+        the validation set and keep it as a checkpoint; its epochs go to the log and the last history line."""
+        best = self.checkpointer.find_checkpoints(
+            importance_key=lambda ckpt: expdir.best_key(ckpt.meta), max_num_checkpoints=n,
+            ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None and not is_averaged(ckpt.meta))
+        epochs = [int(ckpt.meta["epoch"]) for ckpt in best]
+        self.model.load_state_dict(average_state_dicts([torch_load_safe(ckpt.paramfiles["model"]) for ckpt in best]))
+        self.on_stage_start(sb.Stage.VALID)
+        self.modules.eval()
+        with torch.no_grad():
+            for batch in valid_loader:
+                self.evaluate_batch(batch, sb.Stage.VALID)
+        UNALIGNABLE.flush()
+        self.combine_results(sb.Stage.VALID)
+        scores, per = self._scores()
+        logger.info("averaged the %d best checkpoints by validation UA: epochs %s (valid UA %s); the average: "
+                    "valid WA %.2f%% UA %.2f%%", len(best), epochs, " ".join(f"{c.meta['UA']:.4f}" for c in best),
+                    100 * scores["WA"], 100 * scores["UA"])
+        if distributed.is_main():
+            path = self.output_folder / expdir.HISTORY_FILE
+            last = expdir.read_history(path)[-1]
+            expdir.write_history(path, {**last, AVERAGED_KEY: epochs, "averaged_valid_UA": scores["UA"],
+                                        "averaged_valid_WA": scores["WA"]})
+        self.checkpointer.save_checkpoint(meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "epoch": max(epochs),
+                                                AVERAGED_KEY: epochs})
 
     def _end_of_test(self, test_loss: float) -> None:
         scores, per = self._scores()
@@ -525,6 +596,39 @@ def _parts_text(parts: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in parts.items())
 
 
+def early_stop_patience(hparams: dict) -> int | None:
+    """The config's ``patience`` (epochs without a better validation UA before training stops), None = off."""
+    patience = hparams.get("patience")
+    if patience is None:
+        return None
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise TrainError(f"patience must be a positive number of epochs or null (no early stopping), got {patience!r}")
+    return patience
+
+
+def improvement_state(valid_uas: dict[int, float]) -> tuple[int | None, int]:
+    """(best epoch, epochs since it) over the epochs so far; only a strictly higher UA is better,
+    so a tie does not reset the count."""
+    best_epoch, best = None, -math.inf
+    for epoch in sorted(valid_uas):
+        if valid_uas[epoch] > best:
+            best_epoch, best = epoch, valid_uas[epoch]
+    return best_epoch, (max(valid_uas) - best_epoch if valid_uas else 0)
+
+
+def patient_epochs(counter, brain: SERBrain):
+    """The epoch counter's epochs until ``brain`` says patience has run out.
+
+    Checked before the counter advances, so a run resumed after the stopping epoch trains nothing more.
+    """
+    while not brain.should_stop():
+        try:
+            epoch = next(counter)
+        except StopIteration:
+            return
+        yield epoch
+
+
 def best_checkpoint(checkpointer: Checkpointer):
     """The checkpoint with the highest validation UA; ties go to the newest (:func:`serkit.expdir.best_key`)."""
     best = checkpointer.find_checkpoint(importance_key=lambda ckpt: expdir.best_key(ckpt.meta),
@@ -632,6 +736,10 @@ def load_data(hparams: dict, family: ModelFamily, lam: float):
                           sample_rate=int(hparams["sample_rate"]), max_duration=hparams.get("max_duration"),
                           require_phones=lam > 0, feature=feature_spec(feature),
                           cache_dir=hparams.get("feature_cache"), targets_file=CTC_TARGET_FILES[targets])
+    if check_normalisation(hparams.get("normalisation"), feature["kind"]) == "speaker":
+        normalise_per_speaker({"train": data.train, "valid": data.valid, "test": data.test}, hparams["data_dir"])
+    if family.trainer == "brain":  # the training set only (serkit.augment); fitted families are not augmented
+        data.train.augmenter = make_augmenter(hparams, feature["kind"])
     return data, feature
 
 
@@ -701,7 +809,11 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
     brain.train_sampler = train_sampler  # Brain calls set_epoch(epoch) on it before every epoch
     register_resume_state(checkpointer, train_sampler, loader_generator)
     valid_loader, _ = _loader(brain, data.valid, sb.Stage.VALID, hparams, shuffle=False)
-    brain.fit(hparams["epoch_counter"], train_loader, valid_loader)
+    early_stop_patience(hparams)  # bad values fail before training, not after it
+    average_nbest_setting(hparams)
+    brain.fit(patient_epochs(hparams["epoch_counter"], brain), train_loader, valid_loader)
+    if average_nbest_setting(hparams):
+        brain.average_best(average_nbest_setting(hparams), valid_loader)
 
     test_loader, _ = _loader(brain, data.test, sb.Stage.TEST, hparams, shuffle=False)
     brain.evaluate(test_loader)

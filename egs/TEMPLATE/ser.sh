@@ -172,7 +172,8 @@ if stage_on 5; then
     log "Stage 5: export and inference ($tag)"
     python -m serkit.bin.export_model --exp "exp/$tag/$protocol" --fold "$export_fold" --out "exp/$tag/export"
     log "Exported model: $(pwd)/exp/$tag/export"
-    serkit-infer "exp/$tag/export" --scp exp/export_demo.scp $([ "$targets" = - ] || echo --phonemes)
+    # --utt2spk: models trained with per-speaker normalisation normalise each speaker with its files' statistics
+    serkit-infer "exp/$tag/export" --scp exp/export_demo.scp --utt2spk "$data/utt2spk" $([ "$targets" = - ] || echo --phonemes)
   done < <(plan)
 fi
 log "Done (stages $stage-$stop_stage)"

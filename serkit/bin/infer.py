@@ -14,6 +14,11 @@ failed, 2 if the model or the arguments are unusable. ``--json`` output is alway
 Recordings longer than one window (``--window``, ``--hop``; defaults from the model family, 8 s
 without overlap) are streamed from disk and scored window by window in bounded memory; the
 utterance-level result is the duration-weighted mean of the window posteriors (serkit.inference).
+A model trained with per-speaker normalisation (``normalisation: speaker``) normalises each input
+with its speaker's statistics: ``--utt2spk FILE`` groups the inputs by speaker (statistics over all of
+a speaker's inputs), ``--speaker-stats FILE.json`` gives them; without either each file is normalised
+with its own statistics (not possible for eGeMAPS, which then needs one of the two).
+
 ``--timeline`` also prints each window: ``<id>  [<start>-<end>]  <label>  <probs>`` lines after
 the file's line, or a ``windows`` list (start, end, label, probs) in its JSON object.
 """
@@ -30,6 +35,7 @@ from tqdm import tqdm
 from serkit.audio import AudioError
 from serkit.bin import one_line_errors, setup_logging
 from serkit.datadir import read_map
+from serkit.features import N_FUNCTIONALS, FeatureStats
 from serkit.inference import EmotionRecognizer, InferenceError, Prediction
 
 logger = logging.getLogger(__name__)
@@ -61,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                         help="start a window every SECONDS (default: the family's; 8 s families: the window length)")
     parser.add_argument("--timeline", action="store_true", help="also print each window's start, end, label, probs")
+    parser.add_argument("--utt2spk", metavar="FILE",
+                        help="a model trained with per-speaker normalisation: '<id> <speaker>' lines for the inputs; "
+                             "each speaker's features are normalised with the statistics of all its inputs")
+    parser.add_argument("--speaker-stats", metavar="FILE",
+                        help="a model trained with per-speaker normalisation: JSON statistics (count, mean, std) "
+                             "that normalise every input (default: each file's own statistics)")
     args = parser.parse_args(argv)
     if not args.inputs and not args.scp:
         parser.error("give at least one audio file or --scp FILE")
@@ -128,9 +140,10 @@ def read_item(recognizer: EmotionRecognizer, item: Item):
 
 
 def score(recognizer: EmotionRecognizer, items: list[Item], batch_size: int, as_json: bool,
-          phonemes: bool, timeline: bool = False) -> int:
+          phonemes: bool, timeline: bool = False, speakers: dict | None = None) -> int:
     """Score items (short ones in batches, long ones in windows), printing results in input order;
-    returns the number of failures (each reported on stderr, naming the item)."""
+    returns the number of failures (each reported on stderr, naming the item). ``speakers`` maps item
+    ids to the speaker statistics that normalise them (:func:`speaker_stats_by_item`)."""
     failures = 0
     pending: list[tuple[Item, object]] = []
 
@@ -150,6 +163,9 @@ def score(recognizer: EmotionRecognizer, items: list[Item], batch_size: int, as_
         pending.clear()
 
     for item in tqdm(items, desc="scoring", unit="file", disable=None, file=sys.stderr):
+        if speakers is not None and speakers.get(item.id) is not recognizer.speaker_stats:
+            flush()  # a batch holds one speaker's items: they share the statistics
+            recognizer.speaker_stats = speakers.get(item.id)
         try:
             waveform = read_item(recognizer, item)
             if waveform is None:
@@ -168,6 +184,55 @@ def score(recognizer: EmotionRecognizer, items: list[Item], batch_size: int, as_
     return failures
 
 
+def speaker_stats_by_item(recognizer: EmotionRecognizer, items: list[Item], utt2spk_file: str) -> dict:
+    """Item id -> the statistics of its speaker's inputs (utt2spk names the speakers; transductive, as in
+    training: no label is read). Inputs that cannot be read are left out here and reported when scored."""
+    utt2spk = read_map(utt2spk_file)
+    missing = [item.id for item in items if item.id not in utt2spk]
+    if missing:
+        raise InferenceError(f"--utt2spk {utt2spk_file}: no speaker for {len(missing)} input(s) (e.g. {missing[0]})")
+    by_speaker: dict[str, list[Item]] = {}
+    for item in items:
+        by_speaker.setdefault(utt2spk[item.id], []).append(item)
+    stats = {}
+    for speaker, group in by_speaker.items():
+        readable = []
+        for item in group:
+            try:
+                recognizer.read_file(item.path)
+                readable.append(item.path)
+            except AudioError:
+                continue
+        if readable:
+            speaker_stats = recognizer.speaker_statistics(readable)
+            stats.update({item.id: speaker_stats for item in group})
+            if len(readable) < 2 and recognizer.feature is not None and recognizer.feature.kind == "egemaps":
+                logger.warning("speaker %s has one input: its eGeMAPS functionals normalise to zeros", speaker)
+    return stats
+
+
+def speaker_options(recognizer: EmotionRecognizer, args, items: list[Item]) -> dict | None:
+    """Apply --speaker-stats / --utt2spk to a model trained with per-speaker normalisation."""
+    if recognizer.normalisation != "speaker":
+        if args.utt2spk or args.speaker_stats:
+            logger.info("this model was trained without per-speaker normalisation; --utt2spk / --speaker-stats "
+                        "are not needed")
+        return None
+    if args.speaker_stats:
+        with open(args.speaker_stats, encoding="utf-8") as handle:
+            recognizer.speaker_stats = FeatureStats.from_dict(json.load(handle))
+        return None
+    if args.utt2spk:
+        return speaker_stats_by_item(recognizer, items, args.utt2spk)
+    if recognizer.feature is not None and recognizer.feature.frame_shape == (N_FUNCTIONALS,):
+        raise InferenceError("this model was trained with per-speaker normalisation of eGeMAPS functionals (one row "
+                             "per file, which cannot normalise itself): give --utt2spk FILE (several files of each "
+                             "speaker) or --speaker-stats FILE.json")
+    logger.warning("this model was trained with per-speaker normalisation; without --utt2spk or --speaker-stats each "
+                   "file is normalised with its own statistics")
+    return None
+
+
 @one_line_errors(PROG, exit_code=2)  # the inputs or the model are unusable (unreadable files are counted)
 def main(argv=None) -> int:
     setup_logging(timestamps=False)
@@ -177,7 +242,8 @@ def main(argv=None) -> int:
                                                hop_s=args.hop)
     if args.phonemes and not recognizer.has_phoneme_head:
         logger.warning("this model has no phoneme head; --phonemes prints nothing")
-    failures = score(recognizer, items, args.batch_size, args.json, args.phonemes, args.timeline)
+    speakers = speaker_options(recognizer, args, items)
+    failures = score(recognizer, items, args.batch_size, args.json, args.phonemes, args.timeline, speakers)
     if failures:
         print(f"{PROG}: {failures} of {len(items)} input(s) failed (see errors above)", file=sys.stderr)
         return 1

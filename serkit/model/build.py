@@ -45,6 +45,7 @@ def model_config(family: ModelFamily, model: SERModel, hparams: dict, feature: d
         "classes": list(classes),
         "tokens": list(tokens) if n_tokens else [],
         "sample_rate": int(feature.get("sample_rate", hparams.get("sample_rate", 16000))),
+        "normalisation": hparams.get("normalisation") or "global",  # speaker: per-speaker CMVN (serkit.speaker_norm)
     }
 
 
