@@ -111,6 +111,9 @@ class EmotionRecognizer:
         # ``speaker_stats`` when set (e.g. from :meth:`speaker_statistics`), else each input's own frames
         self.normalisation = str(config.get("normalisation") or "global")
         self.speaker_stats: FeatureStats | None = None
+        if self.normalisation == "speaker":
+            logger.info("this model normalises its features per speaker (trained with normalisation: speaker): "
+                        "set speaker_stats, or each input is normalised with its own statistics")
         self.min_samples = self._min_samples(min_input_frames(config))
         default_window, default_hop = default_windows(config)
         window_s = default_window if window_s is None else float(window_s)

@@ -196,18 +196,17 @@ def speaker_stats_by_item(recognizer: EmotionRecognizer, items: list[Item], utt2
         by_speaker.setdefault(utt2spk[item.id], []).append(item)
     stats = {}
     for speaker, group in by_speaker.items():
-        readable = []
+        speaker_stats = FeatureStats()
         for item in group:
             try:
-                recognizer.read_file(item.path)
-                readable.append(item.path)
+                speaker_stats.accumulate(recognizer.feature.compute(recognizer.read_file(item.path),
+                                                                    recognizer.sample_rate))
             except AudioError:
                 continue
-        if readable:
-            speaker_stats = recognizer.speaker_statistics(readable)
+        if speaker_stats.count:
             stats.update({item.id: speaker_stats for item in group})
-            if len(readable) < 2 and recognizer.feature is not None and recognizer.feature.kind == "egemaps":
-                logger.warning("speaker %s has one input: its eGeMAPS functionals normalise to zeros", speaker)
+        if speaker_stats.count == 1:
+            logger.warning("speaker %s has a single feature row (one eGeMAPS input): it normalises to zeros", speaker)
     return stats
 
 
