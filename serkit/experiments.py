@@ -105,11 +105,6 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
                 kind_part = [targets] if targets not in (None, "emophone") else []
                 trained = bool(precision) and family.trainer == "brain"
                 precision_part = [precision] if trained else []
-<<<<<<< HEAD
-=======
-                tag = "_".join(parts + lambda_part + kind_part + switch_parts(values, family.trainer) + precision_part
-                               + [f"seed{seed}"])
->>>>>>> general
                 extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
                 extra += ("--precision", precision) if trained else ()
                 for run_seed in seeds:
