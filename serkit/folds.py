@@ -413,7 +413,7 @@ def load_fold(fold_dir: str | Path) -> dict[str, list[str]]:
     fold_dir = Path(fold_dir)
     missing = [name for name in SETS if not (fold_dir / name).is_file()]
     if missing:
-        raise FoldError(f"{fold_dir}: missing {', '.join(missing)} (run python -m serkit.bin.make_folds)")
+        raise FoldError(f"{fold_dir}: missing {', '.join(missing)} (rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2)")
     return {name: datadir.read_list(fold_dir / name) for name in SETS}
 
 
@@ -428,8 +428,8 @@ def read_fold_inputs(data_dir: str | Path) -> tuple[dict[str, str], dict[str, st
         if set(mapping) != set(maps[0]):
             diff = sorted(set(mapping) ^ set(maps[0]))
             raise FoldError(f"{data_dir}: utt2spk and {name} list different utterances "
-                            f"({len(diff)} differ, e.g. {diff[0]}); fix: python -m serkit.bin.validate_data_dir "
-                            f"{data_dir} --fix")
+                            f"({len(diff)} differ, e.g. {diff[0]}); fix in the recipe folder: . ./path.sh && "
+                            f"python -m serkit.bin.validate_data_dir {data_dir} --fix")
     return maps[0], maps[1], maps[2]
 
 
@@ -439,8 +439,8 @@ def _optional_map(data_dir: Path, name: str, utt2spk: Mapping[str, str]) -> dict
         return None
     mapping = datadir.read_map(data_dir / name)
     if set(mapping) != set(utt2spk):
-        raise FoldError(f"{data_dir / name}: lists other utterances than utt2spk; fix: python -m "
-                        f"serkit.bin.validate_data_dir {data_dir} --fix")
+        raise FoldError(f"{data_dir / name}: lists other utterances than utt2spk; fix in the recipe folder: . ./path.sh && "
+                        f"python -m serkit.bin.validate_data_dir {data_dir} --fix")
     return mapping
 
 
@@ -680,12 +680,12 @@ def read_protocol(protocol_dir: str | Path) -> dict:
     """Read ``protocol.json`` of ``data/folds/<protocol>`` (written by stage 2) for scoring and RESULTS.md."""
     path = Path(protocol_dir) / PROTOCOL_FILE
     if not path.is_file():
-        raise FoldError(f"{path}: not found; re-run stage 2 (python -m serkit.bin.make_folds) to describe the folds")
+        raise FoldError(f"{path}: not found; rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise FoldError(f"{path}: not valid JSON ({error}); re-run stage 2") from None
+        raise FoldError(f"{path}: not valid JSON ({error}); rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2") from None
     missing = [key for key in ("name", "description", "speaker_dependent", "k", "n_folds", "folds") if key not in info]
     if missing:
-        raise FoldError(f"{path}: lacks {missing}; re-run stage 2")
+        raise FoldError(f"{path}: lacks {missing}; rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2")
     return info

@@ -135,7 +135,7 @@ def test_protocol_files_describe_the_folds_built(tmp_path):
     fold = load_fold(tmp_path / "folds" / "loso_speaker" / "fold01")
     assert sum(map(len, fold.values())) == len(utt2spk)
     (tmp_path / "folds" / "loso_speaker" / "protocol.json").unlink()
-    with pytest.raises(FoldError, match="re-run stage 2"):
+    with pytest.raises(FoldError, match=r"rebuild the folds in the recipe folder: \./run\.sh --stage 2 --stop_stage 2"):
         read_protocol(tmp_path / "folds" / "loso_speaker")
 
 

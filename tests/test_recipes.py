@@ -47,6 +47,24 @@ def test_unknown_option_is_a_clear_error(egs):
     assert "unknown option --stag" in result.stderr
 
 
+def parse(*args: str) -> subprocess.CompletedProcess:
+    """Source the recipes' option parser in a script with a switch (strict) and a valued option (x)."""
+    script = 'strict=; switches=strict; x=1; . "$0"; echo "strict=$strict x=$x rest=$*"'
+    return subprocess.run(["bash", "-c", script, str(REPO / "egs/TEMPLATE/utils/parse_options.sh"), *args],
+                          capture_output=True, text=True)
+
+
+def test_option_parser_names_an_unknown_option_first_and_takes_switches():
+    assert parse("--no-strict", "--x", "2", "pos").stdout.strip() == "strict=false x=2 rest=pos"
+    assert parse("--strict", "--x=3").stdout.strip() == "strict=true x=3 rest="
+    assert parse("--strict=false").stdout.strip() == "strict=false x=1 rest="
+    for args in (["--bogus"], ["--no-bogus"], ["--no-x"], ["--switches", "x"]):  # last word: no value follows
+        result = parse(*args)
+        assert result.returncode == 2 and f"unknown option {args[0]}" in result.stderr, args
+        assert "needs a value" not in result.stderr
+    assert "option --x needs a value" in parse("--x").stderr
+
+
 def test_help_lists_the_stages_options(egs):
     result = run_recipe(egs / "iemocap", "--help")
     assert result.returncode == 0

@@ -37,6 +37,8 @@ help_message="Usage: $0 [options]
                        (torchrun, DDP), batch_size staying the global batch (default: as cmd.sh says)
   --export_fold F      fold to export in stage 5: best (by validation UA) or a number, e.g. 3
   --corpus_root DIR    the corpus (run.sh passes db.sh's value)
+  --strict, --no-strict  stage 0: always / never check the counts against the full release's (default:
+                       check when the copy looks like a full release)
   --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang;
                        character / BPE targets use data/lang_char, data/lang_bpe)
   --ctc_targets \"K ...\" CTC head targets for models that train one: emophone (Li et al. 2024), char or
@@ -62,6 +64,8 @@ threads=        # CPU threads per training job (default: cores / nj)
 ngpu=           # GPUs per fold (default: train_cmd's own --gpu, if any)
 export_fold=best
 corpus_root=
+strict=         # stage 0's count check: true | false (--strict / --no-strict); empty: when the copy looks full
+switches=strict # options that take no value (parse_options.sh)
 data=data/all
 lang=data/lang
 bpe_units=128
@@ -95,7 +99,7 @@ fold_ids() {  # fold numbers of the protocol, or the user's --folds
 
 if stage_on 0; then
   log "Stage 0: data preparation"
-  local/data.sh --corpus_root "$corpus_root" --class_map "$class_map" --out "$data"
+  local/data.sh --corpus_root "$corpus_root" --class_map "$class_map" --out "$data" ${strict:+"--strict=$strict"}
   python -m serkit.bin.validate_data_dir "$data" --complete
 fi
 

@@ -61,14 +61,15 @@ TRAIN_YAML = """# {name} runs the shared config (../../conf/w2v2_mtl.yaml) uncha
 DATA_SH = """#!/usr/bin/env bash
 # Stage 0 for {name}: the release -> Kaldi-style data directory (logic in {module}).
 set -euo pipefail
-corpus_root=; class_map={class_map}; out=data/all
+corpus_root=; class_map={class_map}; out=data/all; strict=; switches=strict  # --strict / --no-strict
 . ../TEMPLATE/utils/parse_options.sh
 if [ ! -d "$corpus_root" ]; then
   echo "{name} root '$corpus_root' does not exist. Point the recipe at your copy:" >&2
   echo "  {var}=/data/{name} ./run.sh   (or edit db.sh)" >&2
 {layout}  exit 1
 fi
-python -m serkit.bin.prepare_corpus --corpus {corpus} --root "$corpus_root" --out "$out" --class-map "$class_map"
+python -m serkit.bin.prepare_corpus --corpus {corpus} --root "$corpus_root" --out "$out" --class-map "$class_map" \\
+  ${{strict:+"--strict=$strict"}}
 """
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import soundfile
 
 from serkit.audio import AudioInfo
-from serkit.corpora import ClassMap, CorpusError
+from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError
 from serkit.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
 
 logger = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ def fail_count_check(report: PrepReport, problems: list[str], extra: Sequence[st
         f"(a damaged or incomplete copy, or a different release):\n" + "\n".join(problems)
         + ("\n" + "\n".join(extra) if extra else "")
         + ("\nskipped while reading:\n" + "\n".join(skipped) if skipped else "")
-        + "\nIf this copy is intentionally partial or modified, rerun with --no-strict (strict=False).")
+        + "\n" + NO_STRICT_HINT)
 
 
 def decide_full_release(report: PrepReport, looks_full: bool, strict: bool | None,

@@ -47,7 +47,7 @@ from typing import Mapping
 
 from tqdm import tqdm
 
-from serkit.corpora import ClassMap, CorpusError, load_class_map
+from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
 from serkit.corpora.common import Tally, Utterance, audit_wav, read_text_lines, write_data_dir
 from serkit.datadir import validate_data_dir
@@ -283,7 +283,7 @@ def check_full_release(code_counts: Mapping[str, int], class_counts: Mapping[str
                       "(the skipped wav paths are logged), or a partial copy of sentences/wav")
     if skipped:
         causes.append("skipped items: " + ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items())))
-    causes.append("if this copy is intentionally partial or modified, rerun with --no-strict (strict=False)")
+    causes.append(NO_STRICT_HINT.rstrip("."))
     raise IemocapError(
         f"IEMOCAP full release expected, but the counts differ from the published ones "
         f"(class map {class_map.name}):\n" + "\n".join(code_diff + class_diff + session_diff)
@@ -498,7 +498,7 @@ def _check_counts(report: PrepReport, strict: bool | None) -> None:
         problems.append(str(error))
     if problems:
         if len(problems) == 1 and report.n_dialogs != FULL_RELEASE_DIALOGS:
-            problems.append("If this copy is intentionally partial or modified, rerun with --no-strict (strict=False).")
+            problems.append(NO_STRICT_HINT)
         # Nothing is written on failure, so the skipped items (the usual explanation) go to the log.
         logger.warning("skipped while reading %s:\n%s", report.root,
                        "\n".join(report.skipped.lines(max_examples=10)) or "  nothing")
