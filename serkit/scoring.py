@@ -339,7 +339,8 @@ def _protocol_info(folds_dir: Path) -> dict | None:
     except FoldError as error:
         logger.warning("%s; RESULTS.md describes the protocol by its name only", error)
         return None
-    return {key: info[key] for key in ("name", "description", "speaker_dependent", "k", "n_folds")}
+    return {key: info[key] for key in ("name", "description", "speaker_dependent", "k", "n_folds", "data_warnings")
+            if key in info}
 
 
 def _check_same_classes(folds: Sequence[FoldPredictions]) -> None:

@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
-from serkit.corpora.common import Tally, Utterance, audit_wav, read_text_lines, write_data_dir
+from serkit.corpora.common import (ReleaseAudio, Tally, Utterance, audit_wav, check_contract, read_text_lines,
+                                   write_data_dir, write_warnings)
 from serkit.datadir import validate_data_dir
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ FULL_RELEASE_CODE_COUNTS = {
 STANDARD_4CLASS_CODES = frozenset({"ang", "hap", "exc", "sad", "neu"})
 FULL_RELEASE_4CLASS_SESSION_COUNTS = {"Ses01": 1085, "Ses02": 1023, "Ses03": 1151, "Ses04": 1031, "Ses05": 1241}
 LANGUAGE = "en"
+#: IEMOCAP release: sentences/wav at 16 kHz mono. Other rates/channels: an altered copy.
+RELEASE_AUDIO = ReleaseAudio(rates=(16000,), channels=(1,))
 
 EXPECTED_LAYOUT = """Expected layout (ROOT is the folder usually named IEMOCAP_full_release):
   ROOT/Session1 .. Session5/
@@ -433,7 +436,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     if unknown_map_codes:
         raise IemocapError(f"class map {mapping.source} maps codes {unknown_map_codes} that IEMOCAP does not use "
                            f"(valid codes: {' '.join(IEMOCAP_CODES)}); fix the spelling in the map")
-    report = PrepReport("IEMOCAP", root, out_dir, mapping, LANGUAGE)
+    report = PrepReport("IEMOCAP", root, out_dir, mapping, LANGUAGE, release_audio=RELEASE_AUDIO)
     session_dirs = find_session_dirs(root, report.skipped)
     report.sessions = [number for number, _ in session_dirs]
     labels, named = _collect_labels(session_dirs, report)
@@ -464,7 +467,9 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     if not utterances:
         raise IemocapError(f"no utterance of {root} survived preparation with class map {mapping.name}:\n"
                            + "\n".join(report.summary_lines()))
+    check_contract(report, strict)
     write_data_dir(out_dir, utterances, mapping, LANGUAGE)
+    write_warnings(out_dir, report.warnings)
     (out_dir / "prep_report.txt").write_text(report.to_text(), encoding="utf-8")
     validate_data_dir(out_dir, complete=True)
     return report
