@@ -29,6 +29,8 @@ from serkit.corpora.common import (PrepReport, ReleaseAudio, Tally, Utterance, c
 
 CORPUS = "Emo-DB"
 LANGUAGE = "de"
+#: Phones come from the release's own label files (lablaut/ -> utt2sampa), stage 1's German source.
+PHONE_LABELS = True
 #: Emo-DB release: 16 kHz mono (downsampled from 48 kHz by its authors). Other rates/channels: an altered copy.
 RELEASE_AUDIO = ReleaseAudio(rates=(16000,), channels=(1,))
 EMOTION_CODES = ("W", "L", "E", "A", "F", "T", "N")
