@@ -7,6 +7,7 @@ for is checked where the user sees it: the log, prep_report.txt, folds.tsv, leak
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,7 @@ def test_altered_copy_is_flagged_in_the_prep_report_and_results(port, tmp_path):
                   "--kfold", "2"], recipe, env)
     log = result.stdout + result.stderr
     print(log)
+    assert re.search(r"train\.fold01: done in \d+:\d\d:\d\d \[\d/2\]: 1 epoch\(s\), best valid UA [\d.]+% \(epoch 1\)", log)
     one_length = "ALTERED COPY? every one of the 48 kept files lasts 2.000 s: cropped or padded to one length"
     rate = "ALTERED COPY? sample rate 22050 Hz (48 files): the lookalike release has 16000 Hz only"
     report = (recipe / "data/all/prep_report.txt").read_text()
