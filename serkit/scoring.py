@@ -481,7 +481,8 @@ def load_summary(exp_protocol_dir: str | Path) -> dict:
     """Read ``scores/summary.json`` of a scored experiment."""
     path = Path(exp_protocol_dir) / SCORES_DIR / SUMMARY
     if not path.is_file():
-        raise ScoringError(f"{path}: not found; score the experiment first: python -m serkit.bin.score --exp {exp_protocol_dir}")
+        raise ScoringError(f"{path}: not found; score the experiment first (in the recipe folder: "
+                           "./run.sh --stage 4 --stop_stage 4)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,6 +167,12 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert result.returncode == 0, output[-5000:]
     for n, name in [(3, "training"), (4, "scoring"), (5, "export and inference")]:
         assert f"Stage {n}: {name}" in result.stdout
+    # Stage 3 shows fold progress: one line per finished fold (epochs, best validation UA, time) and
+    # the time left, for both families' 10 folds; the per-epoch lines stay in the logs (issue 19).
+    progress = [line for line in result.stdout.splitlines() if re.search(r"train\.fold\d\d: done in ", line)]
+    assert len(progress) == 20, result.stdout[-5000:]
+    assert re.search(r"\[1/10\]: 12 epoch\(s\), best valid UA [\d.]+% \(epoch \d+\); about [\d:]+ left$", progress[0])
+    assert "epoch 1 |" not in result.stdout
     exp = recipe / "exp" / "w2v2_mtl_4class_lambda0.1_seed1"
     folds = sorted((exp / "loso").glob("fold[0-9]*"))
     assert len(folds) == 10 and all((fold / "train.done").is_file() for fold in folds)
