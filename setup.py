@@ -35,7 +35,8 @@ setup(
         "scikit-learn>=1.3",   # its classifiers (SVM / logistic regression)
         "pypinyin>=0.50",      # Mandarin (ESD) text to initials/finals for emotion-phoneme labels
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
+    # tensorboard: run.sh --tensorboard's live curves (serkit/tensorboard.py), optional
+    extras_require={"dev": ["pytest>=7", "pytest-timeout"], "tensorboard": ["tensorboard>=2"]},
     entry_points={
         "console_scripts": [
             "serkit-infer=serkit.bin.infer:main",

@@ -43,6 +43,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found (check the corpus copy or the wav.scp entry)")
+    if path.stat().st_size == 0:  # "not readable" hid that the copy lost the file's content
+        raise AudioError(f"{path}: empty file (0 bytes); re-copy it from the corpus release")
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.LibsndfileError) as error:

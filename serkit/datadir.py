@@ -219,8 +219,9 @@ def validate_data_dir(data_dir: str | Path, complete: bool = False) -> dict[str,
         listing = "\n".join(f"  - {problem}" for problem in problems)
         raise DataDirError(
             f"{data_dir}: data directory is not valid ({len(problems)} problem(s)):\n{listing}\n"
-            f"Fix: re-run the stage that wrote it, or try `python -m serkit.bin.validate_data_dir "
-            f"{data_dir} --fix` (sorts, drops utterances missing from some file, rebuilds spk2utt)."
+            f"Fix: re-run the stage that wrote it, or try, in the recipe folder, `. ./path.sh && python -m "
+            f"serkit.bin.validate_data_dir {data_dir} --fix` (sorts, drops utterances missing from some file, "
+            "rebuilds spk2utt)."
         )
     utt2spk = maps["utt2spk"]
     return {"utterances": len(utt2spk), "speakers": len(set(utt2spk.values()))}

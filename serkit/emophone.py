@@ -92,7 +92,7 @@ def read_tokens(path: str | Path) -> dict[str, int]:
     try:
         return {token: index for index, token in enumerate(inventory.read_tokens(path))}
     except inventory.InventoryError as error:
-        raise EmophoneError(f"{error} (regenerate it with python -m serkit.bin.make_emophones)") from None
+        raise EmophoneError(f"{error} (regenerate it in the recipe folder: ./run.sh --stage 1 --stop_stage 1)") from None
 
 
 @dataclass
@@ -206,7 +206,7 @@ def _read_inputs(data_dir: Path) -> tuple[dict[str, str], dict[str, int], list[s
         raise EmophoneError(
             f"{data_dir}: 'text' and 'utt2emo' list different utterances ({len(only_text)} only in "
             f"text, e.g. {only_text[:3]}; {len(only_emo)} only in utt2emo, e.g. {only_emo[:3]}); "
-            f"fix: python -m serkit.bin.validate_data_dir {data_dir} --fix")
+            f"fix in the recipe folder: . ./path.sh && python -m serkit.bin.validate_data_dir {data_dir} --fix")
     index = {label: i for i, label in enumerate(classes)}
     unknown = sorted(utt for utt, label in utt2emo.items() if label not in index)
     if unknown:

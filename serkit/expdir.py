@@ -133,6 +133,15 @@ def read_history(path: str | Path) -> list[dict]:
     return records
 
 
+def fold_summary(records: list[dict]) -> str:
+    """``12 epochs, best valid UA 51.2% (epoch 9)``: what stage 3's progress line says of a finished fold."""
+    scored = [r for r in records if isinstance(r.get("valid_UA"), (int, float)) and math.isfinite(r["valid_UA"])]
+    if not scored:
+        return f"{len(records)} epoch(s), no validation UA"
+    best = max(scored, key=lambda r: r["valid_UA"])
+    return f"{len(records)} epoch(s), best valid UA {100 * best['valid_UA']:.1f}% (epoch {best['epoch']})"
+
+
 def finite_history(records: list[dict], path: str | Path = HISTORY_FILE) -> list[dict]:
     """``records`` with NaN/infinite numbers (a diverged epoch) replaced by None, which JSON can hold."""
     n_bad = 0

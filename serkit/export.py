@@ -138,7 +138,7 @@ def load_export(export_dir: str | Path) -> ExportedModel:
                if not (export_dir / name).is_file()]
     if missing:
         raise ExportError(f"{export_dir}: not a complete serkit export, missing {', '.join(missing)}; "
-                          f"re-run the export (python -m serkit.bin.export_model)")
+                          f"re-run the export (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
     config = _as_export_error(expdir.read_json)(export_dir / CONFIG_FILE)
     _as_export_error(check_model_config)(config, str(export_dir / CONFIG_FILE))
     classes = _as_export_error(inventory.read_classes)(export_dir / CLASSES_FILE)

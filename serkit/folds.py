@@ -19,8 +19,9 @@ Protocols (docs/formats.md, ``folds_dir/<protocol>/fold<NN>/{train,valid,test}``
 Protocols for corpora without IEMOCAP-style sessions (none needs ``utt2session``):
 
 ``loso_speaker`` -- leave one speaker out (few speakers: RAVDESS, Emo-DB). valid = whole held-out
-    training speakers (about 10 %, at least one, genders alternating where known) chosen so that
-    valid holds every class; never the test speaker.
+    training speakers (about 10 %, at least one) chosen so that valid holds every class; never the
+    test speaker. Where genders are known the first validation speaker has the test speaker's gender
+    and further ones alternate: a male test speaker's checkpoint is not chosen on female voices only.
 ``speaker_kfold`` -- speaker-grouped k-fold (many speakers: CREMA-D). Speakers are dealt into k
     groups, balanced by gender where ``utt2gender`` is known; test = one group; valid = held-out
     training speakers as in ``loso_speaker``.
@@ -38,7 +39,9 @@ validation set always holds every class.
 
 Each protocol folder also gets ``protocol.json`` (what the folds are, in words that fit how they
 were built: :func:`read_protocol`) and ``leakage.txt`` (speaker and sentence overlap between
-train, valid and test, per fold).
+train, valid and test, per fold, and speakers who recorded only some emotions). ``folds.tsv``,
+``protocol.json`` and the log give each fold's class coverage: on a corpus whose speakers each
+recorded a few emotions a test fold can lack a class, and its UA is then a mean over fewer classes.
 
 After writing, each fold is read back with :func:`load_fold` and checked with
 :func:`check_no_leakage`.
@@ -68,13 +71,17 @@ SPEAKER_DEPENDENT = frozenset({"random", "random_kfold", "sentence_kfold"})
 #: Speaker ids that mean "not known" (MSP-Podcast); leakage reports leave them out.
 UNKNOWN_SPEAKERS = frozenset({"unknown"})
 PROTOCOL_FILE = "protocol.json"
+#: Stage 0's warnings in the data dir (serkit.corpora.common.WARNINGS_FILE: empty classes, missing
+#: folders, an altered copy); protocol.json repeats them as ``data_warnings`` so RESULTS.md shows them.
+PREP_WARNINGS_FILE = "prep_warnings.txt"
 LEAKAGE_FILE = "leakage.txt"
 VALID_SPEAKER_FRACTION = 0.1
 #: utt2split names by role (lower-cased): the release's development set selects checkpoints.
 SPLIT_ROLES = {"train": "train", "development": "valid", "validation": "valid", "evaluation": "valid",
                "dev": "valid", "valid": "valid"}
 SETS = ("train", "valid", "test")
-TSV_HEADER = ("fold", "test_speakers", "valid_speakers", "n_train", "n_valid", "n_test", "valid_rule")
+TSV_HEADER = ("fold", "test_speakers", "valid_speakers", "n_train", "n_valid", "n_test", "valid_rule",
+              "test_classes", "valid_classes", "test_genders", "valid_genders")
 
 
 class FoldError(SerkitError):
@@ -213,15 +220,23 @@ def speaker_genders(utt2spk: Mapping[str, str], utt2gender: Mapping[str, str] | 
     return {spk: counter.most_common(1)[0][0] for spk, counter in votes.items()}
 
 
-def _gender_interleaved(speakers: Sequence[str], genders: Mapping[str, str], rng: random.Random) -> list[str]:
-    """Speakers in a seeded order that alternates genders where known (f, m, f, m, ... then the rest)."""
+def _gender_interleaved(speakers: Sequence[str], genders: Mapping[str, str], rng: random.Random,
+                        first: str | None = None) -> list[str]:
+    """Speakers in a seeded order that alternates genders where known (f, m, f, m, ... then the rest).
+
+    ``first``: the gender to start with (default: f). Always starting with f made every one-speaker
+    validation set female, so male test speakers had their checkpoints chosen on a female voice."""
     by_gender: dict[str, list[str]] = {}
     for spk in sorted(speakers):
         by_gender.setdefault(genders.get(spk, "?"), []).append(spk)
     for members in by_gender.values():
         rng.shuffle(members)
     order = []
-    queues = [by_gender[g] for g in sorted(by_gender)]
+    keys = sorted(by_gender)
+    if first in by_gender:
+        keys.remove(first)
+        keys.insert(0, first)
+    queues = [by_gender[g] for g in keys]
     while any(queues):
         for queue in queues:
             if queue:
@@ -231,11 +246,12 @@ def _gender_interleaved(speakers: Sequence[str], genders: Mapping[str, str], rng
 
 def held_out_speakers(candidates: Sequence[str], spk2utt: Mapping[str, Sequence[str]],
                       utt2emo: Mapping[str, str], genders: Mapping[str, str], rng: random.Random,
-                      fraction: float = VALID_SPEAKER_FRACTION, where: str = "") -> list[str]:
+                      fraction: float = VALID_SPEAKER_FRACTION, where: str = "",
+                      first_gender: str | None = None) -> list[str]:
     """Validation speakers drawn from ``candidates``: about ``fraction`` of them (at least one), genders
-    alternating, then more until validation holds every class the candidates hold; at least one
-    candidate is left for training."""
-    order = _gender_interleaved(candidates, genders, rng)
+    alternating from ``first_gender``, then more until validation holds every class the candidates
+    hold; at least one candidate is left for training."""
+    order = _gender_interleaved(candidates, genders, rng, first_gender)
     classes_of = {spk: {utt2emo[u] for u in spk2utt[spk]} for spk in order}
     wanted = set().union(*classes_of.values()) if order else set()
     chosen = order[:max(1, round(fraction * len(order)))]
@@ -252,6 +268,21 @@ def held_out_speakers(candidates: Sequence[str], spk2utt: Mapping[str, Sequence[
     return sorted(chosen)
 
 
+def _held_out_rule(valid_spks: Sequence[str], others: Sequence[str], spk2utt: Mapping[str, Sequence[str]],
+                   genders: Mapping[str, str], seed: int, matched: str | None = None) -> str:
+    """How validation was chosen, with its real size: the classes a speaker recorded can force more
+    speakers in than the nominal 10 % (a port held 46 %), and a reader must see that."""
+    n_valid = sum(len(spk2utt[s]) for s in valid_spks)
+    n_others = sum(len(spk2utt[s]) for s in others)
+    who = ",".join(f"{s}({genders[s]})" if s in genders else s for s in valid_spks)
+    gender = (f"; the first drawn of the test speaker's gender ({matched})"
+              if matched and any(genders.get(s) == matched for s in valid_spks)
+              else "; genders alternating" if genders else "")
+    return (f"held-out training speaker(s) {who}: {len(valid_spks)} of {len(others)} speakers, {n_valid} of "
+            f"{n_others} non-test utterances ({n_valid / max(n_others, 1):.0%}), drawn to hold every class{gender} "
+            f"(seed {seed})")
+
+
 def loso_speaker_folds(utt2spk: Mapping[str, str], utt2emo: Mapping[str, str],
                        utt2gender: Mapping[str, str] | None = None, seed: int = 1) -> list[Fold]:
     """One fold per speaker; valid = held-out training speakers that hold every class."""
@@ -263,9 +294,9 @@ def loso_speaker_folds(utt2spk: Mapping[str, str], utt2emo: Mapping[str, str],
     for index, test_spk in enumerate(sorted(spk2utt), start=1):
         others = [s for s in spk2utt if s != test_spk]
         rng = random.Random(f"{seed}:loso_speaker:{test_spk}")
-        valid_spks = held_out_speakers(others, spk2utt, utt2emo, genders, rng, where=f"loso_speaker {test_spk}")
-        rule = (f"held-out training speaker(s) {','.join(valid_spks)}: ~{VALID_SPEAKER_FRACTION:.0%} of the others, "
-                f"every class (seed {seed})")
+        valid_spks = held_out_speakers(others, spk2utt, utt2emo, genders, rng, where=f"loso_speaker {test_spk}",
+                                       first_gender=genders.get(test_spk))
+        rule = _held_out_rule(valid_spks, others, spk2utt, genders, seed, matched=genders.get(test_spk))
         folds.append(_fold(index, (u for s in others if s not in valid_spks for u in spk2utt[s]),
                            (u for s in valid_spks for u in spk2utt[s]), spk2utt[test_spk], rule))
     return folds
@@ -287,9 +318,10 @@ def speaker_kfold_folds(utt2spk: Mapping[str, str], utt2emo: Mapping[str, str],
     for index, group in enumerate(groups, start=1):
         others = [s for s in order if s not in group]
         rng = random.Random(f"{seed}:speaker_kfold:{index}")
-        valid_spks = held_out_speakers(others, spk2utt, utt2emo, genders, rng, where=f"speaker_kfold fold {index}")
-        rule = (f"held-out training speaker(s) {','.join(valid_spks)}: ~{VALID_SPEAKER_FRACTION:.0%} of the others, "
-                f"every class (seed {seed})")
+        known = sorted(set(genders.values()))  # the starting gender rotates, so folds' validation sets balance
+        valid_spks = held_out_speakers(others, spk2utt, utt2emo, genders, rng, where=f"speaker_kfold fold {index}",
+                                       first_gender=known[(index - 1) % len(known)] if known else None)
+        rule = _held_out_rule(valid_spks, others, spk2utt, genders, seed)
         folds.append(_fold(index, (u for s in others if s not in valid_spks for u in spk2utt[s]),
                            (u for s in valid_spks for u in spk2utt[s]), (u for s in group for u in spk2utt[s]), rule))
     return folds
@@ -413,7 +445,7 @@ def load_fold(fold_dir: str | Path) -> dict[str, list[str]]:
     fold_dir = Path(fold_dir)
     missing = [name for name in SETS if not (fold_dir / name).is_file()]
     if missing:
-        raise FoldError(f"{fold_dir}: missing {', '.join(missing)} (run python -m serkit.bin.make_folds)")
+        raise FoldError(f"{fold_dir}: missing {', '.join(missing)} (rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2)")
     return {name: datadir.read_list(fold_dir / name) for name in SETS}
 
 
@@ -428,8 +460,8 @@ def read_fold_inputs(data_dir: str | Path) -> tuple[dict[str, str], dict[str, st
         if set(mapping) != set(maps[0]):
             diff = sorted(set(mapping) ^ set(maps[0]))
             raise FoldError(f"{data_dir}: utt2spk and {name} list different utterances "
-                            f"({len(diff)} differ, e.g. {diff[0]}); fix: python -m serkit.bin.validate_data_dir "
-                            f"{data_dir} --fix")
+                            f"({len(diff)} differ, e.g. {diff[0]}); fix in the recipe folder: . ./path.sh && "
+                            f"python -m serkit.bin.validate_data_dir {data_dir} --fix")
     return maps[0], maps[1], maps[2]
 
 
@@ -439,8 +471,8 @@ def _optional_map(data_dir: Path, name: str, utt2spk: Mapping[str, str]) -> dict
         return None
     mapping = datadir.read_map(data_dir / name)
     if set(mapping) != set(utt2spk):
-        raise FoldError(f"{data_dir / name}: lists other utterances than utt2spk; fix: python -m "
-                        f"serkit.bin.validate_data_dir {data_dir} --fix")
+        raise FoldError(f"{data_dir / name}: lists other utterances than utt2spk; fix in the recipe folder: . ./path.sh && "
+                        f"python -m serkit.bin.validate_data_dir {data_dir} --fix")
     return mapping
 
 
@@ -479,9 +511,15 @@ def make_folds(data_dir: str | Path, folds_dir: str | Path, protocols: Sequence[
     for protocol in wanted:
         folds = _build(protocol, data_dir, utt2spk, utt2emo, optional, seed, k)
         protocol_dir = Path(folds_dir) / protocol
-        write_folds(protocol_dir, folds, utt2spk, speaker_disjoint=protocol not in SPEAKER_DEPENDENT | {"predefined"})
-        write_protocol_files(protocol_dir, protocol, folds, utt2spk, utt2emo, optional["utt2sentence"], seed,
-                             optional["utt2gender"])
+        write_folds(protocol_dir, folds, utt2spk, speaker_disjoint=protocol not in SPEAKER_DEPENDENT | {"predefined"},
+                    utt2emo=utt2emo, genders=speaker_genders(utt2spk, optional["utt2gender"]))
+        info = write_protocol_files(protocol_dir, protocol, folds, utt2spk, utt2emo, optional["utt2sentence"], seed,
+                                    optional["utt2gender"])
+        if (data_dir / PREP_WARNINGS_FILE).is_file():
+            info["data_warnings"] = datadir.read_list(data_dir / PREP_WARNINGS_FILE)
+            for line in info["data_warnings"]:
+                logger.warning("%s (stage 0, %s): %s", protocol, data_dir / PREP_WARNINGS_FILE, line)
+            (protocol_dir / PROTOCOL_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         built[protocol] = folds
     return built
 
@@ -512,22 +550,59 @@ def _build(protocol: str, data_dir: Path, utt2spk, utt2emo, optional, seed: int,
     return sentence_kfold_folds(_needs(protocol, "utt2sentence", optional["utt2sentence"], data_dir), utt2emo, k, seed)
 
 
+def class_coverage(utts: Iterable[str], utt2emo: Mapping[str, str], classes: Sequence[str]) -> str:
+    """``4/4`` or ``2/4 (no ang,neu)``: which of the corpus's classes a set holds."""
+    held = {utt2emo[u] for u in utts}
+    missing = [c for c in classes if c not in held]
+    return f"{len(classes) - len(missing)}/{len(classes)}" + (f" (no {','.join(missing)})" if missing else "")
+
+
+def gender_counts(speakers: Iterable[str], genders: Mapping[str, str]) -> str:
+    """``f1 m1`` (speakers per gender), or ``-`` where the corpus gives no gender."""
+    counts = Counter(genders[s] for s in speakers if s in genders)
+    return " ".join(f"{g}{n}" for g, n in sorted(counts.items())) or "-"
+
+
 def write_folds(protocol_dir: Path, folds: Sequence[Fold], utt2spk: Mapping[str, str],
-                speaker_disjoint: bool) -> None:
-    """Write fold directories and ``folds.tsv``, remove stale folds, then re-read and check."""
+                speaker_disjoint: bool, utt2emo: Mapping[str, str] | None = None,
+                genders: Mapping[str, str] | None = None) -> None:
+    """Write fold directories and ``folds.tsv``, remove stale folds, then re-read and check.
+
+    With ``utt2emo``, ``folds.tsv`` and the log give each fold's class coverage of test and
+    validation, and a test set lacking a class is a warning (its UA is a mean over fewer classes);
+    with ``genders``, the genders of the test and validation speakers."""
     _remove_stale_folds(protocol_dir, {fold.name for fold in folds})
+    classes = sorted(set(utt2emo.values())) if utt2emo is not None else []
+    genders = genders or {}
     rows = ["\t".join(TSV_HEADER)]
     for fold in folds:
         for set_name, utts in fold.sets().items():
             datadir.write_list(protocol_dir / fold.name / set_name, utts)
-        speakers = {name: ",".join(sorted({utt2spk[u] for u in utts})) for name, utts in fold.sets().items()}
+        spk_sets = {name: sorted({utt2spk[u] for u in utts}) for name, utts in fold.sets().items()}
+        speakers = {name: ",".join(spks) for name, spks in spk_sets.items()}
+        coverage = {name: class_coverage(fold.sets()[name], utt2emo, classes) if classes else "-"
+                    for name in ("test", "valid")}
+        gender = {name: gender_counts(spk_sets[name], genders) for name in ("test", "valid")}
         rows.append("\t".join([fold.name, speakers["test"], speakers["valid"], str(len(fold.train)),
-                               str(len(fold.valid)), str(len(fold.test)), fold.valid_rule]))
+                               str(len(fold.valid)), str(len(fold.test)), fold.valid_rule, coverage["test"],
+                               coverage["valid"], gender["test"], gender["valid"]]))
+        if classes:
+            logger.info("%s %s: test %s (%d utts, classes %s, genders %s); valid %s (%d utts, classes %s, genders %s); "
+                        "train %d utts", protocol_dir.name, fold.name, _short(speakers["test"]), len(fold.test),
+                        coverage["test"], gender["test"], _short(speakers["valid"]), len(fold.valid),
+                        coverage["valid"], gender["valid"], len(fold.train))
+            if "(no " in coverage["test"]:
+                logger.warning("%s/%s: the test set holds %s classes: its UA is a mean over the classes it holds "
+                               "(RESULTS.md labels it)", protocol_dir, fold.name, coverage["test"])
     datadir.write_list(protocol_dir / "folds.tsv", rows)
     for fold in folds:
         check_no_leakage(load_fold(protocol_dir / fold.name), utt2spk, speaker_disjoint,
                          name=str(protocol_dir / fold.name))
     logger.info("%s: %d fold(s) written and checked", protocol_dir, len(folds))
+
+
+def _short(speakers: str, limit: int = 60) -> str:
+    return speakers if len(speakers) <= limit else speakers[:limit] + "..."
 
 
 def _remove_stale_folds(protocol_dir: Path, keep: set[str]) -> None:
@@ -549,12 +624,16 @@ def _remove_stale_folds(protocol_dir: Path, keep: set[str]) -> None:
 
 # ------------------------------------------------------- protocol description and leakage report
 
-def fold_leakage(fold: Fold, utt2spk: Mapping[str, str], utt2sentence: Mapping[str, str] | None) -> dict:
-    """Speaker (known speakers only) and sentence overlap between the sets of one fold."""
+def fold_leakage(fold: Fold, utt2spk: Mapping[str, str], utt2sentence: Mapping[str, str] | None,
+                 utt2emo: Mapping[str, str] | None = None) -> dict:
+    """Speaker (known speakers only) and sentence overlap between the sets of one fold; with
+    ``utt2emo``, the classes its test set lacks."""
     spk = {name: {utt2spk[u] for u in utts} - UNKNOWN_SPEAKERS for name, utts in fold.sets().items()}
     row = {"fold": fold.name, "test_speakers_in_train": sorted(spk["test"] & spk["train"]),
            "test_speakers_in_valid": sorted(spk["test"] & spk["valid"]),
            "valid_speakers_in_train": sorted(spk["valid"] & spk["train"])}
+    if utt2emo is not None:
+        row["test_missing_classes"] = sorted(set(utt2emo.values()) - {utt2emo[u] for u in fold.test})
     if utt2sentence is not None:
         train_sentences = {utt2sentence[u] for u in fold.train}
         test_sentences = {utt2sentence[u] for u in fold.test}
@@ -570,6 +649,9 @@ def _span(values: Sequence[int]) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+MATCHED_GENDER = ", the first drawn of the test speaker's gender"
+
+
 def describe(protocol: str, folds: Sequence[Fold], leakage: Sequence[dict], utt2spk: Mapping[str, str],
              n_sentences: int | None, k: int | None, gender_balanced: bool) -> str:
     """One paragraph saying how these folds were built (RESULTS.md shows it)."""
@@ -577,6 +659,8 @@ def describe(protocol: str, folds: Sequence[Fold], leakage: Sequence[dict], utt2
     n_speakers = len(set(utt2spk.values()) - UNKNOWN_SPEAKERS)
     dependent = any(row["test_speakers_in_train"] for row in leakage)
     valid_spks = _span([len({utt2spk[u] for u in f.valid}) for f in folds])
+    shares = [round(100 * len(f.valid) / max(len(f.valid) + len(f.train), 1)) for f in folds]
+    valid_share = f"{_span(shares)}% of the non-test utterances"
     test_spks = _span([len({utt2spk[u] for u in f.test}) for f in folds])
     if protocol == "loso":
         lone = sum(f.valid_rule.startswith("session has one speaker") for f in folds)
@@ -594,11 +678,13 @@ def describe(protocol: str, folds: Sequence[Fold], leakage: Sequence[dict], utt2
                 "numbers that used it)")
     elif protocol == "loso_speaker":
         text = (f"Leave one speaker out: {n} folds, one per speaker of {n_speakers}; test = that speaker; validation "
-                f"= {valid_spks} held-out other speaker(s) per fold holding every class, never in training")
+                f"= {valid_spks} held-out other speaker(s) per fold ({valid_share}) holding every class"
+                f"{MATCHED_GENDER if gender_balanced else ''}, never in training")
     elif protocol == "speaker_kfold":
         text = (f"Speaker-grouped {k}-fold: the {n_speakers} speakers dealt into {k} groups"
                 f"{' balanced by gender' if gender_balanced else ''}; test = one group ({test_spks} speakers); "
-                f"validation = {valid_spks} held-out training speakers holding every class, never in training")
+                f"validation = {valid_spks} held-out training speakers ({valid_share}) holding every class"
+                f"{', genders alternating' if gender_balanced else ''}, never in training")
     elif protocol == "predefined":
         text = (f"The release's predefined partitions: {n} fold(s), one per test set ({', '.join(f.valid_rule.split('test = ')[-1] for f in folds)}); "
                 f"validation = {folds[0].valid_rule.split(';')[0]}; train = the release's training set")
@@ -614,6 +700,10 @@ def describe(protocol: str, folds: Sequence[Fold], leakage: Sequence[dict], utt2
         text += "; NOTE: test speakers also occur in training (speaker-DEPENDENT, see leakage.txt)"
     elif protocol not in SPEAKER_DEPENDENT:
         text += "; speaker-independent (no test speaker in training or validation)"
+    lacking = sum(bool(row.get("test_missing_classes")) for row in leakage)
+    if lacking:
+        text += (f"; in {lacking} of {n} fold(s) the test set lacks a class (speakers who recorded only some "
+                 "emotions), so that fold's UA is a mean over fewer classes")
     if n_sentences is not None and protocol != "sentence_kfold":
         shared = sum(row["test_sentences_in_train"] > 0 for row in leakage)
         if shared:
@@ -626,12 +716,19 @@ def write_protocol_files(protocol_dir: Path, protocol: str, folds: Sequence[Fold
                          utt2emo: Mapping[str, str], utt2sentence: Mapping[str, str] | None, seed: int,
                          utt2gender: Mapping[str, str] | None = None) -> dict:
     """Write ``leakage.txt`` and ``protocol.json`` for the folds just written; return the description."""
-    leakage = [fold_leakage(fold, utt2spk, utt2sentence) for fold in folds]
+    leakage = [fold_leakage(fold, utt2spk, utt2sentence, utt2emo) for fold in folds]
     n_speakers = len(set(utt2spk.values()) - UNKNOWN_SPEAKERS)
     n_sentences = len(set(utt2sentence.values())) if utt2sentence is not None else None
     classes = sorted(set(utt2emo.values()))
     missing_valid = {f.name: sorted(set(classes) - {utt2emo[u] for u in f.valid}) for f in folds}
     missing_valid = {name: missing for name, missing in missing_valid.items() if missing}
+    missing_test = {row["fold"]: row["test_missing_classes"] for row in leakage if row["test_missing_classes"]}
+    confounded = confounded_speakers(utt2spk, utt2emo)
+    if confounded:
+        logger.warning("%s: %d of %d speakers recorded only some of the %d classes (speaker and emotion are "
+                       "confounded; see %s)", protocol_dir, len(confounded), n_speakers, len(classes),
+                       protocol_dir / LEAKAGE_FILE)
+    genders = speaker_genders(utt2spk, utt2gender)
     for name, missing in missing_valid.items():
         logger.warning("%s/%s: validation holds no %s (checkpoints are chosen without that class)",
                        protocol_dir, name, ",".join(missing))
@@ -646,21 +743,41 @@ def write_protocol_files(protocol_dir: Path, protocol: str, folds: Sequence[Fold
         "sentence_overlap": (any(row.get("test_sentences_in_train", 0) for row in leakage)
                              if utt2sentence is not None else None),
         "valid_missing_classes": missing_valid,
+        "test_missing_classes": missing_test,
+        "confounded_speakers": confounded,
         "folds": [{"name": f.name, "n_train": len(f.train), "n_valid": len(f.valid), "n_test": len(f.test),
                    "test_speakers": sorted({utt2spk[u] for u in f.test}),
-                   "valid_speakers": sorted({utt2spk[u] for u in f.valid}), "valid_rule": f.valid_rule}
+                   "valid_speakers": sorted({utt2spk[u] for u in f.valid}), "valid_rule": f.valid_rule,
+                   "test_classes": sorted({utt2emo[u] for u in f.test}),
+                   "valid_classes": sorted({utt2emo[u] for u in f.valid}),
+                   "valid_genders": dict(sorted(Counter(genders[s] for s in {utt2spk[u] for u in f.valid}
+                                                        if s in genders).items()))}
                   for f in folds],
         "leakage_report": LEAKAGE_FILE,
     }
     protocol_dir.mkdir(parents=True, exist_ok=True)
     (protocol_dir / PROTOCOL_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     datadir.write_list(protocol_dir / LEAKAGE_FILE, leakage_lines(protocol, leakage, dependent, n_speakers,
-                                                                  n_sentences))
+                                                                  n_sentences, confounded, classes))
     return info
 
 
+def confounded_speakers(utt2spk: Mapping[str, str], utt2emo: Mapping[str, str]) -> dict[str, list[str]]:
+    """Known speakers who recorded only some of the classes -> the classes they did record.
+
+    Speaker and emotion are then confounded: a model can score by recognising the voice, and a fold
+    testing such a speaker lacks classes. (A corpus of acted emotions has none; a port had all.)"""
+    classes = set(utt2emo.values())
+    held: dict[str, set[str]] = {}
+    for utt, spk in utt2spk.items():
+        if spk not in UNKNOWN_SPEAKERS:
+            held.setdefault(spk, set()).add(utt2emo[utt])
+    return {spk: sorted(h) for spk, h in sorted(held.items()) if h != classes}
+
+
 def leakage_lines(protocol: str, leakage: Sequence[dict], dependent: bool, n_speakers: int,
-                  n_sentences: int | None) -> list[str]:
+                  n_sentences: int | None, confounded: Mapping[str, Sequence[str]] | None = None,
+                  classes: Sequence[str] = (), limit: int = 50) -> list[str]:
     lines = [f"# leakage report: protocol {protocol} ({'speaker-DEPENDENT' if dependent else 'speaker-independent'})",
              f"# {n_speakers} known speakers ('unknown' left out); "
              + (f"{n_sentences} distinct sentences (utt2sentence)" if n_sentences is not None
@@ -673,6 +790,16 @@ def leakage_lines(protocol: str, leakage: Sequence[dict], dependent: bool, n_spe
                                 str(len(row["valid_speakers_in_train"])),
                                 *(str(row.get(key, "-")) for key in ("test_sentences", "test_sentences_in_train",
                                                                      "test_utterances_with_sentence_in_train"))]))
+    if confounded:
+        lines.append(f"# speaker/emotion confounding: {len(confounded)} of {n_speakers} speakers recorded only some of "
+                     f"the {len(classes)} classes (a model can score by recognising the voice; folds testing them "
+                     "lack classes):")
+        for spk, held in list(confounded.items())[:limit]:
+            lines.append(f"#   {spk}: {','.join(held)} (no {','.join(c for c in classes if c not in held)})")
+        if len(confounded) > limit:
+            lines.append(f"#   ... and {len(confounded) - limit} more (protocol.json: confounded_speakers)")
+    else:
+        lines.append("# speaker/emotion confounding: none (every speaker recorded every class)")
     return lines
 
 
@@ -680,12 +807,12 @@ def read_protocol(protocol_dir: str | Path) -> dict:
     """Read ``protocol.json`` of ``data/folds/<protocol>`` (written by stage 2) for scoring and RESULTS.md."""
     path = Path(protocol_dir) / PROTOCOL_FILE
     if not path.is_file():
-        raise FoldError(f"{path}: not found; re-run stage 2 (python -m serkit.bin.make_folds) to describe the folds")
+        raise FoldError(f"{path}: not found; rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise FoldError(f"{path}: not valid JSON ({error}); re-run stage 2") from None
+        raise FoldError(f"{path}: not valid JSON ({error}); rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2") from None
     missing = [key for key in ("name", "description", "speaker_dependent", "k", "n_folds", "folds") if key not in info]
     if missing:
-        raise FoldError(f"{path}: lacks {missing}; re-run stage 2")
+        raise FoldError(f"{path}: lacks {missing}; rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2")
     return info

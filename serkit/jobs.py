@@ -22,6 +22,7 @@ import collections
 import ctypes
 import datetime
 import logging
+import math
 import os
 import re
 import shlex
@@ -290,6 +291,38 @@ def format_log_header(job: Job, resources: Resources, backend: str, extra: str =
             f"# Started at {_now()}\n"
             f"{details}\n"
             f"#\n")
+
+
+#: A job may log a line holding this marker (serkit.bin.train: epochs and best validation UA); the
+#: progress line serkit-run prints when the job ends repeats what follows it.
+SUMMARY_MARKER = "serkit-summary: "
+
+
+def job_summary(log_path: Path, tail_bytes: int = 16384) -> str:
+    """What follows the last :data:`SUMMARY_MARKER` in the end of the job's log, or ``""``."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - tail_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line for line in text.splitlines() if SUMMARY_MARKER in line]
+    return lines[-1].split(SUMMARY_MARKER, 1)[1].strip() if lines else ""
+
+
+def progress_line(result: "JobResult", n_done: int, n_total: int, durations: Sequence[float], n_left: int,
+                  max_jobs: int) -> str:
+    """One line a user can follow while a stage runs for hours (per-epoch lines stay in the job's log):
+    which job ended, how, its summary, and the time left estimated from the jobs finished so far."""
+    summary = job_summary(result.job.log_path)
+    reason = f", {result.reason}" if result.reason else ""
+    status = "done" if result.ok else f"FAILED (exit {result.returncode}{reason}; see {result.job.log_path})"
+    line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} {result.job.log_path.stem}: {status} in "
+            f"{format_duration(result.elapsed)} [{n_done}/{n_total}]" + (f": {summary}" if summary else ""))
+    if n_left and durations:
+        left = sum(durations) / len(durations) * math.ceil(n_left / max(max_jobs, 1))
+        line += f"; about {format_duration(left)} left"
+    return line
 
 
 def format_log_trailer(returncode: int, elapsed: float, num_threads: int, reason: str = "") -> str:
@@ -585,6 +618,7 @@ class LocalBackend(Backend):
             return (bool(pending) and len(live) < self.max_jobs
                     and (pool is None or len(free_gpus) >= resources.gpu))
 
+        durations: list[float] = []
         with StopFlag() as stop, tqdm(total=len(jobs), unit="job", desc="serkit-run", disable=None) as bar:
             try:
                 while (pending or live) and stop.signum is None:
@@ -592,6 +626,11 @@ class LocalBackend(Backend):
                     for running in self._reap(live, resources, results):
                         free_gpus.extend(running.gpus)
                         bar.update(1)
+                        result = results[running.number]
+                        durations += [result.elapsed] if result.ok else []
+                        bar.write(progress_line(result, len(results), len(jobs), durations, len(pending) + len(live),
+                                                self.max_jobs), file=sys.stdout)
+                        sys.stdout.flush()
                     while can_start() and stop.signum is None:
                         gpus = [free_gpus.pop(0) for _ in range(resources.gpu)] if pool is not None else []
                         number, job = pending.popleft()

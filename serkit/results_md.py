@@ -179,6 +179,18 @@ def score_columns(summaries: Sequence[dict]) -> list[tuple[str, str]]:
     return list(BASE_COLUMNS) + (list(TOKEN_COLUMNS) if any(has_tokens(s) for s in summaries) else [])
 
 
+def absent_classes(summary: dict, fold: str) -> list[str]:
+    """Classes the fold's test set does not hold (empty reference rows): its UA averages the others."""
+    confusion = summary["folds"][fold]["confusion"]
+    return [c for c, row in zip(summary["classes"], confusion) if not sum(row)]
+
+
+def _fold_label(summary: dict, fold: str) -> str:
+    absent = absent_classes(summary, fold) if fold in summary["folds"] else []
+    n = len(summary["classes"])
+    return fold + (f" (UA over {n - len(absent)} of {n} classes: test lacks {', '.join(absent)})" if absent else "")
+
+
 def fold_table(summary: dict) -> str:
     """Per-fold WA/UA/macro-F1 (+ PER/suffix-acc with a CTC head), missing folds, mean ± std and pooled rows."""
     columns = score_columns([summary])
@@ -190,7 +202,7 @@ def fold_table(summary: dict) -> str:
         if fold is None:
             rows.append([name, "missing"] + [""] * (len(header) - 2))
             continue
-        rows.append([name, fold["n_utts"], *(pct(fold[key]) for _, key in columns)]
+        rows.append([_fold_label(summary, name), fold["n_utts"], *(pct(fold[key]) for _, key in columns)]
                     + ([_count(fold["n_no_tokens"])] if tokens else []))
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
     n_folds = len(summary["folds"])
@@ -267,6 +279,8 @@ def experiment_section(
     parts.append(f"Scored {summary['scored_at']}; {len(summary['folds'])} of {len(summary['expected_folds'])} "
                  f"folds ({status}); classes {', '.join(summary['classes'])}; model {model_description(model)}.")
     parts += ["", "**Protocol**: " + protocol_description(summary["protocol"], summary.get("protocol_info")), ""]
+    parts += [f"**Warning**: {line}" for line in (summary.get("protocol_info") or {}).get("data_warnings", [])]
+    parts += [""] if (summary.get("protocol_info") or {}).get("data_warnings") else []
     if model.get("precision"):  # networks trained by SERBrain; closed-form fits (eGeMAPS + SVM) have none
         parts += ["**Precision**: " + precision_description(model["precision"]), ""]
     parts += ["**Environment** (scoring machine)", "", "```"]
@@ -443,8 +457,8 @@ def per_fold_comparison(summaries: Sequence[dict]) -> str:
     """UA of every fold (rows) for every experiment (columns), then mean and pooled."""
     ordered = comparison_order(summaries)
     folds = list(dict.fromkeys(name for s in ordered for name in s["expected_folds"]))
-    rows = [[name, *(pct(s["folds"][name]["UA"]) if name in s["folds"] else "missing" for s in ordered)]
-            for name in folds]
+    rows = [[_fold_label(ordered[0], name) if name in ordered[0]["folds"] else name,
+             *(pct(s["folds"][name]["UA"]) if name in s["folds"] else "missing" for s in ordered)] for name in folds]
     rows.append(["**mean**", *(pct(s["mean"]["UA"]) for s in ordered)])
     rows.append(["**pooled**", *(pct(s["pooled"]["UA"]) for s in ordered)])
     return markdown_table(["UA per fold", *(s["tag"] for s in ordered)], rows)

@@ -339,7 +339,8 @@ def _protocol_info(folds_dir: Path) -> dict | None:
     except FoldError as error:
         logger.warning("%s; RESULTS.md describes the protocol by its name only", error)
         return None
-    return {key: info[key] for key in ("name", "description", "speaker_dependent", "k", "n_folds")}
+    return {key: info[key] for key in ("name", "description", "speaker_dependent", "k", "n_folds", "data_warnings")
+            if key in info}
 
 
 def _check_same_classes(folds: Sequence[FoldPredictions]) -> None:
@@ -480,7 +481,8 @@ def load_summary(exp_protocol_dir: str | Path) -> dict:
     """Read ``scores/summary.json`` of a scored experiment."""
     path = Path(exp_protocol_dir) / SCORES_DIR / SUMMARY
     if not path.is_file():
-        raise ScoringError(f"{path}: not found; score the experiment first: python -m serkit.bin.score --exp {exp_protocol_dir}")
+        raise ScoringError(f"{path}: not found; score the experiment first (in the recipe folder: "
+                           "./run.sh --stage 4 --stop_stage 4)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:

@@ -135,5 +135,5 @@ def import_front_end(feature: dict, export_dir: str | Path) -> dict:
     folder = Path(export_dir) / EXPORT_ENCODER_DIR
     if not folder.is_dir():
         raise SSLFeatureError(f"{folder}: missing; this export's ssl_layers front end is its encoder copy, "
-                              "re-export the model (python -m serkit.bin.export_model)")
+                              "re-export the model (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
     return {**feature, "params": {**params, "source": str(folder.resolve())}}

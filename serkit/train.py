@@ -47,7 +47,7 @@ from speechbrain.utils.run_opts import RunOptions
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from serkit import distributed, expdir
+from serkit import distributed, expdir, tensorboard
 from serkit.augment import make_augmenter
 from serkit.averaging import AVERAGED_KEY, average_nbest_setting, average_state_dicts, is_averaged, remove_averaged
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
@@ -133,6 +133,9 @@ class SERBrain(sb.Brain):
         self.valid_uas: dict[int, float] = {}  # validation UA of every finished epoch (early stopping)
         self._unchecked: list = []  # (loss, batch) of steps whose loss was not read back yet
         self._unaveraged: list = []  # (step, loss) not yet in the running mean
+        # run.sh --tensorboard (serkit.bin.train --tensorboard): live curves besides history.jsonl
+        self.tensorboard = (tensorboard.make_logger(self.output_folder)
+                            if getattr(self.hparams, "tensorboard", False) and distributed.is_main() else None)
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("epoch_parts", self, custom_save_hook=SERBrain.save_epoch_parts,
                                               custom_load_hook=SERBrain.load_epoch_parts, optional_load=True)
@@ -404,6 +407,8 @@ class SERBrain(sb.Brain):
         # line replaced, so history.jsonl always holds one line per finished epoch.
         if distributed.is_main():
             expdir.write_history(self.output_folder / expdir.HISTORY_FILE, record)
+        if self.tensorboard is not None:
+            tensorboard.log_epoch(self.tensorboard, record)
         self.checkpointer.save_and_keep_only(
             meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "loss": valid_loss, "epoch": epoch},
             max_keys=["UA"], num_to_keep=average_nbest_setting(vars(self.hparams)) or 1)

@@ -286,7 +286,7 @@ def test_iemocap_stage0_skips_poisoned_audio_too(tmp_path):
 @pytest.mark.parametrize("kind, reason", [
     ("empty", "wav empty (no samples)"), ("nan", "wav holds NaN or Inf samples"),
     ("zeros", "wav all zeros (digital silence)"), ("truncated", "wav truncated (data shorter than its header says)"),
-    ("corrupt", "wav unreadable"), ("zero_bytes", "wav unreadable")])
+    ("corrupt", "wav unreadable"), ("zero_bytes", "wav empty (0 bytes)")])
 def test_audit_skips_poisoned_files_by_reason(tmp_path, kind, reason):
     path = write_wav(tmp_path / f"{kind}.wav", kind=kind)
     skipped, notes, audit = Tally(), Tally(), AudioAudit()

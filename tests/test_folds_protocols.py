@@ -135,7 +135,7 @@ def test_protocol_files_describe_the_folds_built(tmp_path):
     fold = load_fold(tmp_path / "folds" / "loso_speaker" / "fold01")
     assert sum(map(len, fold.values())) == len(utt2spk)
     (tmp_path / "folds" / "loso_speaker" / "protocol.json").unlink()
-    with pytest.raises(FoldError, match="re-run stage 2"):
+    with pytest.raises(FoldError, match=r"rebuild the folds in the recipe folder: \./run\.sh --stage 2 --stop_stage 2"):
         read_protocol(tmp_path / "folds" / "loso_speaker")
 
 
@@ -144,3 +144,48 @@ def test_too_few_speakers_is_a_clear_error():
     utt2emo = {"a-1": "ang", "b-1": "neu", "c-1": "hap"}  # every speaker holds a class nobody else has
     with pytest.raises(FoldError, match="no training speaker is left"):
         loso_speaker_folds(utt2spk, utt2emo)
+
+
+def test_confounded_port_reports_coverage_confounding_genders_and_real_sizes(tmp_path, caplog):
+    """The second port of issue 19: 6 speakers (3 f, 3 m) who each recorded one or two of 4 emotions.
+    Validation speakers match the test speaker's gender; folds.tsv, protocol.json, the log and
+    leakage.txt say which classes each test/valid set holds and who recorded what; the description
+    states validation's real share rather than a nominal ~10 %."""
+    recorded = {"F1": ["ang", "hap"], "F2": ["sad", "neu"], "F3": ["ang", "neu"],
+                "M1": ["hap", "sad"], "M2": ["ang"], "M3": ["neu", "sad", "hap"]}
+    utt2spk, utt2emo, utt2gender = {}, {}, {}
+    for spk, emotions in recorded.items():
+        for emotion in emotions:
+            for n in range(5):
+                utt = f"{spk}-{emotion}{n}"
+                utt2spk[utt], utt2emo[utt], utt2gender[utt] = spk, emotion, spk[0].lower()
+    data = write_dir(tmp_path / "data", utt2spk, utt2emo, utt2gender=utt2gender)
+    with caplog.at_level("INFO"):
+        folds = make_folds(data, tmp_path / "folds", ["loso_speaker"])["loso_speaker"]
+    out = tmp_path / "folds" / "loso_speaker"
+    rows = [dict(zip(*(line.split("\t") for line in pair)))
+            for pair in [((out / "folds.tsv").read_text().splitlines()[0], line)
+                         for line in (out / "folds.tsv").read_text().splitlines()[1:]]]
+    for fold, row in zip(folds, rows):
+        test_spk = row["test_speakers"]
+        first_valid = sorted({utt2spk[u] for u in fold.valid})
+        assert any(s[0] == test_spk[0] for s in first_valid), (test_spk, first_valid)  # a voice of the same gender
+        assert row["test_genders"] == ("f1" if test_spk[0] == "F" else "m1")
+        assert row["valid_genders"] != "-"
+    m2 = rows[4]
+    assert m2["test_speakers"] == "M2" and m2["test_classes"] == "1/4 (no hap,neu,sad)"
+    assert "4/4" == m2["valid_classes"]
+    assert "2 of 5 speakers, 25 of 55 non-test utterances (45%)" in m2["valid_rule"]
+    assert "the first drawn of the test speaker's gender (m)" in m2["valid_rule"]
+    info = read_protocol(out)
+    assert info["test_missing_classes"]["fold05"] == ["hap", "neu", "sad"]
+    assert info["confounded_speakers"] == {s: sorted(e) for s, e in recorded.items()}
+    assert info["folds"][4]["test_classes"] == ["ang"] and info["folds"][4]["valid_classes"] == ["ang", "hap", "neu", "sad"]
+    assert "% of the non-test utterances" in info["description"] and "~10" not in info["description"]
+    assert "in 6 of 6 fold(s) the test set lacks a class" in info["description"]
+    leakage = (out / "leakage.txt").read_text()
+    assert "6 of 6 speakers recorded only some of the 4 classes" in leakage
+    assert "#   M2: ang (no hap,neu,sad)" in leakage
+    log = caplog.text
+    assert "fold05: the test set holds 1/4 (no hap,neu,sad) classes" in log
+    assert "loso_speaker fold05: test M2 (10 utts" not in log and "loso_speaker fold05: test M2 (5 utts, classes 1/4" in log

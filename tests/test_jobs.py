@@ -407,3 +407,20 @@ def test_skip_if_exists_runs_only_unfinished_jobs(tmp_path, monkeypatch, caplog)
     assert sorted(p.name for p in tmp_path.glob("ran.*")) == ["ran.1", "ran.3"]
     assert (tmp_path / "log/t.2.log").read_text() == "earlier run\n"
     assert "1 job(s) already done, not run again: job 2 (exp/fold2/train.done exists)" in caplog.text
+
+
+def test_one_progress_line_per_finished_job_with_its_summary_and_the_time_left(tmp_path, capsys):
+    """Stage 3 used to print its first line and then nothing for many minutes: each finished fold now
+    gets one line (the summary its log ends with, its time) and an estimate of the time left."""
+    from serkit.jobs import expand_jobs, run_jobs
+    script = ('echo "epoch 1 | valid UA 40%"; echo "2026 INFO serkit-summary: JOB epoch(s), best valid UA 5JOB.0% '
+              '(epoch 1)"; [ JOB != 3 ]')
+    jobs = expand_jobs(f"{tmp_path}/log/train.foldJOB.log", ["sh", "-c", script], JobRange("JOB", 1, 3))
+    results = run_jobs(jobs, LocalBackend(max_jobs=1))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "train.fold" in line]
+    assert [r.returncode for r in results] == [0, 0, 1] and len(lines) == 3
+    assert re.search(r"train\.fold1: done in 0:00:0\d \[1/3\]: 1 epoch\(s\), best valid UA 51\.0% \(epoch 1\); "
+                     r"about 0:00:0\d left$", lines[0]), lines[0]
+    assert "[2/3]: 2 epoch(s), best valid UA 52.0%" in lines[1]
+    assert f"train.fold3: FAILED (exit 1; see {tmp_path}/log/train.fold3.log)" in lines[2] and "left" not in lines[2]
+    assert "epoch 1 | valid UA" not in "\n".join(lines)  # per-epoch lines stay in the logs

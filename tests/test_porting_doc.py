@@ -52,3 +52,19 @@ def test_the_guide_s_module_prepares_savee(savee, tmp_path):
     assert report.count_check == "not run (strict=False)" and load_class_map("7class", "savee").classes[:4] == ("ang", "hap", "sad", "neu")
     with pytest.raises(CorpusError, match="emotion code n: found 8, expected 120"):  # all 4 speakers: full release
         savee(root, "7class", tmp_path / "e")
+
+
+def test_the_guide_s_module_names_what_is_missing_and_an_altered_copy(savee, tmp_path):
+    """The worked example shows the loud contract: a missing speaker folder is named, a class of the
+    map without utterances warns (and fails under strict), a copy at a rate SAVEE never had is flagged."""
+    import shutil
+    root = savee_tree(tmp_path / "SAVEE", {"a": 1, "sa": 2, "su": 1, "n": 2, "h": 1, "f": 1})  # no d: dis empty
+    shutil.rmtree(root / "AudioData" / "KL")
+    report = savee(root, "7class", tmp_path / "d", strict=False)
+    assert f"speaker folder missing: {root / 'AudioData' / 'KL'}" in report.warnings
+    assert any(line.startswith("class(es) of class map 7class with 0 utterances: dis (codes d: 0 found)")
+               for line in report.warnings)
+    assert any("sample rate 8000 Hz (24 files): the SAVEE release has 44100 Hz only" in line for line in report.warnings)
+    assert (tmp_path / "d" / "prep_warnings.txt").read_text().splitlines() == report.warnings
+    with pytest.raises(CorpusError, match=r"(?s)class dis: found 0, expected 60.*\./run\.sh --no-strict"):
+        savee(root, "7class", tmp_path / "e", strict=True)  # under strict the count check names it first

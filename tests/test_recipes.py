@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,24 @@ def test_unknown_option_is_a_clear_error(egs):
     result = run_recipe(egs / "iemocap", "--stag", "3")
     assert result.returncode == 2
     assert "unknown option --stag" in result.stderr
+
+
+def parse(*args: str) -> subprocess.CompletedProcess:
+    """Source the recipes' option parser in a script with a switch (strict) and a valued option (x)."""
+    script = 'strict=; switches=strict; x=1; . "$0"; echo "strict=$strict x=$x rest=$*"'
+    return subprocess.run(["bash", "-c", script, str(REPO / "egs/TEMPLATE/utils/parse_options.sh"), *args],
+                          capture_output=True, text=True)
+
+
+def test_option_parser_names_an_unknown_option_first_and_takes_switches():
+    assert parse("--no-strict", "--x", "2", "pos").stdout.strip() == "strict=false x=2 rest=pos"
+    assert parse("--strict", "--x=3").stdout.strip() == "strict=true x=3 rest="
+    assert parse("--strict=false").stdout.strip() == "strict=false x=1 rest="
+    for args in (["--bogus"], ["--no-bogus"], ["--no-x"], ["--switches", "x"]):  # last word: no value follows
+        result = parse(*args)
+        assert result.returncode == 2 and f"unknown option {args[0]}" in result.stderr, args
+        assert "needs a value" not in result.stderr
+    assert "option --x needs a value" in parse("--x").stderr
 
 
 def test_help_lists_the_stages_options(egs):
@@ -148,6 +167,12 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert result.returncode == 0, output[-5000:]
     for n, name in [(3, "training"), (4, "scoring"), (5, "export and inference")]:
         assert f"Stage {n}: {name}" in result.stdout
+    # Stage 3 shows fold progress: one line per finished fold (epochs, best validation UA, time) and
+    # the time left, for both families' 10 folds; the per-epoch lines stay in the logs (issue 19).
+    progress = [line for line in result.stdout.splitlines() if re.search(r"train\.fold\d\d: done in ", line)]
+    assert len(progress) == 20, result.stdout[-5000:]
+    assert re.search(r"\[1/10\]: 12 epoch\(s\), best valid UA [\d.]+% \(epoch \d+\); about [\d:]+ left$", progress[0])
+    assert "epoch 1 |" not in result.stdout
     exp = recipe / "exp" / "w2v2_mtl_4class_lambda0.1_seed1"
     folds = sorted((exp / "loso").glob("fold[0-9]*"))
     assert len(folds) == 10 and all((fold / "train.done").is_file() for fold in folds)

@@ -468,3 +468,20 @@ def test_results_md_states_the_precision_each_fold_trained_in(tmp_path):
     text = results_md.experiment_section(scoring.score_experiment(exp_dir), tmp_path / "RESULTS.md",
                                          environment={"python": "3"}, commit="abc")
     assert "**Precision**: training bf16 (auto: cpu has bf16 units (avx512_bf16)), evaluation fp32 (asked for) on cpu." in text
+
+
+def test_fold_whose_test_lacks_classes_is_labelled_and_stage_0_warnings_are_shown(tmp_path):
+    """Issue 19: per-fold UA is the mean over the classes a test set holds; RESULTS.md must say so for a
+    fold that lacks some, and repeat stage 0's warnings (an altered copy) that protocol.json carries."""
+    exp_dir = tmp_path / "exp" / "mtl" / "loso"
+    write_fold(exp_dir, "fold01", FOLD01)
+    write_fold(exp_dir, "fold02", [row for row in FOLD02 if row[1] in ("ang", "hap")])  # no sad, no neu
+    summary = scoring.score_experiment(exp_dir)
+    summary["protocol_info"] = {"description": "Leave one speaker out.", "speaker_dependent": False,
+                                "data_warnings": ["ALTERED COPY? every one of the 48 kept files lasts 2.000 s"]}
+    text = section_for(summary, tmp_path / "RESULTS.md")
+    assert "| fold02 (UA over 2 of 4 classes: test lacks sad, neu) | 4 |" in text
+    assert "| fold01 | 4 |" in text
+    assert "**Warning**: ALTERED COPY? every one of the 48 kept files lasts 2.000 s" in text
+    comparison = results_md.per_fold_comparison([summary])
+    assert "| fold02 (UA over 2 of 4 classes: test lacks sad, neu) |" in comparison

@@ -56,7 +56,9 @@ def write_tiny_corpus(root: Path, n_utts: int, seconds: Callable[[int], float], 
         soundfile.write(wavs / f"{utt}.wav", waveform(i, emo, duration, rate).astype(np.float32), rate)
         wav_scp[utt], utt2emo[utt], utt2dur[utt] = wavs / f"{utt}.wav", CLASSES[emo], f"{duration:.3f}"
         utt2phn[utt] = "" if i in phoneless else f"F{emo} V{emo} L{emo} VS{emo}"
-    for name, mapping in (("wav.scp", wav_scp), ("utt2emo", utt2emo), ("utt2dur", utt2dur), ("utt2phn", utt2phn)):
+    utt2spk = {utt: utt.split("-")[0] for utt in utts}
+    for name, mapping in (("wav.scp", wav_scp), ("utt2emo", utt2emo), ("utt2dur", utt2dur), ("utt2phn", utt2phn),
+                          ("utt2spk", utt2spk)):
         write_map(data / name, mapping)
     (data / "classes").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
     (folders["lang"] / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(TOKENS)), encoding="utf-8")

@@ -37,11 +37,15 @@ help_message="Usage: $0 [options]
                        (torchrun, DDP), batch_size staying the global batch (default: as cmd.sh says)
   --export_fold F      fold to export in stage 5: best (by validation UA) or a number, e.g. 3
   --corpus_root DIR    the corpus (run.sh passes db.sh's value)
+  --strict, --no-strict  stage 0: always / never check the counts against the full release's (default:
+                       check when the copy looks like a full release)
   --data DIR           data directory (default data/all); --lang DIR token inventory (data/lang;
                        character / BPE targets use data/lang_char, data/lang_bpe)
   --ctc_targets \"K ...\" CTC head targets for models that train one: emophone (Li et al. 2024), char or
                        bpe (Cai et al. 2021's character CTC); several run one experiment each
   --bpe_units N        BPE vocabulary size for models with ctc_targets: bpe (default 128)
+  --tensorboard        stage 3: also write live training curves for TensorBoard (exp/<tag>/<protocol>/foldNN/tensorboard;
+                       needs the optional tensorboard package: the option says how to install it)
   --precision P        train networks in fp32 | bf16 | fp16 (GPU) | auto (bf16 where the device has bf16
                        units), named in the experiment (default: each config's, auto for W2V2-MTL)"
 
@@ -62,6 +66,9 @@ threads=        # CPU threads per training job (default: cores / nj)
 ngpu=           # GPUs per fold (default: train_cmd's own --gpu, if any)
 export_fold=best
 corpus_root=
+strict=         # stage 0's count check: true | false (--strict / --no-strict); empty: when the copy looks full
+tensorboard=false
+switches="strict tensorboard"  # options that take no value (parse_options.sh)
 data=data/all
 lang=data/lang
 bpe_units=128
@@ -95,7 +102,7 @@ fold_ids() {  # fold numbers of the protocol, or the user's --folds
 
 if stage_on 0; then
   log "Stage 0: data preparation"
-  local/data.sh --corpus_root "$corpus_root" --class_map "$class_map" --out "$data"
+  local/data.sh --corpus_root "$corpus_root" --class_map "$class_map" --out "$data" ${strict:+"--strict=$strict"}
   python -m serkit.bin.validate_data_dir "$data" --complete
 fi
 
@@ -122,6 +129,7 @@ if stage_on 2; then
 fi
 
 if stage_on 3; then
+  [ "$tensorboard" != true ] || python -m serkit.tensorboard  # stops here, with the install command, when absent
   while IFS=$'\t' read -r tag family config overrides targets args; do
     exp=exp/$tag/$protocol
     log "Stage 3: training $exp (folds: $(fold_ids))"
@@ -131,6 +139,7 @@ if stage_on 3; then
     # --ngpu N: N GPUs per job, and N training processes (serkit.bin.train restarts itself under torchrun).
     [ -z "$ngpu" ] || opts+=(--nproc "$(( ngpu > 1 ? ngpu : 1 ))")
     # The training seed is the tag's (..._seed<N>: --seed, or each of --seeds).
+    [ "$tensorboard" != true ] || opts+=(--tensorboard)
     # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh
     # Folds with train.done are not started again (on a cluster they would wait in the queue for nothing).
     $train_cmd --max-jobs "$nj" --num-threads "$threads" ${ngpu:+--gpu "$ngpu"} --pad 2 \

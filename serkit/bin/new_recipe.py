@@ -58,31 +58,67 @@ TRAIN_YAML = """# {name} runs the shared config (../../conf/w2v2_mtl.yaml) uncha
 #   encoder_source: /models/wav2vec2-base
 {{}}
 """
+TRAIN_YAML_NO_PHONES = """# {name} overrides the shared config (../../conf/w2v2_mtl.yaml) because
+# {why}: there are no emotion-phoneme targets, so the CTC head is off (single-task wav2vec 2.0).
+# Once the prep module writes transcripts in a language with a phone source, delete mtl_lambda.
+# Other families read conf/<family>.yaml here when it exists.
+# Put site-specific changes here, e.g. a local copy of the encoder for offline machines:
+#   encoder_source: /models/wav2vec2-base
+mtl_lambda: 0
+"""
+#: Default families of a generated recipe whose language has no phone source: the model without a
+#: CTC head (conf/w2v2_mtl.yaml above) and the floor every comparison shows.
+NO_PHONES_MODELS = "w2v2_mtl egemaps_svm"
+#: Languages whose phones come from the text (docs/emophone.md); German needs the corpus's own SAMPA
+#: label files (a module that writes utt2sampa says so with ``PHONE_LABELS = True``).
+TEXT_PHONE_LANGUAGES = ("en", "zh")
+
+
+def has_phone_source(language: str, phone_labels: bool = False) -> bool:
+    """Whether stage 1 can give this corpus emotion-phoneme targets (else every utterance trains emotion-only)."""
+    return language in TEXT_PHONE_LANGUAGES or (language == "de" and phone_labels)
 DATA_SH = """#!/usr/bin/env bash
 # Stage 0 for {name}: the release -> Kaldi-style data directory (logic in {module}).
 set -euo pipefail
-corpus_root=; class_map={class_map}; out=data/all
+corpus_root=; class_map={class_map}; out=data/all; strict=; switches=strict  # --strict / --no-strict
 . ../TEMPLATE/utils/parse_options.sh
 if [ ! -d "$corpus_root" ]; then
   echo "{name} root '$corpus_root' does not exist. Point the recipe at your copy:" >&2
   echo "  {var}=/data/{name} ./run.sh   (or edit db.sh)" >&2
 {layout}  exit 1
 fi
-python -m serkit.bin.prepare_corpus --corpus {corpus} --root "$corpus_root" --out "$out" --class-map "$class_map"
+python -m serkit.bin.prepare_corpus --corpus {corpus} --root "$corpus_root" --out "$out" --class-map "$class_map" \\
+  ${{strict:+"--strict=$strict"}}
 """
 
 
 def recipe_files(name: str, corpus: str, var: str, class_map: str, protocol: str, kfold: int | None,
-                 title: str, models: str | None = None) -> dict[str, str]:
-    """Relative path -> content of every file of the recipe."""
+                 title: str, models: str | None = None, language: str | None = None,
+                 layout: str | None = None, transcripts: bool = True) -> dict[str, str]:
+    """Relative path -> content of every file of the recipe.
+
+    ``language`` and ``layout`` default to the corpus module's ``LANGUAGE`` and ``LAYOUT``. A language
+    without a phone source gets ``mtl_lambda: 0`` in conf/w2v2_mtl.yaml and, unless ``models`` says
+    otherwise, the eGeMAPS floor: before, such a recipe trained a CTC head on empty targets. So does a
+    corpus whose prep module writes no transcripts (``transcripts=False``: new_corpus's skeleton)."""
     module = CORPORA[corpus][0].split(":")[0]
-    layout = getattr(importlib.import_module(module), "LAYOUT", "")
+    phone_labels = False
+    if language is None or layout is None:
+        loaded = importlib.import_module(module)
+        layout = getattr(loaded, "LAYOUT", "") if layout is None else layout
+        language = getattr(loaded, "LANGUAGE", "en") if language is None else language
+        phone_labels = bool(getattr(loaded, "PHONE_LABELS", False))
+    phones = transcripts and has_phone_source(language, phone_labels)
+    why = (f"its language ({language}) has no phone source in serkit (docs/porting.md)"
+           if not has_phone_source(language, phone_labels) else "its prep module writes no transcripts")
+    models = models if models or phones else NO_PHONES_MODELS
     layout_lines = "".join(f"  echo {_quote(line)} >&2\n" for line in layout.splitlines())
     fields = dict(name=name, corpus=corpus, var=var, class_map=class_map, protocol=protocol, title=title,
+                  language=language, why=why,
                   module=module, layout=layout_lines, kfold=f" --kfold {kfold}" if kfold else "",
                   models=f' --models "{models}"' if models else "")
     return {"run.sh": RUN_SH.format(**fields), "db.sh": DB_SH.format(**fields), "cmd.sh": CMD_SH,
-            "path.sh": PATH_SH, "conf/w2v2_mtl.yaml": TRAIN_YAML.format(**fields),
+            "path.sh": PATH_SH, "conf/w2v2_mtl.yaml": (TRAIN_YAML if phones else TRAIN_YAML_NO_PHONES).format(**fields),
             "local/data.sh": DATA_SH.format(**fields)}
 
 
@@ -115,7 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--protocol", default="loso_speaker", choices=PROTOCOLS, help="default fold protocol")
     parser.add_argument("--kfold", type=int, help="folds of a k-fold protocol (default: ser.sh's 5)")
     parser.add_argument("--models", help="default model families of run.sh, e.g. \"w2v2_mtl egemaps_svm\" "
-                        "(default: ser.sh's)")
+                        f"(default: ser.sh's; \"{NO_PHONES_MODELS}\" for a language without a phone source)")
     parser.add_argument("--title", help="one line describing the recipe (first comment of run.sh)")
     parser.add_argument("--egs", default="egs", help="the egs folder (default: ./egs)")
     parser.add_argument("--force", action="store_true", help="rewrite files that exist")

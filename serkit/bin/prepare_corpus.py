@@ -35,11 +35,22 @@ def build_parser(prog: str = PROG, corpus: str | None = None) -> argparse.Argume
                         help="a shipped map of the corpus (see --list) or a YAML file (default: the corpus's first "
                              "shipped map; iemocap: 4class)")
     strict = parser.add_mutually_exclusive_group()
-    strict.add_argument("--strict", dest="strict", action="store_true", default=None,
-                        help="always check the counts against the published full-release counts")
+    strict.add_argument("--strict", dest="strict", nargs="?", const=True, default=None, type=_truth,
+                        metavar="true|false", help="always check the counts against the published full-release "
+                        "counts (--strict=false is --no-strict: how a recipe's run.sh passes either on)")
     strict.add_argument("--no-strict", dest="strict", action="store_false",
                         help="never check the counts (default: check when the copy looks like a full release)")
     return parser
+
+
+def _truth(text: str) -> bool:
+    """``--strict=true|false``: the value form lets the shell stages pass either switch through one option."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def default_class_map(corpus: str) -> str:

@@ -34,10 +34,11 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from hyperpyyaml.core import recursive_update
 
-from serkit import distributed
+from serkit import distributed, expdir, tensorboard
 from serkit.bin import LOG_FORMAT
 from serkit.errors import SerkitError
 from serkit.expdir import DONE_FILE, LOG_FILE
+from serkit.jobs import SUMMARY_MARKER
 from serkit.lock import folder_lock
 from serkit.train import train_fold
 
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers: list[logging.Handler] = []
     try:
         nproc, argv = split_nproc(argv)
+        use_tensorboard = "--tensorboard" in argv  # run.sh --tensorboard: live curves (serkit.tensorboard)
+        argv = [arg for arg in argv if arg != "--tensorboard"]
         train_args = list(argv)
         overrides_file, argv = split_overrides_file(argv)
         hparams_file, run_opts, cli_overrides = sb.parse_arguments(argv)
@@ -188,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             run_opts = distributed.start(run_opts)
         overrides = merged_overrides(overrides_file, cli_overrides)
         hparams = load_hparams(hparams_file, overrides)
+        if use_tensorboard:
+            tensorboard.check_available()
+            hparams["tensorboard"] = True
         for key in REQUIRED_DIRS + (("lang_dir",) if hparams.get("lang_dir") else ()):
             if not Path(hparams[key]).is_dir():
                 raise UsageError(f"--{key} {hparams[key]}: directory not found")
@@ -210,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         with folder_lock(out) if distributed.is_main() else contextlib.nullcontext():
             scores = train_fold(hparams, run_opts)
         logger.info("done: test WA %.2f%% UA %.2f%%", 100 * scores["WA"], 100 * scores["UA"])
+        # serkit-run repeats this line in stage 3's one-line-per-fold progress (serkit.jobs.SUMMARY_MARKER).
+        logger.info("%s%s", SUMMARY_MARKER, expdir.fold_summary(expdir.read_history(out / expdir.HISTORY_FILE)))
         return 0
     except SerkitError as error:
         if handlers:  # also into train_log.txt

@@ -36,6 +36,12 @@ CORPORA = {
 DEFAULT_CORPUS = "iemocap"
 
 
+#: How to skip the full-release count check, as every count error says it: the first form works in
+#: the recipe folder where stage 0 ran (run.sh passes --no-strict on to the preparation).
+NO_STRICT_HINT = ("If this copy is intentionally partial or modified, rerun without the count check: "
+                  "./run.sh --no-strict (in the recipe folder; prepare_corpus --no-strict, or strict=False in Python).")
+
+
 class CorpusError(SerkitError):
     """A corpus copy or a corpus configuration (class map) is not what data preparation expects."""
 

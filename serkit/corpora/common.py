@@ -20,7 +20,7 @@ import numpy as np
 import soundfile
 
 from serkit.audio import AudioInfo
-from serkit.corpora import ClassMap, CorpusError
+from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError
 from serkit.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,30 @@ QUIET_PEAK_DB = -30.0
 SILENCE_DB = -50.0
 #: Files more than this fraction silent are noted (kept).
 MOSTLY_SILENT = 0.8
+#: The altered-copy checks need this many kept files: a few files of one length prove nothing.
+ALTERED_MIN_FILES = 8
+#: Durations within this many seconds of each other count as "one duration" (cropped or padded copies).
+ONE_DURATION_S = 0.001
+#: Share of clipped files above which a copy looks normalised or amplified to clipping.
+MOSTLY_CLIPPED = 0.5
+#: A file "starts at speech level" (no leading silence) when its first 20 ms frame is within this many
+#: dB of its loudest frame. Recordings start in room noise 40-60 dB below the speech; copies trimmed with
+#: the usual ``top_db`` of 20-30 start within it.
+SPEECH_START_DB = 30.0
+#: Share of files starting at speech level above which a copy looks trimmed.
+MOSTLY_TRIMMED = 0.8
+#: The data-directory file listing stage 0's warnings (empty classes, missing folders, altered copy);
+#: stage 2 copies them into protocol.json, so RESULTS.md repeats them.
+WARNINGS_FILE = "prep_warnings.txt"
+
+
+@dataclass(frozen=True)
+class ReleaseAudio:
+    """What a corpus release's files are (each corpus module states its own): the sample rates and
+    channel counts the release has. The audit flags a copy with any other as altered (resampled)."""
+
+    rates: tuple[int, ...]
+    channels: tuple[int, ...] = (1,)
 
 
 class Tally:
@@ -78,6 +102,7 @@ class AudioAudit:
     durations: list[float] = field(default_factory=list)
     peaks_db: list[float] = field(default_factory=list)
     silent_fractions: list[float] = field(default_factory=list)
+    speech_starts: list[bool] = field(default_factory=list)  # first 20 ms at speech level (no leading silence)
 
     def lines(self) -> list[str]:
         if not self.durations:
@@ -95,6 +120,38 @@ class AudioAudit:
             f"    silence (20 ms frames below {SILENCE_DB:.0f} dBFS): mean {s.mean():.0%}; "
             f"files more than {MOSTLY_SILENT:.0%} silent: {int((s > MOSTLY_SILENT).sum())}",
         ]
+
+
+def altered_copy_lines(audit: AudioAudit, release: ReleaseAudio | None, corpus: str) -> list[str]:
+    """Why the kept files look like an altered copy of ``corpus`` (empty: they do not).
+
+    Copies passed around the web are often cropped or padded to one length, resampled, trimmed or
+    normalised to clipping; figures on them are not comparable with anyone's, and the audit summary
+    alone (``min 2.000 median 2.000 max 2.000``) said nothing. Each line names what was found."""
+    n = len(audit.durations)
+    lines = []
+    if release is not None:
+        odd = {rate: count for rate, count in sorted(audit.rates.items()) if rate not in release.rates}
+        if odd:
+            lines.append(f"sample rate {', '.join(f'{r} Hz ({c} files)' for r, c in odd.items())}: the {corpus} release "
+                         f"has {' / '.join(f'{r} Hz' for r in release.rates)} only (a resampled copy?)")
+        odd = {ch: count for ch, count in sorted(audit.channels.items()) if ch not in release.channels}
+        if odd:
+            lines.append(f"channel count {', '.join(f'{ch} ({c} files)' for ch, c in odd.items())}: the {corpus} "
+                         f"release has {' / '.join(map(str, release.channels))} (a converted copy?)")
+    if n >= ALTERED_MIN_FILES:
+        d = np.asarray(audit.durations)
+        if d.max() - d.min() < ONE_DURATION_S:
+            lines.append(f"every one of the {n} kept files lasts {d[0]:.3f} s: cropped or padded to one length "
+                         "(the release's recordings differ in length)")
+        clipped = int((np.asarray(audit.peaks_db) >= -0.01).sum())
+        if clipped > MOSTLY_CLIPPED * n:
+            lines.append(f"{clipped} of {n} files clipped (peak at full scale): normalised or amplified to clipping")
+        starts = sum(audit.speech_starts)
+        if starts > MOSTLY_TRIMMED * n:
+            lines.append(f"{starts} of {n} files start at speech level (first 20 ms within {SPEECH_START_DB:.0f} dB "
+                         "of the loudest frame): trimmed to no leading silence")
+    return [f"ALTERED COPY? {line}; figures on this copy are not comparable with published ones" for line in lines]
 
 
 def declared_wav_frames(path: Path) -> tuple[int, int] | None:
@@ -142,6 +199,9 @@ def audit_wav(path: Path, skipped: Tally, notes: Tally, audit: AudioAudit,
     """
     if not path.is_file():
         skipped.add("wav missing", str(path))
+        return None
+    if path.stat().st_size == 0:
+        skipped.add("wav empty (0 bytes)", str(path))
         return None
     try:
         info = soundfile.info(str(path))
@@ -198,6 +258,7 @@ def _note_and_summarise(path: Path, data: np.ndarray, rate: int, channels: int, 
         silent = float(np.mean(20 * np.log10(rms) < SILENCE_DB))
     else:
         silent = 0.0
+    audit.speech_starts.append(bool(n) and float(20 * np.log10(rms[0] / rms.max())) > -SPEECH_START_DB)
     if silent > MOSTLY_SILENT:
         notes.add(f"mostly silent (over {MOSTLY_SILENT:.0%} of 20 ms frames below {SILENCE_DB:.0f} dBFS, kept)",
                   f"{path}: {silent:.0%}")
@@ -284,6 +345,9 @@ class PrepReport:
     audit: AudioAudit = field(default_factory=AudioAudit)
     facts: list[str] = field(default_factory=list)  # corpus-specific summary lines
     files_written: list[str] = field(default_factory=list)
+    release_audio: ReleaseAudio | None = None  # the corpus module's statement of its release's rates/channels
+    missing: Tally = field(default_factory=Tally)  # speaker or class folders the layout has and the copy lacks
+    warnings: list[str] = field(default_factory=list)  # what check_contract found (also in prep_warnings.txt)
 
     @property
     def n_utterances(self) -> int:
@@ -299,6 +363,7 @@ class PrepReport:
         lines = [
             f"{self.corpus} root {self.root}: full release: {self.full_release_text()}, "
             f"count check: {self.count_check}, language: {self.language}",
+            *(f"  WARNING: {line}" for line in self.warnings),
             *(f"  {fact}" for fact in self.facts),
             f"class map {self.class_map.name}: {' '.join(classes)}; {self.n_utterances} utterances written "
             f"to {self.out_dir}",
@@ -406,7 +471,7 @@ def fail_count_check(report: PrepReport, problems: list[str], extra: Sequence[st
         f"(a damaged or incomplete copy, or a different release):\n" + "\n".join(problems)
         + ("\n" + "\n".join(extra) if extra else "")
         + ("\nskipped while reading:\n" + "\n".join(skipped) if skipped else "")
-        + "\nIf this copy is intentionally partial or modified, rerun with --no-strict (strict=False).")
+        + "\n" + NO_STRICT_HINT)
 
 
 def decide_full_release(report: PrepReport, looks_full: bool, strict: bool | None,
@@ -423,9 +488,45 @@ def decide_full_release(report: PrepReport, looks_full: bool, strict: bool | Non
     report.count_check = "passed"
 
 
+def check_contract(report: PrepReport, strict: bool | None) -> list[str]:
+    """The corpus contract's loud part, after the count check: a class of the map with no utterance
+    fails under ``strict`` and is a warning otherwise; missing speaker/class folders are named; an
+    altered copy is flagged. The lines go to the log, the report's summary and ``prep_warnings.txt``.
+
+    Without this a missing class folder gave exit 0 and a class of 0 utterances, and training went
+    on with a softmax output that never sees an example."""
+    empty = [c for c in report.class_map.classes if report.class_counts[c] == 0]
+    lines = [f"{kind} missing: {path}" for kind, paths in sorted(report.missing.examples.items()) for path in paths]
+    if empty:
+        codes = {c: sorted(code for code, label in report.class_map.mapping.items() if label == c) for c in empty}
+        found = "; ".join(f"{c} (codes {' '.join(codes[c])}: {sum(report.code_counts[k] for k in codes[c])} "
+                          "found)" for c in empty)
+        message = (f"class(es) of class map {report.class_map.name} with 0 utterances: {found}")
+        if strict:
+            raise CorpusError(f"{report.corpus} at {report.root}: {message}.\n" + "\n".join(lines)
+                              + ("\n" if lines else "") + "Give a copy that holds every class, or a class map "
+                              "without the empty one(s) (./run.sh --class_map path/to/map.yaml), or "
+                              + NO_STRICT_HINT[0].lower() + NO_STRICT_HINT[1:])
+        lines.append(message + " (training would keep an output that never sees an example)")
+    lines += altered_copy_lines(report.audit, report.release_audio, report.corpus)
+    for line in lines:
+        logger.warning("%s: %s", report.corpus, line)
+    report.warnings = lines
+    return lines
+
+
+def write_warnings(out_dir: Path, warnings: Sequence[str]) -> None:
+    """``prep_warnings.txt``: one warning a line, or no file (a stale one is removed)."""
+    path = out_dir / WARNINGS_FILE
+    if warnings:
+        write_list(path, list(warnings))
+    elif path.exists():
+        path.unlink()
+
+
 def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool, strict: bool | None,
            check: Callable[[], list[str]], raw_codes: bool = True) -> PrepReport:
-    """Tally, check the counts (nothing is written when that fails), write, report, validate."""
+    """Tally, check the counts and the contract (nothing is written when they fail), write, report, validate."""
     for u in utterances:
         report.class_counts[u.label] += 1
         report.speaker_counts[u.speaker] += 1
@@ -435,7 +536,9 @@ def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool,
     if not utterances:
         raise CorpusError(f"no utterance of {report.root} survived preparation with class map "
                           f"{report.class_map.name}:\n" + "\n".join(report.summary_lines()))
+    check_contract(report, strict)
     report.files_written = write_data_dir(report.out_dir, utterances, report.class_map, report.language, raw_codes)
+    write_warnings(report.out_dir, report.warnings)
     (report.out_dir / "prep_report.txt").write_text(report.to_text(), encoding="utf-8")
     validate_data_dir(report.out_dir, complete=True)
     return report

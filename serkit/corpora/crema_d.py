@@ -22,12 +22,14 @@ from pathlib import Path
 import soundfile
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import (PrepReport, Utterance, check_codes, check_out_dir, count_differences,
+from serkit.corpora.common import (PrepReport, ReleaseAudio, Utterance, check_codes, check_out_dir, count_differences,
                                    expected_class_counts, finish, keep, list_files, read_text_lines,
                                    require_root)
 
 CORPUS = "CREMA-D"
 LANGUAGE = "en"
+#: CREMA-D release: 16 kHz mono wav. Other rates/channels: an altered copy.
+RELEASE_AUDIO = ReleaseAudio(rates=(16000,), channels=(1,))
 EMOTION_CODES = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 LEVELS = ("LO", "MD", "HI", "XX")
 SENTENCES = {
@@ -117,7 +119,7 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
     mapping = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map, "crema_d")
     check_codes(mapping, EMOTION_CODES, CORPUS)
     require_root(root, CORPUS, LAYOUT)
-    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE)
+    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE, release_audio=RELEASE_AUDIO)
     audio = _audio_dir(root)
     genders = read_genders(root / DEMOGRAPHICS, report) if (root / DEMOGRAPHICS).is_file() else None
     if genders is None:

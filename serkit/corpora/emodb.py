@@ -24,11 +24,15 @@ from collections import Counter
 from pathlib import Path
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import (PrepReport, Tally, Utterance, check_codes, check_out_dir, count_differences,
-                                   expected_class_counts, finish, keep, list_files, require_root)
+from serkit.corpora.common import (PrepReport, ReleaseAudio, Tally, Utterance, check_codes, check_out_dir,
+                                   count_differences, expected_class_counts, finish, keep, list_files, require_root)
 
 CORPUS = "Emo-DB"
 LANGUAGE = "de"
+#: Phones come from the release's own label files (lablaut/ -> utt2sampa), stage 1's German source.
+PHONE_LABELS = True
+#: Emo-DB release: 16 kHz mono (downsampled from 48 kHz by its authors). Other rates/channels: an altered copy.
+RELEASE_AUDIO = ReleaseAudio(rates=(16000,), channels=(1,))
 EMOTION_CODES = ("W", "L", "E", "A", "F", "T", "N")
 SPEAKER_GENDER = {"03": "m", "10": "m", "11": "m", "12": "m", "15": "m",
                   "08": "f", "09": "f", "13": "f", "14": "f", "16": "f"}
@@ -133,7 +137,7 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
     mapping = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map, "emodb")
     check_codes(mapping, EMOTION_CODES, CORPUS)
     require_root(root, CORPUS, LAYOUT)
-    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE)
+    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE, release_audio=RELEASE_AUDIO)
     wav_folder = _wav_folder(root)
     lablaut = find_lablaut(root, report.skipped, report.notes)
     if lablaut is None:

@@ -24,13 +24,15 @@ from collections import Counter
 from pathlib import Path
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import (PrepReport, Utterance, check_codes, check_out_dir, count_differences, finish,
-                                   keep, list_files, read_text_lines, require_root)
+from serkit.corpora.common import (PrepReport, ReleaseAudio, Utterance, check_codes, check_out_dir, count_differences,
+                                   finish, keep, list_files, read_text_lines, require_root)
 
 CORPUS = "ESD"
 EMOTION_CODES = ("Angry", "Happy", "Neutral", "Sad", "Surprise")
 SPLITS = {"train": 300, "evaluation": 20, "test": 30}
 PER_SPEAKER_EMOTION = 350
+#: ESD release: 16 kHz mono. Other rates/channels: an altered copy.
+RELEASE_AUDIO = ReleaseAudio(rates=(16000,), channels=(1,))
 LANGUAGES = {
     "en": {"speakers": tuple(f"{n:04d}" for n in range(11, 21)), "fallbacks": ("latin-1",)},
     "zh": {"speakers": tuple(f"{n:04d}" for n in range(1, 11)), "fallbacks": ("gb18030",)},
@@ -108,7 +110,7 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
     check_codes(mapping, EMOTION_CODES, CORPUS)
     require_root(root, CORPUS, LAYOUT)
     wanted = LANGUAGES[language]["speakers"]
-    report = PrepReport(f"{CORPUS} ({language})", root, out_dir, mapping, language)
+    report = PrepReport(f"{CORPUS} ({language})", root, out_dir, mapping, language, release_audio=RELEASE_AUDIO)
     speaker_dirs = {}
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and _SPEAKER_RE.match(entry.name):

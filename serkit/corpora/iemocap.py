@@ -47,9 +47,10 @@ from typing import Mapping
 
 from tqdm import tqdm
 
-from serkit.corpora import ClassMap, CorpusError, load_class_map
+from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
-from serkit.corpora.common import Tally, Utterance, audit_wav, read_text_lines, write_data_dir
+from serkit.corpora.common import (ReleaseAudio, Tally, Utterance, audit_wav, check_contract, read_text_lines,
+                                   write_data_dir, write_warnings)
 from serkit.datadir import validate_data_dir
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ FULL_RELEASE_CODE_COUNTS = {
 STANDARD_4CLASS_CODES = frozenset({"ang", "hap", "exc", "sad", "neu"})
 FULL_RELEASE_4CLASS_SESSION_COUNTS = {"Ses01": 1085, "Ses02": 1023, "Ses03": 1151, "Ses04": 1031, "Ses05": 1241}
 LANGUAGE = "en"
+#: IEMOCAP release: sentences/wav at 16 kHz mono. Other rates/channels: an altered copy.
+RELEASE_AUDIO = ReleaseAudio(rates=(16000,), channels=(1,))
 
 EXPECTED_LAYOUT = """Expected layout (ROOT is the folder usually named IEMOCAP_full_release):
   ROOT/Session1 .. Session5/
@@ -283,7 +286,7 @@ def check_full_release(code_counts: Mapping[str, int], class_counts: Mapping[str
                       "(the skipped wav paths are logged), or a partial copy of sentences/wav")
     if skipped:
         causes.append("skipped items: " + ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items())))
-    causes.append("if this copy is intentionally partial or modified, rerun with --no-strict (strict=False)")
+    causes.append(NO_STRICT_HINT.rstrip("."))
     raise IemocapError(
         f"IEMOCAP full release expected, but the counts differ from the published ones "
         f"(class map {class_map.name}):\n" + "\n".join(code_diff + class_diff + session_diff)
@@ -433,7 +436,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     if unknown_map_codes:
         raise IemocapError(f"class map {mapping.source} maps codes {unknown_map_codes} that IEMOCAP does not use "
                            f"(valid codes: {' '.join(IEMOCAP_CODES)}); fix the spelling in the map")
-    report = PrepReport("IEMOCAP", root, out_dir, mapping, LANGUAGE)
+    report = PrepReport("IEMOCAP", root, out_dir, mapping, LANGUAGE, release_audio=RELEASE_AUDIO)
     session_dirs = find_session_dirs(root, report.skipped)
     report.sessions = [number for number, _ in session_dirs]
     labels, named = _collect_labels(session_dirs, report)
@@ -464,7 +467,9 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     if not utterances:
         raise IemocapError(f"no utterance of {root} survived preparation with class map {mapping.name}:\n"
                            + "\n".join(report.summary_lines()))
+    check_contract(report, strict)
     write_data_dir(out_dir, utterances, mapping, LANGUAGE)
+    write_warnings(out_dir, report.warnings)
     (out_dir / "prep_report.txt").write_text(report.to_text(), encoding="utf-8")
     validate_data_dir(out_dir, complete=True)
     return report
@@ -498,7 +503,7 @@ def _check_counts(report: PrepReport, strict: bool | None) -> None:
         problems.append(str(error))
     if problems:
         if len(problems) == 1 and report.n_dialogs != FULL_RELEASE_DIALOGS:
-            problems.append("If this copy is intentionally partial or modified, rerun with --no-strict (strict=False).")
+            problems.append(NO_STRICT_HINT)
         # Nothing is written on failure, so the skipped items (the usual explanation) go to the log.
         logger.warning("skipped while reading %s:\n%s", report.root,
                        "\n".join(report.skipped.lines(max_examples=10)) or "  nothing")

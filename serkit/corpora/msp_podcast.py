@@ -29,11 +29,13 @@ from collections import Counter
 from pathlib import Path
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import (PrepReport, Utterance, check_codes, check_out_dir, finish, keep, listed,
-                                   read_text_lines, require_root)
+from serkit.corpora.common import (PrepReport, ReleaseAudio, Utterance, check_codes, check_out_dir, finish, keep,
+                                   listed, read_text_lines, require_root)
 
 CORPUS = "MSP-Podcast"
 LANGUAGE = "en"
+#: MSP-Podcast release: 16 kHz mono, rare outliers stereo 44.1 kHz. Other rates/channels: an altered copy.
+RELEASE_AUDIO = ReleaseAudio(rates=(16000, 44100), channels=(1, 2))
 EMOTION_CODES = ("A", "S", "H", "U", "F", "D", "C", "N", "O", "X")
 LABEL_FILES = ("labels_consensus.csv", "labels_concensus.csv")  # current spelling, then the older one
 REQUIRED_COLUMNS = ("FileName", "EmoClass", "SpkrID", "Gender", "Split_Set")
@@ -114,7 +116,7 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
     mapping = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map, "msp_podcast")
     check_codes(mapping, EMOTION_CODES, CORPUS)
     require_root(root, CORPUS, LAYOUT)
-    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE)
+    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE, release_audio=RELEASE_AUDIO)
     rows = read_labels(find_label_file(root, report), report)
     splits_named = Counter(row["Split_Set"].strip() for row in rows)
     dev = [s for s in ("Development", "Validation") if s in splits_named]

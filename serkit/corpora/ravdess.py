@@ -22,11 +22,13 @@ import re
 from pathlib import Path
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
-from serkit.corpora.common import (PrepReport, Utterance, check_codes, check_out_dir, count_differences,
+from serkit.corpora.common import (PrepReport, ReleaseAudio, Utterance, check_codes, check_out_dir, count_differences,
                                    expected_class_counts, finish, keep, list_files, listed, require_root)
 
 CORPUS = "RAVDESS"
 LANGUAGE = "en"
+#: RAVDESS release: 48 kHz 16-bit, a few files stereo. Other rates/channels: an altered copy.
+RELEASE_AUDIO = ReleaseAudio(rates=(48000,), channels=(1, 2))
 EMOTION_CODES = ("01", "02", "03", "04", "05", "06", "07", "08")
 NEUTRAL = "01"
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
@@ -99,7 +101,7 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
     mapping = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map, "ravdess")
     check_codes(mapping, EMOTION_CODES, CORPUS)
     require_root(root, CORPUS, LAYOUT)
-    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE)
+    report = PrepReport(CORPUS, root, out_dir, mapping, LANGUAGE, release_audio=RELEASE_AUDIO)
     actor_dirs = _actor_dirs(root, report)
     found: dict[str, set[str]] = {}
     utterances = []

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 0 for emodb: the release -> Kaldi-style data directory (logic in serkit.corpora.emodb).
 set -euo pipefail
-corpus_root=; class_map=7class; out=data/all
+corpus_root=; class_map=7class; out=data/all; strict=; switches=strict  # --strict / --no-strict
 . ../TEMPLATE/utils/parse_options.sh
 if [ ! -d "$corpus_root" ]; then
   echo "emodb root '$corpus_root' does not exist. Point the recipe at your copy:" >&2
@@ -11,4 +11,5 @@ if [ ! -d "$corpus_root" ]; then
   echo '  ROOT/lablaut/03a01Faxx.lablaut ...  (optional: SAMPA phone labels for stage 1)' >&2
   exit 1
 fi
-python -m serkit.bin.prepare_corpus --corpus emodb --root "$corpus_root" --out "$out" --class-map "$class_map"
+python -m serkit.bin.prepare_corpus --corpus emodb --root "$corpus_root" --out "$out" --class-map "$class_map" \
+  ${strict:+"--strict=$strict"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 0 for msp_podcast: the release -> Kaldi-style data directory (logic in serkit.corpora.msp_podcast).
 set -euo pipefail
-corpus_root=; class_map=8class; out=data/all
+corpus_root=; class_map=8class; out=data/all; strict=; switches=strict  # --strict / --no-strict
 . ../TEMPLATE/utils/parse_options.sh
 if [ ! -d "$corpus_root" ]; then
   echo "msp_podcast root '$corpus_root' does not exist. Point the recipe at your copy:" >&2
@@ -13,4 +13,5 @@ if [ ! -d "$corpus_root" ]; then
   echo '  ROOT/Transcripts/<utterance>.txt   (optional: text for stage 1)' >&2
   exit 1
 fi
-python -m serkit.bin.prepare_corpus --corpus msp_podcast --root "$corpus_root" --out "$out" --class-map "$class_map"
+python -m serkit.bin.prepare_corpus --corpus msp_podcast --root "$corpus_root" --out "$out" --class-map "$class_map" \
+  ${strict:+"--strict=$strict"}

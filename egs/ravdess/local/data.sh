@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 0 for ravdess: the release -> Kaldi-style data directory (logic in serkit.corpora.ravdess).
 set -euo pipefail
-corpus_root=; class_map=8class; out=data/all
+corpus_root=; class_map=8class; out=data/all; strict=; switches=strict  # --strict / --no-strict
 . ../TEMPLATE/utils/parse_options.sh
 if [ ! -d "$corpus_root" ]; then
   echo "ravdess root '$corpus_root' does not exist. Point the recipe at your copy:" >&2
@@ -10,4 +10,5 @@ if [ ! -d "$corpus_root" ]; then
   echo '  ROOT/Actor_01 .. Actor_24/03-01-EE-II-SS-RR-AA.wav' >&2
   exit 1
 fi
-python -m serkit.bin.prepare_corpus --corpus ravdess --root "$corpus_root" --out "$out" --class-map "$class_map"
+python -m serkit.bin.prepare_corpus --corpus ravdess --root "$corpus_root" --out "$out" --class-map "$class_map" \
+  ${strict:+"--strict=$strict"}
