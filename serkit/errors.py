@@ -9,6 +9,14 @@ class SerkitError(Exception):
     """An error with a message meant for the user: what went wrong, where, and how to fix it."""
 
 
+class Refused(SerkitError):
+    """serkit refused untrusted input (a tag that would run code, a pickle, a link out of an export).
+
+    Entry points exit with code 2 for it, as for any unusable input, and its message says what was
+    refused and why; it never suggests turning a protection off.
+    """
+
+
 def reraise_as(error_class: type[SerkitError], *lower: type[SerkitError]):
     """Decorator: errors of the layers below (``lower``) surface as ``error_class`` with the same message.
 

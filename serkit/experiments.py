@@ -34,6 +34,7 @@ import ruamel.yaml
 from serkit.errors import SerkitError
 from serkit.model.registry import UnknownFamilyError, get_family
 from serkit.precision import PRECISIONS
+from serkit.safe_yaml import load_plain_mapping, refuse_python_tags
 
 
 class PlanError(SerkitError):
@@ -52,20 +53,27 @@ class Experiment:
     ctc_targets: str | None = None  # what stage 1 must provide (None: no CTC head)
 
 
-def read_config_values(*paths: str | None) -> dict:
-    """Top-level plain values of HyperPyYAML files (later files win); tags are kept, not built."""
-    yaml = ruamel.yaml.YAML()
-    values: dict = {}
-    for path in paths:
-        if path is None:
-            continue
-        try:
-            data = yaml.load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise PlanError(f"{path}: config file not found") from None
-        except ruamel.yaml.YAMLError as error:
-            raise PlanError(f"{path}: not valid YAML ({error})") from None
-        values.update(data)
+def read_config_values(config: str, overrides: str | None = None) -> dict:
+    """Top-level values of a HyperPyYAML config, updated with an overrides file's (which wins).
+
+    The config's HyperPyYAML tags are kept, not built; a ``!!python/...`` tag is refused. The
+    overrides file must be a mapping of plain values (:func:`serkit.safe_yaml.load_plain_mapping`),
+    so a list or a tag there stops the plan, naming the file, before any stage runs.
+    """
+    try:
+        text = Path(config).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(f"{config}: config file not found") from None
+    refuse_python_tags(text, config)
+    try:
+        values = ruamel.yaml.YAML().load(text) or {}
+    except ruamel.yaml.YAMLError as error:
+        raise PlanError(f"{config}: not valid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise PlanError(f"{config}: a config must be a mapping of 'name: value' lines")
+    values = dict(values)
+    if overrides is not None:
+        values.update(load_plain_mapping(overrides, "overrides file"))
     return values
 
 

@@ -309,7 +309,7 @@ def test_command_line_reports_an_unknown_option(corpus, tmp_path, capsys):
 def test_command_line_overrides_win_over_the_overrides_file(tmp_path):
     override_file = tmp_path / "recipe.yaml"
     override_file.write_text("number_of_epochs: 5\nbatch_size: 8\n")
-    merged = merged_overrides(str(override_file), "batch_size: 2\ndata_dir: /d")
+    merged = merged_overrides(str(override_file), {"batch_size": 2, "data_dir": "/d"})
     assert dict(merged) == {"number_of_epochs": 5, "batch_size": 2, "data_dir": "/d"}
     hparams = load_hparams(str(CONF), dict(merged, fold_dir="/f", lang_dir="/l", output_folder="/o"))
     assert hparams["epoch_counter"].limit == 5 and hparams["batch_size"] == 2

@@ -29,17 +29,18 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-import ruamel.yaml
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from hyperpyyaml.core import recursive_update
+from speechbrain.utils.run_opts import RunOptions
 
 from serkit import distributed, expdir, tensorboard
 from serkit.bin import LOG_FORMAT
-from serkit.errors import SerkitError
+from serkit.errors import Refused, SerkitError
 from serkit.expdir import DONE_FILE, LOG_FILE
 from serkit.jobs import SUMMARY_MARKER
 from serkit.lock import folder_lock
+from serkit.safe_yaml import cli_overrides, load_plain_mapping, refuse_python_tags
 from serkit.train import train_fold
 
 logger = logging.getLogger("serkit.bin.train")
@@ -84,27 +85,28 @@ def split_nproc(argv: list[str]) -> tuple[int, list[str]]:
     return int(value), rest
 
 
-def merged_overrides(overrides_file: str | None, cli_overrides: str) -> dict:
+def merged_overrides(overrides_file: str | None, cli_overrides: dict) -> dict:
     """The override file's mapping updated with the command line's (the command line wins).
 
-    Both are read with ruamel's round-trip loader, which keeps HyperPyYAML tags (``!ref`` ...) for
-    hyperpyyaml to resolve later.
+    Both are data (:mod:`serkit.safe_yaml`): the file may hold only plain values (a tag, or a
+    document that is not a mapping, is refused naming the file and line) and the command line's
+    values were typed one by one, so no value can add a key or build an object.
     """
-    yaml = ruamel.yaml.YAML()
     merged: dict = {}
     if overrides_file is not None:
-        path = Path(overrides_file)
-        if not path.is_file():
-            raise UsageError(f"--overrides {path}: file not found")
-        try:
-            merged = yaml.load(path.read_text(encoding="utf-8")) or {}
-        except ruamel.yaml.YAMLError as error:
-            raise UsageError(f"--overrides {path}: not valid YAML ({error})") from None
-        if not isinstance(merged, dict):
-            raise UsageError(f"--overrides {path}: expected a mapping of hyperparameter: value lines")
-    if cli_overrides.strip():
-        recursive_update(merged, yaml.load(cli_overrides) or {}, must_match=False)
+        merged = load_plain_mapping(overrides_file, "overrides file")
+    recursive_update(merged, dict(cli_overrides), must_match=False)
     return merged
+
+
+def command_line_overrides(argv: list[str]) -> dict:
+    """The ``--name value`` words SpeechBrain's parser leaves over, as a mapping (never YAML text).
+
+    ``sb.parse_arguments`` joins them into one YAML string, where a value with a newline adds keys
+    and a value with a tag builds objects; so they are taken from its parser and typed one by one.
+    """
+    _, rest = RunOptions._create_parser().parse_known_args(argv)
+    return cli_overrides(rest)
 
 
 def load_hparams(hparams_file: str, overrides: dict) -> dict:
@@ -112,6 +114,7 @@ def load_hparams(hparams_file: str, overrides: dict) -> dict:
     path = Path(hparams_file)
     if not path.is_file():
         raise UsageError(f"{path}: hyperparameter file not found (e.g. conf/w2v2_mtl.yaml)")
+    refuse_python_tags(path.read_text(encoding="utf-8"), str(path))
     try:
         with open(path, encoding="utf-8") as handle:
             return load_hyperpyyaml(handle, overrides)
@@ -186,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = [arg for arg in argv if arg != "--tensorboard"]
         train_args = list(argv)
         overrides_file, argv = split_overrides_file(argv)
-        hparams_file, run_opts, cli_overrides = sb.parse_arguments(argv)
+        hparams_file, run_opts, _ = sb.parse_arguments(argv)  # its overrides are YAML text: not used
         if distributed.under_torchrun():
             run_opts = distributed.start(run_opts)
-        overrides = merged_overrides(overrides_file, cli_overrides)
+        overrides = merged_overrides(overrides_file, command_line_overrides(argv))
         hparams = load_hparams(hparams_file, overrides)
         if use_tensorboard:
             tensorboard.check_available()
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("%s", error)
         else:
             print(f"serkit.bin.train: error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, Refused) else 1
     finally:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
