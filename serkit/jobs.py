@@ -40,6 +40,8 @@ from typing import IO, Callable, Optional, Sequence
 from tqdm import tqdm
 
 from serkit.errors import SerkitError
+from serkit.lock import FolderLocked, HeldLock
+from serkit.lock import acquire as acquire_lock
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +163,17 @@ class Job:
     """One concrete job: its index (None for a lone job without a range), argument list and log.
 
     ``done_marker`` is a file whose existence means the job's work is already done (a fold's
-    ``train.done``): such a job is not started again.
+    ``train.done``): such a job is not started again. ``lock_dir`` is the folder the job works in
+    (a fold's output folder): its lock (:mod:`serkit.lock`) is taken before the job's log is
+    written and held until the job ends, so a second run of the same fold is refused without
+    touching the running one's log.
     """
 
     index: Optional[int]
     argv: tuple[str, ...]
     log_path: Path
     done_marker: Optional[Path] = None
+    lock_dir: Optional[Path] = None
 
     @property
     def label(self) -> str:
@@ -233,7 +239,7 @@ def substitute(text: str, name: str, index: int, pad: int = 0) -> str:
 
 def expand_jobs(log_template: str, command_words: Sequence[str],
                 job_range: Optional[JobRange] = None, pad: int = 0,
-                done_marker: Optional[str] = None) -> list[Job]:
+                done_marker: Optional[str] = None, lock_dir: Optional[str] = None) -> list[Job]:
     """Turn a log template and command into concrete jobs, one per index of ``job_range``.
 
     The range variable is replaced inside each word separately, so a word stays one argument.
@@ -244,9 +250,9 @@ def expand_jobs(log_template: str, command_words: Sequence[str],
         raise JobsUsageError(f"--pad must be >= 0, got {pad}")
     if job_range is None:
         marker = Path(done_marker) if done_marker else None
-        return [Job(None, tuple(command_words), Path(log_template), marker)]
+        return [Job(None, tuple(command_words), Path(log_template), marker, Path(lock_dir) if lock_dir else None)]
     n_jobs = len(job_range.indices())
-    for what, template in (("log file", log_template), ("done marker", done_marker)):
+    for what, template in (("log file", log_template), ("done marker", done_marker), ("lock folder", lock_dir)):
         if template is not None and n_jobs > 1 and job_range.name not in template:
             raise JobsUsageError(
                 f"the {what} {template!r} does not contain {job_range.name}, so all {n_jobs} jobs "
@@ -258,7 +264,8 @@ def expand_jobs(log_template: str, command_words: Sequence[str],
 
     return [Job(index, tuple(fill(word, index) for word in command_words),
                 Path(fill(log_template, index)),
-                Path(fill(done_marker, index)) if done_marker else None)
+                Path(fill(done_marker, index)) if done_marker else None,
+                Path(fill(lock_dir, index)) if lock_dir else None)
             for index in job_range.indices()]
 
 
@@ -352,19 +359,43 @@ def append_to_log(path: Path, text: str, prog: str = "serkit-run") -> bool:
 
 
 def failure_message(results: Sequence[JobResult]) -> Optional[str]:
-    """A one-line summary naming the failed jobs, why, and the first failed log; None if all passed."""
+    """A one-line summary naming the failed jobs, why, and the first failed log; None if all passed.
+
+    A job refused because another run holds its folder wrote no log: its reason says who holds it.
+    """
     failed = [result for result in results if not result.ok]
     if not failed:
         return None
     first = failed[0]
+    logged = first_logged_failure(results)
+    see = f"; see {logged.job.log_path}" if logged is not None else ""
     if len(results) == 1:
         how = first.reason or f"code {first.returncode}"
-        return f"job failed ({how}); see {first.job.log_path}"
+        return f"job failed ({how}){see}"
     details = ", ".join(f"{result.job.index}" + (f": {result.reason}" if result.reason else "")
                         for result in failed)
     which = "job" if len(failed) == 1 else "jobs"
-    return (f"{len(failed)} / {len(results)} jobs failed ({which} {details}); "
-            f"see {first.job.log_path}")
+    return f"{len(failed)} / {len(results)} jobs failed ({which} {details}){see}"
+
+
+def first_logged_failure(results: Sequence[JobResult]) -> Optional[JobResult]:
+    """The first failed job that ran and so has a log of its own (a refused job has none)."""
+    return next((result for result in results
+                 if not result.ok and not result.reason.startswith("refused:")), None)
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last ``lines`` lines of a job log ('' when it cannot be read), for the terminal: the
+    error that ended a job is there, and a user should not have to open the file to see it."""
+    try:
+        if not path.is_file():  # a device (a log linked to /dev/full) would be read without end
+            return ""
+        with open(path, "rb") as log:
+            log.seek(max(0, path.stat().st_size - 64 * 1024))
+            text = log.read(64 * 1024).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def exit_status(results: Sequence[JobResult]) -> int:
@@ -492,6 +523,7 @@ class _Running:
     started: float
     gpus: list[str] = field(default_factory=list)
     killed_at: Optional[float] = None   # when its time limit was enforced (SIGTERM sent)
+    lock: Optional[HeldLock] = None   # the job's folder lock, held until it has ended
 
 
 class LocalBackend(Backend):
@@ -530,10 +562,12 @@ class LocalBackend(Backend):
 
     def _start(self, number: int, job: Job, resources: Resources, gpus: list[str]) -> _Running:
         extra = f"CUDA_VISIBLE_DEVICES={','.join(gpus)}" if gpus else ""
+        lock = take_job_lock(job)  # before the log: a refused job must not rewrite a running one's log
         try:
             job.log_path.write_text(format_log_header(job, resources, self.name, extra), encoding="utf-8")
             log = open(job.log_path, "a", encoding="utf-8")
         except OSError as error:
+            _release(lock)
             raise _NotStarted(f"cannot write its log {job.log_path}: {error}") from error
         env = dict(os.environ)
         # Parallel jobs on one machine must not each grab every core (torch, numpy and MKL honour these).
@@ -547,9 +581,10 @@ class LocalBackend(Backend):
                                        preexec_fn=_die_with_launcher(os.getpid()))
         except OSError as error:
             log.close()
+            _release(lock)
             raise _NotStarted(f"cannot execute {job.argv[0]!r}: {error}") from error
         logger.info("started %s (pid %d): %s", job.label, process.pid, job.log_path)
-        return _Running(number, job, process, log, time.monotonic(), gpus)
+        return _Running(number, job, process, log, time.monotonic(), gpus, lock=lock)
 
     def _finish(self, running: _Running, returncode: int, resources: Resources,
                 reason: str = "") -> JobResult:
@@ -562,6 +597,7 @@ class LocalBackend(Backend):
         except OSError:
             pass  # the child's own writes failed the same way; the trailer below says what happened
         append_to_log(running.job.log_path, format_log_trailer(code, elapsed, resources.num_threads, reason))
+        _release(running.lock)
         logger.info("%s ended with code %d after %.1f s", running.job.label, code, elapsed)
         return JobResult(running.job, code, elapsed, reason)
 
@@ -636,6 +672,10 @@ class LocalBackend(Backend):
                         number, job = pending.popleft()
                         try:
                             live.append(self._start(number, job, resources, gpus))
+                        except FolderLocked as error:
+                            free_gpus.extend(gpus)
+                            results[number] = refused_result(job, error)
+                            bar.update(1)
                         except _NotStarted as error:
                             free_gpus.extend(gpus)
                             results[number] = self._not_started(job, resources, str(error))
@@ -661,6 +701,34 @@ class LocalBackend(Backend):
 
 class _NotStarted(Exception):
     """Popen could not execute the job's program; the job fails, the others go on."""
+
+
+# The exit code of a job refused because another run holds its folder (sysexits' EX_TEMPFAIL: try later).
+REFUSED_EXIT_CODE = 75
+
+
+def take_job_lock(job: Job) -> Optional[HeldLock]:
+    """The lock of the job's folder (created if need be), or None for a job without one.
+
+    Raises :class:`~serkit.lock.FolderLocked` naming the holder when another run has it.
+    """
+    if job.lock_dir is None:
+        return None
+    try:
+        job.lock_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise JobsError(f"cannot create the job's folder {job.lock_dir}: {error}") from error
+    return acquire_lock(job.lock_dir)
+
+
+def _release(lock: Optional[HeldLock]) -> None:
+    if lock is not None:
+        lock.release()
+
+
+def refused_result(job: Job, error: Exception) -> JobResult:
+    """The result of a job not started because its folder is locked; its log is left untouched."""
+    return JobResult(job, REFUSED_EXIT_CODE, 0.0, f"refused: {error}")
 
 
 def _timeout_reason(resources: Resources) -> str:

@@ -165,6 +165,7 @@ def write_array_files(files: ArrayFiles, jobs: Sequence[Job], resources: Resourc
                           "num_threads": resources.num_threads},
             "tasks": {str(task_id(job)): {"index": job.index, "argv": list(job.argv),
                                           "log": str(Path(job.log_path).absolute()),
+                                          "lock": str(Path(job.lock_dir).absolute()) if job.lock_dir else None,
                                           "status": str(files.status(task_id(job)).absolute())}
                       for job in jobs}}
     _atomic_write(files.spec, json.dumps(spec, indent=1) + "\n")

@@ -142,8 +142,9 @@ if stage_on 3; then
     [ "$tensorboard" != true ] || opts+=(--tensorboard)
     # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh
     # Folds with train.done are not started again (on a cluster they would wait in the queue for nothing).
+    # --lock: a fold another run is training is refused before its log is touched (serkit.lock).
     $train_cmd --max-jobs "$nj" --num-threads "$threads" ${ngpu:+--gpu "$ngpu"} --pad 2 \
-      --skip-if-exists "$exp/foldJOB/train.done" \
+      --skip-if-exists "$exp/foldJOB/train.done" --lock "$exp/foldJOB" \
       JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" "$exp/log/train.foldJOB.log" \
       python -m serkit.bin.train "$config" "${opts[@]}" --data_dir "$data" \
         --fold_dir "data/folds/$protocol/foldJOB" --output_folder "$exp/foldJOB" --seed "${tag##*_seed}" $args

@@ -27,7 +27,8 @@ from typing import Optional, Sequence
 
 from serkit.bin import one_line_errors
 from serkit.jobs import (BACKENDS, JobsInterrupted, JobsUsageError, Resources, exit_status,
-                         expand_jobs, failure_message, looks_like_job_range, make_backend,
+                         expand_jobs, failure_message, first_logged_failure, log_tail, looks_like_job_range,
+                         make_backend,
                          parse_duration, parse_job_range, run_jobs)
 
 PROG = "serkit-run"
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-if-exists", metavar="FILE", default=None,
                         help="do not run a job whose FILE exists (JOB is substituted), e.g. "
                              "exp/tag/foldJOB/train.done: a rerun starts only the unfinished jobs")
+    parser.add_argument("--lock", metavar="DIR", default=None,
+                        help="the folder a job works in (JOB is substituted), e.g. exp/tag/foldJOB: its lock "
+                             "is taken before the job's log is written and held while it runs, so a second "
+                             "run of the same fold is refused, naming the holder, without touching its log")
     slurm = parser.add_argument_group("slurm backend")
     slurm.add_argument("--config", default=None,
                        help="maps the options above to sbatch options (see conf/slurm.conf)")
@@ -132,7 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format=f"{PROG}: %(message)s")
     try:
         job_range, log, command = _split_job_words(args.job)
-        jobs = expand_jobs(log, command, job_range, pad=args.pad, done_marker=args.skip_if_exists)
+        jobs = expand_jobs(log, command, job_range, pad=args.pad, done_marker=args.skip_if_exists,
+                           lock_dir=args.lock)
     except JobsUsageError as error:
         parser.error(str(error))  # exits with status 2 after printing the usage line
     resources = Resources(gpu=args.gpu, mem=args.mem, time=args.time, num_threads=args.num_threads)
@@ -150,6 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     message = failure_message(results)
     if message is not None:
         print(f"{PROG}: {message}", file=sys.stderr)
+        logged = first_logged_failure(results)
+        tail = log_tail(logged.job.log_path) if logged is not None else ""
+        if tail:
+            print(f"{PROG}: the last lines of {logged.job.log_path}:\n{tail}", file=sys.stderr)
     return exit_status(results)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from serkit.jobs import (NOT_STARTED_EXIT_CODE, STOP_SIGNALS, Job, Resources, append_to_log,
-                         format_log_header, format_log_trailer)
+                         format_log_header, format_log_trailer, refused_result, take_job_lock)
+from serkit.lock import FolderLocked
 
 PROG = "serkit.bin.slurm_task"
 
@@ -52,10 +53,22 @@ def run_task(spec: dict, task: dict) -> int:
     header = format_log_header(job, resources, "slurm", f"slurm_job={slurm_id} restarts={restarts}")
     env = dict(os.environ, OMP_NUM_THREADS=str(resources.num_threads),
                MKL_NUM_THREADS=str(resources.num_threads))
+    job = Job(job.index, job.argv, job.log_path, lock_dir=Path(task["lock"]) if task.get("lock") else None)
+    try:
+        lock = take_job_lock(job)  # before the log: a refused task must not touch a running one's log
+    except FolderLocked as error:
+        refused = refused_result(job, error)
+        print(f"{PROG}: {refused.reason}", file=sys.stderr)
+        _write_status(Path(task["status"]), refused.returncode, 0.0, refused.reason)
+        return refused.returncode
     started = time.monotonic()
-    code, reason = _run_logged(job, header, "a" if restarts else "w", env)
-    elapsed = time.monotonic() - started
-    append_to_log(job.log_path, format_log_trailer(code, elapsed, resources.num_threads, reason), PROG)
+    try:
+        code, reason = _run_logged(job, header, "a" if restarts else "w", env)
+        elapsed = time.monotonic() - started
+        append_to_log(job.log_path, format_log_trailer(code, elapsed, resources.num_threads, reason), PROG)
+    finally:
+        if lock is not None:
+            lock.release()
     _write_status(Path(task["status"]), code, elapsed, reason)
     return code
 

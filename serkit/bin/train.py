@@ -21,7 +21,6 @@ warnings and errors to stderr only).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shlex
@@ -39,7 +38,7 @@ from serkit.bin import LOG_FORMAT
 from serkit.errors import Refused, SerkitError
 from serkit.expdir import DONE_FILE, LOG_FILE
 from serkit.jobs import SUMMARY_MARKER
-from serkit.lock import folder_lock
+from serkit.lock import acquire
 from serkit.safe_yaml import cli_overrides, load_plain_mapping, refuse_python_tags
 from serkit.train import train_fold
 
@@ -202,22 +201,29 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--{key} {hparams[key]}: directory not found")
         out = Path(hparams["output_folder"])
         out.mkdir(parents=True, exist_ok=True)
-        handlers = add_log_handlers(out)
-        if (out / DONE_FILE).exists():
-            logger.info("%s exists: fold already trained, nothing to do", out / DONE_FILE)
-            return 0
-        if nproc > 1 and not distributed.under_torchrun():
-            restart_under_torchrun(nproc, train_args, handlers)
-        logger.info("command: python -m serkit.bin.train %s", command)
-        if distributed.world_size() > 1:
-            logger.info("training with %d processes (DDP, %s backend)", distributed.world_size(),
-                        run_opts.distributed_backend)
-        if distributed.is_main():
-            save_resolved_hparams(hparams_file, overrides, out)
-        # A second concurrent run of this fold refuses, naming the holder. Rank 0 holds the lock for
-        # all processes; if it is refused, it exits and torchrun stops the others.
-        with folder_lock(out) if distributed.is_main() else contextlib.nullcontext():
+        # The fold's lock comes before any file of the fold is written: a refused second run must not
+        # touch the running one's train_log.txt or hyperparams.yaml. Rank 0 holds it for all
+        # processes; if it is refused, it exits and torchrun stops the others.
+        held = acquire(out) if distributed.is_main() else None
+        try:
+            handlers = add_log_handlers(out)
+            if (out / DONE_FILE).exists():
+                logger.info("%s exists: fold already trained, nothing to do", out / DONE_FILE)
+                return 0
+            if nproc > 1 and not distributed.under_torchrun():
+                if held is not None:
+                    held.keep_across_exec()  # torchrun keeps this pid: its rank 0 works under this lock
+                restart_under_torchrun(nproc, train_args, handlers)
+            logger.info("command: python -m serkit.bin.train %s", command)
+            if distributed.world_size() > 1:
+                logger.info("training with %d processes (DDP, %s backend)", distributed.world_size(),
+                            run_opts.distributed_backend)
+            if distributed.is_main():
+                save_resolved_hparams(hparams_file, overrides, out)
             scores = train_fold(hparams, run_opts)
+        finally:
+            if held is not None:
+                held.release()
         logger.info("done: test WA %.2f%% UA %.2f%%", 100 * scores["WA"], 100 * scores["UA"])
         # serkit-run repeats this line in stage 3's one-line-per-fold progress (serkit.jobs.SUMMARY_MARKER).
         logger.info("%s%s", SUMMARY_MARKER, expdir.fold_summary(expdir.read_history(out / expdir.HISTORY_FILE)))
