@@ -14,9 +14,12 @@ checkpoint becomes visible:
   ``rename`` publishes the directory and the parent directory is fsynced. A failed write (full disk,
   quota, I/O error) removes the staging directory and raises :class:`CheckpointError` naming the
   folder, the cause and the free space, so the previous checkpoint stays the newest.
-- **load**: a checkpoint is loaded only after its files are found complete (meta readable, every
-  recoverable's file present and non-empty); a checkpoint that is broken or fails to load is skipped
-  with a warning naming it, and the next one in order (the newest intact one, for a resume) is used.
+- **load**: a checkpoint is loaded only after its parts are found to agree (meta readable, every
+  file present with the size ``CKPT.yaml`` recorded for it, the epoch counter at the epoch
+  ``CKPT.yaml`` names); one whose parts disagree is skipped with one warning naming it and moved
+  aside to ``save/broken-CKPT+...`` so that no later save, resume or export trips on it again, and
+  the next one in order (the newest consistent one, for a resume) is used. One that fails to load
+  otherwise is skipped with a warning and left in place (the configuration may have changed).
   Torch files are read with ``weights_only=True`` passed explicitly, so no code from a checkpoint
   runs even where ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` asks torch to allow pickles.
 
@@ -49,11 +52,13 @@ from speechbrain.utils.checkpoints import (
 )
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
 
-from serkit.errors import SerkitError
+from serkit.errors import SerkitError, load_error_text
+from serkit.expdir import FILE_SIZES_KEY, checkpoint_problem
 
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".partial-"  # a staging directory never starts with "CKPT", so no reader lists it
+BROKEN_PREFIX = "broken-"  # where a checkpoint whose parts disagree is set aside (no reader lists it either)
 
 
 class CheckpointError(SerkitError):
@@ -143,7 +148,10 @@ class SafeCheckpointer(Checkpointer):
                 # checkpoints (SpeechBrain's keep-only deletion broadcasts once per deleted one).
                 ddp_barrier()
                 return None
-            saved_meta = self._save_checkpoint_metafile(staging / METAFNAME, meta, end_of_epoch)
+            # CKPT.yaml records every file's size: a file cut short or replaced later is caught on load.
+            sizes = {path.name: path.stat().st_size for path in staging.iterdir()}
+            saved_meta = self._save_checkpoint_metafile(staging / METAFNAME, {**meta, FILE_SIZES_KEY: sizes},
+                                                        end_of_epoch)
             for path in staging.iterdir():
                 fsync_file(path)
             fsync_dir(staging)
@@ -193,16 +201,31 @@ class SafeCheckpointer(Checkpointer):
     # ---------------------------------------------------------------- listing
 
     def list_checkpoints(self) -> list[Checkpoint]:
-        """The published checkpoints whose ``CKPT.yaml`` is readable; broken ones are named in a warning."""
+        """The published checkpoints whose ``CKPT.yaml`` is readable; a broken one is named in a
+        warning and set aside (:meth:`set_aside`), so the warning comes once, not at every save."""
         checkpoints = []
         for ckpt_dir in self._list_checkpoint_dirs():
             meta = read_meta(ckpt_dir / METAFNAME)
             if isinstance(meta, str):
-                logger.warning("%s: broken checkpoint skipped (%s)", ckpt_dir, meta)
+                self.set_aside(ckpt_dir, meta)
                 continue
             paramfiles = {path.stem: path for path in ckpt_dir.iterdir() if path.suffix == PARAMFILE_EXT}
             checkpoints.append(Checkpoint(ckpt_dir, meta, paramfiles))
         return checkpoints
+
+    def set_aside(self, ckpt_dir: Path, problem: str) -> None:
+        """Move a broken checkpoint to ``save/broken-CKPT+...`` (kept for inspection, never deleted),
+        with one warning: no later listing, resume, export or rerun trips on it again."""
+        aside = ckpt_dir.with_name(BROKEN_PREFIX + ckpt_dir.name)
+        if if_main_process() and ckpt_dir.is_dir():
+            try:
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(ckpt_dir, aside)
+            except OSError as error:
+                logger.warning("%s: broken checkpoint skipped (%s); it could not be moved aside (%s)",
+                               ckpt_dir, problem, error)
+                return
+        logger.warning("%s: broken checkpoint skipped (%s); moved aside to %s", ckpt_dir, problem, aside.name)
 
     def remove_staging_dirs(self) -> None:
         """Delete what a killed save left behind (never a checkpoint: those were never published)."""
@@ -228,25 +251,34 @@ class SafeCheckpointer(Checkpointer):
         problems = []
         for checkpoint in candidates:
             problem = self.problem(checkpoint)
-            if problem is None:
-                try:
-                    self.load_checkpoint(checkpoint)
-                except SerkitError:
-                    raise  # a deliberate refusal (e.g. a changed configuration), not a broken file
-                except Exception as error:  # noqa: BLE001 -- any failure to load means: try the next one
-                    self._forget_partial_load()
-                    problem = f"failed to load ({type(error).__name__}: {error})"
-            if problem is None:
-                if problems:
-                    logger.warning("resuming from %s, the newest intact checkpoint", checkpoint.path.name)
-                return checkpoint
-            logger.warning("%s: broken checkpoint, skipped: %s", checkpoint.path, problem)
-            problems.append(f"{checkpoint.path.name}: {problem}")
+            if problem is not None:  # its parts disagree: it can never load right, take it out of the way
+                self.set_aside(checkpoint.path, problem)
+                problems.append(f"{checkpoint.path.name}: {problem}")
+                continue
+            try:
+                self.load_checkpoint(checkpoint)
+            except SerkitError:
+                raise  # a deliberate refusal (e.g. a changed configuration), not a broken file
+            except Exception as error:  # noqa: BLE001 -- any failure to load means: try the next one
+                # Not moved aside: the file may be sound and the configuration changed since.
+                self._forget_partial_load()
+                problem = f"failed to load ({load_error_text(error)})"
+                logger.warning("%s: broken checkpoint, skipped: %s", checkpoint.path, problem)
+                problems.append(f"{checkpoint.path.name}: {problem}")
+                continue
+            if problems:
+                logger.warning("resuming from %s, the newest intact checkpoint", checkpoint.path.name)
+            return checkpoint
         raise CheckpointError(f"{self.checkpoints_dir}: no checkpoint can be loaded ({'; '.join(problems)}); "
-                              "delete the broken ones (or the whole folder to start over) and run again")
+                              f"inconsistent ones were moved aside ({BROKEN_PREFIX}CKPT+...). Delete the broken "
+                              "ones (or the whole folder to start over) and run again")
 
     def problem(self, checkpoint: Checkpoint) -> str | None:
-        """Why ``checkpoint`` cannot be complete (a missing or empty file), or None."""
+        """Why ``checkpoint`` cannot be complete or consistent (a missing, empty or resized file, an
+        epoch counter that disagrees with ``CKPT.yaml``: :func:`serkit.expdir.checkpoint_problem`), or None."""
+        inconsistent = checkpoint_problem(checkpoint.path, checkpoint.meta)
+        if inconsistent is not None:
+            return inconsistent
         for name in self.recoverables:
             path = checkpoint.paramfiles.get(name)
             if path is None:

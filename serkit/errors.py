@@ -3,6 +3,7 @@
 Every error serkit raises on purpose derives from :class:`SerkitError`, so command-line entry points
 can print its message (which names the file and the fix) instead of a traceback.
 """
+import re
 
 
 class SerkitError(Exception):
@@ -15,6 +16,26 @@ class Refused(SerkitError):
     Entry points exit with code 2 for it, as for any unusable input, and its message says what was
     refused and why; it never suggests turning a protection off.
     """
+
+
+def load_error_text(error: BaseException) -> str:
+    """What a failed ``torch.load`` means, in one line, without torch's advice to turn its protection off.
+
+    ``weights_only=True`` refuses a pickle that names Python code; torch's message then suggests
+    ``weights_only=False``, which would run that code. serkit never passes that advice on: it says
+    which object the file asked for.
+    """
+    text = str(error)
+    wanted = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if wanted:
+        return (f"it holds a pickled reference to the Python object {wanted[1]}, not only plain tensors; "
+                "loading it could run code, so it was refused")
+    if "weights_only" in text or "WeightsUnpickler" in text:
+        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+        return ("it holds more than plain tensors and numbers (" + (detail[1][:200] if detail else "pickled objects")
+                + "); loading it could run code, so it was refused")
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def reraise_as(error_class: type[SerkitError], *lower: type[SerkitError]):

@@ -338,8 +338,9 @@ def best_key(meta: dict[str, Any]) -> tuple[float, float]:
 def list_checkpoints(fold_dir: str | Path) -> list[CheckpointInfo]:
     """All complete checkpoints of a fold, oldest first.
 
-    A checkpoint directory without ``CKPT.yaml`` or ``model.ckpt`` (training killed while saving)
-    is skipped with a warning, never silently.
+    A checkpoint directory without ``CKPT.yaml`` or ``model.ckpt`` (training killed while saving),
+    with an unreadable ``CKPT.yaml`` or with parts that disagree (:func:`checkpoint_problem`) is
+    skipped with a warning, never silently, so a broken one never stops export or scoring.
     """
     save_dir = Path(fold_dir) / SAVE_DIR
     if not save_dir.is_dir():
@@ -352,7 +353,18 @@ def list_checkpoints(fold_dir: str | Path) -> list[CheckpointInfo]:
                            ckpt_dir, CHECKPOINT_META_FILE, CHECKPOINT_MODEL_FILE)
             skipped += 1
             continue
-        checkpoints.append(CheckpointInfo(ckpt_dir, read_checkpoint_meta(meta_path)))
+        try:
+            meta = read_checkpoint_meta(meta_path)
+        except ExpDirError as error:
+            logger.warning("%s: broken checkpoint skipped (%s)", ckpt_dir, error)
+            skipped += 1
+            continue
+        problem = checkpoint_problem(ckpt_dir, meta)
+        if problem is not None:
+            logger.warning("%s: inconsistent checkpoint skipped (%s)", ckpt_dir, problem)
+            skipped += 1
+            continue
+        checkpoints.append(CheckpointInfo(ckpt_dir, meta))
     if skipped:
         logger.warning("%s: skipped %d incomplete checkpoint(s)", save_dir, skipped)
     if not checkpoints:
@@ -361,11 +373,50 @@ def list_checkpoints(fold_dir: str | Path) -> list[CheckpointInfo]:
     return sorted(checkpoints, key=lambda c: (c.unixtime, c.name))
 
 
+#: CKPT.yaml's record of the size of every file the checkpoint was written with (serkit.checkpoints).
+FILE_SIZES_KEY = "file_sizes"
+COUNTER_FILE = "counter.ckpt"
+
+
+def checkpoint_problem(ckpt_dir: Path, meta: dict[str, Any]) -> str | None:
+    """Why a checkpoint's parts disagree with each other, or None when they agree.
+
+    Its files must be those CKPT.yaml recorded, with the sizes recorded (a truncated or replaced
+    file is caught before it is loaded), and an end-of-epoch checkpoint's epoch counter must say
+    the epoch CKPT.yaml names: a damaged counter would resume at the wrong epoch with the weights
+    of another one. Checkpoints written before sizes were recorded are checked for the counter only.
+    """
+    for name, size in sorted((meta.get(FILE_SIZES_KEY) or {}).items()):
+        path = ckpt_dir / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, {CHECKPOINT_META_FILE} recorded {size}"
+    counter = ckpt_dir / COUNTER_FILE
+    if meta.get("end-of-epoch") and meta.get("epoch") is not None and counter.is_file():
+        saved = _counter_value(counter)
+        if saved != meta["epoch"]:
+            return f"{COUNTER_FILE} says epoch {saved!r}, {CHECKPOINT_META_FILE} epoch {meta['epoch']}"
+    return None
+
+
+def _counter_value(path: Path) -> Any:
+    """The epoch an epoch counter's file holds (SpeechBrain writes a number, or YAML with current_epoch)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        value = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return "unreadable"
+    if isinstance(value, dict):
+        value = value.get("current_epoch")
+    return value if isinstance(value, int) and not isinstance(value, bool) else text.strip()[:20]
+
+
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     """CKPT.yaml with the safe loader: meta is plain data, never YAML tags that build objects."""
     try:
         meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ExpDirError(f"{path}: unreadable checkpoint meta ({error})") from None
     if not isinstance(meta, dict):
         raise ExpDirError(f"{path}: checkpoint meta is not a mapping")

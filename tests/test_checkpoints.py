@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from speechbrain.utils.epoch_loop import EpochCounter
 
+from serkit import expdir
 from serkit.checkpoints import STAGING_PREFIX, CheckpointError, RandomStates, SafeCheckpointer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +54,13 @@ def save_two(save_dir: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def record_size(ckpt_dir: Path, name: str) -> None:
+    """Make CKPT.yaml record ``name``'s present size (as if the file had been saved like this)."""
+    meta = yaml.safe_load((ckpt_dir / "CKPT.yaml").read_text())
+    meta["file_sizes"][name] = (ckpt_dir / name).stat().st_size
+    (ckpt_dir / "CKPT.yaml").write_text(yaml.safe_dump(meta))
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -83,7 +93,7 @@ def test_no_loadable_checkpoint_is_a_clear_error(tmp_path):
     older, newest = save_two(tmp_path / "save")
     truncate(older / "model.ckpt")
     (newest / "optimizer.ckpt").unlink()
-    with pytest.raises(CheckpointError, match=f"no checkpoint can be loaded.*{re.escape(newest.name)}: optimizer.ckpt is missing.*{re.escape(older.name)}: failed to load"):
+    with pytest.raises(CheckpointError, match=f"no checkpoint can be loaded.*{re.escape(newest.name)}: optimizer.ckpt is missing.*{re.escape(older.name)}: model.ckpt is \\d+ bytes, CKPT.yaml recorded \\d+"):
         checkpointer_for(tmp_path / "save")[0].recover_if_possible()
 
 
@@ -169,12 +179,15 @@ def test_loading_never_runs_code_even_when_the_environment_allows_pickles(tmp_pa
     older, newest = save_two(tmp_path / "save")
     marker = tmp_path / "pwned"
     torch.save({"weight": Exploit(marker)}, newest / "model.ckpt")
+    record_size(newest, "model.ckpt")  # a forger who also edits CKPT.yaml: the load itself must refuse
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     checkpointer, model, _ = checkpointer_for(tmp_path / "save")
     with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
         assert checkpointer.recover_if_possible().path == older
     assert not marker.exists() and torch.all(model.weight == 1.0)
-    assert any("Unpickl" in record.getMessage() or "weights_only" in record.getMessage() for record in caplog.records)
+    warnings = " ".join(record.getMessage() for record in caplog.records)
+    assert "holds a pickled reference to the Python object" in warnings and "so it was refused" in warnings
+    assert "weights_only" not in warnings  # never torch's advice to turn the protection off
 
 
 def test_random_states_round_trip(tmp_path):
@@ -203,3 +216,67 @@ def test_keep_only_keeps_the_newest_and_leaves_speechbrains_default_list_alone(t
     (kept,) = checkpointer.list_checkpoints()
     assert kept.meta["value"] == 2
     assert [] in Checkpointer.save_and_keep_only.__defaults__  # SpeechBrain's mutable default, not grown
+
+
+def epoch_checkpoints(save_dir: Path, epochs: int):
+    """End-of-epoch checkpoints of a model and its epoch counter for epochs 1..``epochs``, as training saves them."""
+    model, counter = network(0.0), EpochCounter(100)
+    checkpointer = SafeCheckpointer(save_dir, recoverables={"model": model, "counter": counter})
+    for epoch in range(1, epochs + 1):
+        counter.current = epoch
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        checkpointer.save_checkpoint(meta={"epoch": epoch, "UA": 0.1 * epoch})
+    return sorted(save_dir.glob("CKPT+*"), key=lambda d: yaml.safe_load((d / "CKPT.yaml").read_text())["unixtime"])
+
+
+@pytest.mark.parametrize("sizes_recorded", [True, False], ids=["sizes recorded", "older checkpoint without sizes"])
+def test_a_damaged_epoch_counter_is_set_aside_not_resumed_at_the_wrong_epoch(sizes_recorded, tmp_path, caplog):
+    """counter.ckpt cut from 12 to 1 (issue 16): resuming would train 'epoch 2' on epoch-12 weights."""
+    *_, epoch11, epoch12 = epoch_checkpoints(tmp_path / "save", 12)
+    (epoch12 / "counter.ckpt").write_text("1")
+    if not sizes_recorded:
+        meta = yaml.safe_load((epoch12 / "CKPT.yaml").read_text())
+        del meta["file_sizes"]
+        (epoch12 / "CKPT.yaml").write_text(yaml.safe_dump(meta))
+    model, counter = network(0.0), EpochCounter(100)
+    checkpointer = SafeCheckpointer(tmp_path / "save", recoverables={"model": model, "counter": counter})
+    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+        assert checkpointer.recover_if_possible().path == epoch11
+    assert counter.current == 11 and torch.all(model.weight == 11.0)
+    problem = "counter.ckpt is 1 bytes, CKPT.yaml recorded 2" if sizes_recorded else \
+        "counter.ckpt says epoch 1, CKPT.yaml epoch 12"
+    warned = [r.getMessage() for r in caplog.records if epoch12.name in r.getMessage()]
+    assert len(warned) == 1 and problem in warned[0] and "moved aside" in warned[0]
+    assert not epoch12.exists() and (tmp_path / "save" / f"broken-{epoch12.name}" / "counter.ckpt").read_text() == "1"
+    # later stages (export's listing) no longer see it; a rerun resumes from epoch 11 again without a word
+    assert [c.path for c in expdir.list_checkpoints(tmp_path)][-1] == epoch11
+    caplog.clear()
+    fresh = SafeCheckpointer(tmp_path / "save", recoverables={"model": network(0.0), "counter": EpochCounter(100)})
+    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+        assert fresh.recover_if_possible().path == epoch11
+    assert not caplog.records
+
+
+def test_a_checkpoint_with_garbled_meta_is_warned_about_once_not_at_every_save(tmp_path, caplog):
+    """The broken folder's warning used to repeat at every later save (99 times in one train_log.txt)."""
+    first, second = epoch_checkpoints(tmp_path / "save", 2)
+    (first / "CKPT.yaml").write_text("unixtime: [1, 2\n")
+    model, counter = network(0.0), EpochCounter(100)
+    checkpointer = SafeCheckpointer(tmp_path / "save", recoverables={"model": model, "counter": counter})
+    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+        assert checkpointer.recover_if_possible().path == second
+        for epoch in range(3, 8):
+            counter.current = epoch
+            checkpointer.save_and_keep_only(meta={"epoch": epoch, "UA": 0.0}, num_to_keep=2)
+    assert sum(first.name in record.getMessage() for record in caplog.records) == 1
+    assert (tmp_path / "save" / f"broken-{first.name}").is_dir()
+    assert len(expdir.list_checkpoints(tmp_path)) == 2  # export's listing does not stop on it
+
+
+def test_an_inconsistent_checkpoint_left_by_hand_does_not_stop_export(tmp_path, caplog):
+    first, second = epoch_checkpoints(tmp_path / "save", 2)
+    truncate(second / "model.ckpt")
+    with caplog.at_level(logging.WARNING, logger="serkit.expdir"):
+        assert [c.path for c in expdir.list_checkpoints(tmp_path)] == [first]
+    assert any("model.ckpt is" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
