@@ -43,6 +43,7 @@ from torch.utils.data import Dataset, Sampler
 from serkit.audio import read_audio
 from serkit import inventory
 from serkit.datadir import DataDirError, read_map
+from serkit.errors import load_error_text
 from serkit.expdir import atomic_write
 from serkit.features import FeatureError
 from serkit.folds import load_fold
@@ -240,7 +241,7 @@ class FeatureCache:
                     return stored["feats"]
                 logger.warning("%s: cached features are stale (%s changed); recomputing", path, wav)
             except (RuntimeError, EOFError, OSError, ValueError, AttributeError, pickle.UnpicklingError) as error:
-                logger.warning("%s: unreadable cached features (%s); recomputing", path, error)
+                logger.warning("%s: unreadable cached features (%s); recomputing", path, load_error_text(error))
         feats = compute()
         atomic_write(path, lambda tmp: torch.save({"source": key, "feats": feats}, tmp))
         self.computed += 1

@@ -26,7 +26,7 @@ def load_error_text(error: BaseException) -> str:
     which object the file asked for.
     """
     text = str(error)
-    wanted = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    wanted = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
     if wanted:
         return (f"it holds a pickled reference to the Python object {wanted[1]}, not only plain tensors; "
                 "loading it could run code, so it was refused")

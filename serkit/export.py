@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import pickle
 import subprocess
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import torch
 
 import serkit
 from serkit import expdir, inventory, ssl_layers
-from serkit.errors import SerkitError, reraise_as
+from serkit.errors import Refused, SerkitError, load_error_text, reraise_as
 from serkit.model.build import ModelConfigError, check_model_config, model_from_config
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,28 @@ TOKENS_FILE = "tokens.txt"
 
 class ExportError(SerkitError):
     """A fold directory cannot be exported, or an export folder cannot be loaded."""
+
+
+class ExportRefused(ExportError, Refused):
+    """An export holds something serkit will not load: pickled code, a link to a file outside it."""
+
+
+def refuse_links_out(export_dir: Path) -> None:
+    """Refuse an export folder with a symbolic link that leads outside it (raise :class:`ExportRefused`).
+
+    An export is a folder from elsewhere (a colleague, a download); a link in it to ``~/.ssh/...`` or
+    to weights somewhere else would make serkit read files the folder does not hold. Links that stay
+    inside the folder are harmless and allowed.
+    """
+    root = export_dir.resolve()
+    for folder, dirs, files in os.walk(export_dir):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise ExportRefused(f"{path}: a symbolic link to {os.readlink(path)}, outside the export folder "
+                                    f"{export_dir}; serkit reads an export only from inside it. Replace the link by "
+                                    "the file itself (cp -L) if you trust it")
+
 
 
 @dataclass(frozen=True)
@@ -134,6 +157,7 @@ def load_export(export_dir: str | Path) -> ExportedModel:
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise ExportError(f"{export_dir}: model directory not found (create it with serkit.bin.export_model)")
+    refuse_links_out(export_dir)
     missing = [name for name in (MODEL_FILE, CONFIG_FILE, CLASSES_FILE, TOKENS_FILE)
                if not (export_dir / name).is_file()]
     if missing:
@@ -165,8 +189,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
-        raise ExportError(f"{path}: refused to load: it holds more than plain tensors, which could run "
-                          f"code ({str(error).splitlines()[0]}); only use weights exported by serkit") from None
+        raise ExportRefused(f"{path}: refused to load: {load_error_text(error)}; only use weights exported by "
+                            "serkit from a source you trust") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise ExportError(f"{path}: not a readable PyTorch state dict ({error}); the file is corrupt "
                           f"or truncated, re-export or re-train") from None

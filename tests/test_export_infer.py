@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,16 @@ def probs_array(prediction: Prediction) -> np.ndarray:
 def log_probs(prediction: Prediction) -> np.ndarray:
     """Log posteriors: differences stay visible even where a posterior is close to 0 or 1."""
     return np.log(probs_array(prediction))
+
+
+class Exploit:
+    """Unpickling this runs ``touch MARKER`` (through os.system, as a hostile file would)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def write_wav(path: Path, seconds: float, seed: int) -> Path:
@@ -343,6 +354,45 @@ def test_infer_cli_json_scp_and_phonemes(setup, tmp_path, capsys):
         assert record["path"] == str(path) and record["label"] == expected.label
         assert record["probs"] == pytest.approx(expected.probs, abs=1e-6)
         assert record["emotion_phonemes"] == " ".join(expected.emotion_phonemes)
+
+
+def test_infer_cli_takes_options_anywhere(setup, tmp_path, capsys):
+    a, b = write_wav(tmp_path / "a.wav", 0.8, seed=5), write_wav(tmp_path / "b.wav", 0.6, seed=6)
+    assert infer_cli.main([str(setup["export"]), "--json", str(a), "--batch-size", "1", str(b)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in records] == [str(a), str(b)]
+
+
+def test_infer_cli_refuses_a_pickle_in_model_pt_with_exit_code_2(setup, tmp_path, capsys):
+    bad = tmp_path / "export"
+    shutil.copytree(setup["export"], bad)
+    marker = tmp_path / "pwned"
+    state = dict(torch.load(bad / "model.pt", weights_only=True))
+    state["network.emotion_head.weight"] = Exploit(marker)
+    torch.save(state, bad / "model.pt")
+    assert infer_cli.main([str(bad), str(write_wav(tmp_path / "a.wav", 0.5, seed=1))]) == 2
+    error = capsys.readouterr().err
+    assert f"serkit-infer: error: {bad / 'model.pt'}: refused to load: it holds a pickled reference to the " \
+           "Python object" in error
+    assert "weights_only" not in error and "Traceback" not in error and not marker.exists()
+
+
+@pytest.mark.parametrize("link", ["classes.txt", "model.pt"])
+def test_an_export_with_a_link_out_of_it_is_refused(setup, tmp_path, capsys, link):
+    bad = tmp_path / "export"
+    shutil.copytree(setup["export"], bad)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(bad / link, outside / link)
+    (bad / link).unlink()
+    (bad / link).symlink_to(outside / link)
+    assert infer_cli.main([str(bad), str(write_wav(tmp_path / "a.wav", 0.5, seed=1))]) == 2
+    assert f"{bad / link}: a symbolic link to {outside / link}, outside the export folder" in capsys.readouterr().err
+    (bad / link).unlink()
+    (bad / link).symlink_to(Path("sub") / link)  # a link that stays inside the folder is fine
+    (bad / "sub").mkdir()
+    shutil.copy(outside / link, bad / "sub" / link)
+    assert EmotionRecognizer.from_export(bad).classes == setup["recognizer"].classes
 
 
 def test_infer_cli_bad_model_dir(tmp_path, capsys):

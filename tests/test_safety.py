@@ -112,3 +112,47 @@ def test_the_planner_refuses_a_bad_overrides_file_before_any_stage(text, message
     error = capsys.readouterr().err
     assert code == 2 and message in error and str(overrides) in error and "Traceback" not in error
     assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- pickles and links in untrusted files
+
+
+class Exploit:
+    """Unpickling this runs ``touch MARKER``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_an_encoder_whose_weights_hold_a_pickle_is_refused_with_exit_code_2(tmp_path, capsys):
+    """The ssl_probe export's encoder copy (or any encoder folder) with a pytorch_model.bin that names code."""
+    import torch
+
+    from serkit.bin import one_line_errors
+    from serkit.errors import Refused
+    from serkit.model import build_tiny_w2v2, load_encoder
+
+    encoder = build_tiny_w2v2(tmp_path / "encoder")
+    state = {name: tensor for name, tensor in load_encoder(str(encoder)).state_dict().items()}
+    for path in encoder.glob("*.safetensors"):
+        path.unlink()
+    marker = tmp_path / "pwned"
+    torch.save({**state, "exploit": Exploit(marker)}, encoder / "pytorch_model.bin")
+
+    @one_line_errors("serkit-infer", exit_code=2)
+    def main() -> int:
+        load_encoder(str(encoder))
+        return 0
+
+    assert main() == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert not marker.exists()
+    assert f"serkit-infer: error: encoder {encoder}: its weights file was refused: it holds a pickled reference to " \
+           "the Python object" in error
+    assert "weights_only" not in error and "Traceback" not in error
+    with pytest.raises(Refused):
+        load_encoder(str(encoder))

@@ -73,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--speaker-stats", metavar="FILE",
                         help="a model trained with per-speaker normalisation: JSON statistics (count, mean, std) "
                              "that normalise every input (default: each file's own statistics)")
-    args = parser.parse_args(argv)
+    # Options may come anywhere (serkit-infer EXPORT --json a.wav): the files are collected around them.
+    args = parser.parse_intermixed_args(argv)
     if not args.inputs and not args.scp:
         parser.error("give at least one audio file or --scp FILE")
     if args.batch_size < 1:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from serkit.errors import SerkitError
+from serkit.errors import Refused, SerkitError, load_error_text
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ class EncoderNotFoundError(SerkitError):
 
 class EncoderConfigError(SerkitError):
     """An encoder configuration serkit cannot use (unknown override, masking, adapter...)."""
+
+
+class EncoderRefused(EncoderNotFoundError, Refused):
+    """The encoder's weights hold pickled code (or other than plain tensors) and were not loaded."""
 
 
 def hub_offline() -> bool:
@@ -114,6 +119,9 @@ def load_encoder(source: str, **config_overrides: Any) -> Wav2Vec2Model:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise EncoderNotFoundError(
             f"encoder {source}: {where} ({first_line}). {_how_to_provide(source)}") from None
+    except pickle.UnpicklingError as error:  # a pytorch_model.bin that names Python code: torch refused it
+        raise EncoderRefused(f"encoder {source}: its weights file was refused: {load_error_text(error)}. Use a "
+                             "checkpoint from a source you trust, preferably model.safetensors") from None
     except RuntimeError as error:  # e.g. weight shapes that do not match config.json
         raise EncoderConfigError(f"encoder {source}: its weights do not fit its config.json "
                                  f"({str(error).strip().splitlines()[0]}); re-download or re-save the "
