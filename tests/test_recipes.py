@@ -66,6 +66,21 @@ def test_option_parser_names_an_unknown_option_first_and_takes_switches():
     assert "option --x needs a value" in parse("--x").stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "9"], "--stage takes a stage number 0-5, got '9'"),
+    (["--stage", "abc"], "--stage takes a stage number 0-5, got 'abc'"),
+    (["--stop_stage", "-1"], "--stop_stage takes a stage number 0-5, got '-1'"),
+    (["--stage", "1 ; touch pwned"], "--stage takes a stage number 0-5, got '1 ; touch pwned'"),
+    (["--stage", "4", "--stop_stage", "2"], "--stage 4 is after --stop_stage 2: no stage would run"),
+])
+def test_stages_are_whole_numbers_0_to_5_in_order(egs, args, message):
+    """--stage 9 and --stage abc used to exit 0 having done nothing (abc: six 'integer expression expected')."""
+    result = run_recipe(egs / "mini_iemocap", *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert "integer expression expected" not in result.stderr and "Stage" not in result.stdout
+    assert not (egs / "mini_iemocap" / "data").exists() and not (egs / "mini_iemocap" / "pwned").exists()
+
+
 def test_help_lists_the_stages_options(egs):
     result = run_recipe(egs / "iemocap", "--help")
     assert result.returncode == 0

@@ -77,6 +77,10 @@ precision=
 . ../TEMPLATE/utils/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (options are --name value; see --help)" >&2; exit 2; fi
 if [[ ! $ngpu =~ ^[0-9]*$ ]]; then echo "$0: --ngpu takes a number of GPUs per fold, got '$ngpu'" >&2; exit 2; fi
+for _v in stage stop_stage; do  # a stage outside 0-5 would run nothing and exit 0
+  if [[ ! ${!_v} =~ ^[0-5]$ ]]; then echo "$0: --$_v takes a stage number 0-5, got '${!_v}'" >&2; exit 2; fi
+done
+if [ "$stage" -gt "$stop_stage" ]; then echo "$0: --stage $stage is after --stop_stage $stop_stage: no stage would run" >&2; exit 2; fi
 . ./path.sh
 . ./cmd.sh
 
