@@ -541,6 +541,33 @@ def padded_fraction(durations: Sequence[float], batches: Sequence[Sequence[int]]
 # ----------------------------------------------------------------------------- the whole fold
 
 
+def check_class_coverage(data: FoldData, fold_dir: str | Path, allow_missing: bool = False) -> None:
+    """Every class of the fold's class list has utterances in its training and validation sets.
+
+    A class missing from training gets an output the model never learns, yet UA averages its
+    recall; missing from validation, model selection never sees it. Either way the numbers mean
+    something else than they say, so the fold is refused (raise :class:`DataDirError` naming the
+    classes and every class's count), or with ``allow_missing`` (the ``allow_missing_classes``
+    option) trained with a warning.
+    """
+    problems = []
+    for split in ("train", "valid"):
+        counts = Counter(utt.emotion for utt in getattr(data, split).utterances)
+        missing = [name for index, name in enumerate(data.classes) if counts[index] == 0]
+        if missing:
+            listed = ", ".join(f"{name} {counts[index]}" for index, name in enumerate(data.classes))
+            problems.append(f"'{split}' has no utterance of {', '.join(missing)} ({listed})")
+    if not problems:
+        return
+    message = f"{Path(fold_dir)}: {'; '.join(problems)}"
+    if allow_missing:
+        logger.warning("%s; training anyway (allow_missing_classes: True)", message)
+        return
+    raise DataDirError(f"{message}. Every class must be learnt and validated: re-create the "
+                       "folds (stage 2) so that each split holds every class, use a class map without the rare "
+                       "class, or set allow_missing_classes: True to train anyway")
+
+
 def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | Path | None, sample_rate: int = 16000,
                    max_duration: float | None = None, require_phones: bool = True, feature=None,
                    cache_dir: str | Path | None = None, targets_file: str = "utt2phn") -> FoldData:

@@ -2,6 +2,7 @@
 batch sampler: tests/test_batching.py)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 from serkit.datadir import DataDirError
-from serkit.dataio import EmotionDataset, collate_batch, load_fold_data, read_tokens
+from serkit.dataio import EmotionDataset, check_class_coverage, collate_batch, load_fold_data, read_tokens
 
 
 def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[str, Path]:
@@ -89,6 +90,22 @@ def test_phones_are_optional_only_when_not_required(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
+
+
+def test_a_class_missing_from_training_or_validation_is_refused_naming_it_and_the_counts(tmp_path, caplog):
+    """The tiny fold's valid set (spk1-u04/u05) holds only ang and hap; drop sad from train as well."""
+    paths = make_tiny_corpus(tmp_path)
+    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    with pytest.raises(DataDirError) as refused:
+        check_class_coverage(data, paths["fold"])
+    assert f"{paths['fold']}: 'valid' has no utterance of sad, neu (ang 1, hap 1, sad 0, neu 0)" in str(refused.value)
+    assert "allow_missing_classes: True" in str(refused.value)
+    (paths["fold"] / "train").write_text("spk0-u00\nspk0-u01\nspk0-u03\n")
+    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    with caplog.at_level(logging.WARNING, logger="serkit.dataio"):
+        check_class_coverage(data, paths["fold"], allow_missing=True)
+    assert "'train' has no utterance of sad (ang 1, hap 1, sad 0, neu 1); 'valid' has no utterance of sad, neu" \
+        in caplog.text and "training anyway" in caplog.text
 
 
 def test_fold_naming_an_unknown_utterance_is_an_error(tmp_path):

@@ -156,3 +156,20 @@ def test_an_encoder_whose_weights_hold_a_pickle_is_refused_with_exit_code_2(tmp_
     assert "weights_only" not in error and "Traceback" not in error
     with pytest.raises(Refused):
         load_encoder(str(encoder))
+
+
+def test_training_refuses_a_fold_whose_validation_set_lacks_a_class(tmp_path, capsys):
+    """Before issue 16 such a fold trained and scored with no word about the missing class."""
+    from tiny_corpus import noisy_tones, write_tiny_corpus
+
+    from serkit.model import build_tiny_w2v2
+
+    paths = write_tiny_corpus(tmp_path / "corpus", 8, seconds=lambda i: 0.5, waveform=noisy_tones(200, 150),
+                              splits={"train": range(0, 4), "valid": range(4, 6), "test": range(6, 8)})
+    out = tmp_path / "exp"
+    args = [str(CONF), "--data_dir", str(paths["data"]), "--fold_dir", str(paths["fold"]), "--lang_dir",
+            str(paths["lang"]), "--output_folder", str(out), "--encoder_source", str(build_tiny_w2v2(tmp_path / "enc")),
+            "--number_of_epochs", "1", "--num_workers", "0", "--device", "cpu", "--noprogressbar"]
+    assert train_cli.main(args) == 1
+    assert "'valid' has no utterance of sad, neu (ang 1, hap 1, sad 0, neu 0)" in capsys.readouterr().err
+    assert not (out / "save").exists() and not (out / "train.done").exists()
