@@ -40,7 +40,7 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import Dataset, Sampler
 
-from serkit.audio import read_audio
+from serkit.audio import audio_problem, read_audio
 from serkit import inventory
 from serkit.datadir import DataDirError, read_map
 from serkit.errors import load_error_text
@@ -539,6 +539,27 @@ def padded_fraction(durations: Sequence[float], batches: Sequence[Sequence[int]]
 
 
 # ----------------------------------------------------------------------------- the whole fold
+
+
+def check_fold_audio(data: FoldData, data_dir: str | Path) -> None:
+    """Refuse a fold any of whose recordings stage 0 would have skipped (all zeros, NaN or infinite
+    samples, truncated or unreadable: :func:`serkit.audio.audio_problem`), counting and naming them.
+
+    A data directory edited or re-pointed after stage 0 can hold such files; a silent recording would
+    otherwise train as a labelled example and a NaN one stop training hours in. Each file is read
+    once, in blocks, before anything trains.
+    """
+    problems = []
+    for split in SPLITS:
+        for utt in getattr(data, split).utterances:
+            problem = audio_problem(utt.wav)
+            if problem is not None:
+                problems.append(f"{utt.utt_id} ({split}): {utt.wav}: {problem}")
+    if problems:
+        raise DataDirError(f"{Path(data_dir) / 'wav.scp'}: {len(problems)} recording(s) of the fold cannot be trained "
+                           f"on, as stage 0 would have skipped them: {'; '.join(problems[:MAX_LISTED])}"
+                           f"{f'; ... ({len(problems) - MAX_LISTED} more)' if len(problems) > MAX_LISTED else ''}. "
+                           "Re-run data preparation (stage 0) or remove them from the data directory")
 
 
 def check_class_coverage(data: FoldData, fold_dir: str | Path, allow_missing: bool = False) -> None:

@@ -53,7 +53,7 @@ from serkit.averaging import AVERAGED_KEY, average_nbest_setting, average_state_
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
 from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
                             load_fold_data)
-from serkit.dataio import check_class_coverage
+from serkit.dataio import check_class_coverage, check_fold_audio
 from serkit.errors import SerkitError
 from serkit.features import FeatureStats
 from serkit.metrics import classification_scores, token_error_rate
@@ -743,6 +743,7 @@ def load_data(hparams: dict, family: ModelFamily, lam: float):
                           require_phones=lam > 0, feature=feature_spec(feature),
                           cache_dir=hparams.get("feature_cache"), targets_file=CTC_TARGET_FILES[targets])
     check_class_coverage(data, hparams["fold_dir"], bool(hparams.get("allow_missing_classes", False)))
+    check_fold_audio(data, hparams["data_dir"])
     if check_normalisation(hparams.get("normalisation"), feature["kind"]) == "speaker":
         normalise_per_speaker({"train": data.train, "valid": data.valid, "test": data.test}, hparams["data_dir"])
     if family.trainer == "brain":  # the training set only (serkit.augment); fitted families are not augmented

@@ -20,7 +20,7 @@ import soundfile
 import yaml
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
-from serkit.audio import AudioError
+from serkit.datadir import DataDirError
 from serkit.bin.train import load_hparams
 from serkit.train import TrainError, train_fold
 
@@ -125,8 +125,23 @@ def test_a_nan_audio_file_stops_training_naming_the_file(corpus, tmp_path):
     poisoned = tmp_path / "spk0-u02.wav"
     soundfile.write(poisoned, samples, 16000, subtype="FLOAT")
     data = data_dir_with(corpus, tmp_path, "spk0-u02", poisoned)
-    with pytest.raises(AudioError, match=r"spk0-u02\.wav: 1 NaN or infinite sample value\(s\), the first at sample 4000"):
+    with pytest.raises(DataDirError, match=r"1 recording\(s\) of the fold cannot be trained on, as stage 0 would have "
+                                           r"skipped them: spk0-u02 \(train\): .*spk0-u02\.wav: 1 NaN or infinite "
+                                           r"sample value\(s\), the first at sample 4000"):
         train_fold(tiny_hparams(corpus, tmp_path, data), {"device": "cpu", "noprogressbar": True})
+    assert not (tmp_path / "exp" / "save").exists()
+
+
+def test_an_all_zero_recording_is_refused_before_training_and_counted(corpus, tmp_path):
+    """Stage 0 skips all-zero recordings; one put into the data directory later trained silently."""
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(8000, dtype=np.float32), 16000)
+    data = data_dir_with(corpus, tmp_path, "spk3-u13", silent)
+    with pytest.raises(DataDirError, match=r"wav.scp: 1 recording\(s\) of the fold cannot be trained on, as stage 0 "
+                                           r"would have skipped them: spk3-u13 \(test\): .*silent\.wav: all samples "
+                                           r"are zero"):
+        train_fold(tiny_hparams(corpus, tmp_path, data), {"device": "cpu", "noprogressbar": True})
+    assert not (tmp_path / "exp" / "save").exists()
 
 
 @pytest.mark.parametrize("sync_every", ["auto", 3])
