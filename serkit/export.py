@@ -59,7 +59,7 @@ class ExportRefused(ExportError, Refused):
 def refuse_links_out(export_dir: Path) -> None:
     """Refuse an export folder with a symbolic link that leads outside it (raise :class:`ExportRefused`).
 
-    An export is a folder from elsewhere (a colleague, a download); a link in it to ``~/.ssh/...`` or
+    An export is a folder from elsewhere (a colleague, a download); a link in it to a private key or
     to weights somewhere else would make serkit read files the folder does not hold. Links that stay
     inside the folder are harmless and allowed.
     """
