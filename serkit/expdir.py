@@ -393,7 +393,10 @@ def checkpoint_problem(ckpt_dir: Path, meta: dict[str, Any]) -> str | None:
         if path.stat().st_size != size:
             return f"{name} is {path.stat().st_size} bytes, {CHECKPOINT_META_FILE} recorded {size}"
     counter = ckpt_dir / COUNTER_FILE
-    if meta.get("end-of-epoch") and meta.get("epoch") is not None and counter.is_file():
+    # An averaged checkpoint (serkit.averaging.AVERAGED_KEY; not imported: it needs torch) is no
+    # training state: its counter is where training ended, its epoch the newest it averages.
+    if meta.get("end-of-epoch") and meta.get("epoch") is not None and counter.is_file() \
+            and not meta.get("averaged_epochs"):
         saved = _counter_value(counter)
         if saved != meta["epoch"]:
             return f"{COUNTER_FILE} says epoch {saved!r}, {CHECKPOINT_META_FILE} epoch {meta['epoch']}"
