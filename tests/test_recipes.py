@@ -145,18 +145,28 @@ def test_iemocap_recipe_runs_unchanged_on_an_iemocap_layout_tree(mini_stages_0_2
         read_list(mini / "data" / "folds" / "loso" / "fold03" / "test")
 
 
-def test_shell_code_in_an_option_value_runs_nothing(mini_stages_0_2, tmp_path):
-    """The issue's injection: the value reaches training as one literal (non-existent) directory, so
-    stage 3 fails and names the log; no shell ever sees it, so nothing else runs."""
+@pytest.mark.parametrize("option, value", [
+    ("--data", "data/all;touch${{IFS}}{pwned};#"),
+    ("--lang", '!!python/object/apply:os.system ["touch {pwned}"]'),
+    ("--data", 'data/all\nlr_heads: !!python/object/apply:os.system ["touch {pwned}"]\nlr_encoder: 0'),
+], ids=["shell code", "yaml tag", "yaml lines"])
+def test_code_in_an_option_value_runs_nothing(mini_stages_0_2, tmp_path, option, value):
+    """The injections of issues 11 and 16: shell code, a YAML tag that would call os.system, a value
+    whose newline would add its own settings. Each reaches training as one literal (non-existent)
+    directory, so stage 3 fails and the end of the fold's log is on the terminal; nothing else runs."""
     recipe, _ = mini_stages_0_2
     pwned = tmp_path / "pwned"
-    result = run_recipe(recipe, "--stage", "3", "--stop_stage", "3", "--folds", "1", "--seed", "99",
-                        "--data", f"data/all;touch${{IFS}}{pwned};#")
+    value = value.format(pwned=pwned)
+    result = run_recipe(recipe, "--stage", "3", "--stop_stage", "3", "--folds", "1", "--seed", "99", option, value)
     assert result.returncode != 0 and "Done" not in result.stdout
     assert not pwned.exists()
     assert "serkit-run: job failed (code 1); see exp/" in result.stderr
+    name = {"--data": "--data_dir", "--lang": "--lang_dir"}[option]
+    shown = f"{name} {value.splitlines()[0]}"
+    assert "the last lines of exp/" in result.stderr and shown in result.stderr  # the error itself, on the terminal
     [log] = recipe.glob("exp/*_seed99/loso/log/train.fold01.log")
-    assert f"--data_dir data/all;touch${{IFS}}{pwned};#: directory not found" in log.read_text()
+    assert f"{shown}" in log.read_text() and "directory not found" in log.read_text()
+    assert not list(recipe.glob("exp/*_seed99/loso/fold01/save"))
     shutil.rmtree(log.parents[2])  # leave the recipe as the next test expects it
 
 
