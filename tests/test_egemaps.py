@@ -157,7 +157,7 @@ def _speaker_sets(rng, n_speakers, per_speaker):
     return x, y, speakers
 
 
-def test_speaker_cv_selection_is_not_led_astray_by_one_odd_validation_speaker():
+def test_cv_selection_is_not_led_astray_by_one_odd_validation_speaker():
     rng = np.random.default_rng(3)
     x_train, y_train, spk_train = _speaker_sets(rng, 6, 40)
     grid = [{"C": 0.01, "gamma": 0.001}, {"C": 100.0, "gamma": 0.2}]  # an underfit point, a good one
@@ -166,13 +166,16 @@ def test_speaker_cv_selection_is_not_led_astray_by_one_odd_validation_speaker():
     y_odd = egemaps._predict_point(x_train, y_train, x_valid, "rbf_svm", grid[0], "balanced", seed=1)
     by_valid = fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="valid")
     assert by_valid.hyper["C"] == 0.01
-    by_cv = fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="speaker_cv",
+    by_cv = fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="cv",
                       speakers=spk_train + ["odd"] * 40)
-    assert by_cv.hyper["C"] == 100.0 and by_cv.hyper["selection"] == "speaker_cv"
+    assert by_cv.hyper["C"] == 100.0 and by_cv.hyper["cv_parts"] == "speaker"
     assert [row["cv_UA"] for row in by_cv.selection_log][1] > 0.7 > by_cv.selection_log[0]["cv_UA"]
     assert by_cv.selection_score == by_cv.selection_log[1]["cv_UA"]
     with pytest.raises(FloorError, match="speaker of every training and validation row"):
-        fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="speaker_cv")
+        fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="cv",
+                  speakers=spk_train)
+    by_utterance = fit_floor(x_train, y_train, x_valid, y_odd, 4, classifier="rbf_svm", grid=grid, selection="cv")
+    assert by_utterance.hyper["cv_parts"] == "utterance" and by_utterance.hyper["C"] == 100.0
 
 
 def test_refit_trains_the_chosen_point_on_training_and_validation_rows():
@@ -191,3 +194,14 @@ def test_refit_trains_the_chosen_point_on_training_and_validation_rows():
     x_new, y_new, _ = _speaker_sets(np.random.default_rng(5), 1, 400)
     recall = [np.mean(m.predict(x_new)[y_new == 3] == 3) for m in (alone, refitted)]
     assert recall[1] > recall[0] + 0.2, recall
+
+
+def test_the_selection_splits_by_speaker_only_when_the_test_speakers_are_unseen(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "utt2spk").write_text("a1 A\na2 A\nb1 B\nb2 B\nc1 C\n", encoding="utf-8")
+    split = lambda *ids: SimpleNamespace(utterances=[SimpleNamespace(utt_id=i) for i in ids])  # noqa: E731
+    unseen = SimpleNamespace(train=split("a1", "a2"), valid=split("b1"), test=split("c1"))
+    assert egemaps._cv_speakers(unseen, tmp_path) == ["A", "A", "B"]
+    seen = SimpleNamespace(train=split("a1", "b1"), valid=split("b2"), test=split("a2"))
+    assert egemaps._cv_speakers(seen, tmp_path) is None

@@ -262,7 +262,7 @@ def _fit_point(x_std: np.ndarray, y: np.ndarray, classifier: str, point: dict, c
             "gamma": torch.tensor(float(point["gamma"]), dtype=torch.float64)}, model
 
 
-SELECTIONS = ("speaker_cv", "valid")
+SELECTIONS = ("cv", "valid")
 
 
 def _predict_point(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, classifier: str, point: dict,
@@ -283,22 +283,28 @@ def _predict_point(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, cla
     return model.predict((x_eval - mean) / scale)
 
 
-def _speaker_cv_scores(x: np.ndarray, y: np.ndarray, speakers: Sequence[str], n_classes: int, classifier: str,
-                       grid: Sequence[dict], class_weight, seed: int, n_splits: int) -> list[float]:
-    """Pooled UA of each grid point over a speaker-grouped cross-validation of ``x``.
+def _cv_scores(x: np.ndarray, y: np.ndarray, speakers: Sequence[str] | None, n_classes: int, classifier: str,
+               grid: Sequence[dict], class_weight, seed: int, n_splits: int) -> list[float]:
+    """Pooled UA of each grid point over a cross-validation of ``x`` that mirrors the test condition.
 
-    Every speaker is held out once, so the choice rests on all training and validation speakers
-    rather than on the one or two a fold keeps for validation; UA is pooled over the held-out
-    predictions (a speaker-grouped split cannot keep every class in every part).
+    With ``speakers`` the parts are speaker-grouped (every speaker held out once): the choice then
+    rests on all training and validation speakers rather than on the one or two a fold keeps for
+    validation, and it favours what generalises to unseen voices. Without them (a speaker-dependent
+    protocol, whose test speakers are also in training) the parts are utterance-level and stratified
+    by class, because there a more flexible model that fits the known voices is the right choice.
+    UA is pooled over the held-out predictions (a speaker-grouped part cannot hold every class).
     """
-    from sklearn.model_selection import GroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-    groups = np.asarray(speakers)
-    n_splits = min(n_splits, len(set(speakers)))
-    if n_splits < 2:
-        raise FloorError("speaker_cv selection needs at least two speakers in training + validation; "
-                         "set 'selection: valid' in the floor's config")
-    splits = list(GroupKFold(n_splits=n_splits).split(x, y, groups))
+    if speakers is not None:
+        n_splits = min(n_splits, len(set(speakers)))
+        if n_splits < 2:
+            raise FloorError("cv selection on speaker-independent folds needs at least two speakers in training + "
+                             "validation; set 'selection: valid' in the floor's config")
+        splits = list(GroupKFold(n_splits=n_splits).split(x, y, np.asarray(speakers)))
+    else:
+        n_splits = min(n_splits, int(np.bincount(y).max()))
+        splits = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x, y))
     scores = []
     for point in grid:
         predicted = np.empty_like(y)
@@ -322,10 +328,10 @@ def fit_floor(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_v
     """Choose the floor's hyper-parameters without the test set, then fit the final model.
 
     ``selection='valid'`` scores every grid point, fitted on the training set, on the validation
-    set. ``selection='speaker_cv'`` pools training and validation and scores each point by a
-    speaker-grouped cross-validation (``speakers`` names the speaker of every training row, then
-    every validation row): a fold's one or two validation speakers make a noisy judge, and on
-    speaker-independent folds the grid point they pick often suits only them. The best UA wins; ties
+    set. ``selection='cv'`` pools training and validation and scores each point by a
+    cross-validation: speaker-grouped when ``speakers`` names the speaker of every training row, then
+    every validation row (speaker-independent folds: a fold's one or two validation speakers make a
+    noisy judge, and the point they pick often suits only them), utterance-level otherwise. The best UA wins; ties
     go to the earlier (smaller-C) point, the simpler model being the safer bet.
 
     ``refit=True`` fits the chosen point on training + validation, as a plain recipe would train on
@@ -349,17 +355,17 @@ def fit_floor(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_v
                          f"in training (check the fold's class balance)")
     grid = list(grid) if grid is not None else default_grid(classifier, x_train.shape[1])
     x_all, y_all = np.vstack([x_train, x_valid]), np.concatenate([y_train, y_valid])
-    if selection == "speaker_cv":
-        if speakers is None or len(speakers) != len(y_all):
-            raise FloorError("speaker_cv selection needs the speaker of every training and validation row")
-        scores = _speaker_cv_scores(x_all, y_all, speakers, n_classes, classifier, grid, class_weight, seed,
+    if selection == "cv":
+        if speakers is not None and len(speakers) != len(y_all):
+            raise FloorError("cv selection needs the speaker of every training and validation row")
+        scores = _cv_scores(x_all, y_all, speakers, n_classes, classifier, grid, class_weight, seed,
                                     cv_splits)
     elif len(grid) > 1:
         scores = _valid_scores(x_train, y_train, x_valid, y_valid, n_classes, classifier, grid, class_weight, seed)
     else:
         scores = [float("nan")]  # one point: nothing to choose
     best = int(np.argmax(np.nan_to_num(scores, nan=-1.0)))  # first maximum: ties go to the earlier point
-    score_key = "cv_UA" if selection == "speaker_cv" else "valid_UA"
+    score_key = "cv_UA" if selection == "cv" else "valid_UA"
     log = [{**point, score_key: score} for point, score in zip(grid, scores)]
     for row in log:
         logger.info("floor %s %s", classifier, row)
@@ -368,6 +374,8 @@ def fit_floor(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_v
     params, _ = _fit_point((x_fit - mean) / scale, y_fit, classifier, grid[best], class_weight, seed)
     net = FloorNet(classifier, n_classes, {"mean": torch.from_numpy(mean), "scale": torch.from_numpy(scale), **params})
     hyper = {**grid[best], "class_weight": class_weight, "seed": seed, "selection": selection, "refit": bool(refit)}
+    if selection == "cv":
+        hyper["cv_parts"] = "speaker" if speakers is not None else "utterance"
     return FloorModel(net=net, hyper=hyper, selection_log=log, selection_score=scores[best])
 
 
@@ -387,6 +395,19 @@ class FloorNetwork(nn.Module):
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor):
         from serkit.model.ser_model import NetworkOutput
         return NetworkOutput(emo_logits=self.net(inputs[:, 0]))
+
+
+def _cv_speakers(data, data_dir) -> list[str] | None:
+    """The speaker of every training then validation row when the fold is speaker-independent, else None.
+
+    A fold is speaker-dependent when a test speaker also speaks in training (a random split); the
+    selection's cross-validation then splits utterances, as the test condition does.
+    """
+    utt2spk = read_map(Path(data_dir) / "utt2spk")
+    seen = {utt2spk[u.utt_id] for u in data.train.utterances}
+    if any(utt2spk[u.utt_id] in seen for u in data.test.utterances):
+        return None
+    return [utt2spk[u.utt_id] for u in (*data.train.utterances, *data.valid.utterances)]
 
 
 def _grid_option(grid) -> list[dict] | None:
@@ -439,10 +460,7 @@ class EgemapsSVMFamily(ModelFamily):
         (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (_matrix(d) for d in (data.train, data.valid,
                                                                                           data.test))
         selection = str(hparams.get("selection", "valid"))
-        speakers = None
-        if selection == "speaker_cv":
-            utt2spk = read_map(Path(hparams["data_dir"]) / "utt2spk")
-            speakers = [utt2spk[u.utt_id] for u in (*data.train.utterances, *data.valid.utterances)]
+        speakers = _cv_speakers(data, hparams["data_dir"]) if selection == "cv" else None
         fitted = fit_floor(x_train, y_train, x_valid, y_valid, len(data.classes),
                            classifier=str(hparams.get("classifier", "rbf_svm")),
                            class_weight=hparams.get("class_weight", "balanced"), seed=int(hparams["seed"]),
