@@ -121,13 +121,17 @@ def test_overfits_a_few_random_utterances():
     model = STACRNN(16, 4, piece_frames=24, channels=(8, 8, 16, 16, 16, 16), lstm_hidden=16, dropout=0.0)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
-    for _ in range(80):
+    # Up to 300 steps, stopping once learnt: how many steps it takes depends on the CPU's thread count
+    # (reduction order), which made a fixed 80 steps land at 0.15 on some machines and 0.04 on others.
+    for step in range(300):
         optimiser.zero_grad()
         loss = F.cross_entropy(model(feats, torch.tensor(lengths)).emo_logits, labels)
         loss.backward()
         optimiser.step()
         first = first if first is not None else loss.item()
-    assert first > 1.0 and loss.item() < 0.05, (first, loss.item())
+        if loss.item() < 0.05:
+            break
+    assert first > 1.0 and loss.item() < 0.05, (first, step, loss.item())
 
 
 def test_config_round_trip_and_bad_inputs():
