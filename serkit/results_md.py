@@ -198,6 +198,9 @@ def experiment_section(
     ``environment`` and ``commit`` default to this machine's and this checkout's; tests pass them.
     """
     results_dir = Path(results_path).resolve().parent
+    command, scored_with = (portable_text(text, results_dir) if text else text for text in (command, scored_with))
+    if overrides and not Path(overrides).is_file():
+        overrides = portable_text(overrides, results_dir)
     environment = environment if environment is not None else environment_info()
     commit = commit if commit is not None else git_state(results_dir, ignore=results_path)
     scores_dir = Path(summary["exp_dir"]) / "scores"
@@ -281,6 +284,34 @@ def _config_block(config: str | Path | None, overrides: str | None, results_dir:
     else:
         lines += ["", "**Overrides**: " + (f"`{overrides}`" if overrides else "none"), ""]
     return lines
+
+
+#: An absolute POSIX path in a command line: a '/' that starts a word or follows '=' (``--data=/x``),
+#: not one inside a relative path, a URL or ``$VAR/x``.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~$:/}-])/[^\s'\"`|<>;:,()]+")
+
+
+def portable_text(text: str, recipe_dir: str | Path) -> str:
+    """``text`` (a command line) with no path of the machine it ran on, for RESULTS.md.
+
+    RESULTS.md is committed and read elsewhere, so a path there must mean the same on any checkout:
+    a path inside the recipe, or inside the checkout that holds it, becomes relative to the recipe
+    (``exp/...``, ``../../conf/w2v2_mtl.yaml``). Any other absolute path (a corpus passed by hand
+    rather than through ``db.sh``, whose variable ``ser.sh`` writes as ``$IEMOCAP``) keeps only its
+    last component, as ``<...>/IEMOCAP_full_release``, and a warning says so.
+    """
+    recipe_dir = Path(recipe_dir).resolve()
+    anchors = [recipe_dir] + [parent for parent in recipe_dir.parents if (parent / ".git").exists()][:1]
+
+    def replace(match: re.Match) -> str:
+        path = Path(match.group(0))
+        if any(path == anchor or anchor in path.parents for anchor in anchors):
+            return Path(os.path.relpath(path, recipe_dir)).as_posix()
+        logger.warning("%s: outside the recipe and its checkout; RESULTS.md records it as <...>/%s "
+                       "(name a corpus through db.sh to record its variable)", path, path.name)
+        return f"<...>/{path.name}"
+
+    return ABSOLUTE_PATH.sub(replace, text)
 
 
 def _figure_links(summary: dict, scores_dir: Path, results_dir: Path) -> list[str]:
