@@ -28,6 +28,7 @@ def load_script():
     return module
 
 
+@pytest.mark.e2e  # tools/benchmark.py's whole paired run: both models train, in child processes too
 def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     threads = torch.get_num_threads()
     try:
