@@ -231,6 +231,12 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert floor_summary["pooled"]["UA"] > 0.4  # the floor recognises the synthetic emotions well above chance
     assert (floor / "export" / "model.pt").is_file()
     assert (exp / "loso" / "scores" / "confusion_pooled.png").is_file()
+    # RESULTS.md is committed: no path of this machine, the corpus named by its db.sh variable (issue 15, 6)
+    assert str(recipe.parent.parent) not in results and '--corpus_root "$MINI_IEMOCAP"' in results
+    for fold in folds + sorted((floor / "loso").glob("fold[0-9]*")):  # every family records what trained it
+        (run,) = json.loads((fold / "provenance.json").read_text())["runs"]
+        assert run["recipe_command"].startswith('./run.sh --corpus_root "$MINI_IEMOCAP"'), run["recipe_command"]
+        assert run["command"].startswith("python -m serkit.bin.train") and run["environment"]["torch"]
     export = exp / "export"
     assert {"model.pt", "config.json", "classes.txt", "tokens.txt"} <= {p.name for p in export.iterdir()}
     assert f"Exported model: {export}" in result.stdout or str(export) in result.stdout
