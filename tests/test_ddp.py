@@ -156,6 +156,7 @@ def runs(corpus, tmp_path_factory) -> dict:
 
 
 @pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_processes_train_disjoint_shares_of_the_one_process_batches(runs):
     rank0, rank1 = (rank["batches"]["1"] for rank in runs["ranks"])
     assert all(rank["world_sizes"] == [2] for rank in runs["ranks"])
@@ -168,6 +169,7 @@ def test_processes_train_disjoint_shares_of_the_one_process_batches(runs):
 
 
 @pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_two_processes_match_one_process(runs, corpus):
     one = expdir.read_history(runs["one"] / expdir.HISTORY_FILE)
     two = expdir.read_history(runs["two"] / expdir.HISTORY_FILE)
@@ -198,6 +200,7 @@ def test_two_processes_match_one_process(runs, corpus):
 
 
 @pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_only_rank_0_writes_files(runs):
     rank0, rank1 = (rank["written"] for rank in runs["ranks"])
     assert rank1 == []
@@ -213,6 +216,7 @@ def test_only_rank_0_writes_files(runs):
 
 
 @pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_stopped_run_resumes_at_the_next_epoch(runs):
     before = runs["after_stop"]
     assert [r["epoch"] for r in before["history"]] == [1] and before["checkpoint_epochs"] == [1]
