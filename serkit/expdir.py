@@ -5,6 +5,9 @@ export (stage 5). Those stages used to name the files and parse them each on the
 is now the only place that knows the names, the layouts and the rules (docs/formats.md):
 
 - ``model_config.json``: plain data that rebuilds the network (family, feature, model, classes ...);
+- ``provenance.json``: what trained the fold, one record per training run (a resume adds one):
+  versions, device, precision, serkit's git commit and dirtiness, resolved config, command
+  (:mod:`serkit.provenance` gathers them);
 - ``history.jsonl``: one JSON object per finished epoch;
 - ``test_predictions.tsv``: ``utt ref hyp p_<class>... [extra columns]``, the family's extras last;
 - ``<name>.json`` fold extras such as ``layer_weights.json`` (``{"weights": [...]}``);
@@ -33,6 +36,7 @@ from serkit.errors import SerkitError
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_FILE = "model_config.json"
+PROVENANCE_FILE = "provenance.json"
 HISTORY_FILE = "history.jsonl"
 PREDICTIONS_FILE = "test_predictions.tsv"
 LAYER_WEIGHTS_FILE = "layer_weights.json"
@@ -107,6 +111,36 @@ def read_model_config(fold_dir: str | Path, required: bool = True) -> dict[str, 
             raise ExpDirError(f"{path}: not found; is {fold_dir} a trained fold directory (stage 3 writes it)?")
         return {}
     return read_json(path)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def write_provenance(fold_dir: str | Path, run: dict[str, Any]) -> None:
+    """Add one training run's record (:func:`serkit.provenance.training_run`) to ``provenance.json``.
+
+    Earlier runs are kept: a fold resumed elsewhere was trained by both, and each may differ
+    (versions, device, commit). A file that cannot be read is not silently lost: it is kept beside
+    the new one as ``provenance.json.unreadable``.
+    """
+    path = Path(fold_dir) / PROVENANCE_FILE
+    runs: list = []
+    if path.is_file():
+        try:
+            runs = list(read_provenance(fold_dir)["runs"])
+        except ExpDirError as error:
+            logger.warning("%s; kept as %s.unreadable, a new one is started", error, path.name)
+            os.replace(path, path.with_name(path.name + ".unreadable"))
+    write_json(path, {"runs": runs + [run]})
+
+
+def read_provenance(fold_dir: str | Path) -> dict[str, Any]:
+    """A fold's ``provenance.json``: ``{"runs": [record, ...]}``, oldest run first."""
+    path = Path(fold_dir) / PROVENANCE_FILE
+    data = read_json(path)
+    if not isinstance(data.get("runs"), list) or not all(isinstance(run, dict) for run in data["runs"]):
+        raise ExpDirError(f"{path}: expected {{\"runs\": [one object per training run]}}")
+    return data
 
 
 # ----------------------------------------------------------------------------- history

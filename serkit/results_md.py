@@ -8,17 +8,16 @@ All figures are percentages with one decimal.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
-import platform
 import re
-import subprocess
 from pathlib import Path
 from typing import Sequence
 
 from serkit import comparison, stats
 from serkit.errors import SerkitError
+# The environment block's facts have one owner, shared with the fold directories' provenance.json.
+from serkit.provenance import environment_info, git_state
 
 logger = logging.getLogger(__name__)
 
@@ -88,76 +87,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# Provenance
-
-
-def environment_info() -> dict[str, str]:
-    """Versions of the packages that shape results, and the CPU/GPU of the scoring machine.
-
-    Versions come from package metadata, so nothing heavy is imported.
-    """
-    info = {"python": platform.python_version()}
-    for package in ("torch", "torchaudio", "speechbrain", "transformers", "numpy"):
-        try:
-            info[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            info[package] = "not installed"
-    info["cpu"] = cpu_name()
-    info["gpu"] = _gpu_name()
-    return info
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux) and its core count."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def _gpu_name() -> str:
-    """GPU names from nvidia-smi (importing torch just for this would cost seconds)."""
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return "none (no nvidia-smi)"
-    names = [line.strip() for line in done.stdout.splitlines() if line.strip()]
-    return ", ".join(names) if done.returncode == 0 and names else "none"
-
-
-def git_state(path: str | Path, ignore: str | Path | None = None) -> str:
-    """The commit of the repository holding ``path``, with ' (dirty)' if files differ from it.
-
-    ``ignore`` (RESULTS.md itself) does not count as a change: writing the previous section
-    must not make every later one look dirty.
-    """
-    cwd = Path(path).resolve()
-    cwd = cwd if cwd.is_dir() else cwd.parent
-    commit = _git(cwd, "rev-parse", "HEAD")
-    if commit is None:
-        return "unknown (not a git checkout, or no commit yet)"
-    top = _git(cwd, "rev-parse", "--show-toplevel")
-    status = _git(cwd, "status", "--porcelain") or ""
-    ignored = os.path.relpath(Path(ignore).resolve(), top) if ignore is not None and top else None
-    changes = [line for line in status.splitlines() if line[3:].strip('"') != ignored]
-    return commit + (" (dirty)" if changes else "")
-
-
-def _git(cwd: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    # rstrip only: a porcelain status line starts with a meaningful space (" M path").
-    return done.stdout.rstrip() if done.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,6 +198,9 @@ def experiment_section(
     ``environment`` and ``commit`` default to this machine's and this checkout's; tests pass them.
     """
     results_dir = Path(results_path).resolve().parent
+    command, scored_with = (portable_text(text, results_dir) if text else text for text in (command, scored_with))
+    if overrides and not Path(overrides).is_file():
+        overrides = portable_text(overrides, results_dir)
     environment = environment if environment is not None else environment_info()
     commit = commit if commit is not None else git_state(results_dir, ignore=results_path)
     scores_dir = Path(summary["exp_dir"]) / "scores"
@@ -352,6 +284,34 @@ def _config_block(config: str | Path | None, overrides: str | None, results_dir:
     else:
         lines += ["", "**Overrides**: " + (f"`{overrides}`" if overrides else "none"), ""]
     return lines
+
+
+#: An absolute POSIX path in a command line: a '/' that starts a word or follows '=' (``--data=/x``),
+#: not one inside a relative path, a URL or ``$VAR/x``.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~$:/}-])/[^\s'\"`|<>;:,()]+")
+
+
+def portable_text(text: str, recipe_dir: str | Path) -> str:
+    """``text`` (a command line) with no path of the machine it ran on, for RESULTS.md.
+
+    RESULTS.md is committed and read elsewhere, so a path there must mean the same on any checkout:
+    a path inside the recipe, or inside the checkout that holds it, becomes relative to the recipe
+    (``exp/...``, ``../../conf/w2v2_mtl.yaml``). Any other absolute path (a corpus passed by hand
+    rather than through ``db.sh``, whose variable ``ser.sh`` writes as ``$IEMOCAP``) keeps only its
+    last component, as ``<...>/IEMOCAP_full_release``, and a warning says so.
+    """
+    recipe_dir = Path(recipe_dir).resolve()
+    anchors = [recipe_dir] + [parent for parent in recipe_dir.parents if (parent / ".git").exists()][:1]
+
+    def replace(match: re.Match) -> str:
+        path = Path(match.group(0))
+        if any(path == anchor or anchor in path.parents for anchor in anchors):
+            return Path(os.path.relpath(path, recipe_dir)).as_posix()
+        logger.warning("%s: outside the recipe and its checkout; RESULTS.md records it as <...>/%s "
+                       "(name a corpus through db.sh to record its variable)", path, path.name)
+        return f"<...>/{path.name}"
+
+    return ABSOLUTE_PATH.sub(replace, text)
 
 
 def _figure_links(summary: dict, scores_dir: Path, results_dir: Path) -> list[str]:

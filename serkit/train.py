@@ -14,7 +14,8 @@ and knows no family by name (the family is an object of :mod:`serkit.model.famil
   ``test_predictions.tsv`` (with decoded CTC tokens when the model has a CTC head) and the family's
   per-fold extras (e.g. ``layer_weights.json``). The test fold is read only there, so it cannot
   influence model selection;
-- ``model_config.json`` at the start and ``train.done`` at the very end (:mod:`serkit.expdir`);
+- ``provenance.json`` and ``model_config.json`` at the start and ``train.done`` at the very end
+  (:mod:`serkit.expdir`);
 - several processes (DDP under torchrun, :mod:`serkit.distributed`) train one fold together: each
   takes its share of every global batch, the processes' results are combined so that losses and
   metrics are those of the whole sets, and only rank 0 writes files (see :class:`SERBrain`).
@@ -47,7 +48,7 @@ from speechbrain.utils.run_opts import RunOptions
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from serkit import distributed, expdir, tensorboard
+from serkit import distributed, expdir, provenance, tensorboard
 from serkit.augment import make_augmenter
 from serkit.averaging import AVERAGED_KEY, average_nbest_setting, average_state_dicts, is_averaged, remove_averaged
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
@@ -773,12 +774,28 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
             sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict:
+#: What a closed-form fit (``trainer = "fit"``) computes in: scikit-learn's float64 on the CPU.
+FIT_PRECISION = {"train": "fp64", "train_reason": "closed-form fit (scikit-learn, float64)",
+                 "eval": "fp64", "eval_reason": "the fitted model's float64 posteriors"}
+
+
+def record_provenance(out: Path, family: ModelFamily, device: str, precision: dict,
+                      invocation: dict | None) -> None:
+    """Add this run to the fold's ``provenance.json`` (rank 0 only), before anything is trained."""
+    if distributed.is_main():
+        expdir.write_provenance(out, provenance.training_run(
+            family=family.name, device=device, precision=precision, processes=distributed.world_size(),
+            invocation=invocation))
+
+
+def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocation: dict | None = None) -> dict:
     """Train, select and test one fold as ``hparams`` (a loaded conf/<family>.yaml) describes.
 
     Returns the test scores ``{WA, UA, PER, loss}``. Writes into ``hparams["output_folder"]`` the
     files listed in docs/formats.md. A folder that already has ``train.done`` raises
     :class:`TrainError` (``python -m serkit.bin.train`` checks first and skips such folds).
+    ``invocation`` (command, config, overrides, resolved config; :func:`serkit.provenance.training_run`)
+    goes into ``provenance.json`` with the environment, for every family.
     """
     out = Path(hparams["output_folder"])
     if expdir.is_done(out):
@@ -793,6 +810,7 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
     data, feature = load_data(hparams, family, lam)
     dims = input_dims(data.train)
     if family.trainer == "fit":  # closed form: one process fits, any others wait for its scores
+        record_provenance(out, family, "cpu", FIT_PRECISION, invocation)
         scores = run_on_main(family.fit, args=[hparams, data, out])
         if distributed.is_main():
             expdir.mark_done(out, scores)
@@ -802,6 +820,8 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None) -> dict
     if model.input_norm is not None:  # rank 0 computes (and caches) the statistics; the others receive them
         model.input_norm.set_stats(*run_on_main(training_stats, args=[data.train]))
     run_opts, precision = precision_run_opts(hparams, run_opts)
+    record_provenance(out, family, precision["device"],
+                      {key: value for key, value in precision.items() if key != "device"}, invocation)
     if distributed.is_main():
         config = model_config(family, model, hparams, feature, dims, data.classes, data.tokens)
         expdir.write_model_config(out, {**config, "precision": precision})

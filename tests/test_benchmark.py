@@ -28,6 +28,8 @@ def load_script():
     return module
 
 
+@pytest.mark.e2e  # tools/benchmark.py's whole paired run: both models train, in child processes too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     threads = torch.get_num_threads()
     try:

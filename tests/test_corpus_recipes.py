@@ -14,6 +14,10 @@ from test_recipes import copy_recipes, run_recipe
 from serkit.datadir import read_list, read_map, validate_data_dir
 from serkit.folds import check_no_leakage, load_fold, read_protocol
 
+#: End-to-end tier: every test runs a recipe's run.sh; the module's first test also runs all five
+#: recipes' stages (the ``ran`` fixture), which the timeout covers.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+
 # recipe -> (db.sh variable, tree builder, protocol, classes, language)
 RECIPES = {
     "ravdess": ("RAVDESS", ravdess_tree, "loso_speaker", 8, "en"),

@@ -155,6 +155,8 @@ def runs(corpus, tmp_path_factory) -> dict:
     return {"one": one, "two": two, "one_batches": batches, "ranks": ranks, "after_stop": after_stop}
 
 
+@pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_processes_train_disjoint_shares_of_the_one_process_batches(runs):
     rank0, rank1 = (rank["batches"]["1"] for rank in runs["ranks"])
     assert all(rank["world_sizes"] == [2] for rank in runs["ranks"])
@@ -166,6 +168,8 @@ def test_processes_train_disjoint_shares_of_the_one_process_batches(runs):
     assert [len(share) for share in rank0] != [len(share) for share in rank1]  # uneven shares (2 + 1 ...)
 
 
+@pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_two_processes_match_one_process(runs, corpus):
     one = expdir.read_history(runs["one"] / expdir.HISTORY_FILE)
     two = expdir.read_history(runs["two"] / expdir.HISTORY_FILE)
@@ -195,6 +199,8 @@ def test_two_processes_match_one_process(runs, corpus):
                                    rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_only_rank_0_writes_files(runs):
     rank0, rank1 = (rank["written"] for rank in runs["ranks"])
     assert rank1 == []
@@ -209,6 +215,8 @@ def test_only_rank_0_writes_files(runs):
     assert "training with 2 processes (DDP, gloo backend)" in log
 
 
+@pytest.mark.e2e  # the ``runs`` fixture trains the fold in subprocesses, under torchrun too
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_stopped_run_resumes_at_the_next_epoch(runs):
     before = runs["after_stop"]
     assert [r["epoch"] for r in before["history"]] == [1] and before["checkpoint_epochs"] == [1]
@@ -256,6 +264,7 @@ def test_batch_norm_keeps_its_own_forward_under_ddp(corpus, tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- the recipe's --ngpu
 
 
+@pytest.mark.e2e  # run.sh through serkit-run to a training job
 def test_recipe_ngpu_asks_the_launcher_for_gpus_and_training_for_processes(tmp_path):
     """--ngpu 2 reaches serkit-run as --gpu 2 (the job gets two of the visible GPUs) and training as
     --nproc 2, which checks its input before starting torchrun (a missing folder is reported once)."""

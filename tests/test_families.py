@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 import torch
 from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
+import serkit
 from serkit import expdir
 from serkit.bin.train import UsageError, load_hparams
 from serkit.experiments import PlanError, plan
@@ -159,6 +161,12 @@ def test_families_without_frame_outputs_refuse_the_ctc_head(corpus, tmp_path):
 # ----------------------------------------------------------------------------- a real fold, end to end
 
 
+def git_head() -> str | None:
+    """The commit of the checkout these tests (and the serkit they import) live in."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(serkit.__file__).parent, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def read_rows(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return list(csv.DictReader(handle, delimiter="\t"))
@@ -177,6 +185,13 @@ def test_training_run_writes_the_fold_files_and_its_export_reproduces_the_test_p
     best = expdir.select_checkpoint(expdir.list_checkpoints(out), "best")
     assert best.valid_ua is not None
     model_from_config(config)  # the plain-data config rebuilds the network
+    (run,) = expdir.read_provenance(out)["runs"]  # every family, the closed-form floor too, records its run
+    assert run["family"] == name and run["device"] == "cpu" and run["processes"] == 1
+    assert run["precision"]["train"] in {"fp32", "bf16", "fp64"} and run["precision"]["train_reason"]
+    assert {"python", "torch", "speechbrain", "numpy", "scikit-learn", "opensmile", "cpu"} <= set(run["environment"])
+    assert torch.__version__.startswith(run["environment"]["torch"])  # the torch that trained, not a guess
+    assert run["git"]["commit"] == git_head() and isinstance(run["git"]["dirty"], bool)
+    assert run["command"] is None  # train_fold called from Python: no command line to record
 
     recognizer = EmotionRecognizer.from_export(export_model(out, tmp_path / "export"))
     predictions = recognizer.predict_files([corpus["wav"] / f"{row['utt']}.wav" for row in rows], batch_size=3)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+#: End-to-end tier: the scaffolded recipe runs through run.sh (stages 0-4) on look-alike corpora.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
 REPO = Path(__file__).resolve().parents[1]
 SPEAKERS = "F1:f F2:f F3:f M1:m M2:m M3:m"
 #: Who recorded what: no speaker recorded sad (its folder is missing everywhere), and none all classes.

@@ -42,6 +42,7 @@ def egs(tmp_path_factory) -> Path:
     return copy_recipes(tmp_path_factory.mktemp("recipes"))
 
 
+@pytest.mark.e2e  # runs the recipe's run.sh
 def test_unknown_option_is_a_clear_error(egs):
     result = run_recipe(egs / "iemocap", "--stag", "3")
     assert result.returncode == 2
@@ -66,6 +67,7 @@ def test_option_parser_names_an_unknown_option_first_and_takes_switches():
     assert "option --x needs a value" in parse("--x").stderr
 
 
+@pytest.mark.e2e  # runs the recipe's run.sh
 @pytest.mark.parametrize("args, message", [
     (["--stage", "9"], "--stage takes a stage number 0-5, got '9'"),
     (["--stage", "abc"], "--stage takes a stage number 0-5, got 'abc'"),
@@ -81,12 +83,14 @@ def test_stages_are_whole_numbers_0_to_5_in_order(egs, args, message):
     assert not (egs / "mini_iemocap" / "data").exists() and not (egs / "mini_iemocap" / "pwned").exists()
 
 
+@pytest.mark.e2e  # runs the recipe's run.sh
 def test_help_lists_the_stages_options(egs):
     result = run_recipe(egs / "iemocap", "--help")
     assert result.returncode == 0
     assert "--stop_stage" in result.stderr and "--lambdas" in result.stderr
 
 
+@pytest.mark.e2e  # runs the recipe's run.sh
 def test_wrong_corpus_root_says_what_layout_is_expected(egs, tmp_path):
     result = run_recipe(egs / "iemocap", "--stop_stage", "0", env={"IEMOCAP": str(tmp_path / "nowhere")})
     assert result.returncode != 0
@@ -108,6 +112,7 @@ def mini_stages_0_2(egs):
     return recipe, result
 
 
+@pytest.mark.e2e  # runs the mini recipe's stages (its fixture: stages 0-2)
 def test_mini_stages_0_to_2_give_valid_data_tokens_and_folds(mini_stages_0_2):
     recipe, result = mini_stages_0_2
     for n, name in enumerate(["data preparation", "CTC targets (emophone)", "folds"]):
@@ -132,6 +137,7 @@ def test_mini_stages_0_to_2_give_valid_data_tokens_and_folds(mini_stages_0_2):
     assert len(list((recipe / "data" / "folds" / "loso_session").glob("fold[0-9]*"))) == 5
 
 
+@pytest.mark.e2e  # runs the mini recipe's stages (its fixture: stages 0-2)
 def test_iemocap_recipe_runs_unchanged_on_an_iemocap_layout_tree(mini_stages_0_2, egs):
     """egs/iemocap, pointed at any IEMOCAP_full_release-layout tree through the IEMOCAP variable,
     prepares exactly what the mini recipe prepared from the same tree (one code path, no copy)."""
@@ -145,6 +151,7 @@ def test_iemocap_recipe_runs_unchanged_on_an_iemocap_layout_tree(mini_stages_0_2
         read_list(mini / "data" / "folds" / "loso" / "fold03" / "test")
 
 
+@pytest.mark.e2e  # runs the mini recipe's stages (its fixture: stages 0-2)
 @pytest.mark.parametrize("option, value", [
     ("--data", "data/all;touch${{IFS}}{pwned};#"),
     ("--lang", '!!python/object/apply:os.system ["touch {pwned}"]'),
@@ -170,6 +177,7 @@ def test_code_in_an_option_value_runs_nothing(mini_stages_0_2, tmp_path, option,
     shutil.rmtree(log.parents[2])  # leave the recipe as the next test expects it
 
 
+@pytest.mark.e2e  # runs the mini recipe's stages (its fixture: stages 0-2)
 def test_model_options_are_checked_and_stage_1_runs_only_for_ctc_heads(mini_stages_0_2):
     recipe, _ = mini_stages_0_2
     result = run_recipe(recipe, "--stage", "1", "--stop_stage", "1", "--model", "no_such_model")
@@ -185,6 +193,8 @@ def test_model_options_are_checked_and_stage_1_runs_only_for_ctc_heads(mini_stag
     assert (recipe / "data" / "lang_char" / "tokens.txt").is_file() and (recipe / "data" / "all" / "utt2char").is_file()
 
 
+@pytest.mark.e2e  # runs the mini recipe's stages (its fixture: stages 0-2)
+@pytest.mark.timeout(2400)  # every stage of the main job, twice (the rerun), on CI's 2 cores
 def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     recipe, _ = mini_stages_0_2
     result = run_recipe(recipe, "--stage", "3", "--stop_stage", "5")
@@ -221,6 +231,12 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert floor_summary["pooled"]["UA"] > 0.4  # the floor recognises the synthetic emotions well above chance
     assert (floor / "export" / "model.pt").is_file()
     assert (exp / "loso" / "scores" / "confusion_pooled.png").is_file()
+    # RESULTS.md is committed: no path of this machine, the corpus named by its db.sh variable (issue 15, 6)
+    assert str(recipe.parent.parent) not in results and '--corpus_root "$MINI_IEMOCAP"' in results
+    for fold in folds + sorted((floor / "loso").glob("fold[0-9]*")):  # every family records what trained it
+        (run,) = json.loads((fold / "provenance.json").read_text())["runs"]
+        assert run["recipe_command"].startswith('./run.sh --corpus_root "$MINI_IEMOCAP"'), run["recipe_command"]
+        assert run["command"].startswith("python -m serkit.bin.train") and run["environment"]["torch"]
     export = exp / "export"
     assert {"model.pt", "config.json", "classes.txt", "tokens.txt"} <= {p.name for p in export.iterdir()}
     assert f"Exported model: {export}" in result.stdout or str(export) in result.stdout

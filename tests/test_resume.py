@@ -80,6 +80,8 @@ def highest_step(save_dir: Path) -> int:
     return max(steps)
 
 
+@pytest.mark.e2e  # three training processes, one killed with SIGKILL
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_sigkill_at_a_random_step_then_resume_gives_identical_predictions(corpus, tmp_path):
     reference = tmp_path / "uninterrupted"
     subprocess.run(train_command(corpus, reference), env=environment(), check=True, capture_output=True)

@@ -3,6 +3,9 @@
 Expected figures are worked out by hand in the comments, never taken from the code under test.
 """
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -331,6 +334,63 @@ def test_score_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| **pooled (2 folds)** | 12 | 83.3 |" in out
     assert "<!-- serkit:begin mtl/loso -->" in results.read_text(encoding="utf-8")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def absolute_paths(text: str) -> list[str]:
+    """Words of ``text`` that are (or hold, after '=') an absolute path: what RESULTS.md must not record."""
+    words = re.split(r"[\s`'\"()\[\]]+", text)
+    return [word for word in words if re.match(r"(--[\w-]+=)?/\w", word)]
+
+
+def test_generated_results_md_records_no_machine_path(tmp_path, monkeypatch, caplog):
+    """Stage 4 is given absolute paths (as a recipe run from elsewhere gives them): the committed
+    RESULTS.md names them relative to the recipe, and a corpus outside it only by its last component."""
+    checkout = tmp_path / "checkout"  # a checkout with a recipe in it, as egs/<corpus>/ is
+    recipe = checkout / "egs" / "corpus"
+    (checkout / ".git").mkdir(parents=True)
+    exp_dir = two_fold_experiment(recipe)
+    (checkout / "conf").mkdir()
+    config = checkout / "conf" / "w2v2_mtl.yaml"
+    config.write_text("lr: 1.0e-4\n", encoding="utf-8")
+    outside = tmp_path / "corpora" / "IEMOCAP_full_release"
+    command = f"./run.sh --corpus_root {outside} --data={recipe}/data/all --stage 3"
+    monkeypatch.chdir(tmp_path)  # not the recipe: nothing may depend on where scoring runs from
+    argv = ["--exp", str(exp_dir), "--results", str(recipe / "RESULTS.md"), "--config", str(config),
+            "--overrides", f"--data_dir {recipe}/data", "--command", command]
+    assert score_cli.main(argv) == 0
+    assert compare_cli.main(["--results", str(recipe / "RESULTS.md"), "--title", "one", str(exp_dir)]) == 0
+    text = (recipe / "RESULTS.md").read_text(encoding="utf-8")
+    assert absolute_paths(text) == [] and str(tmp_path) not in text
+    assert "--corpus_root <...>/IEMOCAP_full_release --data=data/all --stage 3" in text
+    assert "--exp exp/mtl/loso" in text and "--config ../../conf/w2v2_mtl.yaml" in text
+    assert "**Overrides**: `--data_dir data`" in text
+    assert "IEMOCAP_full_release: outside the recipe" in caplog.text  # said, not silently dropped
+
+
+def test_recipe_command_names_the_corpus_by_its_db_sh_variable(tmp_path):
+    """ser.sh records ``./run.sh ...`` with the corpus as ``"$IEMOCAP"`` (db.sh's variable), set from
+    the environment or db.sh's default, and quotes other words as the shell needs them."""
+    recipe = tmp_path / "iemocap"
+    recipe.mkdir()
+    (recipe / "db.sh").write_text("# where the corpus lives\nIEMOCAP=${IEMOCAP:-/path/to/IEMOCAP_full_release}\n"
+                                  "OTHER=${OTHER:-}\n")
+    script = '. "$1"; shift; portable_cmdline "$@"'
+
+    def recorded(*args: str, **env: str) -> str:
+        done = subprocess.run(["bash", "-c", script, "bash", str(REPO / "egs/TEMPLATE/utils/recipe_command.sh"), *args],
+                              cwd=recipe, env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True,
+                              check=True)
+        return done.stdout.strip()
+
+    assert recorded("--corpus_root", "/data/IEMOCAP", "--models", "w2v2_mtl egemaps_svm", "--stage", "3",
+                    IEMOCAP="/data/IEMOCAP") == \
+        """./run.sh --corpus_root "$IEMOCAP" --models 'w2v2_mtl egemaps_svm' --stage 3"""
+    assert recorded("--corpus_root", "/path/to/IEMOCAP_full_release/Session1", "--title", "it's") == \
+        """./run.sh --corpus_root "$IEMOCAP/Session1" --title 'it'\\''s'"""
+    assert recorded("--corpus_root", "/data/IEMOCAP", "--folds", "") == "./run.sh --corpus_root /data/IEMOCAP --folds ''"
 
 
 def test_score_cli_reports_missing_fold(tmp_path, capsys):

@@ -89,6 +89,9 @@ def test_task_results_combine_the_status_file_and_the_slurm_state(tmp_path):
     assert not (tmp_path / "t.1.log").exists()  # a task that reported itself needs no trailer from us
 
 
+@pytest.mark.e2e  # jobs on the local Slurm cluster: the end-to-end tier, needing Slurm and root
+@pytest.mark.slurm
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_array_of_commands_runs_with_literal_arguments(cluster, tmp_path, monkeypatch):
     """One array of three tasks (task ids = job indices, throttled to 2), argument lists unchanged
     by any shell, a job name that says recipe, experiment and what runs."""
@@ -110,6 +113,9 @@ def test_array_of_commands_runs_with_literal_arguments(cluster, tmp_path, monkey
     assert spec["tasks"]["2"]["argv"] == [PYTHON, "-c", SHOW, "--data", hostile, "fold2"]
 
 
+@pytest.mark.e2e  # jobs on the local Slurm cluster: the end-to-end tier, needing Slurm and root
+@pytest.mark.slurm
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_failing_task_fails_the_call_and_names_its_log(cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = cli.main([*SLURM, "JOB=1:2", "exp/log/f.JOB.log", PYTHON, "-c", "import sys; sys.exit(JOB * 3 - 3)"])
@@ -126,6 +132,9 @@ SLOW_TASK = ("import os, pathlib, sys, time; n = sys.argv[1]\n"
              "pathlib.Path(f'done.{n}').write_text('ok')\n")
 
 
+@pytest.mark.e2e  # jobs on the local Slurm cluster: the end-to-end tier, needing Slurm and root
+@pytest.mark.slurm
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_cancelled_task_is_reported_and_resubmitted_on_rerun(cluster, tmp_path):
     # FOLD, not JOB: the range variable is replaced wherever it occurs, also in SLURM_ARRAY_JOB_ID.
     args = [*SLURM, "--skip-if-exists", "done.FOLD", "FOLD=1:2", "log/c.FOLD.log", PYTHON, "-c", SLOW_TASK, "FOLD"]
@@ -154,6 +163,9 @@ def test_cancelled_task_is_reported_and_resubmitted_on_rerun(cluster, tmp_path):
     assert (tmp_path / "log/c.1.log").read_text() == first_log  # job 1 was not run again
 
 
+@pytest.mark.e2e  # jobs on the local Slurm cluster: the end-to-end tier, needing Slurm and root
+@pytest.mark.slurm
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_stopping_the_launcher_cancels_the_array(cluster, tmp_path):
     """Ctrl-C / kill of the waiting launcher cancels its tasks instead of leaving them queued."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -187,6 +199,9 @@ PREEMPTED_TASK = ("import os, pathlib, time\n"
                   "    time.sleep(120)\n")
 
 
+@pytest.mark.e2e  # jobs on the local Slurm cluster: the end-to-end tier, needing Slurm and root
+@pytest.mark.slurm
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_requeued_task_runs_again_and_the_launcher_waits_for_it(cluster, tmp_path):
     """A preempted task (here: scontrol requeue) starts again under the same launcher call and
     appends to its log; serkit-run reports the second attempt's success."""
@@ -227,6 +242,9 @@ def two_folds(tmp_path_factory) -> dict[str, Path]:
     return {"data": paths["data"], "lang": paths["lang"], "folds": folds, "encoder": build_tiny_w2v2(root / "w2v2")}
 
 
+@pytest.mark.e2e  # jobs on the local Slurm cluster: the end-to-end tier, needing Slurm and root
+@pytest.mark.slurm
+@pytest.mark.timeout(1800)  # with its module fixture's runs, on a loaded 2-core machine
 def test_training_stage_runs_two_folds_as_an_array_job(cluster, two_folds, tmp_path, monkeypatch, capsys, caplog):
     """Stage 3's command line through Slurm: both folds train (1 epoch), each with its log; a rerun
     submits nothing."""

@@ -19,7 +19,7 @@ import serkit.train
 from serkit.bin import train as train_cli
 from serkit.bin.train import load_hparams, merged_overrides
 from serkit.metrics import classification_scores as real_classification_scores
-from serkit.expdir import read_history, write_history
+from serkit.expdir import read_history, read_provenance, write_history
 from serkit.model import build_tiny_w2v2, load_encoder
 from serkit.model.build import model_from_config
 from serkit.train import SERBrain, TrainError, precision_run_opts, train_fold
@@ -125,6 +125,8 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(mtl_run):
     assert [r["epoch"] for r in before["history"]] == [1] and before["checkpoint_epochs"] == [1]
     assert not before["done"]
     assert mtl_run["resumed_epochs"] == [2, 3]  # continued, not restarted from scratch
+    runs = read_provenance(mtl_run["out"])["runs"]  # the resumed run is recorded beside the first
+    assert len(runs) == 2 and runs[0]["started"] <= runs[1]["started"]
     history = read_history(mtl_run["out"] / "history.jsonl")
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[0] == before["history"][0]
@@ -282,7 +284,14 @@ def test_single_task_run_through_the_command_line(corpus, tmp_path):
 
     assert "epoch 1 |" in (out / "train_log.txt").read_text()
     assert "mtl_lambda: 0" in (out / "hyperparams.yaml").read_text()
+    (run,) = read_provenance(out)["runs"]  # the command line's run: command, config, overrides, config as used
+    assert run["command"].startswith("python -m serkit.bin.train ") and f"--output_folder {out}" in run["command"]
+    assert run["config"] == str(CONF) and run["cwd"] == str(Path.cwd())
+    assert run["overrides"]["number_of_epochs"] == 1 and run["overrides"]["freeze_encoder_steps"] == 1000
+    assert "mtl_lambda: 0" in run["resolved_config"] and "number_of_epochs: 1" in run["resolved_config"]
+    assert run["family"] == "w2v2_mtl" and run["device"] == "cpu" and run["precision"]["train"] in {"fp32", "bf16"}
     assert train_cli.main(args) == 0  # train.done: nothing to do
+    assert len(read_provenance(out)["runs"]) == 1  # a finished fold is not a new run
     assert "nothing to do" in (out / "train_log.txt").read_text()
 
 

@@ -232,7 +232,7 @@ def device_description(device: str) -> str:
     """``cpu (its model name)`` or ``cuda (the GPU's name)``, for the report's header."""
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name()})"
-    from serkit.results_md import cpu_name
+    from serkit.provenance import cpu_name
     return f"{device} ({cpu_name()})"
 
 

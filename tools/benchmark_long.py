@@ -16,7 +16,7 @@ change:
 * ``whole file``: a 60 s file read and scored in one forward pass (what inference did before
   windows), to show how memory grows with the length when nothing is windowed.
 
-    tools/venv/bin/python tools/benchmark_long.py --work /tmp/bench_long [--threads 2] [--hop 4]
+    tools/venv/bin/python tools/benchmark_long.py --work "$(mktemp -d)" [--threads 2] [--hop 4]
 """
 from __future__ import annotations
 

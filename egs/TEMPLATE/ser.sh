@@ -12,7 +12,10 @@
 #                           (seeds merged, each row's paired test against the floor)
 #   5 export + inference    exp/<tag>/export per experiment, then serkit-infer on a few utterances
 set -euo pipefail
-cmdline="$(basename "$PWD")/run.sh $*"
+# The command as RESULTS.md and provenance.json record it: no path of this machine (utils/recipe_command.sh).
+. ../TEMPLATE/utils/recipe_command.sh
+cmdline=$(portable_cmdline "$@")
+export SERKIT_RECIPE_COMMAND=$cmdline  # each fold's provenance.json records it (serkit.provenance)
 
 help_message="Usage: $0 [options]
   --stage N            first stage to run (default 0)

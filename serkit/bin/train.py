@@ -128,12 +128,14 @@ def load_hparams(hparams_file: str, overrides: dict) -> dict:
         raise UsageError(f"{path}: {message}") from None
 
 
-def save_resolved_hparams(hparams_file: str, overrides: dict, out: Path) -> None:
-    """Write the configuration as used (references resolved) to OUTPUT_FOLDER/hyperparams.yaml."""
+def save_resolved_hparams(hparams_file: str, overrides: dict, out: Path) -> str:
+    """Write the configuration as used (references resolved) to OUTPUT_FOLDER/hyperparams.yaml;
+    return it (provenance.json keeps it too, per run, since a resume may use another)."""
     with open(hparams_file, encoding="utf-8") as handle:
-        resolved = resolve_references(handle, overrides)
+        resolved = resolve_references(handle, overrides).getvalue()
     header = f"# resolved from {Path(hparams_file).resolve()}\n"
-    (out / "hyperparams.yaml").write_text(header + resolved.getvalue(), encoding="utf-8")
+    (out / "hyperparams.yaml").write_text(header + resolved, encoding="utf-8")
+    return resolved
 
 
 def add_log_handlers(out: Path) -> list[logging.Handler]:
@@ -218,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             if distributed.world_size() > 1:
                 logger.info("training with %d processes (DDP, %s backend)", distributed.world_size(),
                             run_opts.distributed_backend)
+            invocation = {"command": f"python -m serkit.bin.train {command}",
+                          "cwd": os.getcwd(), "config": hparams_file, "overrides": overrides}
             if distributed.is_main():
-                save_resolved_hparams(hparams_file, overrides, out)
-            scores = train_fold(hparams, run_opts)
+                invocation["resolved_config"] = save_resolved_hparams(hparams_file, overrides, out)
+            scores = train_fold(hparams, run_opts, invocation=invocation)
         finally:
             if held is not None:
                 held.release()
