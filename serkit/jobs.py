@@ -659,12 +659,15 @@ class LocalBackend(Backend):
             try:
                 while (pending or live) and stop.signum is None:
                     self._enforce_time_limit(live, limit)
-                    for running in self._reap(live, resources, results):
+                    reaped = list(self._reap(live, resources, results))
+                    for index, running in enumerate(reaped):
                         free_gpus.extend(running.gpus)
                         bar.update(1)
                         result = results[running.number]
                         durations += [result.elapsed] if result.ok else []
-                        bar.write(progress_line(result, len(results), len(jobs), durations, len(pending) + len(live),
+                        # Jobs reaped together are recorded together: number them one by one.
+                        n_done = len(results) - len(reaped) + index + 1
+                        bar.write(progress_line(result, n_done, len(jobs), durations, len(pending) + len(live),
                                                 self.max_jobs), file=sys.stdout)
                         sys.stdout.flush()
                     while can_start() and stop.signum is None:

@@ -424,3 +424,12 @@ def test_one_progress_line_per_finished_job_with_its_summary_and_the_time_left(t
     assert "[2/3]: 2 epoch(s), best valid UA 52.0%" in lines[1]
     assert f"train.fold3: FAILED (exit 1; see {tmp_path}/log/train.fold3.log)" in lines[2] and "left" not in lines[2]
     assert "epoch 1 | valid UA" not in "\n".join(lines)  # per-epoch lines stay in the logs
+
+
+def test_jobs_that_end_together_get_their_own_numbers(tmp_path, capsys):
+    """Two folds reaped in the same poll were both printed as [2/2]."""
+    from serkit.jobs import expand_jobs, run_jobs
+    jobs = expand_jobs(f"{tmp_path}/log/train.foldJOB.log", ["sh", "-c", "sleep 0.5"], JobRange("JOB", 1, 2))
+    run_jobs(jobs, LocalBackend(max_jobs=2))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "train.fold" in line]
+    assert sorted(re.search(r"\[(\d)/2\]", line).group(1) for line in lines) == ["1", "2"], lines
