@@ -204,7 +204,7 @@ def test_two_processes_match_one_process(runs, corpus):
 def test_only_rank_0_writes_files(runs):
     rank0, rank1 = (rank["written"] for rank in runs["ranks"])
     assert rank1 == []
-    assert {Path(path).name for path in rank0} == {expdir.MODEL_CONFIG_FILE, expdir.HISTORY_FILE}
+    assert {Path(path).name for path in rank0} == {expdir.MODEL_CONFIG_FILE, expdir.HISTORY_FILE, expdir.PROVENANCE_FILE}
     two = runs["two"]
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in runs["one"].iterdir())
     assert len(list((two / expdir.SAVE_DIR).glob("CKPT+*"))) == len(list((runs["one"] / expdir.SAVE_DIR).glob("CKPT+*")))
