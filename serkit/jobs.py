@@ -13,7 +13,7 @@ and ``cmd.sh`` decides where the jobs run.  This module holds the pieces of that
   ``# Accounting: time=...`` and ``# Ended (code N) at ...`` lines, which Kaldi's log tools parse);
   when the log cannot be written (a full disk), the trailer goes to stderr instead of vanishing;
 * a small :class:`Backend` interface with the :class:`LocalBackend` (parallel local processes)
-  here and the Slurm backend in :mod:`serkit.slurm`.
+  here and the Slurm backend in :mod:`serkit.slurm`; :mod:`serkit.backends` picks one by name.
 """
 from __future__ import annotations
 
@@ -744,19 +744,6 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass  # the group is already gone
-
-
-BACKENDS = ("local", "slurm")
-
-
-def make_backend(name: str, max_jobs: Optional[int] = None, **options) -> Backend:
-    """Build a backend by name (the ``--backend`` option); ``options`` go to the Slurm backend."""
-    if name == "local":
-        return LocalBackend(max_jobs=max_jobs)
-    if name == "slurm":
-        from serkit.slurm import SlurmBackend  # not imported for local runs
-        return SlurmBackend(max_jobs=max_jobs, **options)
-    raise JobsUsageError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
 
 
 def skip_done(jobs: Sequence[Job]) -> tuple[list[Job], list[JobResult]]:
