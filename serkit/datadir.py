@@ -7,10 +7,10 @@ C (byte) order, as Kaldi's tools expect, so files can be joined line by line wit
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from serkit.atomic import atomic_write_text
 from serkit.errors import SerkitError
 
 logger = logging.getLogger(__name__)
@@ -47,14 +47,8 @@ def read_map(path: str | Path) -> dict[str, str]:
 
 def write_map(path: str | Path, mapping: Mapping[str, object]) -> None:
     """Write a ``<key> <value>`` file sorted by key in C order, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for key in c_sorted(mapping):
-            value = str(mapping[key])
-            handle.write(f"{key} {value}\n" if value else f"{key}\n")
-    os.replace(tmp, path)
+    lines = (f"{key} {mapping[key]}" if str(mapping[key]) else key for key in c_sorted(mapping))
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 def read_list(path: str | Path) -> list[str]:
@@ -68,13 +62,7 @@ def read_list(path: str | Path) -> list[str]:
 
 def write_list(path: str | Path, items: Iterable[str]) -> None:
     """Write one item a line, atomically, in the order given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for item in items:
-            handle.write(f"{item}\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{item}\n" for item in items))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,11 +40,11 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import Dataset, Sampler
 
+from serkit.atomic import atomic_write
 from serkit.audio import audio_problem, read_audio
 from serkit import inventory
 from serkit.datadir import DataDirError, read_map
 from serkit.errors import load_error_text
-from serkit.expdir import atomic_write
 from serkit.features import FeatureError
 from serkit.folds import load_fold
 

@@ -15,8 +15,7 @@ is now the only place that knows the names, the layouts and the rules (docs/form
   checkpoint is the one with the highest validation UA, the newest on a tie;
 - ``train.done``: written last; a fold that has it is finished.
 
-Every write goes through a temporary file and an atomic rename, so a killed run never leaves half a
-file behind.
+Every write is atomic (:mod:`serkit.atomic`), so a killed run never leaves half a file behind.
 """
 from __future__ import annotations
 
@@ -26,10 +25,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import yaml
 
+from serkit.atomic import atomic_write_text
 from serkit.datadir import c_sorted
 from serkit.errors import SerkitError
 
@@ -53,27 +53,7 @@ class ExpDirError(SerkitError):
     """A fold directory's file is missing, malformed or inconsistent."""
 
 
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
-
-    The temporary name carries the process id: fold jobs running at once may write the same shared
-    file (a feature-cache entry), and each must rename its own complete copy.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+# ----------------------------------------------------------------------------- JSON
 
 
 def write_json(path: str | Path, data: Any) -> None:

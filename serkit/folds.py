@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from serkit import datadir
+from serkit.atomic import atomic_write_text
 from serkit.errors import SerkitError
 
 logger = logging.getLogger(__name__)
@@ -519,7 +520,7 @@ def make_folds(data_dir: str | Path, folds_dir: str | Path, protocols: Sequence[
             info["data_warnings"] = datadir.read_list(data_dir / PREP_WARNINGS_FILE)
             for line in info["data_warnings"]:
                 logger.warning("%s (stage 0, %s): %s", protocol, data_dir / PREP_WARNINGS_FILE, line)
-            (protocol_dir / PROTOCOL_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+            atomic_write_text(protocol_dir / PROTOCOL_FILE, json.dumps(info, indent=1) + "\n")
         built[protocol] = folds
     return built
 
@@ -756,7 +757,7 @@ def write_protocol_files(protocol_dir: Path, protocol: str, folds: Sequence[Fold
         "leakage_report": LEAKAGE_FILE,
     }
     protocol_dir.mkdir(parents=True, exist_ok=True)
-    (protocol_dir / PROTOCOL_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(protocol_dir / PROTOCOL_FILE, json.dumps(info, indent=1) + "\n")
     datadir.write_list(protocol_dir / LEAKAGE_FILE, leakage_lines(protocol, leakage, dependent, n_speakers,
                                                                   n_sentences, confounded, classes))
     return info
