@@ -389,6 +389,13 @@ def list_checkpoints(fold_dir: str | Path) -> list[CheckpointInfo]:
 
 #: CKPT.yaml's record of the size of every file the checkpoint was written with (serkit.checkpoints).
 FILE_SIZES_KEY = "file_sizes"
+#: CKPT.yaml's list of the epochs an averaged checkpoint averages (serkit.averaging, ``average_nbest``).
+AVERAGED_KEY = "averaged_epochs"
+
+
+def is_averaged(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's meta is that of an averaged model (derived after training, never resumed from)."""
+    return bool(meta.get(AVERAGED_KEY))
 COUNTER_FILE = "counter.ckpt"
 
 
@@ -407,10 +414,10 @@ def checkpoint_problem(ckpt_dir: Path, meta: dict[str, Any]) -> str | None:
         if path.stat().st_size != size:
             return f"{name} is {path.stat().st_size} bytes, {CHECKPOINT_META_FILE} recorded {size}"
     counter = ckpt_dir / COUNTER_FILE
-    # An averaged checkpoint (serkit.averaging.AVERAGED_KEY; not imported: it needs torch) is no
-    # training state: its counter is where training ended, its epoch the newest it averages.
+    # An averaged checkpoint is no training state: its counter is where training ended, its epoch
+    # the newest it averages.
     if meta.get("end-of-epoch") and meta.get("epoch") is not None and counter.is_file() \
-            and not meta.get("averaged_epochs"):
+            and not is_averaged(meta):
         saved = _counter_value(counter)
         if saved != meta["epoch"]:
             return f"{COUNTER_FILE} says epoch {saved!r}, {CHECKPOINT_META_FILE} epoch {meta['epoch']}"
@@ -430,13 +437,18 @@ def _counter_value(path: Path) -> Any:
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
-    """CKPT.yaml with the safe loader: meta is plain data, never YAML tags that build objects."""
+    """``CKPT.yaml`` with the safe loader: meta is plain data, never YAML tags that build objects.
+
+    The one parser of the file, for training's resume (:mod:`serkit.checkpoints`) and for export and
+    scoring alike, so a checkpoint one of them takes is never one another refuses. SpeechBrain
+    always writes ``unixtime`` and ``end-of-epoch``; meta without them was cut short.
+    """
     try:
         meta = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ExpDirError(f"{path}: unreadable checkpoint meta ({error})") from None
-    if not isinstance(meta, dict):
-        raise ExpDirError(f"{path}: checkpoint meta is not a mapping")
+    if not isinstance(meta, dict) or not {"unixtime", "end-of-epoch"} <= set(meta):
+        raise ExpDirError(f"{path}: checkpoint meta is empty or incomplete (no unixtime / end-of-epoch)")
     return meta
 
 
@@ -446,10 +458,10 @@ def select_checkpoint(checkpoints: list[CheckpointInfo], which: str = "best") ->
     if not checkpoints:
         raise ExpDirError("no checkpoints to choose from")
     if which == "last":  # the last one trained (an averaged checkpoint is derived after training)
-        trained = [c for c in checkpoints if not c.meta.get("averaged_epochs")] or checkpoints
+        trained = [c for c in checkpoints if not is_averaged(c.meta)] or checkpoints
         return max(trained, key=lambda c: c.unixtime)
     if which == "best":
-        averaged = [c for c in checkpoints if c.meta.get("averaged_epochs")]  # average_nbest: the model tested
+        averaged = [c for c in checkpoints if is_averaged(c.meta)]  # average_nbest: the model tested
         if averaged:
             return max(averaged, key=lambda c: c.unixtime)
         scored = [c for c in checkpoints if c.valid_ua is not None]
