@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from speechbrain.utils.checkpoints import METAFNAME
 
-from serkit import expdir
+from serkit import expdir, folds, inventory
+from serkit.emophone import make_token_inventory, write_tokens
+from serkit.model.ctc_head import ctc_greedy_decode, phoneme_ctc_loss
 
-PACKAGE = Path(expdir.__file__).resolve().parent
+PACKAGE = Path(inventory.__file__).resolve().parent
 
 
 def modules() -> dict[str, ast.AST]:
@@ -33,17 +36,51 @@ def constants(tree: ast.AST) -> set:
     return found
 
 
+def path_parts(tree: ast.AST) -> set[str]:
+    """The string constants a module joins onto a path (``folder / "name"``)."""
+    return {node.right.value for node in ast.walk(tree)
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant) and isinstance(node.right.value, str)}
+
+
 @pytest.mark.parametrize("value, owner", [
+    (inventory.BLANK, "serkit/inventory.py"),
     (expdir.CHECKPOINT_META_FILE, "serkit/expdir.py"),
     (expdir.AVERAGED_KEY, "serkit/expdir.py"),
+    (folds.SPLITS, "serkit/folds.py"),
 ])
 def test_only_the_owner_spells_it(value, owner):
     spelled = sorted(name for name, tree in modules().items() if value in constants(tree))
     assert spelled == [owner], f"{value!r} is spelled outside its owner {owner}: use the owner's constant"
 
 
+def test_only_the_inventory_names_the_classes_file():
+    joined = sorted(name for name, tree in modules().items() if inventory.CLASSES_FILE in path_parts(tree))
+    assert joined == [], f"these modules build the path of the 'classes' file themselves: {joined}"
+    assert inventory.CLASSES_FILE in constants(modules()["serkit/inventory.py"])
+
+
 def test_the_checkpoint_meta_file_is_the_one_speechbrain_writes():
     assert expdir.CHECKPOINT_META_FILE == METAFNAME
+
+
+def test_the_ctc_loss_and_decoder_use_the_blank_of_the_token_files(tmp_path):
+    write_tokens(tmp_path / "tokens.txt", make_token_inventory(2))
+    tokens = inventory.read_tokens(tmp_path / "tokens.txt")
+    blank = tokens.index(inventory.BLANK)
+    others = [index for index in range(len(tokens)) if index != blank]
+    n_frames, targets = 7, torch.tensor([others[:3]])
+    log_probs = torch.randn(1, n_frames, len(tokens), generator=torch.Generator().manual_seed(0)).log_softmax(-1)
+
+    loss = phoneme_ctc_loss(log_probs, torch.tensor([n_frames]), targets, torch.tensor([3]))
+    as_files_say = F.ctc_loss(log_probs.transpose(0, 1), targets, [n_frames], [3], blank=blank)
+    another_blank = F.ctc_loss(log_probs.transpose(0, 1), targets, [n_frames], [3], blank=others[-1])
+    torch.testing.assert_close(loss, as_files_say)
+    assert not torch.isclose(loss, another_blank)
+
+    path = torch.full((1, n_frames), blank)
+    path[0, 2:4], path[0, 5] = others[0], others[1]  # blank blank a a blank b blank
+    assert ctc_greedy_decode(F.one_hot(path, len(tokens)).float(), torch.tensor([n_frames])) == [others[:2]]
 
 
 def test_a_checkpoint_meta_that_one_reader_refuses_no_reader_takes(tmp_path):
