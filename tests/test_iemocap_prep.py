@@ -169,6 +169,14 @@ def test_skipped_wavs_are_reported_with_their_path(tree, prepared):
     assert report.skipped.examples["wav missing"][0] in text and corrupt[0].corpus_id in text
 
 
+def test_the_report_is_the_shared_one_and_lists_every_file_written(prepared):
+    """IEMOCAP finishes through serkit.corpora.common.finish, as every corpus does."""
+    report, out = prepared
+    written = {path.name for path in out.iterdir()} - {"prep_report.txt", "prep_warnings.txt"}
+    assert set(report.files_written) == written
+    assert f"  files: {' '.join(report.files_written)}" in (out / "prep_report.txt").read_text().splitlines()
+
+
 def test_odd_audio_and_missing_transcripts_are_kept_and_noted(tree, prepared):
     report, out = prepared
     wavs = read_map(out / "wav.scp")

@@ -20,6 +20,7 @@ import numpy as np
 import soundfile
 
 from serkit import inventory
+from serkit.atomic import atomic_write_text
 from serkit.audio import AudioInfo
 from serkit.ctc_targets import STAGE1_FILES
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError
@@ -56,6 +57,8 @@ MOSTLY_TRIMMED = 0.8
 #: The data-directory file listing stage 0's warnings (empty classes, missing folders, altered copy);
 #: stage 2 copies them into protocol.json, so RESULTS.md repeats them.
 WARNINGS_FILE = "prep_warnings.txt"
+#: What stage 0 found and wrote, in full (:meth:`PrepReport.to_text`).
+REPORT_FILE = "prep_report.txt"
 
 
 @dataclass(frozen=True)
@@ -539,7 +542,7 @@ def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool,
     check_contract(report, strict)
     report.files_written = write_data_dir(report.out_dir, utterances, report.class_map, report.language, raw_codes)
     write_warnings(report.out_dir, report.warnings)
-    (report.out_dir / "prep_report.txt").write_text(report.to_text(), encoding="utf-8")
+    atomic_write_text(report.out_dir / REPORT_FILE, report.to_text())
     validate_data_dir(report.out_dir, complete=True)
     return report
 
