@@ -799,6 +799,22 @@ def record_provenance(out: Path, family: ModelFamily, device: str, precision: di
             invocation=invocation))
 
 
+def fit_fold(family: ModelFamily, hparams: dict, data, feature: dict, dims: tuple[int, ...], out: Path) -> dict:
+    """A closed-form family's fold (``trainer = "fit"``), written as a trained one's: model config, one
+    history record, one checkpoint through the same safe checkpointer, test predictions. Returns the test scores."""
+    fitted = family.fit(hparams, data)
+    expdir.write_model_config(out, model_config(family, fitted.model, hparams, feature, dims, data.classes, []))
+    expdir.write_history(out / expdir.HISTORY_FILE, {"epoch": 1, **fitted.valid, **fitted.details})
+    checkpointer = SafeCheckpointer(out / expdir.SAVE_DIR, recoverables={"model": fitted.model})
+    checkpointer.save_checkpoint(meta={"UA": fitted.valid["valid_UA"], "WA": fitted.valid["valid_WA"], "epoch": 1})
+    refs = [utt.emotion for utt in data.test.utterances]
+    expdir.write_predictions(out / expdir.PREDICTIONS_FILE, [utt.utt_id for utt in data.test.utterances], refs,
+                             fitted.test_probs.tolist(), data.classes)
+    test = classification_scores(refs, fitted.test_probs.argmax(axis=1), len(data.classes))
+    logger.info("test WA %.2f%% UA %.2f%%", 100 * test["WA"], 100 * test["UA"])
+    return {"WA": test["WA"], "UA": test["UA"], "PER": None, "loss": None}
+
+
 def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocation: dict | None = None) -> dict:
     """Train, select and test one fold as ``hparams`` (a loaded conf/<family>.yaml) describes.
 
@@ -822,7 +838,7 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocat
     dims = input_dims(data.train)
     if family.trainer == "fit":  # closed form: one process fits, any others wait for its scores
         record_provenance(out, family, "cpu", FIT_PRECISION, invocation)
-        scores = run_on_main(family.fit, args=[hparams, data, out])
+        scores = run_on_main(fit_fold, args=[family, hparams, data, feature, dims, out])
         if distributed.is_main():
             expdir.mark_done(out, scores)
         return scores
