@@ -1,8 +1,8 @@
 """The experiment (fold) directory format: the one owner of every file stage 3 leaves in a fold.
 
 ``exp/<tag>/<protocol>/fold<NN>/`` is written by training (stage 3) and read by scoring (stage 4) and
-export (stage 5). Those stages used to name the files and parse them each on their own; this module
-is now the only place that knows the names, the layouts and the rules (docs/formats.md):
+export (stage 5). So that a file one stage writes is always one the others can read, only this
+module knows the names, the layouts and the rules (docs/formats.md); the stages call it:
 
 - ``model_config.json``: plain data that rebuilds the network (family, feature, model, classes ...);
 - ``provenance.json``: what trained the fold, one record per training run (a resume adds one):

@@ -242,7 +242,7 @@ class SERBrain(sb.Brain):
     # is finite and the CTC head's unalignable count stay on the device and are read every
     # ``sync_every`` steps, before every checkpoint and at the end of the epoch. The running training
     # loss (progress bar, history) is then exactly SpeechBrain's. On a CPU reading is free:
-    # ``sync_every: auto`` is 1 there (every step, as before) and 50 on a GPU.
+    # ``sync_every: auto`` is 1 there (every step) and 50 on a GPU.
 
     @property
     def sync_every(self) -> int:
