@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from serkit.atomic import atomic_write_text
 from serkit import inventory
+from serkit.atomic import atomic_write_text
 from serkit.errors import DataDirError
 
 logger = logging.getLogger(__name__)
