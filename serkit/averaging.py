@@ -21,22 +21,11 @@ from typing import Mapping, Sequence
 import torch
 
 from serkit.errors import SerkitError
-
-AVERAGED_KEY = "averaged_epochs"  # in the CKPT.yaml of the averaged checkpoint
+from serkit.expdir import is_averaged
 
 
 class AveragingError(SerkitError):
     """``average_nbest`` cannot be applied as configured."""
-
-
-def average_nbest_setting(hparams: Mapping) -> int | None:
-    """The config's ``average_nbest`` (how many best checkpoints to average); None = off (1 also: the best alone)."""
-    value = hparams.get("average_nbest")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise AveragingError(f"average_nbest must be a positive number of checkpoints or null, got {value!r}")
-    return value if value > 1 else None
 
 
 def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -58,10 +47,6 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[st
         else:
             averaged[key] = first.clone()
     return averaged
-
-
-def is_averaged(meta: Mapping) -> bool:
-    return bool(meta.get(AVERAGED_KEY))
 
 
 def remove_averaged(checkpointer) -> None:

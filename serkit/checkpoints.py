@@ -40,7 +40,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 from speechbrain.utils.checkpoints import (
     DEFAULT_LOAD_HOOKS,
     METAFNAME,
@@ -53,7 +52,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
 
 from serkit.errors import SerkitError, load_error_text
-from serkit.expdir import FILE_SIZES_KEY, checkpoint_problem
+from serkit.expdir import FILE_SIZES_KEY, ExpDirError, checkpoint_problem, read_checkpoint_meta
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +204,10 @@ class SafeCheckpointer(Checkpointer):
         warning and set aside (:meth:`set_aside`), so the warning comes once, not at every save."""
         checkpoints = []
         for ckpt_dir in self._list_checkpoint_dirs():
-            meta = read_meta(ckpt_dir / METAFNAME)
-            if isinstance(meta, str):
-                self.set_aside(ckpt_dir, meta)
+            try:
+                meta = read_checkpoint_meta(ckpt_dir / METAFNAME)
+            except ExpDirError as error:
+                self.set_aside(ckpt_dir, str(error))
                 continue
             paramfiles = {path.stem: path for path in ckpt_dir.iterdir() if path.suffix == PARAMFILE_EXT}
             checkpoints.append(Checkpoint(ckpt_dir, meta, paramfiles))
@@ -311,17 +311,6 @@ class SafeCheckpointer(Checkpointer):
         for obj in self.recoverables.values():
             if hasattr(obj, "_speechbrain_recovery_skip_to"):
                 obj._speechbrain_recovery_skip_to = None  # an end-of-epoch load leaves this untouched
-
-
-def read_meta(path: Path) -> dict | str:
-    """A checkpoint's ``CKPT.yaml`` as a mapping, or the reason it cannot be used (a string)."""
-    try:
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        return f"unreadable {METAFNAME}: {error}"
-    if not isinstance(meta, dict) or "unixtime" not in meta or "end-of-epoch" not in meta:
-        return f"{METAFNAME} is empty or incomplete"
-    return meta
 
 
 # ----------------------------------------------------------------------------- random states

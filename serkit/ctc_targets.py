@@ -12,7 +12,7 @@ and the comparison is one more row of the comparison table.
   inventory must be the same for every fold, since it sizes the output layer, and it uses no label).
 
 Output (docs/formats.md): ``data/<dir>/utt2char`` or ``utt2bpe`` (space-separated units; an empty
-value = no text, emotion task only) and ``<lang_dir>/tokens.txt`` with ``<blank>`` at index 0; for
+value = no text, emotion task only) and ``<lang_dir>/tokens.txt`` with the CTC blank first; for
 BPE also ``<lang_dir>/bpe.model``.
 """
 from __future__ import annotations
@@ -23,13 +23,21 @@ import unicodedata
 from pathlib import Path
 
 from serkit.datadir import DataDirError, read_map, write_map
-from serkit.emophone import BLANK, write_tokens
+from serkit import emophone
+from serkit.emophone import write_tokens
+from serkit.inventory import with_blank
 from serkit.errors import SerkitError
 
 logger = logging.getLogger(__name__)
 
 WORD_BOUNDARY = "|"
-TARGET_FILES = {"char": "utt2char", "bpe": "utt2bpe"}
+#: The data-dir file each CTC target kind is read from (``ctc_targets`` in a config picks the kind).
+TARGET_FILES = {"emophone": emophone.TARGET_FILE, "char": "utt2char", "bpe": "utt2bpe"}
+#: The kinds this module makes (emotion-phonemes are :mod:`serkit.emophone`'s).
+TRANSCRIPT_KINDS = ("char", "bpe")
+#: Every data-dir file stage 1 writes. They follow from stage 0's labels and text, so a new stage 0
+#: removes them (:func:`serkit.corpora.common.write_data_dir`) rather than leave them stale.
+STAGE1_FILES = tuple(dict.fromkeys((*emophone.OUTPUT_FILES, *TARGET_FILES.values())))
 _TAG_RE = re.compile(r"\[[^\]]*\]|<[^>]*>")
 
 
@@ -84,8 +92,8 @@ def _train_bpe(sentences: list[str], lang_dir: Path, vocab_size: int):
 
 def make_ctc_targets(data_dir: str | Path, lang_dir: str | Path, kind: str, bpe_units: int = 128) -> dict:
     """Write ``utt2char``/``utt2bpe`` and the lang dir's ``tokens.txt``; returns counts for the log."""
-    if kind not in TARGET_FILES:
-        raise CTCTargetError(f"unknown CTC target kind {kind!r}; choose one of {', '.join(TARGET_FILES)} "
+    if kind not in TRANSCRIPT_KINDS:
+        raise CTCTargetError(f"unknown CTC target kind {kind!r}; choose one of {', '.join(TRANSCRIPT_KINDS)} "
                              "(emotion-phonemes: serkit.bin.make_emophones)")
     data_dir, lang_dir = Path(data_dir), Path(lang_dir)
     if not (data_dir / "text").is_file():
@@ -99,7 +107,7 @@ def make_ctc_targets(data_dir: str | Path, lang_dir: str | Path, kind: str, bpe_
     else:
         processor = _train_bpe([" ".join(w) for w in words.values()], lang_dir, bpe_units)
         units = {utt: processor.encode(" ".join(w), out_type=str) for utt, w in words.items()}
-    inventory = [BLANK] + sorted({unit for sequence in units.values() for unit in sequence})
+    inventory = with_blank(sorted({unit for sequence in units.values() for unit in sequence}))
     write_tokens(lang_dir / "tokens.txt", inventory)
     write_map(data_dir / TARGET_FILES[kind], {utt: " ".join(sequence) for utt, sequence in units.items()})
     empty = sum(not sequence for sequence in units.values())

@@ -7,17 +7,14 @@ C (byte) order, as Kaldi's tools expect, so files can be joined line by line wit
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from serkit.errors import SerkitError
+from serkit import inventory
+from serkit.atomic import atomic_write_text
+from serkit.errors import DataDirError
 
 logger = logging.getLogger(__name__)
-
-
-class DataDirError(SerkitError):
-    """A data directory file is missing, malformed or inconsistent."""
 
 
 def c_sorted(keys: Iterable[str]) -> list[str]:
@@ -47,14 +44,8 @@ def read_map(path: str | Path) -> dict[str, str]:
 
 def write_map(path: str | Path, mapping: Mapping[str, object]) -> None:
     """Write a ``<key> <value>`` file sorted by key in C order, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for key in c_sorted(mapping):
-            value = str(mapping[key])
-            handle.write(f"{key} {value}\n" if value else f"{key}\n")
-    os.replace(tmp, path)
+    lines = (f"{key} {mapping[key]}" if str(mapping[key]) else key for key in c_sorted(mapping))
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 def read_list(path: str | Path) -> list[str]:
@@ -68,13 +59,7 @@ def read_list(path: str | Path) -> list[str]:
 
 def write_list(path: str | Path, items: Iterable[str]) -> None:
     """Write one item a line, atomically, in the order given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for item in items:
-            handle.write(f"{item}\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{item}\n" for item in items))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +76,7 @@ REQUIRED_FILES = ("wav.scp", "utt2spk")
 #: Utterance-keyed files whose value may legitimately be empty (no transcript, no phones).
 EMPTY_VALUE_ALLOWED = frozenset({"text", "utt2arpabet", "utt2phn", "utt2sampa", "utt2phones"})
 #: What later stages need beyond REQUIRED_FILES; checked with ``complete=True`` (stage 0's own check).
-COMPLETE_FILES = ("utt2emo", "utt2dur", "classes")
+COMPLETE_FILES = ("utt2emo", "utt2dur", inventory.CLASSES_FILE)
 GENDERS = frozenset({"f", "m"})
 #: How many example keys a problem message shows.
 N_EXAMPLES = 3
@@ -143,8 +128,7 @@ def _bad_values(name: str, mapping: Mapping[str, str], classes: list[str] | None
 
 def _read_classes(data_dir: Path, problems: list[str]) -> list[str] | None:
     """Read the optional ``classes`` file (serkit.inventory's checks), recording problems instead of raising."""
-    from serkit import inventory  # inventory builds on this module's list reader
-    path = data_dir / "classes"
+    path = data_dir / inventory.CLASSES_FILE
     if not path.is_file():
         return None
     try:
@@ -282,7 +266,8 @@ def fix_data_dir(data_dir: str | Path) -> dict:
         if not (data_dir / name).is_file():
             raise DataDirError(f"{data_dir / name}: required file is missing; the fixer cannot invent it "
                                "(re-run the data preparation stage)")
-    classes = read_list(data_dir / "classes") if (data_dir / "classes").is_file() else None
+    classes_file = data_dir / inventory.CLASSES_FILE
+    classes = inventory.read_classes(classes_file) if classes_file.is_file() else None
     maps = {name: read_map(data_dir / name) for name in UTT_KEYED_FILES if (data_dir / name).is_file()}
 
     all_utts = set().union(*(set(mapping) for mapping in maps.values()))

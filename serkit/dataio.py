@@ -40,20 +40,17 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import Dataset, Sampler
 
+from serkit.atomic import atomic_write
 from serkit.audio import audio_problem, read_audio
 from serkit import inventory
+from serkit.ctc_targets import TARGET_FILES as CTC_TARGET_FILES
 from serkit.datadir import DataDirError, read_map
 from serkit.errors import load_error_text
-from serkit.expdir import atomic_write
 from serkit.features import FeatureError
-from serkit.folds import load_fold
+from serkit.folds import SPLITS, load_fold
 
 logger = logging.getLogger(__name__)
 
-BLANK = inventory.BLANK
-# The data-dir file holding each CTC target choice (stage 1 writes it beside tokens.txt's lang dir).
-CTC_TARGET_FILES = {"emophone": "utt2phn", "char": "utt2char", "bpe": "utt2bpe"}
-SPLITS = ("train", "valid", "test")
 MAX_LISTED = 5  # how many offending ids an error message shows
 
 
@@ -84,7 +81,7 @@ class FoldData:
 
 def read_classes(data_dir: str | Path) -> list[str]:
     """The emotion classes of a data directory, in index order (its ``classes`` file)."""
-    return inventory.read_classes(Path(data_dir) / "classes")
+    return inventory.read_classes(Path(data_dir) / inventory.CLASSES_FILE)
 
 
 def read_tokens(lang_dir: str | Path) -> list[str]:
@@ -121,7 +118,8 @@ def read_fold(fold_dir: str | Path) -> dict[str, list[str]]:
 
 
 def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], classes: Sequence[str],
-                    tokens: Sequence[str], require_phones: bool = True, targets_file: str = "utt2phn") -> list[Utterance]:
+                    tokens: Sequence[str], require_phones: bool = True,
+                    targets_file: str = CTC_TARGET_FILES["emophone"]) -> list[Utterance]:
     """Join the data directory's files for ``utt_ids`` into :class:`Utterance` records.
 
     The CTC targets (``targets_file``, ``utt2phn`` for emotion-phonemes) are needed only when a CTC
@@ -155,13 +153,13 @@ def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], classes: Seque
                            f"({_few([f'{utt}: {wavs[utt]}' for utt in absent])}); check the corpus location "
                            "or re-run data preparation (stage 0)")
     class_index = {label: index for index, label in enumerate(classes)}
-    token_index = {token: index for index, token in enumerate(tokens) if token != BLANK}
+    token_index = {token: index for index, token in enumerate(tokens) if token != inventory.BLANK}
     utterances = []
     for utt in utt_ids:
         label = emotions[utt]
         if label not in class_index:
             raise DataDirError(f"{data_dir / 'utt2emo'}: utterance {utt} has label {label!r}, which is not in "
-                               f"{data_dir / 'classes'} ({', '.join(classes)}); fix the class map and re-run stage 0")
+                               f"{data_dir / inventory.CLASSES_FILE} ({', '.join(classes)}); fix the class map and re-run stage 0")
         utterances.append(Utterance(
             utt_id=utt,
             wav=wavs[utt],
@@ -591,7 +589,7 @@ def check_class_coverage(data: FoldData, fold_dir: str | Path, allow_missing: bo
 
 def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | Path | None, sample_rate: int = 16000,
                    max_duration: float | None = None, require_phones: bool = True, feature=None,
-                   cache_dir: str | Path | None = None, targets_file: str = "utt2phn") -> FoldData:
+                   cache_dir: str | Path | None = None, targets_file: str = CTC_TARGET_FILES["emophone"]) -> FoldData:
     """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only.
 
     ``require_phones`` (a CTC head) needs ``lang_dir`` (tokens.txt) and ``targets_file``; without it

@@ -35,7 +35,6 @@ from serkit.phone_sources import SourceStats, pinyin_classes, sampa_classes
 
 logger = logging.getLogger(__name__)
 
-BLANK = inventory.BLANK
 PHONE_CLASSES = ("S", "F", "N", "L", "V", "VS")
 _CONSONANT_CLASS = {
     **dict.fromkeys("B D G K P T CH JH".split(), "S"),
@@ -44,6 +43,12 @@ _CONSONANT_CLASS = {
     **dict.fromkeys("L R W Y".split(), "L"),
 }
 REPORT_NAME = "emophone_report.txt"
+#: The data-dir files this stage writes: the emotion-phoneme targets, the phones they come from
+#: (ARPAbet for English, the source's phones for other languages) and the report.
+TARGET_FILE = "utt2phn"
+ARPABET_FILE = "utt2arpabet"
+PHONES_FILE = "utt2phones"
+OUTPUT_FILES = (ARPABET_FILE, PHONES_FILE, TARGET_FILE, REPORT_NAME)
 #: Languages with a phone source besides English, and the data-dir file each needs.
 SOURCES = {"de": ("utt2sampa", "the corpus's SAMPA label files (Emo-DB lablaut/, copied by stage 0)"),
            "zh": ("text", "pypinyin initials and finals of the Chinese text")}
@@ -73,10 +78,10 @@ def emotion_phonemes(phones: Sequence[str], emotion_index: int) -> list[str]:
 
 
 def make_token_inventory(n_emotions: int) -> list[str]:
-    """``<blank>`` then S F N L V VS for each emotion 0..n-1 (list position = token index)."""
+    """The CTC blank, then S F N L V VS for each emotion 0..n-1 (list position = token index)."""
     if n_emotions < 1:
         raise EmophoneError(f"need at least one emotion class, got {n_emotions}")
-    return [BLANK] + [f"{cls}{e}" for e in range(n_emotions) for cls in PHONE_CLASSES]
+    return inventory.with_blank(f"{cls}{e}" for e in range(n_emotions) for cls in PHONE_CLASSES)
 
 
 def write_tokens(path: str | Path, tokens: Sequence[str]) -> None:
@@ -133,8 +138,8 @@ def label_data_dir(data_dir: str | Path, lang_dir: str | Path, g2p: G2P | None =
         report.oov_counts.update(result.oov)
         if not result.phones:
             report.empty.append(utt)
-    datadir.write_map(data_dir / "utt2arpabet", utt2arpabet)
-    datadir.write_map(data_dir / "utt2phn", utt2phn)
+    datadir.write_map(data_dir / ARPABET_FILE, utt2arpabet)
+    datadir.write_map(data_dir / TARGET_FILE, utt2phn)
     report.report_path = data_dir / REPORT_NAME
     _write_report(report, texts, g2p)
     _log_summary(report)
@@ -154,7 +159,7 @@ def _label_other_language(data_dir: Path, language: str, texts: dict[str, str],
         logger.warning("%s: no phone labels (%s; English G2P is never used for other languages): utt2phn is written "
                        "empty and every utterance trains EMOTION-ONLY; train with lambda 0 (--lambdas 0) or add a "
                        "phone source (docs/emophone.md)", data_dir, why)
-        datadir.write_map(data_dir / "utt2phn", {utt: "" for utt in texts})
+        datadir.write_map(data_dir / TARGET_FILE, {utt: "" for utt in texts})
         report.empty = datadir.c_sorted(texts)
         report.report_path = data_dir / REPORT_NAME
         datadir.write_list(report.report_path, [f"utterances {len(texts)}", "phones 0",
@@ -174,8 +179,8 @@ def _label_other_language(data_dir: Path, language: str, texts: dict[str, str],
         report.n_phones += len(classes)
         if not classes:
             report.empty.append(utt)
-    datadir.write_map(data_dir / "utt2phones", utt2phones)
-    datadir.write_map(data_dir / "utt2phn", utt2phn)
+    datadir.write_map(data_dir / PHONES_FILE, utt2phones)
+    datadir.write_map(data_dir / TARGET_FILE, utt2phn)
     report.report_path = data_dir / REPORT_NAME
     datadir.write_list(report.report_path, [
         f"utterances {report.n_utterances}", f"phones {report.n_phones}",
@@ -197,9 +202,11 @@ def _read_inputs(data_dir: Path) -> tuple[dict[str, str], dict[str, int], list[s
     """Read ``text``, ``utt2emo`` and ``classes``; check they agree (every error names the file)."""
     texts = datadir.read_map(data_dir / "text")
     utt2emo = datadir.read_map(data_dir / "utt2emo")
-    classes = datadir.read_list(data_dir / "classes")
-    if len(set(classes)) != len(classes):
-        raise EmophoneError(f"{data_dir / 'classes'}: a class label is listed twice")
+    classes_file = data_dir / inventory.CLASSES_FILE
+    try:
+        classes = inventory.read_classes(classes_file)
+    except inventory.InventoryError as error:
+        raise EmophoneError(str(error)) from None
     only_text = sorted(set(texts) - set(utt2emo))
     only_emo = sorted(set(utt2emo) - set(texts))
     if only_text or only_emo:
@@ -212,7 +219,7 @@ def _read_inputs(data_dir: Path) -> tuple[dict[str, str], dict[str, int], list[s
     if unknown:
         raise EmophoneError(
             f"{data_dir / 'utt2emo'}: {len(unknown)} utterance(s) have a label missing from "
-            f"{data_dir / 'classes'} (e.g. {unknown[0]} -> {utt2emo[unknown[0]]!r}); "
+            f"{classes_file} (e.g. {unknown[0]} -> {utt2emo[unknown[0]]!r}); "
             "fix the class map or the classes file")
     return texts, {utt: index[label] for utt, label in utt2emo.items()}, classes
 

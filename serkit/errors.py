@@ -10,6 +10,11 @@ class SerkitError(Exception):
     """An error with a message meant for the user: what went wrong, where, and how to fix it."""
 
 
+class DataDirError(SerkitError):
+    """A data directory file is missing, malformed or inconsistent (:mod:`serkit.datadir`,
+    :mod:`serkit.inventory`)."""
+
+
 class Refused(SerkitError):
     """serkit refused untrusted input (a tag that would run code, a pickle, a link out of an export).
 

@@ -1,8 +1,8 @@
 """The experiment (fold) directory format: the one owner of every file stage 3 leaves in a fold.
 
 ``exp/<tag>/<protocol>/fold<NN>/`` is written by training (stage 3) and read by scoring (stage 4) and
-export (stage 5). Those stages used to name the files and parse them each on their own; this module
-is now the only place that knows the names, the layouts and the rules (docs/formats.md):
+export (stage 5). So that a file one stage writes is always one the others can read, only this
+module knows the names, the layouts and the rules (docs/formats.md); the stages call it:
 
 - ``model_config.json``: plain data that rebuilds the network (family, feature, model, classes ...);
 - ``provenance.json``: what trained the fold, one record per training run (a resume adds one):
@@ -15,8 +15,7 @@ is now the only place that knows the names, the layouts and the rules (docs/form
   checkpoint is the one with the highest validation UA, the newest on a tie;
 - ``train.done``: written last; a fold that has it is finished.
 
-Every write goes through a temporary file and an atomic rename, so a killed run never leaves half a
-file behind.
+Every write is atomic (:mod:`serkit.atomic`), so a killed run never leaves half a file behind.
 """
 from __future__ import annotations
 
@@ -26,10 +25,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import yaml
 
+from serkit.atomic import atomic_write_text
 from serkit.datadir import c_sorted
 from serkit.errors import SerkitError
 
@@ -53,27 +53,7 @@ class ExpDirError(SerkitError):
     """A fold directory's file is missing, malformed or inconsistent."""
 
 
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
-
-    The temporary name carries the process id: fold jobs running at once may write the same shared
-    file (a feature-cache entry), and each must rename its own complete copy.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+# ----------------------------------------------------------------------------- JSON
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -409,6 +389,13 @@ def list_checkpoints(fold_dir: str | Path) -> list[CheckpointInfo]:
 
 #: CKPT.yaml's record of the size of every file the checkpoint was written with (serkit.checkpoints).
 FILE_SIZES_KEY = "file_sizes"
+#: CKPT.yaml's list of the epochs an averaged checkpoint averages (serkit.averaging, ``average_nbest``).
+AVERAGED_KEY = "averaged_epochs"
+
+
+def is_averaged(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's meta is that of an averaged model (derived after training, never resumed from)."""
+    return bool(meta.get(AVERAGED_KEY))
 COUNTER_FILE = "counter.ckpt"
 
 
@@ -427,10 +414,10 @@ def checkpoint_problem(ckpt_dir: Path, meta: dict[str, Any]) -> str | None:
         if path.stat().st_size != size:
             return f"{name} is {path.stat().st_size} bytes, {CHECKPOINT_META_FILE} recorded {size}"
     counter = ckpt_dir / COUNTER_FILE
-    # An averaged checkpoint (serkit.averaging.AVERAGED_KEY; not imported: it needs torch) is no
-    # training state: its counter is where training ended, its epoch the newest it averages.
+    # An averaged checkpoint is no training state: its counter is where training ended, its epoch
+    # the newest it averages.
     if meta.get("end-of-epoch") and meta.get("epoch") is not None and counter.is_file() \
-            and not meta.get("averaged_epochs"):
+            and not is_averaged(meta):
         saved = _counter_value(counter)
         if saved != meta["epoch"]:
             return f"{COUNTER_FILE} says epoch {saved!r}, {CHECKPOINT_META_FILE} epoch {meta['epoch']}"
@@ -450,13 +437,18 @@ def _counter_value(path: Path) -> Any:
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
-    """CKPT.yaml with the safe loader: meta is plain data, never YAML tags that build objects."""
+    """``CKPT.yaml`` with the safe loader: meta is plain data, never YAML tags that build objects.
+
+    The one parser of the file, for training's resume (:mod:`serkit.checkpoints`) and for export and
+    scoring alike, so a checkpoint one of them takes is never one another refuses. SpeechBrain
+    always writes ``unixtime`` and ``end-of-epoch``; meta without them was cut short.
+    """
     try:
         meta = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ExpDirError(f"{path}: unreadable checkpoint meta ({error})") from None
-    if not isinstance(meta, dict):
-        raise ExpDirError(f"{path}: checkpoint meta is not a mapping")
+    if not isinstance(meta, dict) or not {"unixtime", "end-of-epoch"} <= set(meta):
+        raise ExpDirError(f"{path}: checkpoint meta is empty or incomplete (no unixtime / end-of-epoch)")
     return meta
 
 
@@ -466,10 +458,10 @@ def select_checkpoint(checkpoints: list[CheckpointInfo], which: str = "best") ->
     if not checkpoints:
         raise ExpDirError("no checkpoints to choose from")
     if which == "last":  # the last one trained (an averaged checkpoint is derived after training)
-        trained = [c for c in checkpoints if not c.meta.get("averaged_epochs")] or checkpoints
+        trained = [c for c in checkpoints if not is_averaged(c.meta)] or checkpoints
         return max(trained, key=lambda c: c.unixtime)
     if which == "best":
-        averaged = [c for c in checkpoints if c.meta.get("averaged_epochs")]  # average_nbest: the model tested
+        averaged = [c for c in checkpoints if is_averaged(c.meta)]  # average_nbest: the model tested
         if averaged:
             return max(averaged, key=lambda c: c.unixtime)
         scored = [c for c in checkpoints if c.valid_ua is not None]

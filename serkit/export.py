@@ -37,6 +37,7 @@ import torch
 
 import serkit
 from serkit import expdir, inventory, ssl_layers
+from serkit.atomic import atomic_write
 from serkit.errors import Refused, SerkitError, load_error_text, reraise_as
 from serkit.model.build import ModelConfigError, check_model_config, model_from_config
 
@@ -116,7 +117,7 @@ def export_model(fold_or_exp_dir: str | Path, out_dir: str | Path, checkpoint: s
     full_config.update(_provenance(fold_dir, chosen))
     if config["feature"]["kind"] == "ssl_layers":  # the frozen encoder is the front end: the export carries it
         full_config["feature"] = ssl_layers.export_front_end(config["feature"], out_dir)
-    expdir.atomic_write(out_dir / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write(out_dir / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     expdir.write_json(out_dir / CONFIG_FILE, full_config)
     inventory.write_classes(out_dir / CLASSES_FILE, config["classes"])
     inventory.write_tokens(out_dir / TOKENS_FILE, config["tokens"])

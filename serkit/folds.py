@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from serkit import datadir
+from serkit.atomic import atomic_write_text
 from serkit.errors import SerkitError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ VALID_SPEAKER_FRACTION = 0.1
 #: utt2split names by role (lower-cased): the release's development set selects checkpoints.
 SPLIT_ROLES = {"train": "train", "development": "valid", "validation": "valid", "evaluation": "valid",
                "dev": "valid", "valid": "valid"}
-SETS = ("train", "valid", "test")
+#: The split names of a fold: its file names (``<fold dir>/train`` ...) and :class:`Fold`'s fields.
+SPLITS = ("train", "valid", "test")
 TSV_HEADER = ("fold", "test_speakers", "valid_speakers", "n_train", "n_valid", "n_test", "valid_rule",
               "test_classes", "valid_classes", "test_genders", "valid_genders")
 
@@ -99,7 +101,7 @@ class Fold:
     valid_rule: str
 
     def sets(self) -> dict[str, list[str]]:
-        return {"train": self.train, "valid": self.valid, "test": self.test}
+        return {name: getattr(self, name) for name in SPLITS}
 
 
 def _fold(index: int, train: Iterable[str], valid: Iterable[str], test: Iterable[str], rule: str) -> Fold:
@@ -338,7 +340,7 @@ def predefined_folds(utt2split: Mapping[str, str], utt2emo: Mapping[str, str] | 
     if unknown:
         raise FoldError(f"predefined: utt2split names {unknown}, which are neither train ({'/'.join(SPLIT_ROLES)}) "
                         "nor test*; rename them in the data dir or choose another protocol")
-    by_role = {role: sorted(n for n, r in roles.items() if r == role) for role in ("train", "valid", "test")}
+    by_role = {role: sorted(n for n, r in roles.items() if r == role) for role in SPLITS}
     empty = [role for role, names in by_role.items() if not names]
     if empty:
         raise FoldError(f"predefined: utt2split has no {' and no '.join(empty)} set (found {sorted(roles)}); "
@@ -419,7 +421,7 @@ def check_no_leakage(fold: Mapping[str, Sequence[str]], utt2spk: Mapping[str, st
     if ``speaker_disjoint``, no test speaker appears in train or valid."""
     problems = []
     seen: dict[str, str] = {}
-    for set_name in SETS:
+    for set_name in SPLITS:
         for utt in fold.get(set_name, []):
             if utt not in utt2spk:
                 problems.append(f"{set_name}: {utt} is not in the data dir")
@@ -443,10 +445,10 @@ def check_no_leakage(fold: Mapping[str, Sequence[str]], utt2spk: Mapping[str, st
 def load_fold(fold_dir: str | Path) -> dict[str, list[str]]:
     """Read ``train``, ``valid`` and ``test`` of one fold directory."""
     fold_dir = Path(fold_dir)
-    missing = [name for name in SETS if not (fold_dir / name).is_file()]
+    missing = [name for name in SPLITS if not (fold_dir / name).is_file()]
     if missing:
         raise FoldError(f"{fold_dir}: missing {', '.join(missing)} (rebuild the folds in the recipe folder: ./run.sh --stage 2 --stop_stage 2)")
-    return {name: datadir.read_list(fold_dir / name) for name in SETS}
+    return {name: datadir.read_list(fold_dir / name) for name in SPLITS}
 
 
 def read_fold_inputs(data_dir: str | Path) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -519,7 +521,7 @@ def make_folds(data_dir: str | Path, folds_dir: str | Path, protocols: Sequence[
             info["data_warnings"] = datadir.read_list(data_dir / PREP_WARNINGS_FILE)
             for line in info["data_warnings"]:
                 logger.warning("%s (stage 0, %s): %s", protocol, data_dir / PREP_WARNINGS_FILE, line)
-            (protocol_dir / PROTOCOL_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+            atomic_write_text(protocol_dir / PROTOCOL_FILE, json.dumps(info, indent=1) + "\n")
         built[protocol] = folds
     return built
 
@@ -616,7 +618,7 @@ def _remove_stale_folds(protocol_dir: Path, keep: set[str]) -> None:
     for path in sorted(protocol_dir.glob("fold[0-9]*")):
         if not path.is_dir() or path.name in keep:
             continue
-        if {child.name for child in path.iterdir()} - set(SETS):
+        if {child.name for child in path.iterdir()} - set(SPLITS):
             raise FoldError(f"{path}: stale fold directory with other files in it; remove it by hand")
         logger.info("removing stale fold %s", path)
         shutil.rmtree(path)
@@ -756,7 +758,7 @@ def write_protocol_files(protocol_dir: Path, protocol: str, folds: Sequence[Fold
         "leakage_report": LEAKAGE_FILE,
     }
     protocol_dir.mkdir(parents=True, exist_ok=True)
-    (protocol_dir / PROTOCOL_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(protocol_dir / PROTOCOL_FILE, json.dumps(info, indent=1) + "\n")
     datadir.write_list(protocol_dir / LEAKAGE_FILE, leakage_lines(protocol, leakage, dependent, n_speakers,
                                                                   n_sentences, confounded, classes))
     return info

@@ -20,7 +20,7 @@ shorter. The utterance-level posterior is the **duration-weighted mean** of the 
 label is its highest class. Each :class:`Prediction` lists its windows (start, end, label,
 posteriors): the timeline. The phoneme string of a long file is the greedy CTC decoding of the
 frames each window owns (from the middle of its overlap with the previous window to the middle of
-its overlap with the next). A recording no longer than one window is scored whole, exactly as before.
+its overlap with the next). A recording no longer than one window is scored whole, in one pass.
 
 Poisoned audio (NaN or infinite samples, a truncated WAV, an all-zero recording) raises
 :class:`~serkit.audio.AudioError` naming the file instead of giving a label with ``nan`` posteriors.

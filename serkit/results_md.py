@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from serkit import comparison, stats
+from serkit.atomic import atomic_write_text
 from serkit.errors import SerkitError
 # The environment block's facts have one owner, shared with the fold directories' provenance.json.
 from serkit.provenance import environment_info, git_state
@@ -472,8 +473,5 @@ def update_results(results_path: str | Path, key: str, section: str) -> None:
     path = Path(results_path)
     text = path.read_text(encoding="utf-8") if path.is_file() else HEADER
     new_text = replace_section(text, key, section, where=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, new_text)
     logger.info("%s: wrote section %s", path, key)

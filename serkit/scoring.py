@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from serkit import datadir, expdir, metrics, stats
+from serkit.atomic import atomic_write_text
 from serkit.errors import SerkitError, reraise_as
 from serkit.expdir import FoldPredictions
 
@@ -464,7 +465,7 @@ def format_confusion(cm: np.ndarray, classes: Sequence[str], title: str) -> str:
 
 def write_confusion_text(path: Path, cm: np.ndarray, classes: Sequence[str], title: str) -> None:
     """Write :func:`format_confusion` to ``path``."""
-    path.write_text(format_confusion(cm, classes, title), encoding="utf-8")
+    atomic_write_text(path, format_confusion(cm, classes, title))
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,7 +475,7 @@ def write_confusion_text(path: Path, cm: np.ndarray, classes: Sequence[str], tit
 def write_summary(path: Path, summary: dict) -> None:
     """Write the summary as strict JSON (no NaN/Infinity), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    expdir.atomic_write_text(path, json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=1, allow_nan=False) + "\n")
 
 
 def load_summary(exp_protocol_dir: str | Path) -> dict:

@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from serkit.atomic import atomic_write_text
 from serkit.jobs import (TIMEOUT_EXIT_CODE, Backend, Job, JobResult, JobsError, JobsInterrupted,
                          JobsUsageError, Resources, StopFlag, append_to_log, format_duration,
                          format_log_trailer)
@@ -124,12 +125,6 @@ def task_id(job: Job) -> int:
     return 0 if job.index is None else job.index
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 @dataclass(frozen=True)
 class ArrayFiles:
     """Where one submission keeps its state, next to the logs: ``<log dir>/slurm/<stem>.*``."""
@@ -168,12 +163,12 @@ def write_array_files(files: ArrayFiles, jobs: Sequence[Job], resources: Resourc
                                           "lock": str(Path(job.lock_dir).absolute()) if job.lock_dir else None,
                                           "status": str(files.status(task_id(job)).absolute())}
                       for job in jobs}}
-    _atomic_write(files.spec, json.dumps(spec, indent=1) + "\n")
+    atomic_write_text(files.spec, json.dumps(spec, indent=1) + "\n")
     script = (f"#!/bin/sh\n"
               f"# serkit-run: one array task runs the argument list stored in {files.spec.name}\n"
               f"exec {shlex.quote(sys.executable)} -m serkit.bin.slurm_task "
               f"{shlex.quote(str(files.spec.absolute()))} \"$SLURM_ARRAY_TASK_ID\"\n")
-    _atomic_write(files.script, script)
+    atomic_write_text(files.script, script)
     files.script.chmod(0o755)
     for job in jobs:
         files.status(task_id(job)).unlink(missing_ok=True)  # a status from an earlier run is not ours

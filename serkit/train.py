@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from serkit import distributed, expdir, provenance, tensorboard
 from serkit.augment import make_augmenter
-from serkit.averaging import AVERAGED_KEY, average_nbest_setting, average_state_dicts, is_averaged, remove_averaged
+from serkit.averaging import average_state_dicts, remove_averaged
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
 from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
                             load_fold_data)
@@ -242,7 +242,7 @@ class SERBrain(sb.Brain):
     # is finite and the CTC head's unalignable count stay on the device and are read every
     # ``sync_every`` steps, before every checkpoint and at the end of the epoch. The running training
     # loss (progress bar, history) is then exactly SpeechBrain's. On a CPU reading is free:
-    # ``sync_every: auto`` is 1 there (every step, as before) and 50 on a GPU.
+    # ``sync_every: auto`` is 1 there (every step) and 50 on a GPU.
 
     @property
     def sync_every(self) -> int:
@@ -455,9 +455,9 @@ class SERBrain(sb.Brain):
         """
         best_checkpoint(self.checkpointer)  # a clear error when no checkpoint has a validation UA
         if average_nbest_setting(vars(self.hparams)):
-            averaged = self.checkpointer.recover_if_possible(ckpt_predicate=lambda ckpt: is_averaged(ckpt.meta))
+            averaged = self.checkpointer.recover_if_possible(ckpt_predicate=lambda ckpt: expdir.is_averaged(ckpt.meta))
             logger.info("scoring the test fold with the average of epochs %s (valid UA %.4f)",
-                        averaged.meta[AVERAGED_KEY], averaged.meta["UA"])
+                        averaged.meta[expdir.AVERAGED_KEY], averaged.meta["UA"])
             return
         best = self.checkpointer.recover_if_possible(importance_key=lambda ckpt: expdir.best_key(ckpt.meta),
                                                      ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None)
@@ -469,7 +469,7 @@ class SERBrain(sb.Brain):
         the validation set and keep it as a checkpoint; its epochs go to the log and the last history line."""
         best = self.checkpointer.find_checkpoints(
             importance_key=lambda ckpt: expdir.best_key(ckpt.meta), max_num_checkpoints=n,
-            ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None and not is_averaged(ckpt.meta))
+            ckpt_predicate=lambda ckpt: ckpt.meta.get("UA") is not None and not expdir.is_averaged(ckpt.meta))
         epochs = [int(ckpt.meta["epoch"]) for ckpt in best]
         self.model.load_state_dict(average_state_dicts([torch_load_safe(ckpt.paramfiles["model"]) for ckpt in best]))
         self.on_stage_start(sb.Stage.VALID)
@@ -486,10 +486,10 @@ class SERBrain(sb.Brain):
         if distributed.is_main():
             path = self.output_folder / expdir.HISTORY_FILE
             last = expdir.read_history(path)[-1]
-            expdir.write_history(path, {**last, AVERAGED_KEY: epochs, "averaged_valid_UA": scores["UA"],
+            expdir.write_history(path, {**last, expdir.AVERAGED_KEY: epochs, "averaged_valid_UA": scores["UA"],
                                         "averaged_valid_WA": scores["WA"]})
         self.checkpointer.save_checkpoint(meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "epoch": max(epochs),
-                                                AVERAGED_KEY: epochs})
+                                                expdir.AVERAGED_KEY: epochs})
 
     def _end_of_test(self, test_loss: float) -> None:
         scores, per = self._scores()
@@ -603,14 +603,25 @@ def _parts_text(parts: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in parts.items())
 
 
+def positive_count(hparams: dict, name: str, unit: str) -> int | None:
+    """The config's option ``name``: a positive whole number of ``unit``, or None (null or absent: off)."""
+    value = hparams.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TrainError(f"{name} must be a positive number of {unit} or null (off), got {value!r}")
+    return value
+
+
 def early_stop_patience(hparams: dict) -> int | None:
     """The config's ``patience`` (epochs without a better validation UA before training stops), None = off."""
-    patience = hparams.get("patience")
-    if patience is None:
-        return None
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise TrainError(f"patience must be a positive number of epochs or null (no early stopping), got {patience!r}")
-    return patience
+    return positive_count(hparams, "patience", "epochs")
+
+
+def average_nbest_setting(hparams: dict) -> int | None:
+    """The config's ``average_nbest`` (how many best checkpoints to average); None = off (1 also: the best alone)."""
+    value = positive_count(hparams, "average_nbest", "checkpoints")
+    return value if value is not None and value > 1 else None
 
 
 def improvement_state(valid_uas: dict[int, float]) -> tuple[int | None, int]:
@@ -788,6 +799,22 @@ def record_provenance(out: Path, family: ModelFamily, device: str, precision: di
             invocation=invocation))
 
 
+def fit_fold(family: ModelFamily, hparams: dict, data, feature: dict, dims: tuple[int, ...], out: Path) -> dict:
+    """A closed-form family's fold (``trainer = "fit"``), written as a trained one's: model config, one
+    history record, one checkpoint through the same safe checkpointer, test predictions. Returns the test scores."""
+    fitted = family.fit(hparams, data)
+    expdir.write_model_config(out, model_config(family, fitted.model, hparams, feature, dims, data.classes, []))
+    expdir.write_history(out / expdir.HISTORY_FILE, {"epoch": 1, **fitted.valid, **fitted.details})
+    checkpointer = SafeCheckpointer(out / expdir.SAVE_DIR, recoverables={"model": fitted.model})
+    checkpointer.save_checkpoint(meta={"UA": fitted.valid["valid_UA"], "WA": fitted.valid["valid_WA"], "epoch": 1})
+    refs = [utt.emotion for utt in data.test.utterances]
+    expdir.write_predictions(out / expdir.PREDICTIONS_FILE, [utt.utt_id for utt in data.test.utterances], refs,
+                             fitted.test_probs.tolist(), data.classes)
+    test = classification_scores(refs, fitted.test_probs.argmax(axis=1), len(data.classes))
+    logger.info("test WA %.2f%% UA %.2f%%", 100 * test["WA"], 100 * test["UA"])
+    return {"WA": test["WA"], "UA": test["UA"], "PER": None, "loss": None}
+
+
 def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocation: dict | None = None) -> dict:
     """Train, select and test one fold as ``hparams`` (a loaded conf/<family>.yaml) describes.
 
@@ -811,7 +838,7 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocat
     dims = input_dims(data.train)
     if family.trainer == "fit":  # closed form: one process fits, any others wait for its scores
         record_provenance(out, family, "cpu", FIT_PRECISION, invocation)
-        scores = run_on_main(family.fit, args=[hparams, data, out])
+        scores = run_on_main(fit_fold, args=[family, hparams, data, feature, dims, out])
         if distributed.is_main():
             expdir.mark_done(out, scores)
         return scores

@@ -2,7 +2,7 @@
 
 torchrun starts this file once per process. It records, into ``$DDP_TEST_RECORD/rank<R>.json``,
 the utterance ids of every training batch the process trained (by epoch) and every file it wrote
-through :func:`serkit.expdir.atomic_write` (history, predictions, model config, train.done ...).
+as text through :mod:`serkit.atomic` (history, predictions, model config, train.done ...).
 With ``DDP_TEST_STOP_AT_EPOCH=N`` every process stops with an exception when epoch N's training
 starts, as a killed job would (after epoch N-1's checkpoint). Everything else is the real command.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import speechbrain as sb
 
-from serkit import distributed, expdir
+from serkit import atomic, distributed
 from serkit.bin import train
 from serkit.train import SERBrain
 
@@ -31,7 +31,7 @@ def main() -> int:
     batches: dict[int, list[list[str]]] = defaultdict(list)
     written: list[str] = []
     world_sizes: set[int] = set()
-    fit_batch, on_stage_start, atomic_write = SERBrain.fit_batch, SERBrain.on_stage_start, expdir.atomic_write
+    fit_batch, on_stage_start, atomic_write = SERBrain.fit_batch, SERBrain.on_stage_start, atomic.atomic_write
 
     def recording_fit_batch(self, batch):
         batches[self.hparams.epoch_counter.current].append(list(batch.id))
@@ -49,7 +49,7 @@ def main() -> int:
 
     SERBrain.fit_batch = recording_fit_batch
     SERBrain.on_stage_start = stopping_on_stage_start
-    expdir.atomic_write = recording_atomic_write
+    atomic.atomic_write = recording_atomic_write
     rank = os.environ["RANK"]
     try:
         return train.main(sys.argv[1:])

@@ -184,6 +184,7 @@ def test_training_run_writes_the_fold_files_and_its_export_reproduces_the_test_p
     assert expdir.read_history(out / expdir.HISTORY_FILE)[-1]["valid_UA"] is not None
     best = expdir.select_checkpoint(expdir.list_checkpoints(out), "best")
     assert best.valid_ua is not None
+    assert expdir.FILE_SIZES_KEY in best.meta  # saved by the safe checkpointer (serkit.checkpoints), every family
     model_from_config(config)  # the plain-data config rebuilds the network
     (run,) = expdir.read_provenance(out)["runs"]  # every family, the closed-form floor too, records its run
     assert run["family"] == name and run["device"] == "cpu" and run["processes"] == 1

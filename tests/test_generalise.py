@@ -20,7 +20,7 @@ import serkit.train
 from serkit.bin.train import load_hparams
 from serkit.expdir import read_history
 from serkit.metrics import classification_scores as real_classification_scores
-from serkit.train import SERBrain, TrainError, improvement_state, train_fold
+from serkit.train import SERBrain, TrainError, average_nbest_setting, early_stop_patience, improvement_state, train_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "tim_net.yaml"
@@ -177,6 +177,14 @@ def test_a_run_killed_after_the_stop_trains_no_more_epochs(corpus, patient_run, 
 def test_a_bad_patience_is_refused_before_training(corpus, tmp_path):
     with pytest.raises(TrainError, match="patience"):
         run_fold(overrides(corpus, tmp_path / "fold01", patience=0))
+
+
+@pytest.mark.parametrize("setting, name", [(early_stop_patience, "patience"), (average_nbest_setting, "average_nbest")])
+def test_patience_and_average_nbest_take_a_positive_count_or_null(setting, name):
+    assert setting({}) is None and setting({name: None}) is None and setting({name: 3}) == 3
+    for bad in (0, -2, 1.5, "2", True):
+        with pytest.raises(TrainError, match=f"{name} must be a positive number of .* or null.*{bad!r}"):
+            setting({name: bad})
 
 
 # ----------------------------------------------------------------------------- per-speaker normalisation

@@ -27,7 +27,10 @@ from serkit.corpora.iemocap import (
     parse_utterance_id,
     prepare_iemocap,
 )
+from serkit.ctc_targets import STAGE1_FILES, TARGET_FILES, TRANSCRIPT_KINDS, make_ctc_targets
 from serkit.datadir import read_list, read_map, validate_data_dir
+from serkit.emophone import label_data_dir
+from serkit.g2p import G2P
 
 # Published full-release facts (corpora.md), typed independently of the module under test.
 PUBLISHED_4CLASS = {"ang": 1103, "hap": 1636, "sad": 1084, "neu": 1708}
@@ -164,6 +167,14 @@ def test_skipped_wavs_are_reported_with_their_path(tree, prepared):
     assert corrupt[0].corpus_id in report.skipped.examples["wav unreadable"][0]
     text = (out / "prep_report.txt").read_text()
     assert report.skipped.examples["wav missing"][0] in text and corrupt[0].corpus_id in text
+
+
+def test_the_report_is_the_shared_one_and_lists_every_file_written(prepared):
+    """IEMOCAP finishes through serkit.corpora.common.finish, as every corpus does."""
+    report, out = prepared
+    written = {path.name for path in out.iterdir()} - {"prep_report.txt", "prep_warnings.txt"}
+    assert set(report.files_written) == written
+    assert f"  files: {' '.join(report.files_written)}" in (out / "prep_report.txt").read_text().splitlines()
 
 
 def test_odd_audio_and_missing_transcripts_are_kept_and_noted(tree, prepared):
@@ -358,11 +369,17 @@ def test_crlf_and_space_separated_files_parse_like_the_others(tmp_path):
 
 
 def test_rerun_overwrites_and_removes_stale_stage1_files(tree, tmp_path):
+    """Stage 1's files follow from stage 0's labels: a new stage 0 removes every one of them."""
     out = tmp_path / "d"
     prepare_iemocap(tree.root, out, class_map="6class")
-    (out / "utt2phn").write_text("stale\n")
+    stage0 = {path.name for path in out.iterdir()}
+    label_data_dir(out, tmp_path / "lang", G2P(use_pos_tagger=False))
+    for kind in TRANSCRIPT_KINDS:
+        make_ctc_targets(out, tmp_path / f"lang_{kind}", kind, bpe_units=24)
+    stage1 = {path.name for path in out.iterdir()} - stage0
+    assert stage1 >= set(TARGET_FILES.values()) and stage1 <= set(STAGE1_FILES), "STAGE1_FILES must list them all"
     prepare_iemocap(tree.root, out, class_map="4class")
-    assert not (out / "utt2phn").exists()
+    assert not stage1 & {path.name for path in out.iterdir()}
     assert set(read_map(out / "utt2emo").values()) == {"ang", "hap", "sad", "neu"}
     assert read_list(out / "classes") == ["ang", "hap", "sad", "neu"]
     validate_data_dir(out)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from serkit import inventory
 from serkit.dataio import DurationBucketBatchSampler, check_batch_seconds, collate_batch, padded_fraction
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +89,7 @@ def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: P
     family = get_family(hparams["model"])
     model = build_model(family, hparams, N_EMOTIONS, n_tokens, input_dims)
     run_opts, _ = precision_run_opts(hparams, {"device": device, "precision": precision})
-    tokens = ["<blank>"] + [f"t{i}" for i in range(1, n_tokens)] if n_tokens else []
+    tokens = inventory.with_blank(f"t{i}" for i in range(1, n_tokens)) if n_tokens else []
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts, checkpointer=None,
                      family=family, classes=[f"emo{i}" for i in range(N_EMOTIONS)], tokens=tokens)
     brain.on_fit_start()  # what Brain.fit does first: makes the optimizers

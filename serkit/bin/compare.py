@@ -2,11 +2,12 @@
 
 Usage::
 
-    python -m serkit.bin.compare --results RESULTS.md --title "lambda ablation" \\
-        exp/mtl_lambda0/loso exp/mtl_lambda0.001/loso exp/mtl_lambda0.1/loso ...
+    python -m serkit.bin.compare --results RESULTS.md --title "lambda ablation" [--n_resamples 1000] \\
+        exp/w2v2_mtl_4class_lambda0_seed1/loso exp/w2v2_mtl_4class_lambda0.1_seed1/loso ...
 
-Each experiment must have been scored (``scores/summary.json``). Rows are ordered by the lambda in
-the experiments' model_config.json; experiments without one follow in the order given. Runs that
+Each experiment must have been scored (``scores/summary.json``). Rows keep the families in the order
+given and, within a family, go by increasing option value (e.g. the lambda in the experiments'
+model_config.json), so an ablation reads top to bottom. Runs that
 differ only in their seed (``..._seed1``, ``..._seed2``) are one row (mean ± std over seeds). Each row
 is tested against the reference row (the eGeMAPS floor when present, else the first) with a paired
 speaker-level permutation test, Holm-corrected, and marked ``*`` where p < 0.05 (serkit.comparison).

@@ -14,13 +14,13 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.ctc_targets import TARGET_FILES, make_ctc_targets
+from serkit.ctc_targets import TRANSCRIPT_KINDS, make_ctc_targets
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serkit.bin.make_ctc_targets",
                                      description="Transcripts -> character or BPE CTC targets.")
-    parser.add_argument("--targets", required=True, choices=sorted(TARGET_FILES))
+    parser.add_argument("--targets", required=True, choices=sorted(TRANSCRIPT_KINDS))
     parser.add_argument("--data", required=True, help="data dir with text (and a language file, default en)")
     parser.add_argument("--lang", required=True, help="lang dir that gets tokens.txt, e.g. data/lang_char")
     parser.add_argument("--bpe_units", type=int, default=128, help="BPE vocabulary size (bpe only)")

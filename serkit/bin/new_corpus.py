@@ -18,8 +18,8 @@ other layout):
 * ``egs/<name>/``: the recipe (``serkit.bin.new_recipe``). A language without a phone source
   (docs/porting.md) gets W2V2-MTL without its CTC head (``mtl_lambda: 0``) and the eGeMAPS floor.
 
-Why one command: the first port by a new user took a 69-line module written from the guide; the
-missing-folder and altered-copy checks it then lacked are in the skeleton from the start.
+Why one command: a corpus module written by hand from the guide is easy to get subtly wrong (the
+missing-folder and altered-copy checks are the first to be left out); the skeleton has them from the start.
 Existing files are kept unless ``--force``.
 """
 from __future__ import annotations

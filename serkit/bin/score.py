@@ -2,9 +2,10 @@
 
 Usage::
 
-    python -m serkit.bin.score --exp exp/w2v2_mtl/loso --results RESULTS.md \\
-        [--config conf/w2v2_mtl.yaml] [--overrides "--lambda 0.1"] [--command "./run.sh ..."] \\
-        [--folds data/folds/loso] [--data data/all] [--classes ang,hap,sad,neu] [--allow-partial]
+    python -m serkit.bin.score --exp exp/w2v2_mtl_4class_lambda0.1_seed1/loso --results RESULTS.md \\
+        [--config ../../conf/w2v2_mtl.yaml] [--overrides conf/w2v2_mtl.yaml] [--command "./run.sh ..."] \\
+        [--folds data/folds/loso] [--data data/all] [--n_resamples 1000] [--classes ang,hap,sad,neu] \\
+        [--allow-partial]
 
 Writes ``<exp>/scores/`` (summary.json, confusion matrices, figures) and prints the score table.
 With ``--data`` (the data directory, for its ``utt2spk``) the pooled WA and UA get 95 % confidence

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from serkit.atomic import atomic_write_text
 from serkit.jobs import (NOT_STARTED_EXIT_CODE, STOP_SIGNALS, Job, Resources, append_to_log,
                          format_log_header, format_log_trailer, refused_result, take_job_lock)
 from serkit.lock import FolderLocked
@@ -35,10 +36,8 @@ def _load_task(spec_path: str, task: str) -> tuple[dict, dict]:
 def _write_status(path: Path, returncode: int, elapsed: float, reason: str) -> None:
     """The launcher's source of truth about this task; written whole or not at all."""
     text = json.dumps({"returncode": returncode, "elapsed": round(elapsed, 3), "reason": reason}) + "\n"
-    temporary = path.with_name(path.name + ".tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write_text(path, text)
     except OSError as error:
         print(f"{PROG}: cannot write the status file {path} ({error}): {text}", file=sys.stderr)
 

@@ -19,8 +19,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import soundfile
 
+from serkit import inventory
+from serkit.atomic import atomic_write_text
 from serkit.audio import AudioInfo
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError
+from serkit.ctc_targets import STAGE1_FILES
 from serkit.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
 
 logger = logging.getLogger(__name__)
@@ -31,8 +34,6 @@ logger = logging.getLogger(__name__)
 MIN_WAV_SECONDS = 0.05
 #: The rate the models consume; other rates are kept and noted (loaders resample).
 SAMPLE_RATE = 16000
-#: Stage-1 outputs that depend on stage 0's labels and text; a re-run of stage 0 deletes them.
-STAGE1_FILES = ("utt2arpabet", "utt2phn", "utt2phones")
 #: Optional stage-0 files; one left by an earlier run that this run does not write is deleted.
 OPTIONAL_FILES = ("utt2gender", "utt2session", "utt2sentence", "utt2split", "utt2sampa")
 #: A take whose peak is below this (dBFS) is noted as very quiet (kept).
@@ -56,6 +57,8 @@ MOSTLY_TRIMMED = 0.8
 #: The data-directory file listing stage 0's warnings (empty classes, missing folders, altered copy);
 #: stage 2 copies them into protocol.json, so RESULTS.md repeats them.
 WARNINGS_FILE = "prep_warnings.txt"
+#: What stage 0 found and wrote, in full (:meth:`PrepReport.to_text`).
+REPORT_FILE = "prep_report.txt"
 
 
 @dataclass(frozen=True)
@@ -445,14 +448,14 @@ def write_data_dir(out_dir: Path, utterances: Sequence[Utterance], class_map: Cl
             files[name] = values
     for name, mapping in files.items():
         write_map(out_dir / name, mapping)
-    write_list(out_dir / "classes", class_map.classes)
+    inventory.write_classes(out_dir / inventory.CLASSES_FILE, class_map.classes)
     write_list(out_dir / "language", [language])
     for name in (*STAGE1_FILES, *(n for n in OPTIONAL_FILES if n not in files)):
         if (out_dir / name).exists():
             (out_dir / name).unlink()
             logger.warning("removed %s (from an earlier run; %s)", out_dir / name,
                            "re-run stage 1" if name in STAGE1_FILES else "this run does not know its values")
-    return [*files, "classes", "language"]
+    return [*files, inventory.CLASSES_FILE, "language"]
 
 
 def count_differences(what: str, found: Mapping[str, int], expected: Mapping[str, int]) -> list[str]:
@@ -539,7 +542,7 @@ def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool,
     check_contract(report, strict)
     report.files_written = write_data_dir(report.out_dir, utterances, report.class_map, report.language, raw_codes)
     write_warnings(report.out_dir, report.warnings)
-    (report.out_dir / "prep_report.txt").write_text(report.to_text(), encoding="utf-8")
+    atomic_write_text(report.out_dir / REPORT_FILE, report.to_text())
     validate_data_dir(report.out_dir, complete=True)
     return report
 

@@ -49,9 +49,7 @@ from tqdm import tqdm
 
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
-from serkit.corpora.common import (ReleaseAudio, Tally, Utterance, audit_wav, check_contract, read_text_lines,
-                                   write_data_dir, write_warnings)
-from serkit.datadir import validate_data_dir
+from serkit.corpora.common import ReleaseAudio, Tally, Utterance, audit_wav, finish, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -457,22 +455,10 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
             utterances.append(utterance)
     _note_unlabelled_turns(cache, {label.utt for _, label in labels}, report)
     _account_for_sentence_files(session_dirs, named, report)
-    for u in utterances:
-        report.class_counts[u.label] += 1
-        report.session_counts[u.session] += 1
-        report.speaker_counts[u.speaker] += 1
-
-    _check_counts(report, strict)
+    report.session_counts.update(u.session for u in utterances)
     report.add_facts()
-    if not utterances:
-        raise IemocapError(f"no utterance of {root} survived preparation with class map {mapping.name}:\n"
-                           + "\n".join(report.summary_lines()))
-    check_contract(report, strict)
-    write_data_dir(out_dir, utterances, mapping, LANGUAGE)
-    write_warnings(out_dir, report.warnings)
-    (out_dir / "prep_report.txt").write_text(report.to_text(), encoding="utf-8")
-    validate_data_dir(out_dir, complete=True)
-    return report
+    return finish(report, utterances, looks_full=_looks_full(report), strict=strict,
+                  check=lambda: _count_problems(report))
 
 
 def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: str | Path,
@@ -481,18 +467,20 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
     return prepare_iemocap(corpus_root, out_dir, class_map=class_map, strict=strict)
 
 
-def _check_counts(report: PrepReport, strict: bool | None) -> None:
-    """Decide whether this is the full release and, if so (or if forced), check dialogs and counts."""
+def _looks_full(report: PrepReport) -> bool:
+    """A full release: all 5 sessions and enough dialogs (a copy missing a file is damaged, not partial)."""
     all_sessions = tuple(report.sessions) == FULL_RELEASE_SESSIONS
-    report.full_release = all_sessions and report.n_dialogs >= FULL_RELEASE_MIN_DIALOGS
-    if all_sessions and not report.full_release:
+    full = all_sessions and report.n_dialogs >= FULL_RELEASE_MIN_DIALOGS
+    if all_sessions and not full:
         logger.warning("all 5 sessions found but only %d dialogs (the full release has %d): treated as a partial "
                        "copy; counts are not checked (strict=True forces the check)",
                        report.n_dialogs, FULL_RELEASE_DIALOGS)
-    check = report.full_release if strict is None else strict
-    if not check:
-        report.count_check = "not run (partial copy)" if strict is None else "not run (strict=False)"
-        return
+    return full
+
+
+def _count_problems(report: PrepReport) -> list[str]:
+    """The full-release check of dialogs and counts: none, or :class:`IemocapError` with IEMOCAP's own
+    explanations (the dialogs that look missing or extra, the likely causes)."""
     problems = []
     if report.n_dialogs != FULL_RELEASE_DIALOGS:
         problems.append(_dialog_count_problem(report))
@@ -508,7 +496,7 @@ def _check_counts(report: PrepReport, strict: bool | None) -> None:
         logger.warning("skipped while reading %s:\n%s", report.root,
                        "\n".join(report.skipped.lines(max_examples=10)) or "  nothing")
         raise IemocapError("\n\n".join(problems))
-    report.count_check = "passed"
+    return []
 
 
 def _dialog_count_problem(report: PrepReport, max_listed: int = 20) -> str:

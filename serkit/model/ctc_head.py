@@ -6,7 +6,7 @@ objective is specific to wav2vec 2.0: any network that emits a representation pe
 same head, so serkit offers it to every family through ``mtl_lambda`` (e.g. TIM-Net + emotion-phoneme
 CTC). The targets are a choice of stage 1 (``ctc_targets``): emotion-phoneme tokens (the default),
 or characters / sentencepiece units of the transcript (the character-CTC auxiliary task of Cai et al.
-2021). Index 0 of every token inventory is the CTC blank.
+2021). The CTC blank's index is the token inventories' (:data:`serkit.inventory.BLANK_ID`).
 """
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from serkit.inventory import BLANK_ID
 from serkit.model.common import ModelInputError, length_mask
 
 logger = logging.getLogger(__name__)
-
-BLANK = 0  # CTC blank index, as in data/lang*/tokens.txt
 
 
 class CTCHead(nn.Module):
@@ -71,15 +70,16 @@ def phoneme_ctc_loss(log_probs: Tensor, frame_lens: Tensor, tokens: Tensor, toke
     vocab = log_probs.shape[-1]
     if on_host(tokens):  # on a GPU this would stall the device; the data layer checks tokens against tokens.txt
         targets = tokens[valid]
-        if targets.numel() and bool(torch.any((targets <= BLANK) | (targets >= vocab))):
-            raise ModelInputError(f"CTC targets must be token indices 1..{vocab - 1} (0 is the blank); got values "
-                                  f"{sorted(set(targets.tolist()) - set(range(1, vocab)))[:5]}: tokens and model "
+        if targets.numel() and bool(torch.any((targets == BLANK_ID) | (targets < 0) | (targets >= vocab))):
+            allowed = set(range(vocab)) - {BLANK_ID}
+            raise ModelInputError(f"CTC targets must be token indices 0..{vocab - 1} other than the blank ({BLANK_ID}); "
+                                  f"got values {sorted(set(targets.tolist()) - allowed)[:5]}: tokens and model "
                                   f"disagree (check data/lang/tokens.txt and n_tokens)")
     repeats = ((tokens[:, 1:] == tokens[:, :-1]) & valid[:, 1:]).sum(dim=1)
     UNALIGNABLE.add(((lens + repeats) > frame_lens.to(lens.device)).sum(), len(lens))
     # Padded [B, S] targets (padding past each length is ignored): no data-dependent shapes, no host sync.
     padded = torch.where(valid, tokens.long(), torch.ones_like(tokens, dtype=torch.long))
-    per_utt = F.ctc_loss(log_probs.float().transpose(0, 1), padded, frame_lens, lens, blank=BLANK,
+    per_utt = F.ctc_loss(log_probs.float().transpose(0, 1), padded, frame_lens, lens, blank=BLANK_ID,
                          reduction="none", zero_infinity=True)
     labelled = (lens > 0).to(per_utt.dtype)
     # Mean over labelled utterances; a batch without any has L_PR = 0 (and keeps the graph and device).
@@ -127,5 +127,5 @@ def ctc_greedy_decode(phn_log_probs: Tensor, frame_lens: Tensor) -> list[list[in
     sequences = []
     for row, n_frames in zip(best, frame_lens.tolist()):
         collapsed = torch.unique_consecutive(row[:int(n_frames)]).tolist()
-        sequences.append([token for token in collapsed if token != BLANK])
+        sequences.append([token for token in collapsed if token != BLANK_ID])
     return sequences

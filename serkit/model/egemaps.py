@@ -35,7 +35,8 @@ from serkit.datadir import read_map
 from serkit.errors import SerkitError
 from serkit.features import N_FUNCTIONALS
 from serkit.metrics import classification_scores
-from serkit.model.family import ModelFamily
+from serkit.model.family import FitResult, ModelFamily
+from serkit.model.ser_model import NetworkOutput, SERModel
 
 logger = logging.getLogger(__name__)
 
@@ -393,7 +394,6 @@ class FloorNetwork(nn.Module):
         self.net = net
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor):
-        from serkit.model.ser_model import NetworkOutput
         return NetworkOutput(emo_logits=self.net(inputs[:, 0]))
 
 
@@ -448,15 +448,8 @@ class EgemapsSVMFamily(ModelFamily):
         tensors = {name: torch.zeros(shape) for name, shape in config["shapes"].items()}
         return FloorNetwork(FloorNet(config["classifier"], int(config["n_classes"]), tensors))
 
-    def fit(self, hparams: dict, data, out_dir) -> dict:
-        """Fit on train, choose C (and gamma) on valid, score test; write the fold files of any family."""
-        from speechbrain.utils.checkpoints import Checkpointer
-
-        from serkit import expdir
-        from serkit.model.build import model_config
-        from serkit.model.ser_model import SERModel
-
-        out_dir = Path(out_dir)
+    def fit(self, hparams: dict, data) -> FitResult:
+        """Fit on train, choose C (and gamma) on valid, give the test posteriors (the trainer writes the fold)."""
         (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (_matrix(d) for d in (data.train, data.valid,
                                                                                           data.test))
         selection = str(hparams.get("selection", "valid"))
@@ -466,21 +459,10 @@ class EgemapsSVMFamily(ModelFamily):
                            class_weight=hparams.get("class_weight", "balanced"), seed=int(hparams["seed"]),
                            selection=selection, speakers=speakers, refit=bool(hparams.get("refit", False)),
                            cv_splits=int(hparams.get("cv_splits", 5)), grid=_grid_option(hparams.get("grid")))
-        model = SERModel(FloorNetwork(fitted.net))
-        expdir.write_model_config(out_dir, model_config(self, model, hparams, self.feature(hparams), (N_FUNCTIONALS,),
-                                                        data.classes, []))
         valid = self._selection_scores(fitted, x_valid, y_valid, len(data.classes))
-        expdir.write_history(out_dir / expdir.HISTORY_FILE, {"epoch": 1, **valid, "chosen": fitted.hyper,
-                                                              "grid": fitted.selection_log})
-        Checkpointer(out_dir / expdir.SAVE_DIR, recoverables={"model": model}).save_checkpoint(
-            meta={"UA": valid["valid_UA"], "WA": valid["valid_WA"], "epoch": 1})
-        probs = fitted.predict_proba(x_test)
-        expdir.write_predictions(out_dir / expdir.PREDICTIONS_FILE, [u.utt_id for u in data.test.utterances],
-                                 y_test.tolist(), probs.tolist(), data.classes)
-        test = classification_scores(y_test, probs.argmax(axis=1), len(data.classes))
-        logger.info("floor %s chosen %s: selection UA %.2f%%, test WA %.2f%% UA %.2f%%", fitted.classifier,
-                    fitted.hyper, 100 * valid["valid_UA"], 100 * test["WA"], 100 * test["UA"])
-        return {"WA": test["WA"], "UA": test["UA"], "PER": None, "loss": None}
+        logger.info("floor %s chosen %s: selection UA %.2f%%", fitted.classifier, fitted.hyper, 100 * valid["valid_UA"])
+        return FitResult(SERModel(FloorNetwork(fitted.net)), valid, fitted.predict_proba(x_test),
+                         {"chosen": fitted.hyper, "grid": fitted.selection_log})
 
     @staticmethod
     def _selection_scores(fitted: FloorModel, x_valid: np.ndarray, y_valid: np.ndarray, n_classes: int) -> dict:

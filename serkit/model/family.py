@@ -17,7 +17,8 @@ name through :mod:`serkit.model.registry`. A family declares:
   that has no such knob);
 - the **windows** inference cuts long recordings into (:attr:`inference_window_s`, :attr:`inference_hop_s`);
 - how it is **trained** (:attr:`trainer`: ``"brain"``, the shared SpeechBrain loop, or ``"fit"``, a
-  closed-form fit such as an SVM, through :meth:`fit`).
+  closed-form fit such as an SVM, through :meth:`fit`). Either way the trainer, not the family,
+  writes the fold directory, so every family's fold has the same files, checkpoint format included.
 
 Per-utterance extras (decoded CTC tokens) and per-fold extras (learned layer weights) come out of the
 shared :class:`~serkit.model.ser_model.SERModel`, and scoring computes their scores (PER, suffix
@@ -25,11 +26,29 @@ accuracy, layer-weight plots) whenever the files carry them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from serkit.model.ser_model import SERModel, mtl_loss
+
+
+@dataclass
+class FitResult:
+    """What a closed-form fit (:meth:`ModelFamily.fit`) gives the trainer to write into the fold directory.
+
+    ``valid`` holds the held-out figures that rank the model (``valid_UA``, ``valid_WA`` as a
+    neural checkpoint's; None where a figure does not exist); ``details`` go into the history
+    record beside them (e.g. the chosen hyper-parameters); ``test_probs`` are the test set's
+    posteriors [utterances, classes] in the order of ``data.test``.
+    """
+
+    model: SERModel
+    valid: dict[str, Any]
+    test_probs: np.ndarray
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelFamily:
@@ -90,8 +109,8 @@ class ModelFamily:
         raise NotImplementedError(f"family {self.name} cannot freeze parameter group {group!r}")
 
     # ---- closed-form families
-    def fit(self, hparams: dict, data, out_dir) -> dict:
-        """Train, select on validation and test one fold without the SpeechBrain loop (``trainer="fit"``)."""
+    def fit(self, hparams: dict, data) -> FitResult:
+        """Fit on train, select on validation, predict test without the SpeechBrain loop (``trainer="fit"``)."""
         raise NotImplementedError
 
     # ---- the experiment's name
