@@ -22,15 +22,15 @@ class ModelConfigError(SerkitError):
     """A model config (model_config.json / an export's config.json) that cannot rebuild a network."""
 
 
-def build_model(family: ModelFamily, hparams: dict, n_classes: int, n_tokens: int,
-                input_dims: Sequence[int]) -> SERModel:
+def build_model(family: ModelFamily, hparams: dict, n_classes: int, n_tokens: int = 0,
+                input_dims: Sequence[int] = ()) -> SERModel:
     """The network for training: ``n_tokens > 0`` adds the CTC head (needs ``mtl_lambda > 0``)."""
     network = family.build_network(hparams, n_classes, tuple(input_dims))
     return SERModel(network, n_tokens=n_tokens, input_dims=tuple(input_dims) if family.normalise_input else None)
 
 
 def model_config(family: ModelFamily, model: SERModel, hparams: dict, feature: dict, input_dims: Sequence[int],
-                 classes: Sequence[str], tokens: Sequence[str]) -> dict[str, Any]:
+                 classes: Sequence[str], tokens: Sequence[str] = ()) -> dict[str, Any]:
     """Plain data that rebuilds ``model`` (with random weights) through :func:`model_from_config`."""
     n_tokens = model.ctc_head.linear.out_features if model.ctc_head is not None else 0
     return {

@@ -87,6 +87,10 @@ class SERModel(nn.Module):
                                       "the CTC head; set mtl_lambda to 0 for this family")
             self.ctc_head = CTCHead(frame_dim, n_tokens)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the heads this wrapper adds for auxiliary targets (the family's groups leave them out)."""
+        return list(self.ctc_head.parameters()) if self.ctc_head is not None else []
+
     @property
     def has_ctc_head(self) -> bool:
         return self.ctc_head is not None
