@@ -304,7 +304,8 @@ class SERBrain(sb.Brain):
         lengths = absolute_lengths(cpu_inputs, cpu_relative.cpu())
         batch = batch.to(self.device)
         inputs, relative = batch.sig
-        return self.modules.model(inputs, relative, lengths=lengths.to(self.device, non_blocking=True))
+        return self.modules.model(inputs, relative, lengths=lengths.to(self.device, non_blocking=True),
+                                  **self.targets.model_inputs(batch))
 
     def compute_objectives(self, predictions, batch, stage):
         """The family's loss; outside training also keeps each utterance's predictions."""

@@ -11,8 +11,10 @@ those declarations together:
 - its per-utterance **value** read from those files, checked before training (:meth:`Target.read`);
 - its **batch fields** (:meth:`Target.fields`) and which of them are variable-length sequences,
   padded with 0 to the batch's longest and carried with absolute lengths (:attr:`Target.sequences`);
-- its **head** size for :func:`serkit.model.build.build_model` (:meth:`Target.head_sizes`) and the
-  inventory the exported model records (:meth:`Target.inventories`);
+- its **head** size for :func:`serkit.model.build.build_model` (:meth:`Target.head_sizes`: a CTC head,
+  an input prior, an utterance head ...), the inputs it feeds the model besides the audio
+  (:meth:`Target.model_inputs`, e.g. a one-hot prior) and the inventory the exported model records
+  (:meth:`Target.inventories`);
 - its **loss part**: the name logged in history.jsonl (:attr:`Target.part`) and the config option
   that weights it (:attr:`Target.weight_option`; a weight of 0 makes the target inactive: no file is
   read, no head is built, no loss computed, and its scores are null);
@@ -106,8 +108,13 @@ class Target:
         return ""
 
     # ---- model
-    def head_sizes(self) -> dict[str, int]:
-        """Keyword arguments of :func:`serkit.model.build.build_model` sizing this target's head."""
+    def head_sizes(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`serkit.model.build.build_model` sizing this target's head
+        (``utterance_heads`` is a mapping, merged with other targets')."""
+        return {}
+
+    def model_inputs(self, batch) -> dict[str, Tensor]:
+        """Keyword arguments of :meth:`serkit.model.SERModel.forward` from a batch (e.g. ``prior``)."""
         return {}
 
     def inventories(self) -> dict[str, list[str]]:
@@ -115,7 +122,7 @@ class Target:
         return {}
 
     def loss(self, out, batch) -> Tensor:
-        """The unweighted loss part of a batch."""
+        """The unweighted loss part of a batch (asked only with a positive weight)."""
         raise NotImplementedError
 
     def read_back(self) -> None:

@@ -82,16 +82,26 @@ class TargetSet:
                        for target in self.active)
 
     # ---- model
-    def head_sizes(self) -> dict[str, int]:
-        return {key: size for target in self.active for key, size in target.head_sizes().items()}
+    def head_sizes(self) -> dict[str, Any]:
+        sizes: dict[str, Any] = {}
+        for target in self.active:
+            for key, size in target.head_sizes().items():
+                sizes[key] = {**sizes[key], **size} if isinstance(size, dict) and key in sizes else size
+        return sizes
+
+    def model_inputs(self, batch) -> dict[str, Any]:
+        return {key: value for target in self.active for key, value in target.model_inputs(batch).items()}
 
     def inventories(self) -> dict[str, list[str]]:
         return {key: names for target in self.active for key, names in target.inventories().items()}
 
     def loss(self, out, batch):
-        """``(total, {part: value})``: the primary part plus each active target's weighted part."""
+        """``(total, {part: value})``: the primary part plus each active target's weighted part (a target
+        used only as an input, weight 0, has none)."""
         total, parts = None, {}
         for target in self.active:
+            if target.weight == 0:
+                continue
             part = target.loss(out, batch)
             parts[target.part] = part
             weighted = part if target.weight_option is None else target.weight * part
