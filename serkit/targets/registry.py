@@ -16,6 +16,7 @@ from serkit.targets.base import Target, TargetError
 TARGETS = {
     "emotion": "serkit.targets.emotion:EmotionTarget",
     "ctc": "serkit.targets.ctc:CTCTarget",
+    "gender": "serkit.targets.gender:GenderTarget",
 }
 
 
