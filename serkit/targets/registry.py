@@ -17,6 +17,7 @@ TARGETS = {
     "emotion": "serkit.targets.emotion:EmotionTarget",
     "ctc": "serkit.targets.ctc:CTCTarget",
     "gender": "serkit.targets.gender:GenderTarget",
+    "votes": "serkit.targets.votes:VotesTarget",
 }
 
 
