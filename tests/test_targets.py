@@ -28,7 +28,7 @@ def config(corpus, **options) -> dict:
 
 def test_the_registry_lists_emotion_first_and_answers_which_files_stage1_makes():
     assert [cls.name for cls in target_classes()][:2] == ["emotion", "ctc"]
-    assert {"utt2phn", "utt2char", "utt2bpe"} <= set(stage1_files())
+    assert set(stage1_files()) == {"utt2arpabet", "utt2phones", "utt2phn", "utt2char", "utt2bpe"}
 
 
 def test_a_zero_weight_leaves_the_ctc_target_inactive_reading_nothing(corpus):

@@ -37,7 +37,8 @@ class CTCTarget(Target):
     part = "PR"
     weight_option = "mtl_lambda"
     sequences = ("tokens",)
-    stage1_files = tuple(FILES.values())
+    # The tokens of each choice, and the phones the emotion-phonemes are made from (stage 1 writes them too).
+    stage1_files = ("utt2arpabet", "utt2phones", *FILES.values())
     fold_means = ("PER", "suffix_acc")
     results_columns = (("PER", "PER"), ("suffix acc", "suffix_acc"))
     results_counts = (("no tok", "n_no_tokens"),)
