@@ -70,11 +70,12 @@ def write_list(path: str | Path, items: Iterable[str]) -> None:
 UTT_KEYED_FILES = (
     "wav.scp", "text", "utt2spk", "utt2emo", "utt2gender", "utt2dur", "utt2raw_emo",
     "utt2session", "utt2arpabet", "utt2phn", "utt2sentence", "utt2split", "utt2sampa", "utt2phones",
+    "utt2votes",
 )
 #: Files without which a directory is not a data directory at all.
 REQUIRED_FILES = ("wav.scp", "utt2spk")
 #: Utterance-keyed files whose value may legitimately be empty (no transcript, no phones).
-EMPTY_VALUE_ALLOWED = frozenset({"text", "utt2arpabet", "utt2phn", "utt2sampa", "utt2phones"})
+EMPTY_VALUE_ALLOWED = frozenset({"text", "utt2arpabet", "utt2phn", "utt2sampa", "utt2phones", "utt2votes"})
 #: What later stages need beyond REQUIRED_FILES; checked with ``complete=True`` (stage 0's own check).
 COMPLETE_FILES = ("utt2emo", "utt2dur", inventory.CLASSES_FILE)
 GENDERS = frozenset({"f", "m"})

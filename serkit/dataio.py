@@ -1,24 +1,25 @@
-"""Stage 3 data loading: one fold of a data directory as padded batches of model inputs, labels and tokens.
+"""Stage 3 data loading: one fold of a data directory as padded batches of model inputs and targets.
 
-Inputs (docs/formats.md): a data directory (``wav.scp``, ``utt2emo``, ``utt2dur``, ``classes`` and,
-for a CTC head, the targets file named by the lang directory, e.g. ``utt2phn``), a fold directory
-(``train``, ``valid``, ``test`` utterance lists) and, for a CTC head, the token inventory
-``tokens.txt`` of a lang directory.
+Inputs (docs/formats.md): a data directory (``wav.scp``, ``utt2dur`` and the files the configured
+targets read, e.g. ``utt2emo`` and ``classes`` for the emotion target, ``utt2phn`` for an
+emotion-phoneme CTC head; see :mod:`serkit.targets`) and a fold directory (``train``, ``valid``,
+``test`` utterance lists).
 
-The data layer knows no model family: it loads exactly what the family asks for, i.e. the input
-named by a feature spec (the waveform itself, log-Mel with deltas, MFCC, eGeMAPS functionals; see
-:mod:`serkit.features`) and CTC targets only when the model has a CTC head. Features are computed on
-the fly, or once per utterance into a cache directory (Kaldi's ``dump/`` idea, :class:`FeatureCache`)
-so spectral models do not recompute them every epoch.
+The data layer knows no model family and no target: it loads exactly what the family asks for, i.e.
+the input named by a feature spec (the waveform itself, log-Mel with deltas, MFCC, eGeMAPS
+functionals; see :mod:`serkit.features`), and the values and batch fields the configured targets
+declare (:class:`serkit.targets.TargetSet`). Features are computed on the fly, or once per utterance
+into a cache directory (Kaldi's ``dump/`` idea, :class:`FeatureCache`) so spectral models do not
+recompute them every epoch.
 
 Everything is checked when the fold is loaded, before any training starts: a fold list that names an
-utterance the data directory lacks, an unknown emotion label or phoneme token, or an utterance listed
-in two splits (a test leak) stops the run with an error naming the file and the fix. Hours into a
-run is the wrong time to find a typo in a data file.
+utterance the data directory lacks, a target value the target refuses (an unknown emotion label or
+token), or an utterance listed in two splits (a test leak) stops the run with an error naming the
+file and the fix. Hours into a run is the wrong time to find a typo in a data file.
 
 Batches follow SpeechBrain's conventions (:class:`~speechbrain.dataio.batch.PaddedBatch`): waveforms
-are padded on the right and come with *relative* lengths; CTC targets come with *absolute* lengths,
-as CTC losses want. :class:`DurationBucketBatchSampler` puts utterances of similar duration together
+are padded on the right and come with *relative* lengths; the fields a target declares as sequences
+(e.g. CTC tokens) come with *absolute* lengths, as CTC losses want. :class:`DurationBucketBatchSampler` puts utterances of similar duration together
 so that little compute is spent on padding, and bounds each batch's padded audio (``batch_seconds``)
 so that batches of long utterances do not run out of memory.
 """
@@ -33,7 +34,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,11 +44,11 @@ from torch.utils.data import Dataset, Sampler
 from serkit.atomic import atomic_write
 from serkit.audio import audio_problem, read_audio
 from serkit import inventory
-from serkit.ctc_targets import TARGET_FILES as CTC_TARGET_FILES
 from serkit.datadir import DataDirError, read_map
 from serkit.errors import load_error_text
 from serkit.features import FeatureError
 from serkit.folds import SPLITS, load_fold
+from serkit.targets import TargetSet
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +61,24 @@ class Utterance:
 
     utt_id: str
     wav: str
-    emotion: int  # index into the classes list
-    tokens: tuple[int, ...]  # CTC token indices (may be empty: no phones, or no CTC head)
+    labels: dict[str, Any]  # each active target's value, by target name (e.g. "emotion": class index)
     duration: float  # seconds, from utt2dur
+
+    @property
+    def emotion(self) -> int:
+        """The primary target's class index (what folds, class coverage and closed-form fits use)."""
+        return self.labels["emotion"]
 
 
 @dataclass
 class FoldData:
-    """The three datasets of one fold plus the label inventories they index into."""
+    """The three datasets of one fold plus the targets (and so the label inventories) they index into."""
 
     train: "EmotionDataset"
     valid: "EmotionDataset"
     test: "EmotionDataset"
     classes: list[str]
-    tokens: list[str]  # empty without a CTC head
+    targets: TargetSet
 
 
 # ----------------------------------------------------------------------------- inventories
@@ -117,30 +122,16 @@ def read_fold(fold_dir: str | Path) -> dict[str, list[str]]:
     return fold
 
 
-def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], classes: Sequence[str],
-                    tokens: Sequence[str], require_phones: bool = True,
-                    targets_file: str = CTC_TARGET_FILES["emophone"]) -> list[Utterance]:
+def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], targets: TargetSet) -> list[Utterance]:
     """Join the data directory's files for ``utt_ids`` into :class:`Utterance` records.
 
-    The CTC targets (``targets_file``, ``utt2phn`` for emotion-phonemes) are needed only when a CTC
-    head is trained (``require_phones``); without them every utterance gets an empty token sequence.
-    An utterance whose target value is empty (no phones, e.g. only noise tags) keeps an empty CTC
-    target and still trains the emotion task.
+    Audio and durations come from ``wav.scp`` and ``utt2dur``; each active target reads and checks
+    its own files (:meth:`serkit.targets.TargetSet.read`).
     """
     data_dir = Path(data_dir)
     wavs = read_map(data_dir / "wav.scp")
-    emotions = read_map(data_dir / "utt2emo")
     durations = read_map(data_dir / "utt2dur")
-    phn_path = data_dir / targets_file
-    if require_phones and not phn_path.is_file():
-        raise DataDirError(f"{phn_path}: not found; the CTC head (mtl_lambda > 0) needs it, run stage 1 "
-                           "or train with mtl_lambda 0")
-    phones = read_map(phn_path) if require_phones else None
-
-    sources = {"wav.scp": wavs, "utt2emo": emotions, "utt2dur": durations}
-    if phones is not None:
-        sources[targets_file] = phones
-    for name, mapping in sources.items():
+    for name, mapping in {"wav.scp": wavs, "utt2dur": durations}.items():
         missing = [utt for utt in utt_ids if utt not in mapping]
         if missing:
             raise DataDirError(f"{data_dir / name}: {len(missing)} utterance(s) of the fold are missing "
@@ -152,30 +143,9 @@ def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], classes: Seque
         raise DataDirError(f"{data_dir / 'wav.scp'}: {len(absent)} audio file(s) of the fold do not exist "
                            f"({_few([f'{utt}: {wavs[utt]}' for utt in absent])}); check the corpus location "
                            "or re-run data preparation (stage 0)")
-    class_index = {label: index for index, label in enumerate(classes)}
-    token_index = {token: index for index, token in enumerate(tokens) if token != inventory.BLANK}
-    utterances = []
-    for utt in utt_ids:
-        label = emotions[utt]
-        if label not in class_index:
-            raise DataDirError(f"{data_dir / 'utt2emo'}: utterance {utt} has label {label!r}, which is not in "
-                               f"{data_dir / inventory.CLASSES_FILE} ({', '.join(classes)}); fix the class map and re-run stage 0")
-        utterances.append(Utterance(
-            utt_id=utt,
-            wav=wavs[utt],
-            emotion=class_index[label],
-            tokens=_token_ids(phones.get(utt, "") if phones else "", token_index, phn_path, utt),
-            duration=_duration(durations[utt], data_dir / "utt2dur", utt),
-        ))
-    return utterances
-
-
-def _token_ids(value: str, token_index: dict[str, int], path: Path, utt: str) -> tuple[int, ...]:
-    unknown = [token for token in value.split() if token not in token_index]
-    if unknown:
-        raise DataDirError(f"{path}: utterance {utt} has token(s) {', '.join(sorted(set(unknown)))} that are not in "
-                           "tokens.txt (or are the blank); re-run stage 1 so labels and inventory agree")
-    return tuple(token_index[token] for token in value.split())
+    labels = targets.read(data_dir, utt_ids)
+    return [Utterance(utt_id=utt, wav=wavs[utt], labels=labels[utt],
+                      duration=_duration(durations[utt], data_dir / "utt2dur", utt)) for utt in utt_ids]
 
 
 def _duration(value: str, path: Path, utt: str) -> float:
@@ -250,11 +220,12 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 class EmotionDataset(Dataset):
-    """Utterances as dicts ``{id, sig, emo[, tokens, token_len]}``; audio is read on access.
+    """Utterances as dicts ``{id, sig, <the targets' fields>}`` (e.g. ``emo``, ``tokens``, ``token_len``);
+    audio is read on access.
 
     ``sig`` is what the model consumes: the waveform itself, or features computed from it by
     ``feature`` (a :class:`serkit.features.FeatureSpec`; None = waveform), cached in ``cache`` if given.
-    Its first axis is time. Tokens are included only with ``with_tokens`` (a model with a CTC head).
+    Its first axis is time. The other fields are the batch fields of ``targets``' active targets.
 
     ``max_duration`` (seconds, training only) crops longer inputs to a random window of that
     length: it bounds memory for the few very long utterances. The window is drawn from a generator
@@ -266,7 +237,7 @@ class EmotionDataset(Dataset):
 
     def __init__(self, utterances: Sequence[Utterance], sample_rate: int = 16000,
                  max_duration: float | None = None, feature=None, cache: FeatureCache | None = None,
-                 with_tokens: bool = True):
+                 targets: TargetSet | None = None):
         if max_duration is not None and max_duration <= 0:
             raise ValueError(f"max_duration must be positive seconds or None, got {max_duration}")
         self.utterances = list(utterances)
@@ -274,7 +245,7 @@ class EmotionDataset(Dataset):
         self.max_duration = max_duration
         self.feature = None if feature is None or feature.kind == "waveform" else feature
         self.cache = cache
-        self.with_tokens = with_tokens
+        self.targets = targets
         self.seed, self.epoch = 0, 0
         self.normaliser = None  # (utt_id, features) -> features, e.g. per-speaker CMVN (serkit.speaker_norm)
         self.augmenter = None  # (dataset, index, seed, epoch) -> augmented input, training only (serkit.augment)
@@ -325,11 +296,11 @@ class EmotionDataset(Dataset):
             samples = int(self.max_duration * self.sample_rate)
             length = samples if self.feature is None else max(1, self.feature.n_frames(samples))
             signal = random_crop(signal, length, np.random.default_rng([self.seed, self.epoch, index]))
-        item = {"id": utt.utt_id, "sig": signal, "emo": utt.emotion}
-        if self.with_tokens:
-            item["tokens"] = torch.tensor(utt.tokens, dtype=torch.long)
-            item["token_len"] = len(utt.tokens)
-        return item
+        return {"id": utt.utt_id, "sig": signal, **self.targets.fields(utt.labels)}
+
+    def collate(self, examples: list[dict]) -> PaddedBatch:
+        """:func:`collate_batch` with the sequence fields of this dataset's targets."""
+        return collate_batch(examples, self.targets.sequences)
 
 
 def random_crop(signal: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
@@ -340,24 +311,20 @@ def random_crop(signal: torch.Tensor, length: int, rng: np.random.Generator) -> 
     return signal[start:start + length]
 
 
-def collate_batch(examples: list[dict]) -> PaddedBatch:
+def collate_batch(examples: list[dict], sequences: Sequence[str] = ()) -> PaddedBatch:
     """Pad a list of dataset items into a :class:`PaddedBatch`.
 
-    ``batch.sig`` is (inputs [B, T, ...], relative lengths [B]); with tokens, ``batch.tokens.data`` is
-    [B, S] padded with the blank and ``batch.token_len`` holds the absolute target lengths. Token
-    sequences are padded here, to at least length 1, because SpeechBrain's ``batch_pad_right`` cannot
-    pad a batch in which every sequence is empty (utterances without phones).
+    ``batch.sig`` is (inputs [B, T, ...], relative lengths [B]). Each field named in ``sequences``
+    (a target's, e.g. ``tokens``, whose absolute lengths the target puts in a field of its own, e.g.
+    ``token_len``) becomes ``batch.<field>.data`` [B, S] padded with 0 (the CTC blank). These are padded here, to at least length 1, because SpeechBrain's ``batch_pad_right``
+    cannot pad a batch in which every sequence is empty (utterances without phones).
     """
-    if "tokens" not in examples[0]:
-        return PaddedBatch(examples, padded_keys=["sig"])
-    width = max(1, max(int(example["token_len"]) for example in examples))
-    padded = []
-    for example in examples:
-        tokens = example["tokens"]
-        example = dict(example)
-        example["tokens"] = torch.nn.functional.pad(tokens, (0, width - tokens.shape[0]), value=0)
-        padded.append(example)
-    return PaddedBatch(padded, padded_keys=["sig", "tokens"])
+    padded = [dict(example) for example in examples]
+    for field in sequences:
+        width = max(1, max(example[field].shape[0] for example in examples))
+        for example in padded:
+            example[field] = torch.nn.functional.pad(example[field], (0, width - example[field].shape[0]), value=0)
+    return PaddedBatch(padded, padded_keys=["sig", *sequences])
 
 
 class DurationBucketBatchSampler(Sampler):
@@ -587,41 +554,33 @@ def check_class_coverage(data: FoldData, fold_dir: str | Path, allow_missing: bo
                        "class, or set allow_missing_classes: True to train anyway")
 
 
-def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | Path | None, sample_rate: int = 16000,
-                   max_duration: float | None = None, require_phones: bool = True, feature=None,
-                   cache_dir: str | Path | None = None, targets_file: str = CTC_TARGET_FILES["emophone"]) -> FoldData:
+def load_fold_data(data_dir: str | Path, fold_dir: str | Path, targets: TargetSet, sample_rate: int = 16000,
+                   max_duration: float | None = None, feature=None, cache_dir: str | Path | None = None) -> FoldData:
     """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only.
 
-    ``require_phones`` (a CTC head) needs ``lang_dir`` (tokens.txt) and ``targets_file``; without it
-    no token is loaded. ``feature`` (a :class:`serkit.features.FeatureSpec`, None = waveform) names the
-    model input; ``cache_dir`` caches non-waveform features on disk.
+    ``targets`` (:meth:`serkit.targets.TargetSet.from_config`) say which files are read and which
+    fields the batches carry. ``feature`` (a :class:`serkit.features.FeatureSpec`, None = waveform)
+    names the model input; ``cache_dir`` caches non-waveform features on disk.
     """
-    classes = read_classes(data_dir)
-    if require_phones and lang_dir is None:
-        raise DataDirError("the CTC head (mtl_lambda > 0) needs a token inventory: pass --lang_dir "
-                           "(data/lang, written by stage 1)")
-    tokens = read_tokens(lang_dir) if require_phones else []
     fold = read_fold(fold_dir)
-    splits = {split: load_utterances(data_dir, fold[split], classes, tokens, require_phones, targets_file)
-              for split in SPLITS}
+    splits = {split: load_utterances(data_dir, fold[split], targets) for split in SPLITS}
     cache = None
     if cache_dir is not None and feature is not None and feature.kind != "waveform":
         cache = FeatureCache(cache_dir, feature.to_dict())
-    common = {"sample_rate": sample_rate, "feature": feature, "cache": cache, "with_tokens": require_phones}
+    common = {"sample_rate": sample_rate, "feature": feature, "cache": cache, "targets": targets}
     data = FoldData(
         train=EmotionDataset(splits["train"], max_duration=max_duration, **common),
         valid=EmotionDataset(splits["valid"], **common),
         test=EmotionDataset(splits["test"], **common),
-        classes=classes,
-        tokens=tokens,
+        classes=targets.inventories()["classes"],
+        targets=targets,
     )
     for split in SPLITS:
         utts = splits[split]
-        without_phones = sum(not utt.tokens for utt in utts)
         logger.info("%s: %d utterances, %.1f h%s", split, len(utts), sum(utt.duration for utt in utts) / 3600,
-                    f", {without_phones} without CTC tokens (emotion task only)" if require_phones else "")
+                    targets.describe([utt.labels for utt in utts]))
     if data.train.n_cropped:
         logger.warning("train: %d of %d utterances are longer than max_duration=%.1f s and are randomly cropped; "
-                       "their CTC targets still cover the whole utterance", data.train.n_cropped, len(data.train),
+                       "their sequence targets (e.g. CTC tokens) still cover the whole utterance", data.train.n_cropped, len(data.train),
                        max_duration)
     return data

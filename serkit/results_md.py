@@ -19,6 +19,7 @@ from serkit.atomic import atomic_write_text
 from serkit.errors import SerkitError
 # The environment block's facts have one owner, shared with the fold directories' provenance.json.
 from serkit.provenance import environment_info, git_state
+from serkit.targets import target_classes
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,6 @@ EXPLANATION = (
     "WA = accuracy; UA = mean per-class recall; macro-F1 over classes present; "
     "*mean ± std* averages the per-fold figures (sample std over folds); "
     "*pooled* scores all folds' predictions together.")
-TOKEN_EXPLANATION = (
-    "PER = token error rate of the CTC head (edit distance / reference tokens); "
-    "suffix acc = emotion read as the majority digit suffix of the decoded emotion-phoneme tokens "
-    "(an utterance with no decoded token counts as wrong; *no tok* counts them).")
-BASE_COLUMNS = (("WA", "WA"), ("UA", "UA"), ("macro-F1", "macro_F1"))
-TOKEN_COLUMNS = (("PER", "PER"), ("suffix acc", "suffix_acc"))
 SIGNIFICANT = "*"  # the mark of a row significantly different from the comparison's reference row
 
 
@@ -99,14 +94,25 @@ def experiment_key(summary: dict) -> str:
     return f"{summary['tag']}/{summary['protocol']}"
 
 
-def has_tokens(summary: dict) -> bool:
-    """Whether the experiment's model decoded CTC tokens (so PER and suffix accuracy exist)."""
-    return summary["pooled"].get("token_errors") is not None
+def base_columns() -> list[tuple[str, str]]:
+    """(heading, summary key) of the primary target's figures (WA, UA, macro-F1), shown for every experiment."""
+    return list(target_classes()[0].results_columns)
+
+
+def reporting_targets(summaries: Sequence[dict]) -> list:
+    """The auxiliary targets (:mod:`serkit.targets`) whose figures any of ``summaries`` carries."""
+    return [target for target in target_classes()[1:] if any(target.reports(s) for s in summaries)]
 
 
 def score_columns(summaries: Sequence[dict]) -> list[tuple[str, str]]:
-    """(heading, summary key) of the figures to show: WA, UA, macro-F1, plus the token scores if any."""
-    return list(BASE_COLUMNS) + (list(TOKEN_COLUMNS) if any(has_tokens(s) for s in summaries) else [])
+    """(heading, summary key) of the figures to show: WA, UA, macro-F1, plus each reporting target's."""
+    return base_columns() + [column for target in reporting_targets(summaries)
+                                 for column in target.results_columns]
+
+
+def count_columns(summary: dict) -> list[tuple[str, str]]:
+    """(heading, summary key) of the counts shown after the figures (e.g. the CTC target's *no tok*)."""
+    return [column for target in reporting_targets([summary]) for column in target.results_counts]
 
 
 def absent_classes(summary: dict, fold: str) -> list[str]:
@@ -122,25 +128,25 @@ def _fold_label(summary: dict, fold: str) -> str:
 
 
 def fold_table(summary: dict) -> str:
-    """Per-fold WA/UA/macro-F1 (+ PER/suffix-acc with a CTC head), missing folds, mean ± std and pooled rows."""
-    columns = score_columns([summary])
-    tokens = has_tokens(summary)
-    header = ["fold", "utts", *(heading for heading, _ in columns)] + (["no tok"] if tokens else [])
+    """Per-fold WA/UA/macro-F1 (+ the auxiliary targets' figures and counts, e.g. PER/suffix-acc/no tok
+    with a CTC head), missing folds, mean ± std and pooled rows."""
+    columns, counts = score_columns([summary]), count_columns(summary)
+    header = ["fold", "utts", *(heading for heading, _ in columns), *(heading for heading, _ in counts)]
     rows = []
     for name in summary["expected_folds"]:
         fold = summary["folds"].get(name)
         if fold is None:
             rows.append([name, "missing"] + [""] * (len(header) - 2))
             continue
-        rows.append([_fold_label(summary, name), fold["n_utts"], *(pct(fold[key]) for _, key in columns)]
-                    + ([_count(fold["n_no_tokens"])] if tokens else []))
+        rows.append([_fold_label(summary, name), fold["n_utts"], *(pct(fold[key]) for _, key in columns),
+                     *(_count(fold[key]) for _, key in counts)])
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
     n_folds = len(summary["folds"])
-    rows.append([f"**mean ± std ({n_folds} folds)**", "", *(pct_pm(mean[key], std[key]) for _, key in columns)]
-                + ([""] if tokens else []))
+    rows.append([f"**mean ± std ({n_folds} folds)**", "", *(pct_pm(mean[key], std[key]) for _, key in columns),
+                 *([""] * len(counts))])
     rows.append([f"**pooled ({n_folds} folds)**", pooled["n_utts"],
-                 *(pct_ci(pooled[key], pooled.get(f"{key}_ci")) for _, key in columns)]
-                + ([_count(pooled["n_no_tokens"])] if tokens else []))
+                 *(pct_ci(pooled[key], pooled.get(f"{key}_ci")) for _, key in columns),
+                 *(_count(pooled[key]) for _, key in counts)])
     table = markdown_table(header, rows)
     if summary["missing_folds"]:
         table += (f"\n\n**Partial experiment**, missing folds: {', '.join(summary['missing_folds'])}; "
@@ -223,7 +229,7 @@ def experiment_section(
     if scored_with:
         parts += [f"**Scored with**: `{scored_with}`", ""]
     parts += _config_block(config, overrides, results_dir)
-    explanation = EXPLANATION + (" " + TOKEN_EXPLANATION if has_tokens(summary) else "")
+    explanation = EXPLANATION + "".join(" " + target.results_explanation for target in reporting_targets([summary]))
     explanation += (" " + ci_note(summary)) if ci_note(summary) else ""
     parts += ["### Scores (%)", "", explanation, "", fold_table(summary), ""]
     parts += ["### Per-class recall (%)", "", recall_table(summary), ""]
@@ -241,8 +247,8 @@ def experiment_section(
 def model_description(model: dict) -> str:
     """``tim_net`` or ``w2v2_mtl (mtl_lambda = 0.1, CTC targets emophone)`` from a summary's model facts."""
     details = [f"{name} = {value}" for name, value in (model.get("options") or {}).items()]
-    if model.get("ctc_targets"):
-        details.append(f"CTC targets {model['ctc_targets']}")
+    for target in target_classes():
+        details += target.describe(model)
     if model.get("ensemble"):
         details.append(f"mean posterior of {len(model['ensemble']['of'])} seeds")
     name = f"`{model.get('family', 'unknown')}`"
@@ -366,7 +372,7 @@ def _comparison(summaries: Sequence[dict], n_resamples: int) -> tuple[str, str]:
     tests = comparison.reference_tests(rows, n_resamples)
     reference = comparison.reference_index(rows)
     header = ["experiment", "model", "folds", *(f"{heading} mean ± std" for heading, _ in columns),
-              *(f"pooled {heading}" for heading, _ in BASE_COLUMNS), "pooled UA 95 % CI",
+              *(f"pooled {heading}" for heading, _ in base_columns()), "pooled UA 95 % CI",
               f"UA vs {rows[reference].tag}"]
     lines = []
     for index, row in enumerate(rows):
@@ -379,7 +385,7 @@ def _comparison(summaries: Sequence[dict], n_resamples: int) -> tuple[str, str]:
         lines.append([f"{row.tag} / {s['protocol']}" + (" (**speaker-dependent**)" if dependent else ""),
                       model_description(s.get("model", {})), folds,
                       *(pct_pm(*row.figure("mean", key)) for _, key in columns),
-                      *(pct_pm(*row.figure("pooled", key)) for _, key in BASE_COLUMNS),
+                      *(pct_pm(*row.figure("pooled", key)) for _, key in base_columns()),
                       f"[{pct(interval[0])}, {pct(interval[1])}]" if interval else "–",
                       "reference" if index == reference else _test_cell(tests[index])])
     return markdown_table(header, lines), _comparison_legend(rows, tests, n_resamples)

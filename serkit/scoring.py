@@ -2,8 +2,9 @@
 
 Input is ``exp/<tag>/<protocol>/fold<NN>/`` (:mod:`serkit.expdir`, docs/formats.md):
 ``test_predictions.tsv`` and, when the model has them, ``history.jsonl``, ``layer_weights.json`` and
-``model_config.json``. Scoring reads files, never a model, and names no family: the extra scores
-appear when the files carry what they need (decoded CTC tokens, layer weights).
+``model_config.json``. Scoring reads files, never a model, and names no family and no target: each
+registered target (:mod:`serkit.targets`) scores what the files carry for it (e.g. the CTC target's
+PER from decoded tokens), and the layer-weight figures appear when the files hold layer weights.
 Output is ``exp/<tag>/<protocol>/scores/``: ``summary.json`` plus text and PNG figures.
 
 Cross-validation figures are reported two ways, because papers mix them up: the *mean* (± sample
@@ -12,18 +13,12 @@ predictions together. They differ whenever folds differ in size or class balance
 directory (its ``utt2spk``), the pooled WA and UA also get a 95 % confidence interval from a bootstrap
 over speakers, and the per-speaker confusion matrices are kept so that two experiments can be tested
 against each other later (:mod:`serkit.stats`).
-
-Besides the emotion head, a model with a CTC head decodes tokens (emotion-phonemes ``F0 V0 L0 VS0``,
-or characters / BPE units). The token error rate (PER: edit distance over reference length) judges
-any of them; for emotion-phoneme tokens the *suffix accuracy* too: the emotion read off the decoded
-tokens' digit suffixes by majority vote.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
 import re
 from collections import Counter
 from datetime import datetime, timezone
@@ -33,21 +28,19 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from serkit import datadir, expdir, metrics, stats
+from serkit import datadir, expdir, stats
 from serkit.atomic import atomic_write_text
 from serkit.errors import SerkitError, reraise_as
 from serkit.expdir import FoldPredictions
+from serkit.targets import TargetError, target_classes
 
 logger = logging.getLogger(__name__)
 
 SCORES_DIR = "scores"
 SUMMARY = "summary.json"
 POOLED = "pooled"
-TOKEN_COLUMNS = ("ref_tokens", "hyp_tokens")
 
 _FOLD_NAME = re.compile(r"fold\d+")
-# An emotion-phoneme token: a phone-class name followed by the emotion index, e.g. "VS3".
-_SUFFIXED_TOKEN = re.compile(r"(\D+)(\d+)")
 
 
 class ScoringError(SerkitError):
@@ -66,93 +59,27 @@ def read_history(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
-# Emotion-phoneme tokens
-
-
-def token_emotion(token: str) -> int:
-    """The emotion index a token carries as its digit suffix (``VS3`` -> 3)."""
-    match = _SUFFIXED_TOKEN.fullmatch(token)
-    if match is None:
-        raise ValueError(f"token {token!r} has no emotion suffix (expected e.g. 'VS3')")
-    return int(match.group(2))
-
-
-def suffix_vote(tokens: Sequence[str]) -> int | None:
-    """Majority emotion suffix of decoded tokens; None when nothing was decoded.
-
-    A tie goes to the suffix that occurs first in the sequence: deterministic, and it does not
-    favour any class index.
-    """
-    if not tokens:
-        return None
-    counts = Counter(token_emotion(token) for token in tokens)
-    # most_common keeps first-occurrence order among equal counts.
-    return counts.most_common(1)[0][0]
-
-
-def suffix_votes(preds: FoldPredictions) -> list[int | None]:
-    """The suffix vote of every utterance, with errors naming the file and line."""
-    votes = []
-    for hyp, line_number in zip(preds.extras["hyp_tokens"], preds.lines):
-        tokens = hyp.split()
-        try:
-            vote = suffix_vote(tokens)
-        except ValueError as error:
-            raise ScoringError(f"{preds.path}:{line_number}: hyp_tokens: {error}") from None
-        if vote is not None and vote >= len(preds.classes):
-            raise ScoringError(
-                f"{preds.path}:{line_number}: hyp_tokens carry emotion suffix {vote} "
-                f"but there are only {len(preds.classes)} classes {preds.classes}")
-        votes.append(vote)
-    return votes
-
-
-# --------------------------------------------------------------------------------------------
 # Scoring
 
 
-def score_predictions(preds: FoldPredictions, suffixed_tokens: bool = True) -> dict:
-    """All figures of one set of predictions (a fold, or all folds pooled).
+def score_predictions(preds: FoldPredictions, model_facts: dict | None = None) -> dict:
+    """All figures of one set of predictions (a fold, or all folds pooled): every target's.
 
-    Fractions are in [0, 1]. PER is None without decoded tokens (no CTC head) or without reference
-    tokens to compare with; suffix accuracy is computed for emotion-suffixed tokens only.
+    Fractions are in [0, 1]. ``model_facts`` (the folds' model_config.json facts) tell a target how
+    to read its columns (e.g. whether CTC tokens carry emotion suffixes).
     """
-    n_classes = len(preds.classes)
-    scores = metrics.classification_scores(preds.refs, preds.hyps, n_classes)
-    result = {
-        "n_utts": len(preds.utts),
-        "WA": scores["WA"],
-        "UA": scores["UA"],
-        "macro_F1": scores["macro_F1"],
-        "recall": {label: _finite_or_none(r) for label, r in zip(preds.classes, scores["recall"])},
-        "support": {label: int(n) for label, n in zip(preds.classes, scores["confusion"].sum(axis=1))},
-        "confusion": scores["confusion"].tolist(),
-        "PER": None,
-        "token_errors": None,
-        "ref_token_count": None,
-        "suffix_acc": None,
-        "n_no_tokens": None,
-    }
-    if not all(column in preds.extras for column in TOKEN_COLUMNS):
-        return result
-    refs = [ref.split() for ref in preds.extras["ref_tokens"]]
-    hyps = [hyp.split() for hyp in preds.extras["hyp_tokens"]]
-    errors = sum(metrics.edit_distance(ref, hyp) for ref, hyp in zip(refs, hyps))
-    length = sum(len(ref) for ref in refs)
-    result["token_errors"] = errors
-    result["ref_token_count"] = length
-    result["PER"] = errors / length if length else None
-    if not suffixed_tokens:
-        return result
-    votes = suffix_votes(preds)
-    result["suffix_acc"] = sum(vote == ref for vote, ref in zip(votes, preds.refs)) / len(votes)
-    result["n_no_tokens"] = sum(vote is None for vote in votes)
+    result: dict = {}
+    for target in target_classes():
+        try:
+            result.update(target.score(preds, model_facts or {}))
+        except TargetError as error:
+            raise ScoringError(str(error)) from None
     return result
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: a recall undefined for lack of support becomes None."""
-    return None if value is None or math.isnan(value) else float(value)
+def fold_means() -> tuple[str, ...]:
+    """The summary keys averaged over folds (mean +- std), every target's."""
+    return tuple(key for target in target_classes() for key in target.fold_means)
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -257,15 +184,14 @@ def score_experiment(
         folds.append(read_predictions(exp_dir / name / expdir.PREDICTIONS_FILE, fold_classes, fold=name))
     _check_same_classes(folds)
     model = _model_facts(configs)
-    suffixed = model.get("ctc_targets", "emophone") == "emophone"
 
     per_fold = {}
     for preds in tqdm(folds, desc="scoring folds", unit="fold"):
-        per_fold[preds.fold] = score_predictions(preds, suffixed)
+        per_fold[preds.fold] = score_predictions(preds, model)
         logger.info("%s: %d utts, WA %.1f%%, UA %.1f%%", preds.fold, len(preds.utts),
                     100 * per_fold[preds.fold]["WA"], 100 * per_fold[preds.fold]["UA"])
     pooled_preds = pool(folds)
-    pooled = score_predictions(pooled_preds, suffixed)
+    pooled = score_predictions(pooled_preds, model)
     speakers = _speaker_figures(pooled_preds, pooled, Path(data_dir) if data_dir is not None else None, n_resamples)
 
     summary = {
@@ -287,8 +213,9 @@ def score_experiment(
         "layer_weights": _layer_weights(exp_dir, present),
         "history": _histories(exp_dir, present),
     }
-    for key in ("WA", "UA", "macro_F1", "PER", "suffix_acc"):
-        summary["mean"][key], summary["std"][key] = mean_std([fold[key] for fold in per_fold.values()])
+    for key in fold_means():  # a target's figures are averaged where its scores produced them
+        if any(key in fold for fold in per_fold.values()):
+            summary["mean"][key], summary["std"][key] = mean_std([fold.get(key) for fold in per_fold.values()])
     summary["mean"]["recall"], summary["std"]["recall"] = {}, {}
     for label in summary["classes"]:
         recalls = [fold["recall"][label] for fold in per_fold.values()]
@@ -355,7 +282,9 @@ def _check_same_classes(folds: Sequence[FoldPredictions]) -> None:
 def _model_facts(configs: dict[str, dict]) -> dict:
     """The model facts a comparison table needs (family, its options), checked to agree across folds."""
     facts = {}
-    for key in ("family", "options", "n_emotions", "n_tokens", "ctc_targets", "ensemble"):
+    keys = ("family", "options", "n_emotions", *(key for target in target_classes() for key in target.model_facts),
+            "ensemble")
+    for key in keys:
         values = {json.dumps(config.get(key)) for config in configs.values() if key in config}
         if len(values) > 1:
             raise ScoringError(f"folds disagree on model_config.json {key!r}: {sorted(values)}")

@@ -3,7 +3,8 @@
 The loop is SpeechBrain's :class:`~speechbrain.core.Brain`; this module adds what every recipe needs
 and knows no family by name (the family is an object of :mod:`serkit.model.family`):
 
-- the family's objective (by default ``L = L_ER + mtl_lambda * L_PR``) and the named loss parts it logs;
+- the objective of the configured targets (:mod:`serkit.targets`; e.g. ``L = L_ER + mtl_lambda * L_PR``
+  for emotion + a CTC head) and the named loss parts it logs;
 - one optimizer per parameter group the family declares (e.g. ``encoder`` and ``heads`` for W2V2-MTL,
   ``model`` for TIM-Net), each with its own learning rate and gradient clipping; the ``encoder``
   group can be held still for the first ``freeze_encoder_steps`` optimizer steps;
@@ -11,7 +12,7 @@ and knows no family by name (the family is an object of :mod:`serkit.model.famil
 - per epoch: a log line, a line in ``history.jsonl`` and a checkpoint; of the end-of-epoch
   checkpoints the newest (to resume) and the best by *validation* UA (to evaluate) are kept;
 - after training: the best-by-validation-UA checkpoint scores the test fold and writes
-  ``test_predictions.tsv`` (with decoded CTC tokens when the model has a CTC head) and the family's
+  ``test_predictions.tsv`` (with each target's decoded outputs, e.g. CTC tokens) and the family's
   per-fold extras (e.g. ``layer_weights.json``). The test fold is read only there, so it cannot
   influence model selection;
 - ``provenance.json`` and ``model_config.json`` at the start and ``train.done`` at the very end
@@ -39,7 +40,6 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
@@ -52,19 +52,17 @@ from serkit import distributed, expdir, provenance, tensorboard
 from serkit.augment import make_augmenter
 from serkit.averaging import average_state_dicts, remove_averaged
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
-from serkit.dataio import (CTC_TARGET_FILES, DurationBucketBatchSampler, check_batch_seconds, collate_batch,
-                            load_fold_data)
+from serkit.dataio import DurationBucketBatchSampler, check_batch_seconds, load_fold_data
 from serkit.dataio import check_class_coverage, check_fold_audio
 from serkit.errors import SerkitError
 from serkit.features import FeatureStats
-from serkit.metrics import classification_scores, token_error_rate
-from serkit.model import SERModel, ctc_greedy_decode, get_family
+from serkit.model import SERModel, get_family
 from serkit.model.build import build_model, feature_spec, model_config
-from serkit.model.ctc_head import UNALIGNABLE
 from serkit.model.common import absolute_lengths
 from serkit.model.family import ModelFamily
 from serkit.precision import PrecisionError, resolve_precision
 from serkit.speaker_norm import check_normalisation, normalise_per_speaker
+from serkit.targets import TargetError, TargetSet
 
 logger = logging.getLogger(__name__)
 
@@ -75,20 +73,20 @@ class TrainError(SerkitError):
 
 @dataclasses.dataclass
 class StageResults:
-    """What one pass over a set produced: per-utterance predictions and the summed loss parts."""
+    """What one pass over a set produced: per-utterance outputs of each target and the summed loss parts."""
 
     ids: list[str] = dataclasses.field(default_factory=list)
-    refs: list[int] = dataclasses.field(default_factory=list)
-    probs: list[list[float]] = dataclasses.field(default_factory=list)
-    ref_tokens: list[list[int]] = dataclasses.field(default_factory=list)
-    hyp_tokens: list[list[int]] | None = None  # None: no CTC head
+    kept: dict[str, dict[str, list]] = dataclasses.field(default_factory=dict)  # target -> output -> per utt
     loss_parts: dict[str, float] = dataclasses.field(default_factory=dict)
     n_batches: int = 0
 
-    @property
-    def hyps(self) -> list[int]:
-        """The predicted class of each utterance (highest posterior)."""
-        return [int(np.argmax(p)) for p in self.probs]
+    def add(self, ids: list[str], kept: dict[str, dict[str, list]]) -> None:
+        """Append the per-utterance outputs of a batch (or of another process's share of the set)."""
+        self.ids.extend(ids)
+        for target, outputs in kept.items():
+            mine = self.kept.setdefault(target, {})
+            for name, values in outputs.items():
+                mine.setdefault(name, []).extend(values)
 
     def mean_parts(self) -> dict[str, float]:
         n = max(self.n_batches, 1)
@@ -98,14 +96,6 @@ class StageResults:
         """The loss parts summed so far, as numbers (the sums are device tensors while a stage runs)."""
         return {name: float(total) for name, total in self.loss_parts.items()}
 
-    def add_predictions(self, other: "StageResults") -> None:
-        """Append ``other``'s per-utterance predictions (another process's share of the set)."""
-        self.ids.extend(other.ids)
-        self.refs.extend(other.refs)
-        self.probs.extend(other.probs)
-        self.ref_tokens.extend(other.ref_tokens)
-        if other.hyp_tokens is not None:
-            self.hyp_tokens = (self.hyp_tokens or []) + other.hyp_tokens
 
 
 class SERBrain(sb.Brain):
@@ -113,15 +103,15 @@ class SERBrain(sb.Brain):
 
     Expects ``modules={"model": SERModel}`` and these hparams: ``optimizers`` (a mapping from each of
     the family's parameter-group names to an optimizer constructor taking a parameter list),
-    ``freeze_encoder_steps`` (optional) and ``output_folder``. ``classes`` and ``tokens`` name the
-    emotion and token indices in the files this class writes.
+    ``freeze_encoder_steps`` (optional) and ``output_folder``. ``targets`` (:class:`serkit.targets.TargetSet`)
+    compute the loss and name the labels in the files this class writes.
     """
 
-    def __init__(self, *args, family: ModelFamily, classes: list[str], tokens: list[str], **kwargs):
+    def __init__(self, *args, family: ModelFamily, targets: TargetSet, **kwargs):
         super().__init__(*args, **kwargs)
         self.family = family
-        self.classes = list(classes)
-        self.tokens = list(tokens)
+        self.targets = targets
+        self.classes = list(targets.inventories()["classes"])
         self.output_folder = Path(self.hparams.output_folder)
         self.results = StageResults()
         self.train_loss = float("nan")
@@ -151,10 +141,9 @@ class SERBrain(sb.Brain):
         return getattr(model, "module", model)
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """The family's groups, with the CTC head (if any) in the last one."""
+        """The family's groups, with the targets' heads the model adds (e.g. a CTC head) in the last one."""
         groups = {name: list(params) for name, params in self.family.param_groups(self.model).items()}
-        if self.model.ctc_head is not None:
-            groups[list(groups)[-1]].extend(self.model.ctc_head.parameters())
+        groups[list(groups)[-1]].extend(self.model.head_parameters())
         return groups
 
     def init_optimizers(self) -> None:
@@ -297,7 +286,7 @@ class SERBrain(sb.Brain):
         """Read everything the training steps left on the device: loss checks, running loss, warnings."""
         self._check_losses()
         self._average_losses()
-        UNALIGNABLE.flush()
+        self.targets.read_back()
 
     def _save_intra_epoch_ckpt(self):
         """A mid-epoch checkpoint saves the running loss: read it back first."""
@@ -315,11 +304,12 @@ class SERBrain(sb.Brain):
         lengths = absolute_lengths(cpu_inputs, cpu_relative.cpu())
         batch = batch.to(self.device)
         inputs, relative = batch.sig
-        return self.modules.model(inputs, relative, lengths=lengths.to(self.device, non_blocking=True))
+        return self.modules.model(inputs, relative, lengths=lengths.to(self.device, non_blocking=True),
+                                  **self.targets.model_inputs(batch))
 
     def compute_objectives(self, predictions, batch, stage):
         """The family's loss; outside training also keeps each utterance's predictions."""
-        loss, parts = self.family.loss(predictions, batch, vars(self.hparams))
+        loss, parts = self.family.loss(predictions, batch, self.targets)
         weight = self.shard_weight(batch)  # 1.0 in a single process
         for name, value in parts.items():  # summed on the device: read back only at the end of the stage
             self.results.loss_parts[name] = self.results.loss_parts.get(name, 0.0) + weight * value.detach().double()
@@ -329,16 +319,9 @@ class SERBrain(sb.Brain):
         return loss * weight
 
     def _keep_predictions(self, predictions, batch) -> None:
-        results = self.results
-        results.ids.extend(batch.id)
-        results.refs.extend(int(e) for e in batch.emo)
-        results.probs.extend(torch.softmax(predictions.emo_logits.float(), dim=-1).cpu().tolist())
-        if predictions.phn_log_probs is not None:
-            lengths = batch.token_len.tolist()
-            results.ref_tokens.extend(row[:n] for row, n in zip(batch.tokens.data.cpu().tolist(), lengths))
-            if results.hyp_tokens is None:
-                results.hyp_tokens = []
-            results.hyp_tokens.extend(ctc_greedy_decode(predictions.phn_log_probs.float(), predictions.frame_lens))
+        self.results.add(list(batch.id), self.targets.keep(predictions, batch))
+        self.fold_extras = {name: value.detach().float().cpu().tolist()
+                            for name, value in predictions.fold_extras.items()}
         self.fold_extras = {name: value.detach().float().cpu().tolist()
                             for name, value in predictions.fold_extras.items()}
 
@@ -369,7 +352,7 @@ class SERBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.read_back()
             stage_loss = self.avg_train_loss
-        UNALIGNABLE.flush()  # validation and test batches' unalignable CTC count, read once per stage
+        self.targets.read_back()  # e.g. validation and test batches' unalignable CTC count, read once per stage
         self.combine_results(stage)
         if stage == sb.Stage.TRAIN:
             self.train_loss = float(stage_loss)
@@ -379,31 +362,26 @@ class SERBrain(sb.Brain):
         else:
             self._end_of_test(float(stage_loss))
 
-    def _scores(self) -> tuple[dict, float | None]:
-        """Emotion scores and the CTC token error rate (None without a CTC head) of the stage just finished."""
-        results = self.results
-        scores = classification_scores(results.refs, results.hyps, len(self.classes))
-        per = None
-        if results.hyp_tokens is not None:
-            names = self.tokens
-            per = token_error_rate([[names[t] for t in ref] for ref in results.ref_tokens],
-                                   [[names[t] for t in hyp] for hyp in results.hyp_tokens])
-        return scores, per
+    def _scores(self) -> tuple[dict, dict]:
+        """The stage's scores: the primary target's (``WA``, ``UA``: UA selects checkpoints) and every
+        other target's (e.g. ``{"PER": ...}``, null for an inactive target)."""
+        scores = self.targets.epoch_scores(self.results.kept)
+        return scores, {key: value for key, value in scores.items() if key not in ("WA", "UA")}
 
     def _end_of_epoch(self, valid_loss: float, epoch: int) -> None:
         """Log the epoch, append it to history.jsonl and checkpoint (keep newest + best valid UA)."""
-        scores, per = self._scores()
+        scores, others = self._scores()
         record = {"epoch": epoch, "train_loss": self.train_loss, "valid_loss": valid_loss,
-                  "valid_WA": scores["WA"], "valid_UA": scores["UA"], "valid_PER": per}
+                  "valid_WA": scores["WA"], "valid_UA": scores["UA"], **{f"valid_{k}": v for k, v in others.items()}}
         record.update({f"lr_{name.removesuffix('_optimizer')}": optimizer.param_groups[0]["lr"]
                        for name, optimizer in self.optimizers_dict.items()})
         record.update({f"train_{name}": value for name, value in self.train_parts.items()})
         record.update({f"valid_{name}": value for name, value in self.results.mean_parts().items()})
         self.valid_uas[int(epoch)] = float(scores["UA"])
         record.update(self._early_stop_fields(epoch))
-        logger.info("epoch %d | train loss %.4f (%s) | valid loss %.4f (%s) WA %.2f%% UA %.2f%% PER %s | lr %s",
+        logger.info("epoch %d | train loss %.4f (%s) | valid loss %.4f (%s) WA %.2f%% UA %.2f%%%s | lr %s",
                     epoch, self.train_loss, _parts_text(self.train_parts), valid_loss,
-                    _parts_text(self.results.mean_parts()), 100 * scores["WA"], 100 * scores["UA"], _pct(per),
+                    _parts_text(self.results.mean_parts()), 100 * scores["WA"], 100 * scores["UA"], _scores_text(others),
                     " ".join(f"{key[3:]} {value:.2e}" for key, value in record.items() if key.startswith("lr_")))
         # History first: if the process dies before the checkpoint, the epoch is re-run and its
         # line replaced, so history.jsonl always holds one line per finished epoch.
@@ -412,7 +390,7 @@ class SERBrain(sb.Brain):
         if self.tensorboard is not None:
             tensorboard.log_epoch(self.tensorboard, record)
         self.checkpointer.save_and_keep_only(
-            meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "loss": valid_loss, "epoch": epoch},
+            meta={"UA": scores["UA"], "WA": scores["WA"], **others, "loss": valid_loss, "epoch": epoch},
             max_keys=["UA"], num_to_keep=average_nbest_setting(vars(self.hparams)) or 1)
 
     def on_fit_start(self) -> None:
@@ -477,9 +455,9 @@ class SERBrain(sb.Brain):
         with torch.no_grad():
             for batch in valid_loader:
                 self.evaluate_batch(batch, sb.Stage.VALID)
-        UNALIGNABLE.flush()
+        self.targets.read_back()
         self.combine_results(sb.Stage.VALID)
-        scores, per = self._scores()
+        scores, others = self._scores()
         logger.info("averaged the %d best checkpoints by validation UA: epochs %s (valid UA %s); the average: "
                     "valid WA %.2f%% UA %.2f%%", len(best), epochs, " ".join(f"{c.meta['UA']:.4f}" for c in best),
                     100 * scores["WA"], 100 * scores["UA"])
@@ -488,24 +466,21 @@ class SERBrain(sb.Brain):
             last = expdir.read_history(path)[-1]
             expdir.write_history(path, {**last, expdir.AVERAGED_KEY: epochs, "averaged_valid_UA": scores["UA"],
                                         "averaged_valid_WA": scores["WA"]})
-        self.checkpointer.save_checkpoint(meta={"UA": scores["UA"], "WA": scores["WA"], "PER": per, "epoch": max(epochs),
+        self.checkpointer.save_checkpoint(meta={"UA": scores["UA"], "WA": scores["WA"], **others, "epoch": max(epochs),
                                                 expdir.AVERAGED_KEY: epochs})
 
     def _end_of_test(self, test_loss: float) -> None:
-        scores, per = self._scores()
+        scores, others = self._scores()
         results = self.results
-        extras = {}
-        if results.hyp_tokens is not None:
-            extras = {"ref_tokens": [" ".join(self.tokens[t] for t in ref) for ref in results.ref_tokens],
-                      "hyp_tokens": [" ".join(self.tokens[t] for t in hyp) for hyp in results.hyp_tokens]}
+        primary = results.kept[self.targets.primary.name]  # the core columns: reference and posteriors
         if distributed.is_main():
-            expdir.write_predictions(self.output_folder / expdir.PREDICTIONS_FILE, results.ids, results.refs,
-                                     results.probs, self.classes, extras)
+            expdir.write_predictions(self.output_folder / expdir.PREDICTIONS_FILE, results.ids, primary["refs"],
+                                     primary["probs"], self.classes, self.targets.columns(results.kept))
             for name, values in self.fold_extras.items():
                 expdir.write_fold_extra(self.output_folder, name, values)
-        logger.info("test: %d utterances, loss %.4f, WA %.2f%% UA %.2f%% PER %s", len(results.ids), test_loss,
-                    100 * scores["WA"], 100 * scores["UA"], _pct(per))
-        self.test_scores = {"WA": scores["WA"], "UA": scores["UA"], "PER": per, "loss": test_loss}
+        logger.info("test: %d utterances, loss %.4f, WA %.2f%% UA %.2f%%%s", len(results.ids), test_loss,
+                    100 * scores["WA"], 100 * scores["UA"], _scores_text(others))
+        self.test_scores = {"WA": scores["WA"], "UA": scores["UA"], **others, "loss": test_loss}
 
     # --------------------------------------------------------------------- several processes (DDP)
     # Under torchrun every process runs this loop on its share of each global batch (the sampler's
@@ -571,8 +546,8 @@ class SERBrain(sb.Brain):
 
     def combine_results(self, stage) -> None:
         """Make every process hold the whole stage's results: the loss parts of the global batches
-        and, outside training, the predictions of every process's share of the set (so WA, UA and
-        PER are over the whole set, the same on every process)."""
+        and, outside training, the predictions of every process's share of the set (so every
+        target's scores are over the whole set, the same on every process)."""
         world = distributed.world_size()
         if world == 1:
             return
@@ -584,7 +559,7 @@ class SERBrain(sb.Brain):
                                 n_batches=results.n_batches)
         if stage != sb.Stage.TRAIN:
             for share in distributed.all_gather(results):
-                combined.add_predictions(share)
+                combined.add(share.ids, share.kept)
         self.results = combined
 
 
@@ -597,6 +572,11 @@ def nonfinite_inputs(batch) -> list[str]:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _scores_text(scores: dict[str, float | None]) -> str:
+    """`` PER 41.20%`` for the secondary targets' scores of a log line."""
+    return "".join(f" {name} {_pct(value)}" for name, value in scores.items())
 
 
 def _parts_text(parts: dict[str, float]) -> str:
@@ -694,7 +674,7 @@ def _loader(brain: SERBrain, dataset, stage, hparams: dict, shuffle: bool, gener
     # from its own ``generator`` (saved in checkpoints), not from the global torch generator that
     # dropout draws from, so starting a loader never shifts the dropout masks of a resumed run.
     loader = brain.make_dataloader(dataset, stage, ckpt_prefix="dataloader-" if stage == sb.Stage.TRAIN else None,
-                                   batch_sampler=sampler, collate_fn=collate_batch,
+                                   batch_sampler=sampler, collate_fn=dataset.collate,
                                    num_workers=int(hparams.get("num_workers", 0)), generator=generator)
     return loader, sampler
 
@@ -744,16 +724,12 @@ def shared_sampler(dataset, stage, hparams: dict, shuffle: bool) -> DurationBuck
                          "processes (--ngpu)") from None
 
 
-def load_data(hparams: dict, family: ModelFamily, lam: float):
-    """The fold's datasets with the input the family consumes and the CTC targets it needs."""
-    targets = str(hparams.get("ctc_targets", "emophone"))
-    if targets not in CTC_TARGET_FILES:
-        raise TrainError(f"ctc_targets must be one of {', '.join(CTC_TARGET_FILES)}, got {targets!r}")
+def load_data(hparams: dict, family: ModelFamily, targets: TargetSet):
+    """The fold's datasets with the input the family consumes and the fields its targets need."""
     feature = family.feature(hparams)
-    data = load_fold_data(hparams["data_dir"], hparams["fold_dir"], hparams.get("lang_dir"),
+    data = load_fold_data(hparams["data_dir"], hparams["fold_dir"], targets,
                           sample_rate=int(hparams["sample_rate"]), max_duration=hparams.get("max_duration"),
-                          require_phones=lam > 0, feature=feature_spec(feature),
-                          cache_dir=hparams.get("feature_cache"), targets_file=CTC_TARGET_FILES[targets])
+                          feature=feature_spec(feature), cache_dir=hparams.get("feature_cache"))
     check_class_coverage(data, hparams["fold_dir"], bool(hparams.get("allow_missing_classes", False)))
     check_fold_audio(data, hparams["data_dir"])
     if check_normalisation(hparams.get("normalisation"), feature["kind"]) == "speaker":
@@ -829,12 +805,12 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocat
         raise TrainError(f"{out / expdir.DONE_FILE}: this fold is already trained; remove the file to train it again")
     out.mkdir(parents=True, exist_ok=True)
     family = get_family(hparams["model"])
-    lam = float(hparams.get("mtl_lambda", 0.0))
-    if lam < 0:
-        raise TrainError(f"mtl_lambda must be >= 0, got {lam}")
-    if lam > 0 and "mtl_lambda" not in family.options:
-        raise TrainError(f"family {family.name} has no CTC head option; set mtl_lambda to 0")
-    data, feature = load_data(hparams, family, lam)
+    try:
+        targets = TargetSet.from_config(hparams)
+        targets.check_family(family)
+    except TargetError as error:
+        raise TrainError(str(error)) from None
+    data, feature = load_data(hparams, family, targets)
     dims = input_dims(data.train)
     if family.trainer == "fit":  # closed form: one process fits, any others wait for its scores
         record_provenance(out, family, "cpu", FIT_PRECISION, invocation)
@@ -843,21 +819,21 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocat
             expdir.mark_done(out, scores)
         return scores
 
-    model = build_model(family, hparams, len(data.classes), len(data.tokens) if lam > 0 else 0, dims)
+    model = build_model(family, hparams, input_dims=dims, **targets.head_sizes())
     if model.input_norm is not None:  # rank 0 computes (and caches) the statistics; the others receive them
         model.input_norm.set_stats(*run_on_main(training_stats, args=[data.train]))
     run_opts, precision = precision_run_opts(hparams, run_opts)
     record_provenance(out, family, precision["device"],
                       {key: value for key, value in precision.items() if key != "device"}, invocation)
     if distributed.is_main():
-        config = model_config(family, model, hparams, feature, dims, data.classes, data.tokens)
+        config = model_config(family, model, hparams, feature, dims, **targets.inventories())
         expdir.write_model_config(out, {**config, "precision": precision})
     total, trainable = count_parameters(model)
     logger.info("model %s: %s parameters (%s trainable)", family.name, f"{total:,}", f"{trainable:,}")
 
     checkpointer = make_checkpointer(out, model, hparams)
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts,
-                     checkpointer=checkpointer, family=family, classes=data.classes, tokens=data.tokens)
+                     checkpointer=checkpointer, family=family, targets=targets)
     loader_generator = torch.Generator().manual_seed(int(hparams["seed"]))
     train_loader, train_sampler = _loader(brain, data.train, sb.Stage.TRAIN, hparams, shuffle=True,
                                           generator=loader_generator)

@@ -10,7 +10,8 @@ import torch
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 from serkit.datadir import DataDirError
-from serkit.dataio import EmotionDataset, check_class_coverage, collate_batch, load_fold_data, read_tokens
+from serkit.dataio import EmotionDataset, check_class_coverage, load_fold_data, read_tokens
+from serkit.targets import TargetSet
 
 
 def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[str, Path]:
@@ -25,6 +26,16 @@ def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[st
                              phoneless={0}, rates=rates)
 
 
+def with_ctc(paths: dict[str, Path]) -> TargetSet:
+    """The emotion and emotion-phoneme CTC targets of the tiny corpus (a model with a CTC head)."""
+    return TargetSet.from_config({"data_dir": paths["data"], "lang_dir": paths["lang"], "mtl_lambda": 0.1})
+
+
+def emotion_only(paths: dict[str, Path]) -> TargetSet:
+    """The emotion target alone (a model without a CTC head: no tokens read)."""
+    return TargetSet.from_config({"data_dir": paths["data"], "mtl_lambda": 0})
+
+
 def replace_in_file(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
 
@@ -34,9 +45,9 @@ def replace_in_file(path: Path, old: str, new: str) -> None:
 
 def test_fold_items_hold_audio_labels_and_tokens(tmp_path):
     paths = make_tiny_corpus(tmp_path, rates={"spk0-u01": 22050})
-    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    data = load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
     assert [len(data.train), len(data.valid), len(data.test)] == [4, 2, 2]
-    assert data.classes == CLASSES and data.tokens == TOKENS
+    assert data.classes == CLASSES and data.targets.inventories()["tokens"] == TOKENS
 
     items = {data.train[i]["id"]: data.train[i] for i in range(len(data.train))}
     assert items["spk0-u00"]["sig"].shape == (8000,)  # 0.5 s at 16 kHz
@@ -49,8 +60,8 @@ def test_fold_items_hold_audio_labels_and_tokens(tmp_path):
 
 def test_collate_pads_audio_with_relative_lengths_and_tokens_with_absolute_lengths(tmp_path):
     paths = make_tiny_corpus(tmp_path)
-    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
-    batch = collate_batch([data.train[0], data.train[3]])  # 0.5 s without phones, 1.25 s with 4
+    data = load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
+    batch = data.train.collate([data.train[0], data.train[3]])  # 0.5 s without phones, 1.25 s with 4
     wavs, lens = batch.sig
     assert wavs.shape == (2, 20000)
     assert lens.tolist() == pytest.approx([0.4, 1.0])
@@ -62,14 +73,14 @@ def test_collate_pads_audio_with_relative_lengths_and_tokens_with_absolute_lengt
 
 def test_collate_handles_a_batch_in_which_no_utterance_has_phones(tmp_path):
     paths = make_tiny_corpus(tmp_path)
-    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
-    batch = collate_batch([data.train[0], data.train[0]])
+    data = load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
+    batch = data.train.collate([data.train[0], data.train[0]])
     assert batch.tokens.data.shape == (2, 1) and batch.token_len.tolist() == [0, 0]
 
 
 def test_max_duration_crops_training_audio_only(tmp_path):
     paths = make_tiny_corpus(tmp_path)
-    data = load_fold_data(paths["data"], paths["fold"], paths["lang"], max_duration=0.6)
+    data = load_fold_data(paths["data"], paths["fold"], with_ctc(paths), max_duration=0.6)
     assert data.train.n_cropped == 3
     assert data.train.durations == [0.5, 0.6, 0.6, 0.6]
     assert max(data.train[i]["sig"].shape[0] for i in range(4)) == 9600
@@ -80,12 +91,12 @@ def test_phones_are_optional_only_when_not_required(tmp_path):
     paths = make_tiny_corpus(tmp_path)
     (paths["data"] / "utt2phn").unlink()
     with pytest.raises(DataDirError, match="utt2phn.*lambda"):
-        load_fold_data(paths["data"], paths["fold"], paths["lang"])
-    data = load_fold_data(paths["data"], paths["fold"], None, require_phones=False)
-    assert data.tokens == []
+        load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
+    data = load_fold_data(paths["data"], paths["fold"], emotion_only(paths))
+    assert "tokens" not in data.targets.inventories()
     items = [data.train[i] for i in range(len(data.train))]
     assert all(set(item) == {"id", "sig", "emo"} for item in items)  # no CTC head: no tokens loaded
-    batch = collate_batch(items[:2])
+    batch = data.train.collate(items[:2])
     assert batch.sig.data.shape[0] == 2 and not hasattr(batch, "tokens")
 
 
@@ -95,13 +106,13 @@ def test_phones_are_optional_only_when_not_required(tmp_path):
 def test_a_class_missing_from_training_or_validation_is_refused_naming_it_and_the_counts(tmp_path, caplog):
     """The tiny fold's valid set (spk1-u04/u05) holds only ang and hap; drop sad from train as well."""
     paths = make_tiny_corpus(tmp_path)
-    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    data = load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
     with pytest.raises(DataDirError) as refused:
         check_class_coverage(data, paths["fold"])
     assert f"{paths['fold']}: 'valid' has no utterance of sad, neu (ang 1, hap 1, sad 0, neu 0)" in str(refused.value)
     assert "allow_missing_classes: True" in str(refused.value)
     (paths["fold"] / "train").write_text("spk0-u00\nspk0-u01\nspk0-u03\n")
-    data = load_fold_data(paths["data"], paths["fold"], paths["lang"])
+    data = load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
     with caplog.at_level(logging.WARNING, logger="serkit.dataio"):
         check_class_coverage(data, paths["fold"], allow_missing=True)
     assert "'train' has no utterance of sad (ang 1, hap 1, sad 0, neu 1); 'valid' has no utterance of sad, neu" \
@@ -113,14 +124,14 @@ def test_fold_naming_an_unknown_utterance_is_an_error(tmp_path):
     with open(paths["fold"] / "test", "a", encoding="utf-8") as handle:
         handle.write("spk9-u99\n")
     with pytest.raises(DataDirError, match=r"wav\.scp.*spk9-u99.*stage 2"):
-        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+        load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
 
 
 def test_missing_audio_file_is_an_error_before_training(tmp_path):
     paths = make_tiny_corpus(tmp_path)
     (tmp_path / "wav" / "spk1-u05.wav").unlink()
     with pytest.raises(DataDirError, match=r"wav\.scp: 1 audio file.*spk1-u05"):
-        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+        load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
 
 
 def test_utterance_in_train_and_test_is_an_error(tmp_path):
@@ -128,21 +139,21 @@ def test_utterance_in_train_and_test_is_an_error(tmp_path):
     with open(paths["fold"] / "train", "a", encoding="utf-8") as handle:
         handle.write("spk1-u07\n")  # a test utterance
     with pytest.raises(DataDirError, match="both 'train' and 'test'.*spk1-u07"):
-        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+        load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
 
 
 def test_label_outside_the_classes_is_an_error(tmp_path):
     paths = make_tiny_corpus(tmp_path)
     replace_in_file(paths["data"] / "utt2emo", "spk0-u01 hap", "spk0-u01 exc")
     with pytest.raises(DataDirError, match="spk0-u01.*'exc'.*classes"):
-        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+        load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
 
 
 def test_token_outside_the_inventory_is_an_error(tmp_path):
     paths = make_tiny_corpus(tmp_path)
     replace_in_file(paths["data"] / "utt2phn", "spk0-u01 F1", "spk0-u01 Q1")
     with pytest.raises(DataDirError, match="utt2phn.*spk0-u01.*Q1"):
-        load_fold_data(paths["data"], paths["fold"], paths["lang"])
+        load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -202,7 +213,7 @@ def test_spectral_features_are_loaded_per_utterance_and_cached(tmp_path):
     from serkit.features import FeatureSpec
     paths = make_tiny_corpus(tmp_path)
     spec = FeatureSpec("mfcc", params={"n_mfcc": 13, "n_mels": 40})
-    data = load_fold_data(paths["data"], paths["fold"], None, require_phones=False, feature=spec,
+    data = load_fold_data(paths["data"], paths["fold"], emotion_only(paths), feature=spec,
                           cache_dir=tmp_path / "dump")
     item = data.train[0]
     assert item["sig"].shape[1:] == (13,) and item["sig"].shape[0] == spec.n_frames(int(16000 * data.train.durations[0]))

@@ -16,6 +16,7 @@ import torch
 import yaml
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
+import serkit.targets.emotion
 import serkit.train
 from serkit.bin.train import load_hparams
 from serkit.expdir import read_history
@@ -88,7 +89,7 @@ def run_fold(hparams: dict, valid_uas: list[float] | None = None, stop_at_epoch:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SERBrain, "on_stage_start", on_stage_start)
         patch.setattr(SERBrain, "on_evaluate_start", on_evaluate_start)
-        patch.setattr(serkit.train, "classification_scores", classification_scores)
+        patch.setattr(serkit.targets.emotion, "classification_scores", classification_scores)
         train_fold(load_hparams(str(CONF), hparams), RUN_OPTS)
     return trained
 
@@ -192,9 +193,10 @@ def test_patience_and_average_nbest_take_a_positive_count_or_null(setting, name)
 
 def fold_datasets(corpus: dict, feature: dict) -> dict:
     from serkit.dataio import load_fold_data
+    from serkit.targets import TargetSet
     from serkit.features import FeatureSpec
 
-    data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
+    data = load_fold_data(corpus["data"], corpus["fold"], TargetSet.from_config({"data_dir": corpus["data"]}),
                           feature=FeatureSpec.from_dict(feature), cache_dir=corpus["root"] / "dump")
     return {"train": data.train, "valid": data.valid, "test": data.test}
 
@@ -372,9 +374,10 @@ AUGMENT = {"speed": [90, 110], "noise": {"snr_low": 10, "snr_high": 20, "colour"
 def test_augmentation_changes_training_inputs_only_and_repeats_with_the_seed(corpus):
     from serkit.augment import make_augmenter
     from serkit.dataio import load_fold_data
+    from serkit.targets import TargetSet
     from serkit.features import FeatureSpec
 
-    data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
+    data = load_fold_data(corpus["data"], corpus["fold"], TargetSet.from_config({"data_dir": corpus["data"]}),
                           feature=FeatureSpec.from_dict(TINY_TIM_NET["feature"]), cache_dir=corpus["root"] / "dump")
     clean = {split: [getattr(data, split)[i]["sig"] for i in range(4)] for split in ("train", "valid", "test")}
     data.train.augmenter = make_augmenter({"augment": AUGMENT}, "mfcc")

@@ -17,7 +17,9 @@ from serkit.bin import make_tiny_w2v2
 from serkit.model import (EncoderConfigError, EncoderNotFoundError, ModelInputError, SERModel, W2V2Network,
                           build_tiny_w2v2, ctc_greedy_decode, encoder_from_config, load_encoder, mtl_loss,
                           phoneme_ctc_loss)
-from serkit.model.build import model_from_config
+from serkit.model.build import model_config, model_from_config
+from serkit.model.common import absolute_lengths, masked_mean
+from serkit.model.w2v2_mtl import W2V2MTLFamily
 from serkit.model.tiny_w2v2 import TinyEncoderError
 
 SR = 16000
@@ -585,3 +587,29 @@ def test_ctc_is_normalised_per_token_like_torch_mean_reduction():
     reference = torch.nn.CTCLoss(blank=0, reduction="mean")(
         log_probs.transpose(0, 1), tokens, frame_lens, token_lens)
     assert torch.allclose(phoneme_ctc_loss(log_probs, frame_lens, tokens, token_lens), reference, rtol=1e-5)
+
+
+def test_the_input_prior_is_a_one_hot_concatenated_before_the_linear_emotion_classifier():
+    """W2V2's emotion head is linear over the pooled frames, so logits + W_p p equal one linear layer
+    over [pooled; p]; utterance heads classify the same pooled frames; the config rebuilds both."""
+    torch.manual_seed(0)
+    network = W2V2Network.from_encoder_config(tiny_config(), N_EMO)
+    model = SERModel(network, n_classes=N_EMO, prior_size=2, utterance_heads={"gender": 2}).eval()
+    waves, lens = padded_batch([torch.randn(SR // 2), torch.randn(SR // 4)])
+    prior = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    with torch.no_grad():
+        out = model(waves, lens, prior=prior)
+        plain = network(waves, absolute_lengths(waves, lens))
+        pooled = masked_mean(plain.frame_features, plain.frame_lens)
+        joint = torch.cat([network.emotion_head.weight, model.prior.weight], dim=1)
+        expected = torch.cat([pooled, prior], dim=1) @ joint.T + network.emotion_head.bias
+    assert torch.allclose(out.emo_logits, expected, atol=1e-5)
+    assert torch.allclose(out.utterance_logits["gender"], model.utterance_heads["gender"](pooled))
+    assert set(model.head_parameters()) == {model.prior.weight, *model.utterance_heads.parameters()}
+    with pytest.raises(ModelInputError, match="input prior"):
+        model(waves, lens)
+    config = model_config(W2V2MTLFamily(), model, {"mtl_lambda": 0.0}, {"kind": "waveform", "sample_rate": SR},
+                          (), ["a", "b", "c", "d"])
+    assert config["prior_size"] == 2 and config["utterance_heads"] == {"gender": 2}
+    rebuilt = model_from_config(json.loads(json.dumps(config)))  # must survive model_config.json
+    rebuilt.load_state_dict(model.state_dict(), strict=True)

@@ -15,6 +15,7 @@ import yaml
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 import serkit.precision
+import serkit.targets.emotion
 import serkit.train
 from serkit.bin import train as train_cli
 from serkit.bin.train import load_hparams, merged_overrides
@@ -107,7 +108,7 @@ def mtl_run(corpus, tmp_path_factory) -> dict:
         return scores
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(serkit.train, "classification_scores", classification_scores)
+        patch.setattr(serkit.targets.emotion, "classification_scores", classification_scores)
         with pytest.raises(Interrupted):
             run_fold(overrides, stop_at_epoch=2)
         state = {"history": read_history(out / "history.jsonl"), "done": (out / "train.done").exists(),

@@ -78,6 +78,16 @@ def serkit_batch_seconds() -> float | None:
     return check_batch_seconds(serkit_hparams(Path("-") / "encoder").get("batch_seconds"))
 
 
+def bench_targets(hparams: dict, n_tokens: int):
+    """The emotion and CTC targets of ``hparams`` with made-up inventories (there is no data directory)."""
+    from serkit.targets import TargetSet, target_class
+
+    emotion, ctc = target_class("emotion")(hparams), target_class("ctc")(hparams)
+    emotion.classes = [f"emo{i}" for i in range(N_EMOTIONS)]
+    ctc.tokens = inventory.with_blank(f"t{i}" for i in range(1, n_tokens)) if n_tokens else []
+    return TargetSet([emotion, ctc])
+
+
 def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: Path = CONF,
                  n_tokens: int = N_TOKENS, input_dims: tuple[int, ...] = ()):
     """serkit's SERBrain for ``conf``'s family as ``train_fold`` builds it (no data directory, no checkpoints)."""
@@ -89,9 +99,8 @@ def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: P
     family = get_family(hparams["model"])
     model = build_model(family, hparams, N_EMOTIONS, n_tokens, input_dims)
     run_opts, _ = precision_run_opts(hparams, {"device": device, "precision": precision})
-    tokens = inventory.with_blank(f"t{i}" for i in range(1, n_tokens)) if n_tokens else []
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts, checkpointer=None,
-                     family=family, classes=[f"emo{i}" for i in range(N_EMOTIONS)], tokens=tokens)
+                     family=family, targets=bench_targets(hparams, n_tokens))
     brain.on_fit_start()  # what Brain.fit does first: makes the optimizers
     brain.modules.train()
     return brain
@@ -118,7 +127,7 @@ def make_batch(durations: list[float], seed: int):
         items.append({"id": f"utt{index}", "sig": 0.1 * torch.randn(int(duration * SAMPLE_RATE), generator=generator),
                       "emo": int(torch.randint(0, N_EMOTIONS, (), generator=generator)),
                       "tokens": torch.randint(1, N_TOKENS, (n_tokens,), generator=generator), "token_len": n_tokens})
-    return collate_batch(items)
+    return collate_batch(items, sequences=("tokens",))
 
 
 def timed_step(brain, batch, seed: int) -> float:

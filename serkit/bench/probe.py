@@ -19,9 +19,9 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader
 
-from serkit.bench.paired import CONF, N_EMOTIONS, N_TOKENS, SAMPLE_RATE, serkit_brain, serkit_hparams, synchronize
-from serkit.dataio import (DurationBucketBatchSampler, EmotionDataset, FeatureCache, Utterance, check_batch_seconds,
-                           collate_batch)
+from serkit.bench.paired import (CONF, N_EMOTIONS, N_TOKENS, SAMPLE_RATE, bench_targets, serkit_brain, serkit_hparams,
+                                 synchronize)
+from serkit.dataio import DurationBucketBatchSampler, EmotionDataset, FeatureCache, Utterance, check_batch_seconds
 
 PROBE_CONF = CONF.parent / "ssl_probe.yaml"
 
@@ -35,7 +35,8 @@ def write_utterances(durations: list[float], folder: Path, seed: int) -> list[Ut
         path = folder / f"u{index:04d}.wav"
         soundfile.write(path, (0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32), SAMPLE_RATE)
         tokens = tuple(int(t) for t in rng.integers(1, N_TOKENS, max(1, int(seconds * 8))))
-        utterances.append(Utterance(f"u{index:04d}", str(path), index % N_EMOTIONS, tokens, float(seconds)))
+        utterances.append(Utterance(f"u{index:04d}", str(path), {"emotion": index % N_EMOTIONS, "ctc": tokens},
+                                    float(seconds)))
     return utterances
 
 
@@ -45,7 +46,7 @@ def epoch_seconds(brain, dataset: EmotionDataset, seed: int) -> float:
     sampler = DurationBucketBatchSampler(dataset.durations, int(hparams.batch_size),
                                          batch_seconds=check_batch_seconds(getattr(hparams, "batch_seconds", None)),
                                          shuffle=True, seed=seed)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate)
     brain.fit_batch(next(iter(loader)))
     synchronize(brain.device)
     start = time.perf_counter()
@@ -66,7 +67,7 @@ def cached_vs_finetune(encoder_dir: Path, durations: list[float], workdir: Path,
     hparams = serkit_hparams(encoder_dir, PROBE_CONF)
     spec = feature_spec(get_family(hparams["model"]).feature(hparams))
     cache = FeatureCache(workdir / "dump", spec.to_dict())
-    cached = EmotionDataset(utterances, feature=spec, cache=cache, with_tokens=False)
+    cached = EmotionDataset(utterances, feature=spec, cache=cache, targets=bench_targets(hparams, 0))
     start = time.perf_counter()
     for index in range(len(cached)):  # what the first epoch (or any earlier fold) does once
         cached.inputs(index)
@@ -74,7 +75,7 @@ def cached_vs_finetune(encoder_dir: Path, durations: list[float], workdir: Path,
     probe = serkit_brain(encoder_dir, precision, device, conf=PROBE_CONF, n_tokens=0, input_dims=spec.frame_shape)
     probe_s = epoch_seconds(probe, cached, seed)
     finetune = serkit_brain(encoder_dir, precision, device)
-    finetune_s = epoch_seconds(finetune, EmotionDataset(utterances, with_tokens=True), seed)
+    finetune_s = epoch_seconds(finetune, EmotionDataset(utterances, targets=finetune.targets), seed)
     return {"utterances": len(durations), "audio_s": sum(durations), "cache_fill_s": fill, "probe_epoch_s": probe_s,
             "finetune_epoch_s": finetune_s, "speedup": finetune_s / probe_s,
             "cache_MB": sum(p.stat().st_size for p in cache.dir.glob("*.pt")) / 2**20,

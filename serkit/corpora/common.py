@@ -35,7 +35,7 @@ MIN_WAV_SECONDS = 0.05
 #: The rate the models consume; other rates are kept and noted (loaders resample).
 SAMPLE_RATE = 16000
 #: Optional stage-0 files; one left by an earlier run that this run does not write is deleted.
-OPTIONAL_FILES = ("utt2gender", "utt2session", "utt2sentence", "utt2split", "utt2sampa")
+OPTIONAL_FILES = ("utt2gender", "utt2session", "utt2sentence", "utt2split", "utt2sampa", "utt2votes")
 #: A take whose peak is below this (dBFS) is noted as very quiet (kept).
 QUIET_PEAK_DB = -30.0
 #: A 20 ms frame whose RMS is below this (dBFS) counts as silence in the audit summary.
@@ -528,8 +528,13 @@ def write_warnings(out_dir: Path, warnings: Sequence[str]) -> None:
 
 
 def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool, strict: bool | None,
-           check: Callable[[], list[str]], raw_codes: bool = True) -> PrepReport:
-    """Tally, check the counts and the contract (nothing is written when they fail), write, report, validate."""
+           check: Callable[[], list[str]], raw_codes: bool = True,
+           extra_files: Mapping[str, Mapping[str, str]] | None = None) -> PrepReport:
+    """Tally, check the counts and the contract (nothing is written when they fail), write, report, validate.
+
+    ``extra_files`` are utterance-keyed files only some corpora can write (e.g. ``utt2votes`` from
+    rater labels); they are written with the data directory and listed in the report.
+    """
     for u in utterances:
         report.class_counts[u.label] += 1
         report.speaker_counts[u.speaker] += 1
@@ -541,6 +546,9 @@ def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool,
                           f"{report.class_map.name}:\n" + "\n".join(report.summary_lines()))
     check_contract(report, strict)
     report.files_written = write_data_dir(report.out_dir, utterances, report.class_map, report.language, raw_codes)
+    for name, mapping in (extra_files or {}).items():
+        write_map(report.out_dir / name, mapping)
+        report.files_written.append(name)
     write_warnings(report.out_dir, report.warnings)
     atomic_write_text(report.out_dir / REPORT_FILE, report.to_text())
     validate_data_dir(report.out_dir, complete=True)

@@ -5,7 +5,9 @@ The parser follows the corpus FORMAT (docs/formats.md; the release facts are in 
 * labels come from ``SessionN/dialog/EmoEvaluation/*.txt`` directly in that folder; sub-folders
   (Categorical/, Attribute/, Self-evaluation/), macOS ``._*`` twins and other files are skipped and
   counted. Inside a file, only consensus lines ``[start - end] utt code [v, a, d]`` carry labels;
-  the ``%`` header and the evaluators' ``C-``/``A-`` lines are recognised and ignored.
+  the external evaluators' categorical lines (``C-E<n>``) are the label's votes, written to
+  ``utt2votes`` through the class map (:mod:`serkit.targets.votes`); the ``%`` header, the actors'
+  self-evaluations (``C-F1``/``C-M1``) and the ``A-`` lines are recognised and ignored.
 * transcripts come from ``SessionN/dialog/transcriptions/<dialog>.txt`` lines
   ``utt [start-end]: text``; lines without id and time (``M: Yeah.``) are counted, XX turns simply
   never match a label, noise tags such as ``[LAUGHTER]`` stay in the text.
@@ -41,15 +43,16 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from tqdm import tqdm
 
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
 from serkit.corpora.common import ReleaseAudio, Tally, Utterance, audit_wav, finish, read_text_lines
+from serkit.targets.votes import format_votes
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,11 @@ _TRANSCRIPT_RE = re.compile(
     rf"^(?P<utt>[^\s\[]+)\s*\[\s*{_NUMBER}\s*-\s*{_NUMBER}\s*\]\s*:\s*(?P<text>.*)$"
 )
 _TURN_RE = re.compile(r"^([FM])\d+$")
+# An external evaluator's categorical line, e.g. "C-E3:<TAB>Anger; Frustration;<TAB>(annoyed)".
+_EVALUATOR_RE = re.compile(r"^C-E\d+:\s*(?P<labels>[^(]*)")
+#: The evaluators' label words and their consensus codes (utt2votes counts them through the class map).
+VOTE_CODES = {"Neutral": "neu", "Neutral state": "neu", "Happiness": "hap", "Excited": "exc", "Sadness": "sad",
+              "Anger": "ang", "Frustration": "fru", "Surprise": "sur", "Fear": "fea", "Disgust": "dis", "Other": "oth"}
 _SESSION_PREFIX_RE = re.compile(r"^Ses(\d{2})")
 
 
@@ -105,6 +113,7 @@ class Label:
     utt: str
     code: str
     source: str  # "file:line", for messages
+    votes: tuple[str, ...] = ()  # the external evaluators' categorical labels (codes), one per label given
 
 
 @dataclass(frozen=True)
@@ -179,11 +188,18 @@ def parse_emo_evaluation(path: Path, skipped: Tally, notes: Tally) -> list[Label
     """Consensus labels of one EmoEvaluation file, in file order.
 
     Each line is classified on its own (header ``%``, evaluator ``C-``/``A-``, consensus, blank),
-    which tolerates missing blank lines between blocks and any mix of tabs and spaces.
+    which tolerates missing blank lines between blocks and any mix of tabs and spaces. The external
+    evaluators' categorical lines (``C-E<n>``) become the votes of the label above them (the actors'
+    self-evaluations, ``C-F1``/``C-M1``, are not votes of an annotator).
     """
     labels = []
     for number, line in enumerate(read_text_lines(path, notes), start=1):
         stripped = line.strip()
+        evaluator = _EVALUATOR_RE.match(stripped)
+        if evaluator and labels:
+            labels[-1] = replace(labels[-1], votes=labels[-1].votes + _vote_codes(evaluator.group("labels"),
+                                                                                   f"{path}:{number}", notes))
+            continue
         if not stripped or stripped.startswith(("%", "C-", "A-")):
             continue
         match = _CONSENSUS_RE.match(stripped)
@@ -290,6 +306,30 @@ def check_full_release(code_counts: Mapping[str, int], class_counts: Mapping[str
         f"(class map {class_map.name}):\n" + "\n".join(code_diff + class_diff + session_diff)
         + "\nLikely cause:\n" + "\n".join(f"  - {cause}" for cause in causes)
     )
+
+
+def _vote_codes(labels: str, source: str, notes: Tally) -> tuple[str, ...]:
+    """The codes of an evaluator line's ``;``-separated label words; unknown words are noted and not counted."""
+    codes = []
+    for word in (part.strip() for part in labels.split(";")):
+        if word in VOTE_CODES:
+            codes.append(VOTE_CODES[word])
+        elif word:
+            notes.add("unknown evaluator label (not counted as a vote)", f"{source}: {word}")
+    return tuple(codes)
+
+
+def utterance_votes(utterances: Sequence[Utterance], labels: Mapping[str, Label], mapping: ClassMap) -> dict[str, str]:
+    """``utt2votes``: each utterance's evaluator votes counted per class of the class map (codes it drops
+    are not counted, so an utterance may have none)."""
+    votes = {}
+    for u in utterances:
+        counts = {label: 0 for label in mapping.classes}
+        for code in labels[u.corpus_id].votes:
+            if mapping.label(code) is not None:
+                counts[mapping.label(code)] += 1
+        votes[u.utt_id] = format_votes(counts)
+    return votes
 
 
 def _collect_labels(session_dirs: list[tuple[int, Path]],
@@ -457,8 +497,9 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     _account_for_sentence_files(session_dirs, named, report)
     report.session_counts.update(u.session for u in utterances)
     report.add_facts()
+    votes = utterance_votes(utterances, {label.utt: label for _, label in labels}, mapping)
     return finish(report, utterances, looks_full=_looks_full(report), strict=strict,
-                  check=lambda: _count_problems(report))
+                  check=lambda: _count_problems(report), extra_files={"utt2votes": votes})
 
 
 def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: str | Path,

@@ -22,15 +22,18 @@ class ModelConfigError(SerkitError):
     """A model config (model_config.json / an export's config.json) that cannot rebuild a network."""
 
 
-def build_model(family: ModelFamily, hparams: dict, n_classes: int, n_tokens: int,
-                input_dims: Sequence[int]) -> SERModel:
-    """The network for training: ``n_tokens > 0`` adds the CTC head (needs ``mtl_lambda > 0``)."""
+def build_model(family: ModelFamily, hparams: dict, n_classes: int, n_tokens: int = 0,
+                input_dims: Sequence[int] = (), prior_size: int = 0,
+                utterance_heads: dict[str, int] | None = None) -> SERModel:
+    """The network for training: ``n_tokens > 0`` adds the CTC head (needs ``mtl_lambda > 0``);
+    ``prior_size`` an input prior and ``utterance_heads`` utterance classifiers (:class:`SERModel`)."""
     network = family.build_network(hparams, n_classes, tuple(input_dims))
-    return SERModel(network, n_tokens=n_tokens, input_dims=tuple(input_dims) if family.normalise_input else None)
+    return SERModel(network, n_tokens=n_tokens, input_dims=tuple(input_dims) if family.normalise_input else None,
+                    n_classes=n_classes, prior_size=prior_size, utterance_heads=utterance_heads)
 
 
 def model_config(family: ModelFamily, model: SERModel, hparams: dict, feature: dict, input_dims: Sequence[int],
-                 classes: Sequence[str], tokens: Sequence[str]) -> dict[str, Any]:
+                 classes: Sequence[str], tokens: Sequence[str] = ()) -> dict[str, Any]:
     """Plain data that rebuilds ``model`` (with random weights) through :func:`model_from_config`."""
     n_tokens = model.ctc_head.linear.out_features if model.ctc_head is not None else 0
     return {
@@ -46,7 +49,18 @@ def model_config(family: ModelFamily, model: SERModel, hparams: dict, feature: d
         "tokens": list(tokens) if n_tokens else [],
         "sample_rate": int(feature.get("sample_rate", hparams.get("sample_rate", 16000))),
         "normalisation": hparams.get("normalisation") or "global",  # speaker: per-speaker CMVN (serkit.speaker_norm)
+        **_target_hooks(model),
     }
+
+
+def _target_hooks(model: SERModel) -> dict[str, Any]:
+    """The input prior's size and the utterance heads, recorded only when the model has them."""
+    hooks: dict[str, Any] = {}
+    if model.prior is not None:
+        hooks["prior_size"] = model.prior.in_features
+    if len(model.utterance_heads):
+        hooks["utterance_heads"] = {name: head.out_features for name, head in model.utterance_heads.items()}
+    return hooks
 
 
 def check_model_config(config: dict[str, Any], source: str) -> None:
@@ -68,7 +82,9 @@ def model_from_config(config: dict[str, Any], source: str = "model config") -> S
     family = get_family(config["family"])
     network = family.network_from_config(config["network"])
     input_dims = config.get("input_dims")
-    return SERModel(network, n_tokens=int(config["n_tokens"]), input_dims=tuple(input_dims) if input_dims else None)
+    return SERModel(network, n_tokens=int(config["n_tokens"]), input_dims=tuple(input_dims) if input_dims else None,
+                    n_classes=int(config["n_emotions"]), prior_size=int(config.get("prior_size", 0)),
+                    utterance_heads=config.get("utterance_heads"))
 
 
 def feature_spec(feature: dict[str, Any]):

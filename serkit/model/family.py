@@ -11,8 +11,8 @@ name through :mod:`serkit.model.registry`. A family declares:
   :meth:`network_from_config` for export: plain data in, same network out);
 - its **parameter groups** (:meth:`param_groups`: e.g. a pretrained encoder and new heads, each with
   its own optimizer and learning rate);
-- its **loss** and the named parts it logs (:meth:`loss`; by default ``CE + mtl_lambda * CTC``), and
-  so its extra **targets**: CTC tokens when ``mtl_lambda > 0`` and the network has frame outputs;
+- its **loss** and the named parts it logs (:meth:`loss`; by default the configured targets' weighted
+  sum, :mod:`serkit.targets`, e.g. ``CE + mtl_lambda * CTC``);
 - its **options** that name an experiment (:attr:`options`, e.g. ``mtl_lambda``; none for a family
   that has no such knob);
 - the **windows** inference cuts long recordings into (:attr:`inference_window_s`, :attr:`inference_hop_s`);
@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from serkit.model.ser_model import SERModel, mtl_loss
+from serkit.model.ser_model import SERModel
 
 
 @dataclass
@@ -90,19 +90,15 @@ class ModelFamily:
     def param_groups(self, model: SERModel) -> dict[str, list[nn.Parameter]]:
         """Named parameter groups, each trained by the optimizer of the same name in the config.
 
-        Leave the CTC head out: the trainer adds it to the last group. Default: one group ``model``.
+        Only the family's network: the trainer adds the heads of auxiliary targets
+        (:meth:`SERModel.head_parameters`) to the last group. Default: one group ``model``.
         """
-        return {"model": [p for name, p in model.named_parameters() if not name.startswith("ctc_head.")]}
+        return {"model": list(model.network.parameters())}
 
-    def loss(self, out, batch, hparams: dict):
-        """``(total, {part: value})``; default ``CE + mtl_lambda * CTC`` with parts ``ER`` and ``PR``
-        (``label_smoothing`` in the config smooths the CE, as TIM-Net's authors train)."""
-        tokens = getattr(batch, "tokens", None)
-        lam = float(hparams.get("mtl_lambda", 0.0))
-        total, l_er, l_pr = mtl_loss(out, batch.emo, None if tokens is None else tokens.data,
-                                     getattr(batch, "token_len", None), lam,
-                                     label_smoothing=float(hparams.get("label_smoothing", 0.0)))
-        return total, ({"ER": l_er, "PR": l_pr} if lam > 0 else {"ER": l_er})
+    def loss(self, out, batch, targets):
+        """``(total, {part: value})`` of a batch; by default the configured targets' weighted sum
+        (:meth:`serkit.targets.TargetSet.loss`: e.g. ``CE + mtl_lambda * CTC`` with parts ``ER`` and ``PR``)."""
+        return targets.loss(out, batch)
 
     def set_frozen(self, model: SERModel, group: str, frozen: bool) -> None:
         """Hold a parameter group still (e.g. the encoder for the first steps); families that allow it."""

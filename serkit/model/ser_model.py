@@ -8,6 +8,9 @@ what is the same for every family, so no family writes it again:
 - input normalisation with statistics of the fold's *training* set only (:class:`InputNorm`), kept as
   buffers so checkpoints and exports carry them;
 - the emotion-phoneme (or character) CTC head over the network's frame features (:mod:`.ctc_head`);
+- the hooks of further targets (:mod:`serkit.targets`): an *input prior* (e.g. the speaker's gender as
+  a one-hot vector) that enters the emotion classifier, and *utterance heads* (e.g. a gender
+  classifier) over the mean-pooled frame features;
 - the objective ``L = CE + lambda * CTC`` (:func:`mtl_loss`).
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from serkit.model.common import ModelInputError, absolute_lengths, length_mask
+from serkit.model.common import ModelInputError, absolute_lengths, length_mask, masked_mean
 from serkit.model.ctc_head import CTCHead, phoneme_ctc_loss
 
 
@@ -41,6 +44,7 @@ class SEROutput:
     phn_log_probs: Optional[Tensor]  # [B, F, V] float32 log-softmax, blank = 0; None without a CTC head
     frame_lens: Optional[Tensor]  # [B]
     fold_extras: dict[str, Tensor] = field(default_factory=dict)
+    utterance_logits: dict[str, Tensor] = field(default_factory=dict)  # [B, K] per utterance head, by name
 
     @property
     def layer_weights(self) -> Optional[Tensor]:
@@ -73,30 +77,58 @@ class InputNorm(nn.Module):
 
 
 class SERModel(nn.Module):
-    """A family's network + optional :class:`InputNorm` + optional :class:`CTCHead`."""
+    """A family's network + optional :class:`InputNorm`, :class:`CTCHead`, input prior and utterance heads.
 
-    def __init__(self, network: nn.Module, n_tokens: int = 0, input_dims: Sequence[int] | None = None):
+    ``prior_size`` > 0: ``forward`` takes a ``prior`` [B, prior_size] (e.g. a one-hot gender) that
+    enters the emotion logits through a linear map (``n_classes`` outputs, no bias). For a family
+    whose emotion classifier is one linear layer over the pooled utterance embedding (W2V2-MTL,
+    TIM-Net, the SSL probe) this is exactly concatenating the prior to that embedding before the
+    classifier: ``W [e; p] = W_e e + W_p p``. ``utterance_heads`` maps a name to a class count: one
+    linear classifier each over the mean of the network's frame features (``out.utterance_logits``).
+    """
+
+    def __init__(self, network: nn.Module, n_tokens: int = 0, input_dims: Sequence[int] | None = None,
+                 n_classes: int = 0, prior_size: int = 0, utterance_heads: dict[str, int] | None = None):
         super().__init__()
         self.network = network
         self.input_norm = InputNorm(input_dims) if input_dims else None
         self.ctc_head = None
         if n_tokens:
-            frame_dim = getattr(network, "frame_dim", None)
-            if not frame_dim:
-                raise ModelInputError(f"{type(network).__name__} has no frame-level outputs, so it cannot carry "
-                                      "the CTC head; set mtl_lambda to 0 for this family")
-            self.ctc_head = CTCHead(frame_dim, n_tokens)
+            self.ctc_head = CTCHead(self._frame_dim("the CTC head; set mtl_lambda to 0 for this family"), n_tokens)
+        self.prior = None
+        if prior_size:
+            if not n_classes:
+                raise ModelInputError("an input prior needs the number of emotion classes (n_classes)")
+            self.prior = nn.Linear(prior_size, n_classes, bias=False)
+        self.utterance_heads = nn.ModuleDict({
+            name: nn.Linear(self._frame_dim(f"the {name} head"), size) for name, size in (utterance_heads or {}).items()})
+
+    def _frame_dim(self, what: str) -> int:
+        frame_dim = getattr(self.network, "frame_dim", None)
+        if not frame_dim:
+            raise ModelInputError(f"{type(self.network).__name__} has no frame-level outputs, so it cannot carry {what}")
+        return frame_dim
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the heads this wrapper adds for auxiliary targets (the family's groups leave them out)."""
+        heads = [self.ctc_head, self.prior, self.utterance_heads]
+        return [p for head in heads if head is not None for p in head.parameters()]
 
     @property
     def has_ctc_head(self) -> bool:
         return self.ctc_head is not None
 
-    def forward(self, inputs: Tensor, relative_lengths: Tensor, lengths: Tensor | None = None) -> SEROutput:
+    def forward(self, inputs: Tensor, relative_lengths: Tensor, lengths: Tensor | None = None,
+                prior: Tensor | None = None) -> SEROutput:
         """Score a padded batch ``inputs`` [B, T, ...] with relative lengths [B] in (0, 1].
 
         ``lengths``: the absolute lengths, when the caller already converted and checked them on the
         CPU (the trainer does, before moving a batch to a GPU, so no value is read back from the device).
+        ``prior``: the input prior [B, prior_size] of a model built with one.
         """
+        if (prior is None) != (self.prior is None):
+            raise ModelInputError("this model was built with an input prior, so every batch needs one (prior=...)"
+                                  if prior is None else "this model has no input prior, so it cannot take one")
         if lengths is None:
             lengths = absolute_lengths(inputs, relative_lengths)
         if self.input_norm is not None:
@@ -105,8 +137,13 @@ class SERModel(nn.Module):
         phn_log_probs = None
         if self.ctc_head is not None:
             phn_log_probs = self.ctc_head(out.frame_features)
-        return SEROutput(emo_logits=out.emo_logits, phn_log_probs=phn_log_probs, frame_lens=out.frame_lens,
-                         fold_extras=dict(out.fold_extras))
+        emo_logits = out.emo_logits if self.prior is None else out.emo_logits + self.prior(prior.to(out.emo_logits.dtype))
+        utterance_logits = {}
+        if len(self.utterance_heads):
+            pooled = masked_mean(out.frame_features, out.frame_lens)
+            utterance_logits = {name: head(pooled) for name, head in self.utterance_heads.items()}
+        return SEROutput(emo_logits=emo_logits, phn_log_probs=phn_log_probs, frame_lens=out.frame_lens,
+                         fold_extras=dict(out.fold_extras), utterance_logits=utterance_logits)
 
 
 def mtl_loss(out: SEROutput, emo_targets: Tensor, tokens: Optional[Tensor], token_lens: Optional[Tensor],
