@@ -32,10 +32,10 @@ class EmotionTarget(Target):
         self.classes: list[str] = []
 
     def files(self) -> tuple[str, ...]:
-        return ("utt2emo", "classes")
+        return ("utt2emo", inventory.CLASSES_FILE)
 
     def prepare(self) -> None:
-        self.classes = inventory.read_classes(Path(self.hparams["data_dir"]) / "classes")
+        self.classes = inventory.read_classes(Path(self.hparams["data_dir"]) / inventory.CLASSES_FILE)
 
     def read(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, Any]:
         labels = read_values(data_dir, "utt2emo", utt_ids, "re-run data preparation (stage 0)")
@@ -43,7 +43,7 @@ class EmotionTarget(Target):
         for utt in utt_ids:
             if labels[utt] not in index:
                 raise DataDirError(f"{Path(data_dir) / 'utt2emo'}: utterance {utt} has label {labels[utt]!r}, which is "
-                                   f"not in {Path(data_dir) / 'classes'} ({', '.join(self.classes)}); fix the class map "
+                                   f"not in {Path(data_dir) / inventory.CLASSES_FILE} ({', '.join(self.classes)}); fix the class map "
                                    "and re-run stage 0")
         return {utt: index[labels[utt]] for utt in utt_ids}
 

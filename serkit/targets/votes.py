@@ -63,10 +63,10 @@ class VotesTarget(Target):
         self.classes: list[str] = []
 
     def files(self) -> tuple[str, ...]:
-        return (FILE, "classes")
+        return (FILE, inventory.CLASSES_FILE)
 
     def prepare(self) -> None:
-        self.classes = inventory.read_classes(Path(self.hparams["data_dir"]) / "classes")
+        self.classes = inventory.read_classes(Path(self.hparams["data_dir"]) / inventory.CLASSES_FILE)
 
     def read(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, Any]:
         values = read_values(data_dir, FILE, utt_ids, "vote_weight > 0 needs the annotators' votes: use a corpus "
