@@ -24,7 +24,6 @@ so that batches of long utterances do not run out of memory.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -45,7 +44,7 @@ from serkit import inventory
 from serkit.datadir import DataDirError, read_map
 from serkit.errors import load_error_text
 from serkit.expdir import atomic_write
-from serkit.features import FeatureError
+from serkit.features import FeatureError, FeatureKind
 from serkit.folds import load_fold
 
 logger = logging.getLogger(__name__)
@@ -202,21 +201,20 @@ def _few(items: Sequence[str]) -> str:
 class FeatureCache:
     """One feature tensor per utterance on disk: ``<dir>/<kind>-<spec hash>/<utt>.pt`` (Kaldi's ``dump/``).
 
-    The sub-folder is named by a hash of the feature spec, so changing a feature parameter never reads
+    The sub-folder is the feature's :meth:`~serkit.features.FeatureKind.cache_name`, a hash of its spec, so changing a feature parameter never reads
     stale features; each entry also records its audio file's path, size and modification time, so a
     re-recorded file is recomputed. Entries are written atomically and read with ``weights_only=True``
     (no code runs); an unreadable or stale entry is recomputed with a warning. Another fold, another
     family with the same input, or a re-run all reuse the entries.
     """
 
-    def __init__(self, root: str | Path, feature: dict):
-        digest = hashlib.sha1(json.dumps(feature, sort_keys=True).encode()).hexdigest()[:12]
-        self.dir = Path(root) / f"{feature['kind']}-{digest}"
+    def __init__(self, root: str | Path, feature: FeatureKind):
+        self.dir = Path(root) / feature.cache_name()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = self.computed = 0
         spec_file = self.dir / "feature.json"
         if not spec_file.is_file():
-            atomic_write(spec_file, lambda tmp: tmp.write_text(json.dumps(feature, indent=2, sort_keys=True) + "\n"))
+            atomic_write(spec_file, lambda tmp: tmp.write_text(json.dumps(feature.to_dict(), indent=2, sort_keys=True) + "\n"))
 
     @staticmethod
     def source_key(wav: str | Path) -> str:
@@ -255,7 +253,7 @@ class EmotionDataset(Dataset):
     """Utterances as dicts ``{id, sig, emo[, tokens, token_len]}``; audio is read on access.
 
     ``sig`` is what the model consumes: the waveform itself, or features computed from it by
-    ``feature`` (a :class:`serkit.features.FeatureSpec`; None = waveform), cached in ``cache`` if given.
+    ``feature`` (a :class:`serkit.features.FeatureKind`; None = waveform), cached in ``cache`` if given.
     Its first axis is time. Tokens are included only with ``with_tokens`` (a model with a CTC head).
 
     ``max_duration`` (seconds, training only) crops longer inputs to a random window of that
@@ -595,7 +593,7 @@ def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | P
     """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only.
 
     ``require_phones`` (a CTC head) needs ``lang_dir`` (tokens.txt) and ``targets_file``; without it
-    no token is loaded. ``feature`` (a :class:`serkit.features.FeatureSpec`, None = waveform) names the
+    no token is loaded. ``feature`` (a :class:`serkit.features.FeatureKind`, None = waveform) names the
     model input; ``cache_dir`` caches non-waveform features on disk.
     """
     classes = read_classes(data_dir)
@@ -608,7 +606,7 @@ def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | P
               for split in SPLITS}
     cache = None
     if cache_dir is not None and feature is not None and feature.kind != "waveform":
-        cache = FeatureCache(cache_dir, feature.to_dict())
+        cache = FeatureCache(cache_dir, feature)
     common = {"sample_rate": sample_rate, "feature": feature, "cache": cache, "with_tokens": require_phones}
     data = FoldData(
         train=EmotionDataset(splits["train"], max_duration=max_duration, **common),

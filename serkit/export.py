@@ -9,8 +9,9 @@ checkpoint layout nor a pretrained download, so the export folder holds exactly 
   git commit, serkit version);
 - ``classes.txt`` and ``tokens.txt``: the label and CTC token inventories, readable with ``head``
   (``tokens.txt`` is empty for a model without a CTC head);
-- ``encoder/``, only for an ``ssl_layers`` input (the SSL probe): the frozen encoder that computes the
-  model's input, as a ``save_pretrained`` folder, so the export scores audio on its own.
+- whatever the input's feature kind needs to compute it (its front end,
+  :meth:`serkit.features.FeatureKind.export_front_end`): for ``ssl_layers`` (the SSL probe) the frozen
+  encoder, as a ``save_pretrained`` folder ``encoder/``, so the export scores audio on its own.
 
 The network is rebuilt through the family registry from the config's plain data
 (:func:`serkit.model.build.model_from_config`); this module names no family.
@@ -36,8 +37,9 @@ from typing import Any
 import torch
 
 import serkit
-from serkit import expdir, inventory, ssl_layers
+from serkit import expdir, inventory
 from serkit.errors import Refused, SerkitError, load_error_text, reraise_as
+from serkit.features import feature_from_dict, import_front_end
 from serkit.model.build import ModelConfigError, check_model_config, model_from_config
 
 logger = logging.getLogger(__name__)
@@ -114,8 +116,7 @@ def export_model(fold_or_exp_dir: str | Path, out_dir: str | Path, checkpoint: s
     out_dir.mkdir(parents=True, exist_ok=True)
     full_config = dict(config)
     full_config.update(_provenance(fold_dir, chosen))
-    if config["feature"]["kind"] == "ssl_layers":  # the frozen encoder is the front end: the export carries it
-        full_config["feature"] = ssl_layers.export_front_end(config["feature"], out_dir)
+    full_config["feature"] = feature_from_dict(config["feature"]).export_front_end(out_dir)
     expdir.atomic_write(out_dir / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     expdir.write_json(out_dir / CONFIG_FILE, full_config)
     inventory.write_classes(out_dir / CLASSES_FILE, config["classes"])
@@ -174,8 +175,7 @@ def load_export(export_dir: str | Path) -> ExportedModel:
         raise ExportError(f"{export_dir / TOKENS_FILE}: disagrees with 'tokens' in {CONFIG_FILE}; "
                           f"the folder was edited by hand, re-export it")
     state_dict = load_state_dict(export_dir / MODEL_FILE)
-    if config["feature"].get("kind") == "ssl_layers":
-        config["feature"] = ssl_layers.import_front_end(config["feature"], export_dir)
+    config["feature"] = import_front_end(config["feature"], export_dir)
     return ExportedModel(config=config, classes=classes, tokens=tokens, state_dict=state_dict)
 
 

@@ -11,6 +11,7 @@ from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 from serkit.datadir import DataDirError
 from serkit.dataio import EmotionDataset, check_class_coverage, collate_batch, load_fold_data, read_tokens
+from serkit.features import make_feature
 
 
 def make_tiny_corpus(root: Path, rates: dict[str, int] | None = None) -> dict[str, Path]:
@@ -176,11 +177,11 @@ def test_feature_cache_computes_once_and_recomputes_corrupt_or_changed_entries(t
         calls.append(1)
         return torch.full((2, 3), float(len(calls)))
 
-    feature = {"kind": "mfcc", "sample_rate": 16000, "params": {"n_mfcc": 3}}
+    feature = make_feature("mfcc", params={"n_mfcc": 3})
     first = FeatureCache(tmp_path / "dump", feature).get("spk1_a", wav, compute)
     again = FeatureCache(tmp_path / "dump", feature).get("spk1_a", wav, compute)  # another fold, another process
     assert len(calls) == 1 and torch.equal(again, first)
-    other = FeatureCache(tmp_path / "dump", dict(feature, params={"n_mfcc": 4}))
+    other = FeatureCache(tmp_path / "dump", make_feature("mfcc", params={"n_mfcc": 4}))
     assert other.dir != FeatureCache(tmp_path / "dump", feature).dir  # another spec never reads these entries
 
     cache = FeatureCache(tmp_path / "dump", feature)
@@ -199,9 +200,8 @@ def test_feature_cache_computes_once_and_recomputes_corrupt_or_changed_entries(t
 
 
 def test_spectral_features_are_loaded_per_utterance_and_cached(tmp_path):
-    from serkit.features import FeatureSpec
     paths = make_tiny_corpus(tmp_path)
-    spec = FeatureSpec("mfcc", params={"n_mfcc": 13, "n_mels": 40})
+    spec = make_feature("mfcc", params={"n_mfcc": 13, "n_mels": 40})
     data = load_fold_data(paths["data"], paths["fold"], None, require_phones=False, feature=spec,
                           cache_dir=tmp_path / "dump")
     item = data.train[0]
@@ -225,7 +225,7 @@ def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
         process.join()
     assert [process.exitcode for process in processes] == [0, 0, 0, 0]
     from serkit.dataio import FeatureCache
-    cache = FeatureCache(tmp_path / "dump", {"kind": "mfcc"})
+    cache = FeatureCache(tmp_path / "dump", make_feature("mfcc"))
     assert torch.equal(cache.get("spk1_a", wav, lambda: None), torch.ones(2000, 40))
     assert not list(cache.dir.glob("*.tmp"))
 
@@ -233,6 +233,6 @@ def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
 def _fill_cache(root, wav):
     from serkit.dataio import FeatureCache
     for _ in range(20):
-        cache = FeatureCache(root / "dump", {"kind": "mfcc"})
+        cache = FeatureCache(root / "dump", make_feature("mfcc"))
         cache.entry("spk1_a").unlink(missing_ok=True)
         cache.get("spk1_a", wav, lambda: torch.ones(2000, 40))

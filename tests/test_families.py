@@ -24,7 +24,7 @@ from serkit import expdir
 from serkit.bin.train import UsageError, load_hparams
 from serkit.experiments import PlanError, plan
 from serkit.export import export_model
-from serkit.features import FeatureSpec
+from serkit.features import FeatureKind, feature_from_dict
 from serkit.inference import EmotionRecognizer
 from serkit.model import SERModel, family_names, get_family, mtl_loss
 from serkit.model.build import build_model, model_from_config
@@ -82,11 +82,11 @@ def hparams_for(name: str, corpus: dict, out: Path, **extra) -> dict:
     return load_hparams(str(CONF / f"{name}.yaml"), overrides)
 
 
-def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, FeatureSpec | None]:
+def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, FeatureKind | None]:
     hparams = hparams_for(name, corpus, tmp_path)
     family = get_family(name)
     feature = family.feature(hparams)
-    spec = None if feature["kind"] == "waveform" else FeatureSpec.from_dict(feature)
+    spec = None if feature["kind"] == "waveform" else feature_from_dict(feature)
     dims = () if spec is None else spec.frame_shape
     torch.manual_seed(0)
     return build_model(family, hparams, len(CLASSES), n_tokens, dims), spec
@@ -100,7 +100,7 @@ def batch_of(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, lengths.double() / lengths.max()
 
 
-def utterance_inputs(spec: FeatureSpec | None, seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
+def utterance_inputs(spec: FeatureKind | None, seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     waves = [0.3 * torch.randn(int(16000 * s), generator=generator) for s in seconds]
     return waves if spec is None else [spec.compute(w, 16000).float() for w in waves]

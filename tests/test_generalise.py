@@ -184,10 +184,10 @@ def test_a_bad_patience_is_refused_before_training(corpus, tmp_path):
 
 def fold_datasets(corpus: dict, feature: dict) -> dict:
     from serkit.dataio import load_fold_data
-    from serkit.features import FeatureSpec
+    from serkit.features import feature_from_dict
 
     data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
-                          feature=FeatureSpec.from_dict(feature), cache_dir=corpus["root"] / "dump")
+                          feature=feature_from_dict(feature), cache_dir=corpus["root"] / "dump")
     return {"train": data.train, "valid": data.valid, "test": data.test}
 
 
@@ -364,10 +364,10 @@ AUGMENT = {"speed": [90, 110], "noise": {"snr_low": 10, "snr_high": 20, "colour"
 def test_augmentation_changes_training_inputs_only_and_repeats_with_the_seed(corpus):
     from serkit.augment import make_augmenter
     from serkit.dataio import load_fold_data
-    from serkit.features import FeatureSpec
+    from serkit.features import feature_from_dict
 
     data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
-                          feature=FeatureSpec.from_dict(TINY_TIM_NET["feature"]), cache_dir=corpus["root"] / "dump")
+                          feature=feature_from_dict(TINY_TIM_NET["feature"]), cache_dir=corpus["root"] / "dump")
     clean = {split: [getattr(data, split)[i]["sig"] for i in range(4)] for split in ("train", "valid", "test")}
     data.train.augmenter = make_augmenter({"augment": AUGMENT}, "mfcc")
     data.train.set_epoch(3, seed=5)

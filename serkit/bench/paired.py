@@ -101,7 +101,7 @@ def build_side(side: str, encoder_dir: Path, precision: str, device: str):
     if side == "serkit":
         return serkit_brain(encoder_dir, precision, device)
     from serkit.bench.baseline import baseline_brain
-    from serkit.model.encoder import load_encoder
+    from serkit.features.encoder import load_encoder
     return baseline_brain(load_encoder(str(encoder_dir)), N_EMOTIONS, device)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from serkit.errors import SerkitError
+from serkit.features import FeatureKind, feature_from_dict
 from serkit.model.family import ModelFamily
 from serkit.model.registry import get_family
 from serkit.model.ser_model import SERModel
@@ -71,12 +72,11 @@ def model_from_config(config: dict[str, Any], source: str = "model config") -> S
     return SERModel(network, n_tokens=int(config["n_tokens"]), input_dims=tuple(input_dims) if input_dims else None)
 
 
-def feature_spec(feature: dict[str, Any]):
-    """The feature object (:class:`serkit.features.FeatureSpec`) for a feature dict; None for waveforms."""
+def feature_spec(feature: dict[str, Any]) -> FeatureKind | None:
+    """The feature kind (:class:`serkit.features.FeatureKind`) for a feature dict; None for waveforms."""
     if feature["kind"] == "waveform":
         return None
-    from serkit.features import FeatureSpec  # spectral families only; keeps waveform models light
-    return FeatureSpec.from_dict(feature)
+    return feature_from_dict(feature)
 
 
 def min_input_frames(config: dict[str, Any]) -> int:

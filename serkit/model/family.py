@@ -48,7 +48,7 @@ class ModelFamily:
 
     # ---- input
     def feature(self, hparams: dict) -> dict[str, Any]:
-        """The input as plain data for :class:`serkit.features.FeatureSpec` (``kind`` + parameters)."""
+        """The input as plain data for a :class:`serkit.features.FeatureKind` (``kind`` + parameters)."""
         raise NotImplementedError
 
     # ---- network
