@@ -5,11 +5,11 @@ for a CTC head, the targets file named by the lang directory, e.g. ``utt2phn``),
 (``train``, ``valid``, ``test`` utterance lists) and, for a CTC head, the token inventory
 ``tokens.txt`` of a lang directory.
 
-The data layer knows no model family: it loads exactly what the family asks for, i.e. the input
-named by a feature spec (the waveform itself, log-Mel with deltas, MFCC, eGeMAPS functionals; see
-:mod:`serkit.features`) and CTC targets only when the model has a CTC head. Features are computed on
-the fly, or once per utterance into a cache directory (Kaldi's ``dump/`` idea, :class:`FeatureCache`)
-so spectral models do not recompute them every epoch.
+The data layer knows no model family: it loads exactly what the family asks for, i.e. the inputs
+named by its feature specs (the waveform itself, log-Mel with deltas, MFCC, eGeMAPS functionals; see
+:mod:`serkit.features`), one batch field each (:func:`input_key`), and CTC targets only when the model
+has a CTC head. Features are computed on the fly, or once per utterance into a cache directory
+(Kaldi's ``dump/`` idea, :class:`FeatureCache`) so spectral models do not recompute them every epoch.
 
 Everything is checked when the fold is loaded, before any training starts: a fold list that names an
 utterance the data directory lacks, an unknown emotion label or phoneme token, or an utterance listed
@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from serkit import inventory
 from serkit.datadir import DataDirError, read_map
 from serkit.errors import load_error_text
 from serkit.expdir import atomic_write
-from serkit.features import FeatureError, FeatureKind
+from serkit.features import FeatureError, FeatureKind, make_feature
 from serkit.folds import load_fold
 
 logger = logging.getLogger(__name__)
@@ -249,12 +249,36 @@ class FeatureCache:
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
-class EmotionDataset(Dataset):
-    """Utterances as dicts ``{id, sig, emo[, tokens, token_len]}``; audio is read on access.
+def input_key(index: int) -> str:
+    """The item and batch field of a family's input ``index``: ``sig``, then ``sig1``, ``sig2`` ..."""
+    return "sig" if index == 0 else f"sig{index}"
 
-    ``sig`` is what the model consumes: the waveform itself, or features computed from it by
-    ``feature`` (a :class:`serkit.features.FeatureKind`; None = waveform), cached in ``cache`` if given.
-    Its first axis is time. Tokens are included only with ``with_tokens`` (a model with a CTC head).
+
+def input_keys(item: Mapping) -> list[str]:
+    """The input fields of a dataset item, in the family's order."""
+    keys: list[str] = []
+    while input_key(len(keys)) in item:
+        keys.append(input_key(len(keys)))
+    return keys
+
+
+def batch_inputs(batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """A batch's padded inputs and their relative lengths, one of each per input, in the family's order."""
+    inputs, lengths = [], []
+    while hasattr(batch, input_key(len(inputs))):
+        padded, relative = getattr(batch, input_key(len(inputs)))
+        inputs.append(padded)
+        lengths.append(relative)
+    return inputs, lengths
+
+
+class EmotionDataset(Dataset):
+    """Utterances as dicts ``{id, sig[, sig1 ...], emo[, tokens, token_len]}``; audio is read on access.
+
+    ``sig`` (and ``sig1`` ... for a family with several inputs, :func:`input_key`) is what the model
+    consumes: features computed from the waveform by each of ``features`` (:class:`serkit.features.FeatureKind`;
+    default the waveform itself), cached in the matching entry of ``caches`` if given. Their first
+    axis is time. Tokens are included only with ``with_tokens`` (a model with a CTC head).
 
     ``max_duration`` (seconds, training only) crops longer inputs to a random window of that
     length: it bounds memory for the few very long utterances. The window is drawn from a generator
@@ -265,17 +289,19 @@ class EmotionDataset(Dataset):
     """
 
     def __init__(self, utterances: Sequence[Utterance], sample_rate: int = 16000,
-                 max_duration: float | None = None, feature=None, cache: FeatureCache | None = None,
-                 with_tokens: bool = True):
+                 max_duration: float | None = None, features: Sequence[FeatureKind] | None = None,
+                 caches: Sequence[FeatureCache | None] | None = None, with_tokens: bool = True):
         if max_duration is not None and max_duration <= 0:
             raise ValueError(f"max_duration must be positive seconds or None, got {max_duration}")
         self.utterances = list(utterances)
         self.sample_rate = sample_rate
         self.max_duration = max_duration
-        self.feature = None if feature is None or feature.kind == "waveform" else feature
-        self.cache = cache
+        self.features = list(features) if features else [make_feature("waveform", sample_rate)]
+        self.caches = list(caches) if caches else [None] * len(self.features)
         self.with_tokens = with_tokens
         self.seed, self.epoch = 0, 0
+        # per-speaker normalisation and augmentation act on the input of a one-input family (serkit.train
+        # refuses them for several inputs)
         self.normaliser = None  # (utt_id, features) -> features, e.g. per-speaker CMVN (serkit.speaker_norm)
         self.augmenter = None  # (dataset, index, seed, epoch) -> augmented input, training only (serkit.augment)
 
@@ -299,57 +325,60 @@ class EmotionDataset(Dataset):
             return 0
         return sum(utt.duration > self.max_duration for utt in self.utterances)
 
-    def inputs(self, index: int, transform=None) -> torch.Tensor:
-        """The model input of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped,
+    def inputs(self, index: int, transform=None, which: int = 0) -> torch.Tensor:
+        """Input ``which`` of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped,
         after the dataset's ``normaliser`` (if any; the cache holds the raw features). ``transform``
         changes the waveform first (training augmentation: such features are never cached)."""
-        utt = self.utterances[index]
-        if self.feature is None:
-            waveform = read_audio(utt.wav, target_sr=self.sample_rate)[0]
-            return waveform if transform is None else transform(waveform)
+        utt, feature, cache = self.utterances[index], self.features[which], self.caches[which]
 
         def compute() -> torch.Tensor:
             try:
                 waveform = read_audio(utt.wav, target_sr=self.sample_rate)[0]
-                return self.feature.compute(waveform if transform is None else transform(waveform), self.sample_rate)
+                return feature.compute(waveform if transform is None else transform(waveform), self.sample_rate)
             except FeatureError as error:
                 raise DataDirError(f"utterance {utt.utt_id} ({utt.wav}): {error}") from None
-        cached = self.cache is not None and transform is None
-        feats = self.cache.get(utt.utt_id, utt.wav, compute) if cached else compute()
+        cached = cache is not None and transform is None
+        feats = cache.get(utt.utt_id, utt.wav, compute) if cached else compute()
         return feats if self.normaliser is None else self.normaliser(utt.utt_id, feats)
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]
-        signal = self.inputs(index) if self.augmenter is None else self.augmenter(self, index, self.seed, self.epoch)
+        if self.augmenter is None:
+            signals = [self.inputs(index, which=which) for which in range(len(self.features))]
+        else:  # one input (serkit.train refuses to augment several)
+            signals = [self.augmenter(self, index, self.seed, self.epoch)]
         if self.max_duration is not None:
             samples = int(self.max_duration * self.sample_rate)
-            length = samples if self.feature is None else max(1, self.feature.n_frames(samples))
-            signal = random_crop(signal, length, np.random.default_rng([self.seed, self.epoch, index]))
-        item = {"id": utt.utt_id, "sig": signal, "emo": utt.emotion}
+            lengths = [max(1, feature.n_frames(samples)) for feature in self.features]
+            signals = random_crops(signals, lengths, np.random.default_rng([self.seed, self.epoch, index]))
+        item = {"id": utt.utt_id, **{input_key(which): signal for which, signal in enumerate(signals)},
+                "emo": utt.emotion}
         if self.with_tokens:
             item["tokens"] = torch.tensor(utt.tokens, dtype=torch.long)
             item["token_len"] = len(utt.tokens)
         return item
 
 
-def random_crop(signal: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
-    """A window of ``length`` steps along the first axis drawn with ``rng`` (the signal itself if not longer)."""
-    if signal.shape[0] <= length:
-        return signal
-    start = int(rng.integers(0, signal.shape[0] - length + 1))
-    return signal[start:start + length]
+def random_crops(signals: Sequence[torch.Tensor], lengths: Sequence[int], rng: np.random.Generator) -> list[torch.Tensor]:
+    """Windows of ``lengths[k]`` steps along the first axis of each signal, over the same stretch of the
+    utterance: the start is drawn with ``rng`` on the first signal (none when it is not longer than its
+    window) and placed at the same fraction of the others."""
+    first = signals[0]
+    start = int(rng.integers(0, first.shape[0] - lengths[0] + 1)) if first.shape[0] > lengths[0] else 0
+    return [signal[start * signal.shape[0] // first.shape[0]:][:length] for signal, length in zip(signals, lengths)]
 
 
 def collate_batch(examples: list[dict]) -> PaddedBatch:
     """Pad a list of dataset items into a :class:`PaddedBatch`.
 
-    ``batch.sig`` is (inputs [B, T, ...], relative lengths [B]); with tokens, ``batch.tokens.data`` is
-    [B, S] padded with the blank and ``batch.token_len`` holds the absolute target lengths. Token
+    ``batch.sig`` (and ``batch.sig1`` ... for more inputs) is (inputs [B, T, ...], relative lengths [B]);
+    with tokens, ``batch.tokens.data`` is [B, S] padded with the blank and ``batch.token_len`` holds the absolute target lengths. Token
     sequences are padded here, to at least length 1, because SpeechBrain's ``batch_pad_right`` cannot
     pad a batch in which every sequence is empty (utterances without phones).
     """
+    inputs = input_keys(examples[0])
     if "tokens" not in examples[0]:
-        return PaddedBatch(examples, padded_keys=["sig"])
+        return PaddedBatch(examples, padded_keys=inputs)
     width = max(1, max(int(example["token_len"]) for example in examples))
     padded = []
     for example in examples:
@@ -357,7 +386,7 @@ def collate_batch(examples: list[dict]) -> PaddedBatch:
         example = dict(example)
         example["tokens"] = torch.nn.functional.pad(tokens, (0, width - tokens.shape[0]), value=0)
         padded.append(example)
-    return PaddedBatch(padded, padded_keys=["sig", "tokens"])
+    return PaddedBatch(padded, padded_keys=[*inputs, "tokens"])
 
 
 class DurationBucketBatchSampler(Sampler):
@@ -588,13 +617,14 @@ def check_class_coverage(data: FoldData, fold_dir: str | Path, allow_missing: bo
 
 
 def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | Path | None, sample_rate: int = 16000,
-                   max_duration: float | None = None, require_phones: bool = True, feature=None,
-                   cache_dir: str | Path | None = None, targets_file: str = "utt2phn") -> FoldData:
+                   max_duration: float | None = None, require_phones: bool = True,
+                   features: Sequence[FeatureKind] | None = None, cache_dir: str | Path | None = None,
+                   targets_file: str = "utt2phn") -> FoldData:
     """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only.
 
     ``require_phones`` (a CTC head) needs ``lang_dir`` (tokens.txt) and ``targets_file``; without it
-    no token is loaded. ``feature`` (a :class:`serkit.features.FeatureKind`, None = waveform) names the
-    model input; ``cache_dir`` caches non-waveform features on disk.
+    no token is loaded. ``features`` (:class:`serkit.features.FeatureKind`; default the waveform) are the
+    model's inputs; ``cache_dir`` caches those worth caching (:attr:`~serkit.features.FeatureKind.cached`) on disk.
     """
     classes = read_classes(data_dir)
     if require_phones and lang_dir is None:
@@ -604,10 +634,10 @@ def load_fold_data(data_dir: str | Path, fold_dir: str | Path, lang_dir: str | P
     fold = read_fold(fold_dir)
     splits = {split: load_utterances(data_dir, fold[split], classes, tokens, require_phones, targets_file)
               for split in SPLITS}
-    cache = None
-    if cache_dir is not None and feature is not None and feature.kind != "waveform":
-        cache = FeatureCache(cache_dir, feature)
-    common = {"sample_rate": sample_rate, "feature": feature, "cache": cache, "with_tokens": require_phones}
+    features = list(features or [make_feature("waveform", sample_rate)])
+    caches = [FeatureCache(cache_dir, feature) if cache_dir is not None and feature.cached else None
+              for feature in features]
+    common = {"sample_rate": sample_rate, "features": features, "caches": caches, "with_tokens": require_phones}
     data = FoldData(
         train=EmotionDataset(splits["train"], max_duration=max_duration, **common),
         valid=EmotionDataset(splits["valid"], **common),

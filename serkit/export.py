@@ -40,7 +40,8 @@ import serkit
 from serkit import expdir, inventory
 from serkit.errors import Refused, SerkitError, load_error_text, reraise_as
 from serkit.features import feature_from_dict, import_front_end
-from serkit.model.build import ModelConfigError, check_model_config, model_from_config
+from serkit.model.build import ModelConfigError, check_model_config, model_from_config, upgrade_config
+from serkit.model.ser_model import upgrade_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +115,9 @@ def export_model(fold_or_exp_dir: str | Path, out_dir: str | Path, checkpoint: s
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    full_config = dict(config)
+    full_config = upgrade_config(config)
     full_config.update(_provenance(fold_dir, chosen))
-    full_config["feature"] = feature_from_dict(config["feature"]).export_front_end(out_dir)
+    full_config["inputs"] = [feature_from_dict(feature).export_front_end(out_dir) for feature in full_config["inputs"]]
     expdir.atomic_write(out_dir / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     expdir.write_json(out_dir / CONFIG_FILE, full_config)
     inventory.write_classes(out_dir / CLASSES_FILE, config["classes"])
@@ -166,6 +167,7 @@ def load_export(export_dir: str | Path) -> ExportedModel:
                           f"re-run the export (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
     config = _as_export_error(expdir.read_json)(export_dir / CONFIG_FILE)
     _as_export_error(check_model_config)(config, str(export_dir / CONFIG_FILE))
+    config = upgrade_config(config)
     classes = _as_export_error(inventory.read_classes)(export_dir / CLASSES_FILE)
     tokens = _as_export_error(inventory.read_tokens)(export_dir / TOKENS_FILE, allow_empty=True)
     if classes != list(config["classes"]):
@@ -175,7 +177,7 @@ def load_export(export_dir: str | Path) -> ExportedModel:
         raise ExportError(f"{export_dir / TOKENS_FILE}: disagrees with 'tokens' in {CONFIG_FILE}; "
                           f"the folder was edited by hand, re-export it")
     state_dict = load_state_dict(export_dir / MODEL_FILE)
-    config["feature"] = import_front_end(config["feature"], export_dir)
+    config["inputs"] = [import_front_end(feature, export_dir) for feature in config["inputs"]]
     return ExportedModel(config=config, classes=classes, tokens=tokens, state_dict=state_dict)
 
 
@@ -213,6 +215,7 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
     ``assign`` makes the model use the given tensors instead of copying them into its own (for a
     model built on the ``meta`` device, whose parameters have no memory yet).
     """
+    state_dict = upgrade_state_dict(dict(state_dict))
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))

@@ -202,12 +202,13 @@ def test_feature_cache_computes_once_and_recomputes_corrupt_or_changed_entries(t
 def test_spectral_features_are_loaded_per_utterance_and_cached(tmp_path):
     paths = make_tiny_corpus(tmp_path)
     spec = make_feature("mfcc", params={"n_mfcc": 13, "n_mels": 40})
-    data = load_fold_data(paths["data"], paths["fold"], None, require_phones=False, feature=spec,
+    data = load_fold_data(paths["data"], paths["fold"], None, require_phones=False, features=[spec],
                           cache_dir=tmp_path / "dump")
     item = data.train[0]
     assert item["sig"].shape[1:] == (13,) and item["sig"].shape[0] == spec.n_frames(int(16000 * data.train.durations[0]))
-    assert data.train.cache.computed == 1
-    assert torch.equal(data.train[0]["sig"], item["sig"]) and data.train.cache.hits == 1
+    (cache,) = data.train.caches
+    assert cache.computed == 1
+    assert torch.equal(data.train[0]["sig"], item["sig"]) and cache.hits == 1
 
 
 def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):

@@ -187,7 +187,7 @@ def fold_datasets(corpus: dict, feature: dict) -> dict:
     from serkit.features import feature_from_dict
 
     data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
-                          feature=feature_from_dict(feature), cache_dir=corpus["root"] / "dump")
+                          features=[feature_from_dict(feature)], cache_dir=corpus["root"] / "dump")
     return {"train": data.train, "valid": data.valid, "test": data.test}
 
 
@@ -367,7 +367,7 @@ def test_augmentation_changes_training_inputs_only_and_repeats_with_the_seed(cor
     from serkit.features import feature_from_dict
 
     data = load_fold_data(corpus["data"], corpus["fold"], None, require_phones=False,
-                          feature=feature_from_dict(TINY_TIM_NET["feature"]), cache_dir=corpus["root"] / "dump")
+                          features=[feature_from_dict(TINY_TIM_NET["feature"])], cache_dir=corpus["root"] / "dump")
     clean = {split: [getattr(data, split)[i]["sig"] for i in range(4)] for split in ("train", "valid", "test")}
     data.train.augmenter = make_augmenter({"augment": AUGMENT}, "mfcc")
     data.train.set_epoch(3, seed=5)

@@ -86,7 +86,7 @@ def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: P
 
     hparams = serkit_hparams(encoder_dir, conf)
     family = get_family(hparams["model"])
-    model = build_model(family, hparams, N_EMOTIONS, n_tokens, input_dims)
+    model = build_model(family, hparams, N_EMOTIONS, n_tokens, [input_dims])
     run_opts, _ = precision_run_opts(hparams, {"device": device, "precision": precision})
     tokens = ["<blank>"] + [f"t{i}" for i in range(1, n_tokens)] if n_tokens else []
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts, checkpointer=None,

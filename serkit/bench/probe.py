@@ -66,7 +66,7 @@ def cached_vs_finetune(encoder_dir: Path, durations: list[float], workdir: Path,
     hparams = serkit_hparams(encoder_dir, PROBE_CONF)
     spec = feature_spec(get_family(hparams["model"]).feature(hparams))
     cache = FeatureCache(workdir / "dump", spec)
-    cached = EmotionDataset(utterances, feature=spec, cache=cache, with_tokens=False)
+    cached = EmotionDataset(utterances, features=[spec], caches=[cache], with_tokens=False)
     start = time.perf_counter()
     for index in range(len(cached)):  # what the first epoch (or any earlier fold) does once
         cached.inputs(index)

@@ -467,7 +467,7 @@ class EgemapsSVMFamily(ModelFamily):
                            selection=selection, speakers=speakers, refit=bool(hparams.get("refit", False)),
                            cv_splits=int(hparams.get("cv_splits", 5)), grid=_grid_option(hparams.get("grid")))
         model = SERModel(FloorNetwork(fitted.net))
-        expdir.write_model_config(out_dir, model_config(self, model, hparams, self.feature(hparams), (N_FUNCTIONALS,),
+        expdir.write_model_config(out_dir, model_config(self, model, hparams, self.inputs(hparams), [(N_FUNCTIONALS,)],
                                                         data.classes, []))
         valid = self._selection_scores(fitted, x_valid, y_valid, len(data.classes))
         expdir.write_history(out_dir / expdir.HISTORY_FILE, {"epoch": 1, **valid, "chosen": fitted.hyper,
