@@ -57,7 +57,7 @@ def _load(source: str, fingerprint: tuple):
 
 
 def frozen_encoder(source: str):
-    """``(encoder, digest)`` for ``source`` (hub id or folder; see :func:`serkit.model.encoder.load_encoder`)."""
+    """``(encoder, digest)`` for ``source`` (hub id or folder; see :func:`serkit.features.encoder.load_encoder`)."""
     return _load(str(source), _fingerprint(str(source)))
 
 
