@@ -6,11 +6,11 @@ emotion-phoneme CTC head; see :mod:`serkit.targets`) and a fold directory (``tra
 ``test`` utterance lists).
 
 The data layer knows no model family and no target: it loads exactly what the family asks for, i.e.
-the input named by a feature spec (the waveform itself, log-Mel with deltas, MFCC, eGeMAPS
-functionals; see :mod:`serkit.features`), and the values and batch fields the configured targets
-declare (:class:`serkit.targets.TargetSet`). Features are computed on the fly, or once per utterance
-into a cache directory (Kaldi's ``dump/`` idea, :class:`FeatureCache`) so spectral models do not
-recompute them every epoch.
+the inputs named by its feature kinds (the waveform itself, log-Mel with deltas, MFCC, eGeMAPS
+functionals; see :mod:`serkit.features`), one batch field each (:func:`input_key`), and the values and
+batch fields the configured targets declare (:class:`serkit.targets.TargetSet`). Features are computed
+on the fly, or once per utterance into a cache directory (Kaldi's ``dump/`` idea, :class:`FeatureCache`)
+so spectral models do not recompute them every epoch.
 
 Everything is checked when the fold is loaded, before any training starts: a fold list that names an
 utterance the data directory lacks, a target value the target refuses (an unknown emotion label or
@@ -25,7 +25,6 @@ so that batches of long utterances do not run out of memory.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -34,7 +33,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +45,7 @@ from serkit.audio import audio_problem, read_audio
 from serkit import inventory
 from serkit.datadir import DataDirError, read_map
 from serkit.errors import load_error_text
-from serkit.features import FeatureError
+from serkit.features import FeatureError, FeatureKind, make_feature
 from serkit.folds import SPLITS, load_fold
 from serkit.targets import TargetSet
 
@@ -170,21 +169,20 @@ def _few(items: Sequence[str]) -> str:
 class FeatureCache:
     """One feature tensor per utterance on disk: ``<dir>/<kind>-<spec hash>/<utt>.pt`` (Kaldi's ``dump/``).
 
-    The sub-folder is named by a hash of the feature spec, so changing a feature parameter never reads
+    The sub-folder is the feature's :meth:`~serkit.features.FeatureKind.cache_name`, a hash of its spec, so changing a feature parameter never reads
     stale features; each entry also records its audio file's path, size and modification time, so a
     re-recorded file is recomputed. Entries are written atomically and read with ``weights_only=True``
     (no code runs); an unreadable or stale entry is recomputed with a warning. Another fold, another
     family with the same input, or a re-run all reuse the entries.
     """
 
-    def __init__(self, root: str | Path, feature: dict):
-        digest = hashlib.sha1(json.dumps(feature, sort_keys=True).encode()).hexdigest()[:12]
-        self.dir = Path(root) / f"{feature['kind']}-{digest}"
+    def __init__(self, root: str | Path, feature: FeatureKind):
+        self.dir = Path(root) / feature.cache_name()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = self.computed = 0
         spec_file = self.dir / "feature.json"
         if not spec_file.is_file():
-            atomic_write(spec_file, lambda tmp: tmp.write_text(json.dumps(feature, indent=2, sort_keys=True) + "\n"))
+            atomic_write(spec_file, lambda tmp: tmp.write_text(json.dumps(feature.to_dict(), indent=2, sort_keys=True) + "\n"))
 
     @staticmethod
     def source_key(wav: str | Path) -> str:
@@ -219,13 +217,37 @@ class FeatureCache:
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
-class EmotionDataset(Dataset):
-    """Utterances as dicts ``{id, sig, <the targets' fields>}`` (e.g. ``emo``, ``tokens``, ``token_len``);
-    audio is read on access.
+def input_key(index: int) -> str:
+    """The item and batch field of a family's input ``index``: ``sig``, then ``sig1``, ``sig2`` ..."""
+    return "sig" if index == 0 else f"sig{index}"
 
-    ``sig`` is what the model consumes: the waveform itself, or features computed from it by
-    ``feature`` (a :class:`serkit.features.FeatureSpec`; None = waveform), cached in ``cache`` if given.
-    Its first axis is time. The other fields are the batch fields of ``targets``' active targets.
+
+def input_keys(item: Mapping) -> list[str]:
+    """The input fields of a dataset item, in the family's order."""
+    keys: list[str] = []
+    while input_key(len(keys)) in item:
+        keys.append(input_key(len(keys)))
+    return keys
+
+
+def batch_inputs(batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """A batch's padded inputs and their relative lengths, one of each per input, in the family's order."""
+    inputs, lengths = [], []
+    while hasattr(batch, input_key(len(inputs))):
+        padded, relative = getattr(batch, input_key(len(inputs)))
+        inputs.append(padded)
+        lengths.append(relative)
+    return inputs, lengths
+
+
+class EmotionDataset(Dataset):
+    """Utterances as dicts ``{id, sig[, sig1 ...], <the targets' fields>}`` (e.g. ``emo``, ``tokens``,
+    ``token_len``); audio is read on access.
+
+    ``sig`` (and ``sig1`` ... for a family with several inputs, :func:`input_key`) is what the model
+    consumes: features computed from the waveform by each of ``features`` (:class:`serkit.features.FeatureKind`;
+    default the waveform itself), cached in the matching entry of ``caches`` if given. Their first
+    axis is time. The other fields are the batch fields of ``targets``' active targets.
 
     ``max_duration`` (seconds, training only) crops longer inputs to a random window of that
     length: it bounds memory for the few very long utterances. The window is drawn from a generator
@@ -236,17 +258,19 @@ class EmotionDataset(Dataset):
     """
 
     def __init__(self, utterances: Sequence[Utterance], sample_rate: int = 16000,
-                 max_duration: float | None = None, feature=None, cache: FeatureCache | None = None,
-                 targets: TargetSet | None = None):
+                 max_duration: float | None = None, features: Sequence[FeatureKind] | None = None,
+                 caches: Sequence[FeatureCache | None] | None = None, targets: TargetSet | None = None):
         if max_duration is not None and max_duration <= 0:
             raise ValueError(f"max_duration must be positive seconds or None, got {max_duration}")
         self.utterances = list(utterances)
         self.sample_rate = sample_rate
         self.max_duration = max_duration
-        self.feature = None if feature is None or feature.kind == "waveform" else feature
-        self.cache = cache
+        self.features = list(features) if features else [make_feature("waveform", sample_rate)]
+        self.caches = list(caches) if caches else [None] * len(self.features)
         self.targets = targets
         self.seed, self.epoch = 0, 0
+        # per-speaker normalisation and augmentation act on the input of a one-input family (serkit.train
+        # refuses them for several inputs)
         self.normaliser = None  # (utt_id, features) -> features, e.g. per-speaker CMVN (serkit.speaker_norm)
         self.augmenter = None  # (dataset, index, seed, epoch) -> augmented input, training only (serkit.augment)
 
@@ -270,61 +294,64 @@ class EmotionDataset(Dataset):
             return 0
         return sum(utt.duration > self.max_duration for utt in self.utterances)
 
-    def inputs(self, index: int, transform=None) -> torch.Tensor:
-        """The model input of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped,
+    def inputs(self, index: int, transform=None, which: int = 0) -> torch.Tensor:
+        """Input ``which`` of utterance ``index`` (waveform [T] or features [frames, ...]), uncropped,
         after the dataset's ``normaliser`` (if any; the cache holds the raw features). ``transform``
         changes the waveform first (training augmentation: such features are never cached)."""
-        utt = self.utterances[index]
-        if self.feature is None:
-            waveform = read_audio(utt.wav, target_sr=self.sample_rate)[0]
-            return waveform if transform is None else transform(waveform)
+        utt, feature, cache = self.utterances[index], self.features[which], self.caches[which]
 
         def compute() -> torch.Tensor:
             try:
                 waveform = read_audio(utt.wav, target_sr=self.sample_rate)[0]
-                return self.feature.compute(waveform if transform is None else transform(waveform), self.sample_rate)
+                return feature.compute(waveform if transform is None else transform(waveform), self.sample_rate)
             except FeatureError as error:
                 raise DataDirError(f"utterance {utt.utt_id} ({utt.wav}): {error}") from None
-        cached = self.cache is not None and transform is None
-        feats = self.cache.get(utt.utt_id, utt.wav, compute) if cached else compute()
+        cached = cache is not None and transform is None
+        feats = cache.get(utt.utt_id, utt.wav, compute) if cached else compute()
         return feats if self.normaliser is None else self.normaliser(utt.utt_id, feats)
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]
-        signal = self.inputs(index) if self.augmenter is None else self.augmenter(self, index, self.seed, self.epoch)
+        if self.augmenter is None:
+            signals = [self.inputs(index, which=which) for which in range(len(self.features))]
+        else:  # one input (serkit.train refuses to augment several)
+            signals = [self.augmenter(self, index, self.seed, self.epoch)]
         if self.max_duration is not None:
             samples = int(self.max_duration * self.sample_rate)
-            length = samples if self.feature is None else max(1, self.feature.n_frames(samples))
-            signal = random_crop(signal, length, np.random.default_rng([self.seed, self.epoch, index]))
-        return {"id": utt.utt_id, "sig": signal, **self.targets.fields(utt.labels)}
+            lengths = [max(1, feature.n_frames(samples)) for feature in self.features]
+            signals = random_crops(signals, lengths, np.random.default_rng([self.seed, self.epoch, index]))
+        return {"id": utt.utt_id, **{input_key(which): signal for which, signal in enumerate(signals)},
+                **self.targets.fields(utt.labels)}
 
     def collate(self, examples: list[dict]) -> PaddedBatch:
         """:func:`collate_batch` with the sequence fields of this dataset's targets."""
         return collate_batch(examples, self.targets.sequences)
 
 
-def random_crop(signal: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
-    """A window of ``length`` steps along the first axis drawn with ``rng`` (the signal itself if not longer)."""
-    if signal.shape[0] <= length:
-        return signal
-    start = int(rng.integers(0, signal.shape[0] - length + 1))
-    return signal[start:start + length]
+def random_crops(signals: Sequence[torch.Tensor], lengths: Sequence[int], rng: np.random.Generator) -> list[torch.Tensor]:
+    """Windows of ``lengths[k]`` steps along the first axis of each signal, over the same stretch of the
+    utterance: the start is drawn with ``rng`` on the first signal (none when it is not longer than its
+    window) and placed at the same fraction of the others."""
+    first = signals[0]
+    start = int(rng.integers(0, first.shape[0] - lengths[0] + 1)) if first.shape[0] > lengths[0] else 0
+    return [signal[start * signal.shape[0] // first.shape[0]:][:length] for signal, length in zip(signals, lengths)]
 
 
 def collate_batch(examples: list[dict], sequences: Sequence[str] = ()) -> PaddedBatch:
     """Pad a list of dataset items into a :class:`PaddedBatch`.
 
-    ``batch.sig`` is (inputs [B, T, ...], relative lengths [B]). Each field named in ``sequences``
-    (a target's, e.g. ``tokens``, whose absolute lengths the target puts in a field of its own, e.g.
-    ``token_len``) becomes ``batch.<field>.data`` [B, S] padded with 0 (the CTC blank). These are padded here, to at least length 1, because SpeechBrain's ``batch_pad_right``
-    cannot pad a batch in which every sequence is empty (utterances without phones).
+    ``batch.sig`` (and ``batch.sig1`` ... for more inputs) is (inputs [B, T, ...], relative lengths [B]).
+    Each field named in ``sequences`` (a target's, e.g. ``tokens``, whose absolute lengths the target
+    puts in a field of its own, e.g. ``token_len``) becomes ``batch.<field>.data`` [B, S] padded with 0
+    (the CTC blank). These are padded here, to at least length 1, because SpeechBrain's
+    ``batch_pad_right`` cannot pad a batch in which every sequence is empty (utterances without phones).
     """
     padded = [dict(example) for example in examples]
     for field in sequences:
         width = max(1, max(example[field].shape[0] for example in examples))
         for example in padded:
             example[field] = torch.nn.functional.pad(example[field], (0, width - example[field].shape[0]), value=0)
-    return PaddedBatch(padded, padded_keys=["sig", *sequences])
+    return PaddedBatch(padded, padded_keys=[*input_keys(examples[0]), *sequences])
 
 
 class DurationBucketBatchSampler(Sampler):
@@ -555,19 +582,20 @@ def check_class_coverage(data: FoldData, fold_dir: str | Path, allow_missing: bo
 
 
 def load_fold_data(data_dir: str | Path, fold_dir: str | Path, targets: TargetSet, sample_rate: int = 16000,
-                   max_duration: float | None = None, feature=None, cache_dir: str | Path | None = None) -> FoldData:
+                   max_duration: float | None = None, features: Sequence[FeatureKind] | None = None,
+                   cache_dir: str | Path | None = None) -> FoldData:
     """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only.
 
     ``targets`` (:meth:`serkit.targets.TargetSet.from_config`) say which files are read and which
-    fields the batches carry. ``feature`` (a :class:`serkit.features.FeatureSpec`, None = waveform)
-    names the model input; ``cache_dir`` caches non-waveform features on disk.
+    fields the batches carry. ``features`` (:class:`serkit.features.FeatureKind`; default the waveform) are the
+    model's inputs; ``cache_dir`` caches those worth caching (:attr:`~serkit.features.FeatureKind.cached`) on disk.
     """
     fold = read_fold(fold_dir)
     splits = {split: load_utterances(data_dir, fold[split], targets) for split in SPLITS}
-    cache = None
-    if cache_dir is not None and feature is not None and feature.kind != "waveform":
-        cache = FeatureCache(cache_dir, feature.to_dict())
-    common = {"sample_rate": sample_rate, "feature": feature, "cache": cache, "targets": targets}
+    features = list(features or [make_feature("waveform", sample_rate)])
+    caches = [FeatureCache(cache_dir, feature) if cache_dir is not None and feature.cached else None
+              for feature in features]
+    common = {"sample_rate": sample_rate, "features": features, "caches": caches, "targets": targets}
     data = FoldData(
         train=EmotionDataset(splits["train"], max_duration=max_duration, **common),
         valid=EmotionDataset(splits["valid"], **common),

@@ -9,8 +9,9 @@ checkpoint layout nor a pretrained download, so the export folder holds exactly 
   git commit, serkit version);
 - ``classes.txt`` and ``tokens.txt``: the label and CTC token inventories, readable with ``head``
   (``tokens.txt`` is empty for a model without a CTC head);
-- ``encoder/``, only for an ``ssl_layers`` input (the SSL probe): the frozen encoder that computes the
-  model's input, as a ``save_pretrained`` folder, so the export scores audio on its own.
+- whatever the input's feature kind needs to compute it (its front end,
+  :meth:`serkit.features.FeatureKind.export_front_end`): for ``ssl_layers`` (the SSL probe) the frozen
+  encoder, as a ``save_pretrained`` folder ``encoder/``, so the export scores audio on its own.
 
 The network is rebuilt through the family registry from the config's plain data
 (:func:`serkit.model.build.model_from_config`); this module names no family.
@@ -36,10 +37,12 @@ from typing import Any
 import torch
 
 import serkit
-from serkit import expdir, inventory, ssl_layers
+from serkit import expdir, inventory
 from serkit.atomic import atomic_write
 from serkit.errors import Refused, SerkitError, load_error_text, reraise_as
-from serkit.model.build import ModelConfigError, check_model_config, model_from_config
+from serkit.features import feature_from_dict, import_front_end
+from serkit.model.build import ModelConfigError, check_model_config, model_from_config, upgrade_config
+from serkit.model.ser_model import upgrade_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +116,9 @@ def export_model(fold_or_exp_dir: str | Path, out_dir: str | Path, checkpoint: s
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    full_config = dict(config)
+    full_config = upgrade_config(config)
     full_config.update(_provenance(fold_dir, chosen))
-    if config["feature"]["kind"] == "ssl_layers":  # the frozen encoder is the front end: the export carries it
-        full_config["feature"] = ssl_layers.export_front_end(config["feature"], out_dir)
+    full_config["inputs"] = [feature_from_dict(feature).export_front_end(out_dir) for feature in full_config["inputs"]]
     atomic_write(out_dir / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     expdir.write_json(out_dir / CONFIG_FILE, full_config)
     inventory.write_classes(out_dir / CLASSES_FILE, config["classes"])
@@ -166,6 +168,7 @@ def load_export(export_dir: str | Path) -> ExportedModel:
                           f"re-run the export (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
     config = _as_export_error(expdir.read_json)(export_dir / CONFIG_FILE)
     _as_export_error(check_model_config)(config, str(export_dir / CONFIG_FILE))
+    config = upgrade_config(config)
     classes = _as_export_error(inventory.read_classes)(export_dir / CLASSES_FILE)
     tokens = _as_export_error(inventory.read_tokens)(export_dir / TOKENS_FILE, allow_empty=True)
     if classes != list(config["classes"]):
@@ -175,8 +178,7 @@ def load_export(export_dir: str | Path) -> ExportedModel:
         raise ExportError(f"{export_dir / TOKENS_FILE}: disagrees with 'tokens' in {CONFIG_FILE}; "
                           f"the folder was edited by hand, re-export it")
     state_dict = load_state_dict(export_dir / MODEL_FILE)
-    if config["feature"].get("kind") == "ssl_layers":
-        config["feature"] = ssl_layers.import_front_end(config["feature"], export_dir)
+    config["inputs"] = [import_front_end(feature, export_dir) for feature in config["inputs"]]
     return ExportedModel(config=config, classes=classes, tokens=tokens, state_dict=state_dict)
 
 
@@ -214,6 +216,7 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
     ``assign`` makes the model use the given tensors instead of copying them into its own (for a
     model built on the ``meta`` device, whose parameters have no memory yet).
     """
+    state_dict = upgrade_state_dict(dict(state_dict))
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))

@@ -39,9 +39,9 @@ from tqdm import tqdm
 from serkit.audio import AudioError, audio_info, check_samples, read_audio, resample, stream_audio, to_mono
 from serkit.errors import SerkitError
 from serkit.export import build_model, load_export, load_into
-from serkit.features import FeatureStats
+from serkit.features import FeatureKind, FeatureStats
 from serkit.model import ctc_greedy_decode, get_family
-from serkit.model.build import feature_spec, min_input_frames
+from serkit.model.build import input_features, min_input_frames
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class EmotionRecognizer:
         self.tokens: list[str] = list(config["tokens"])
         self.sample_rate = int(config["sample_rate"])
         self.has_phoneme_head = int(config["n_tokens"]) > 0
-        self.feature = feature_spec(config["feature"])  # None: the model reads the waveform itself
+        self.features = input_features(config)  # what the model reads, computed from the waveform
         # normalisation: speaker (serkit.speaker_norm): features standardised with the speaker's statistics,
         # ``speaker_stats`` when set (e.g. from :meth:`speaker_statistics`), else each input's own frames
         self.normalisation = str(config.get("normalisation") or "global")
@@ -126,10 +126,13 @@ class EmotionRecognizer:
             raise InferenceError(f"window of {window_s} s is shorter than the model's shortest input "
                                  f"({self.min_samples / self.sample_rate * 1000:.1f} ms)")
 
+    @property
+    def feature(self) -> FeatureKind:
+        """The model's first input (for per-speaker normalisation, which models with one input use)."""
+        return self.features[0]
+
     def _min_samples(self, min_frames: int) -> int:
-        """Samples needed for ``min_frames`` input frames (e.g. the wav2vec 2.0 CNN's 400 samples)."""
-        if self.feature is None:
-            return min_frames
+        """Samples needed for ``min_frames`` frames of the first input (e.g. the wav2vec 2.0 CNN's 400 samples)."""
         samples = 1
         while self.feature.n_frames(samples) < min_frames:
             samples *= 2
@@ -248,14 +251,12 @@ class EmotionRecognizer:
         """Posteriors [B, C] and, with a phoneme head, each waveform's CTC log-posteriors [frames, tokens]."""
         for row, waveform in enumerate(waveforms):
             self.check_length(waveform, f"batch item {row}")
-        inputs = [w if self.feature is None else self.normalise(self.feature.compute(w, self.sample_rate))
-                  for w in waveforms]
-        lengths = torch.tensor([x.shape[0] for x in inputs], dtype=torch.long)
-        batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
-        for row, x in enumerate(inputs):
-            batch[row, :x.shape[0]] = x
-        relative = lengths.double() / lengths.max()  # float64: exact sample counts even for long files
-        output = self.model(batch.to(self.device), relative.to(self.device))
+        batches, relatives = [], []
+        for feature in self.features:
+            batch, relative = _padded([self.normalise(feature.compute(w, self.sample_rate)) for w in waveforms])
+            batches.append(batch.to(self.device))
+            relatives.append(relative.to(self.device))
+        output = self.model(batches, relatives)
         probs = torch.softmax(output.emo_logits.float(), dim=-1).cpu()
         if output.phn_log_probs is None:
             return probs, None
@@ -282,7 +283,7 @@ class EmotionRecognizer:
 
     def speaker_statistics(self, paths: Iterable[str | Path]) -> FeatureStats:
         """Per-dimension statistics of the features of one speaker's recordings (whole files)."""
-        if self.feature is None:
+        if self.feature.kind == "waveform":
             raise InferenceError("this model reads the waveform itself; it has no features to normalise")
         stats = FeatureStats()
         for path in paths:
@@ -365,6 +366,15 @@ class EmotionRecognizer:
         return Prediction(label=self.classes[int(probs.argmax())],
                           probs={label: float(p) for label, p in zip(self.classes, probs)},
                           emotion_phonemes=phonemes, windows=windows)
+
+
+def _padded(inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs [T, ...] zero-padded into one batch [B, T_max, ...], and their relative lengths."""
+    lengths = torch.tensor([x.shape[0] for x in inputs], dtype=torch.long)
+    batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
+    for row, x in enumerate(inputs):
+        batch[row, :x.shape[0]] = x
+    return batch, lengths.double() / lengths.max()  # float64: exact sample counts even for long files
 
 
 def _model_with_weights(exported, source: Path) -> torch.nn.Module:

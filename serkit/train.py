@@ -52,12 +52,13 @@ from serkit import distributed, expdir, provenance, tensorboard
 from serkit.augment import make_augmenter
 from serkit.averaging import average_state_dicts, remove_averaged
 from serkit.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
-from serkit.dataio import DurationBucketBatchSampler, check_batch_seconds, load_fold_data
+from serkit.dataio import DurationBucketBatchSampler, batch_inputs, check_batch_seconds, load_fold_data
 from serkit.dataio import check_class_coverage, check_fold_audio
 from serkit.errors import SerkitError
-from serkit.features import FeatureStats
+from serkit.features import FeatureStats, feature_from_dict
+from serkit.metrics import classification_scores
 from serkit.model import SERModel, get_family
-from serkit.model.build import build_model, feature_spec, model_config
+from serkit.model.build import build_model, model_config
 from serkit.model.common import absolute_lengths
 from serkit.model.family import ModelFamily
 from serkit.precision import PrecisionError, resolve_precision
@@ -300,11 +301,10 @@ class SERBrain(sb.Brain):
 
         Absolute lengths are computed and checked on the CPU, before the batch moves to the device.
         """
-        cpu_inputs, cpu_relative = batch.sig
-        lengths = absolute_lengths(cpu_inputs, cpu_relative.cpu())
+        lengths = [absolute_lengths(x, relative.cpu()) for x, relative in zip(*batch_inputs(batch))]
         batch = batch.to(self.device)
-        inputs, relative = batch.sig
-        return self.modules.model(inputs, relative, lengths=lengths.to(self.device, non_blocking=True),
+        inputs, relative = batch_inputs(batch)
+        return self.modules.model(inputs, relative, lengths=[n.to(self.device, non_blocking=True) for n in lengths],
                                   **self.targets.model_inputs(batch))
 
     def compute_objectives(self, predictions, batch, stage):
@@ -564,10 +564,12 @@ class SERBrain(sb.Brain):
 
 
 def nonfinite_inputs(batch) -> list[str]:
-    """The ids of the batch's utterances whose (unpadded) input holds NaN or infinite values."""
-    inputs, lengths = batch.sig
-    sizes = torch.round(lengths.float().cpu() * inputs.shape[1]).long()
-    return [utt for utt, x, n in zip(batch.id, inputs, sizes) if not torch.isfinite(x[:int(n)]).all()]
+    """The ids of the batch's utterances whose (unpadded) inputs hold NaN or infinite values."""
+    poisoned = set()
+    for inputs, lengths in zip(*batch_inputs(batch)):
+        sizes = torch.round(lengths.float().cpu() * inputs.shape[1]).long()
+        poisoned.update(utt for utt, x, n in zip(batch.id, inputs, sizes) if not torch.isfinite(x[:int(n)]).all())
+    return [utt for utt in batch.id if utt in poisoned]
 
 
 def _pct(value: float | None) -> str:
@@ -725,34 +727,39 @@ def shared_sampler(dataset, stage, hparams: dict, shuffle: bool) -> DurationBuck
 
 
 def load_data(hparams: dict, family: ModelFamily, targets: TargetSet):
-    """The fold's datasets with the input the family consumes and the fields its targets need."""
-    feature = family.feature(hparams)
+    """The fold's datasets with the inputs the family consumes and the fields its targets need."""
+    inputs = family.inputs(hparams)
     data = load_fold_data(hparams["data_dir"], hparams["fold_dir"], targets,
                           sample_rate=int(hparams["sample_rate"]), max_duration=hparams.get("max_duration"),
-                          feature=feature_spec(feature), cache_dir=hparams.get("feature_cache"))
+                          features=[feature_from_dict(feature) for feature in inputs],
+                          cache_dir=hparams.get("feature_cache"))
     check_class_coverage(data, hparams["fold_dir"], bool(hparams.get("allow_missing_classes", False)))
     check_fold_audio(data, hparams["data_dir"])
-    if check_normalisation(hparams.get("normalisation"), feature["kind"]) == "speaker":
+    normalisation = check_normalisation(hparams.get("normalisation"), inputs[0]["kind"])
+    augmenter = make_augmenter(hparams, inputs[0]["kind"]) if family.trainer == "brain" else None
+    if len(inputs) > 1 and (normalisation == "speaker" or augmenter is not None):
+        raise TrainError(f"family {family.name} has {len(inputs)} inputs: per-speaker normalisation and augment "
+                         "apply to one input; set normalisation: global and augment: {}")
+    if normalisation == "speaker":
         normalise_per_speaker({"train": data.train, "valid": data.valid, "test": data.test}, hparams["data_dir"])
-    if family.trainer == "brain":  # the training set only (serkit.augment); fitted families are not augmented
-        data.train.augmenter = make_augmenter(hparams, feature["kind"])
-    return data, feature
+    data.train.augmenter = augmenter  # the training set only (serkit.augment); fitted families are not augmented
+    return data, inputs
 
 
-def input_dims(dataset) -> tuple[int, ...]:
-    """The model input's dimensions after time (e.g. (3, 64) for log-Mel with deltas; () for waveforms)."""
-    return tuple(dataset.inputs(0).shape[1:])
+def input_dims(dataset) -> list[tuple[int, ...]]:
+    """Each model input's dimensions after time (e.g. (3, 64) for log-Mel with deltas; () for waveforms)."""
+    return [tuple(dataset.inputs(0, which=which).shape[1:]) for which in range(len(dataset.features))]
 
 
-def training_stats(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std of the training inputs over all their frames (CMVN statistics)."""
-    stats = FeatureStats()
+def training_stats(dataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-dimension mean and std of each training input over all its frames (CMVN statistics)."""
+    stats = [FeatureStats() for _ in dataset.features]
     for index in tqdm(range(len(dataset)), desc="input statistics (train)", unit="utt", disable=None):
-        stats.accumulate(dataset.inputs(index))
-    if dataset.cache is not None:
-        logger.info("feature cache %s: %d utterances reused, %d computed", dataset.cache.dir, dataset.cache.hits,
-                    dataset.cache.computed)
-    return stats.mean.float(), stats.std.float()
+        for which, input_stats in enumerate(stats):
+            input_stats.accumulate(dataset.inputs(index, which=which))
+    for cache in filter(None, dataset.caches):
+        logger.info("feature cache %s: %d utterances reused, %d computed", cache.dir, cache.hits, cache.computed)
+    return [(input_stats.mean.float(), input_stats.std.float()) for input_stats in stats]
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -775,11 +782,12 @@ def record_provenance(out: Path, family: ModelFamily, device: str, precision: di
             invocation=invocation))
 
 
-def fit_fold(family: ModelFamily, hparams: dict, data, feature: dict, dims: tuple[int, ...], out: Path) -> dict:
+def fit_fold(family: ModelFamily, hparams: dict, data, inputs: list[dict], dims: list[tuple[int, ...]],
+             out: Path) -> dict:
     """A closed-form family's fold (``trainer = "fit"``), written as a trained one's: model config, one
     history record, one checkpoint through the same safe checkpointer, test predictions. Returns the test scores."""
     fitted = family.fit(hparams, data)
-    expdir.write_model_config(out, model_config(family, fitted.model, hparams, feature, dims, data.classes, []))
+    expdir.write_model_config(out, model_config(family, fitted.model, hparams, inputs, dims, data.classes))
     expdir.write_history(out / expdir.HISTORY_FILE, {"epoch": 1, **fitted.valid, **fitted.details})
     checkpointer = SafeCheckpointer(out / expdir.SAVE_DIR, recoverables={"model": fitted.model})
     checkpointer.save_checkpoint(meta={"UA": fitted.valid["valid_UA"], "WA": fitted.valid["valid_WA"], "epoch": 1})
@@ -810,23 +818,24 @@ def train_fold(hparams: dict, run_opts: RunOptions | dict | None = None, invocat
         targets.check_family(family)
     except TargetError as error:
         raise TrainError(str(error)) from None
-    data, feature = load_data(hparams, family, targets)
+    data, inputs = load_data(hparams, family, targets)
     dims = input_dims(data.train)
     if family.trainer == "fit":  # closed form: one process fits, any others wait for its scores
         record_provenance(out, family, "cpu", FIT_PRECISION, invocation)
-        scores = run_on_main(fit_fold, args=[family, hparams, data, feature, dims, out])
+        scores = run_on_main(fit_fold, args=[family, hparams, data, inputs, dims, out])
         if distributed.is_main():
             expdir.mark_done(out, scores)
         return scores
 
     model = build_model(family, hparams, input_dims=dims, **targets.head_sizes())
     if model.input_norm is not None:  # rank 0 computes (and caches) the statistics; the others receive them
-        model.input_norm.set_stats(*run_on_main(training_stats, args=[data.train]))
+        for norm, stats in zip(model.input_norm, run_on_main(training_stats, args=[data.train])):
+            norm.set_stats(*stats)
     run_opts, precision = precision_run_opts(hparams, run_opts)
     record_provenance(out, family, precision["device"],
                       {key: value for key, value in precision.items() if key != "device"}, invocation)
     if distributed.is_main():
-        config = model_config(family, model, hparams, feature, dims, **targets.inventories())
+        config = model_config(family, model, hparams, inputs, dims, **targets.inventories())
         expdir.write_model_config(out, {**config, "precision": precision})
     total, trainable = count_parameters(model)
     logger.info("model %s: %s parameters (%s trainable)", family.name, f"{total:,}", f"{trainable:,}")

@@ -87,7 +87,7 @@ def test_baseline_calls_the_encoder_as_speechbrains_wrapper_does(tmp_path):
     (padding mask from the relative lengths, layer norms over the padded rows, the IEMOCAP recipe's
     ``output_norm``), on a padded batch."""
     from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
-    from serkit.model.encoder import load_encoder
+    from serkit.features.encoder import load_encoder
     from serkit.model.tiny_w2v2 import build_tiny_w2v2
 
     folder = build_tiny_w2v2(tmp_path / "encoder")

@@ -10,7 +10,8 @@ import torch
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
 from serkit.datadir import DataDirError
-from serkit.dataio import EmotionDataset, check_class_coverage, load_fold_data, read_tokens
+from serkit.dataio import EmotionDataset, check_class_coverage, collate_batch, load_fold_data, read_tokens
+from serkit.features import make_feature
 from serkit.targets import TargetSet
 
 
@@ -187,11 +188,11 @@ def test_feature_cache_computes_once_and_recomputes_corrupt_or_changed_entries(t
         calls.append(1)
         return torch.full((2, 3), float(len(calls)))
 
-    feature = {"kind": "mfcc", "sample_rate": 16000, "params": {"n_mfcc": 3}}
+    feature = make_feature("mfcc", params={"n_mfcc": 3})
     first = FeatureCache(tmp_path / "dump", feature).get("spk1_a", wav, compute)
     again = FeatureCache(tmp_path / "dump", feature).get("spk1_a", wav, compute)  # another fold, another process
     assert len(calls) == 1 and torch.equal(again, first)
-    other = FeatureCache(tmp_path / "dump", dict(feature, params={"n_mfcc": 4}))
+    other = FeatureCache(tmp_path / "dump", make_feature("mfcc", params={"n_mfcc": 4}))
     assert other.dir != FeatureCache(tmp_path / "dump", feature).dir  # another spec never reads these entries
 
     cache = FeatureCache(tmp_path / "dump", feature)
@@ -210,15 +211,15 @@ def test_feature_cache_computes_once_and_recomputes_corrupt_or_changed_entries(t
 
 
 def test_spectral_features_are_loaded_per_utterance_and_cached(tmp_path):
-    from serkit.features import FeatureSpec
     paths = make_tiny_corpus(tmp_path)
-    spec = FeatureSpec("mfcc", params={"n_mfcc": 13, "n_mels": 40})
-    data = load_fold_data(paths["data"], paths["fold"], emotion_only(paths), feature=spec,
+    spec = make_feature("mfcc", params={"n_mfcc": 13, "n_mels": 40})
+    data = load_fold_data(paths["data"], paths["fold"], emotion_only(paths), features=[spec],
                           cache_dir=tmp_path / "dump")
     item = data.train[0]
     assert item["sig"].shape[1:] == (13,) and item["sig"].shape[0] == spec.n_frames(int(16000 * data.train.durations[0]))
-    assert data.train.cache.computed == 1
-    assert torch.equal(data.train[0]["sig"], item["sig"]) and data.train.cache.hits == 1
+    (cache,) = data.train.caches
+    assert cache.computed == 1
+    assert torch.equal(data.train[0]["sig"], item["sig"]) and cache.hits == 1
 
 
 def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
@@ -236,7 +237,7 @@ def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
         process.join()
     assert [process.exitcode for process in processes] == [0, 0, 0, 0]
     from serkit.dataio import FeatureCache
-    cache = FeatureCache(tmp_path / "dump", {"kind": "mfcc"})
+    cache = FeatureCache(tmp_path / "dump", make_feature("mfcc"))
     assert torch.equal(cache.get("spk1_a", wav, lambda: None), torch.ones(2000, 40))
     assert not list(cache.dir.glob("*.tmp"))
 
@@ -244,6 +245,6 @@ def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
 def _fill_cache(root, wav):
     from serkit.dataio import FeatureCache
     for _ in range(20):
-        cache = FeatureCache(root / "dump", {"kind": "mfcc"})
+        cache = FeatureCache(root / "dump", make_feature("mfcc"))
         cache.entry("spk1_a").unlink(missing_ok=True)
         cache.get("spk1_a", wav, lambda: torch.ones(2000, 40))

@@ -59,7 +59,7 @@ def test_functionals_of_a_tone_are_88_finite_and_deterministic():
     # The mean F0 functional (semitones from 27.5 Hz) sees the 200 Hz pitch: 12*log2(200/27.5) = 34.3.
     f0_mean = first[features.functional_names().index("F0semitoneFrom27.5Hz_sma3nz_amean")]
     assert abs(f0_mean - 34.3) < 1.0
-    spec = features.FeatureSpec("egemaps")
+    spec = features.make_feature("egemaps")
     assert spec.frame_shape == (N_FUNCTIONALS,) and spec.n_frames(SR) == 1
     assert torch.equal(spec.compute(wave, SR), features.egemaps_functionals(wave, SR))
 

@@ -24,7 +24,7 @@ from serkit import expdir
 from serkit.bin.train import UsageError, load_hparams
 from serkit.experiments import PlanError, plan
 from serkit.export import export_model
-from serkit.features import FeatureSpec
+from serkit.features import FeatureKind, feature_from_dict
 from serkit.inference import EmotionRecognizer
 from serkit.model import SERModel, family_names, get_family, mtl_loss
 from serkit.model.build import build_model, model_from_config
@@ -82,14 +82,14 @@ def hparams_for(name: str, corpus: dict, out: Path, **extra) -> dict:
     return load_hparams(str(CONF / f"{name}.yaml"), overrides)
 
 
-def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, FeatureSpec | None]:
+def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, FeatureKind | None]:
     hparams = hparams_for(name, corpus, tmp_path)
     family = get_family(name)
     feature = family.feature(hparams)
-    spec = None if feature["kind"] == "waveform" else FeatureSpec.from_dict(feature)
+    spec = None if feature["kind"] == "waveform" else feature_from_dict(feature)
     dims = () if spec is None else spec.frame_shape
     torch.manual_seed(0)
-    return build_model(family, hparams, len(CLASSES), n_tokens, dims), spec
+    return build_model(family, hparams, len(CLASSES), n_tokens, [dims]), spec
 
 
 def batch_of(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +100,7 @@ def batch_of(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, lengths.double() / lengths.max()
 
 
-def utterance_inputs(spec: FeatureSpec | None, seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
+def utterance_inputs(spec: FeatureKind | None, seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     waves = [0.3 * torch.randn(int(16000 * s), generator=generator) for s in seconds]
     return waves if spec is None else [spec.compute(w, 16000).float() for w in waves]
@@ -172,6 +172,16 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+def assert_export_reproduces(export: Path, rows: list[dict], wav_dir: Path) -> None:
+    """The export scores the fold's test files as the fold's test_predictions.tsv ``rows`` say."""
+    recognizer = EmotionRecognizer.from_export(export)
+    predictions = recognizer.predict_files([wav_dir / f"{row['utt']}.wav" for row in rows], batch_size=3)
+    for row, prediction in zip(rows, predictions):
+        expected = np.array([float(row[f"p_{c}"]) for c in CLASSES])
+        np.testing.assert_allclose([prediction.probs[c] for c in CLASSES], expected, atol=2e-6)
+        assert prediction.label == row["hyp"]
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_training_run_writes_the_fold_files_and_its_export_reproduces_the_test_predictions(name, corpus, tmp_path):
     out = tmp_path / "exp" / "fold01"
@@ -194,12 +204,7 @@ def test_training_run_writes_the_fold_files_and_its_export_reproduces_the_test_p
     assert run["git"]["commit"] == git_head() and isinstance(run["git"]["dirty"], bool)
     assert run["command"] is None  # train_fold called from Python: no command line to record
 
-    recognizer = EmotionRecognizer.from_export(export_model(out, tmp_path / "export"))
-    predictions = recognizer.predict_files([corpus["wav"] / f"{row['utt']}.wav" for row in rows], batch_size=3)
-    for row, prediction in zip(rows, predictions):
-        expected = np.array([float(row[f"p_{c}"]) for c in CLASSES])
-        np.testing.assert_allclose([prediction.probs[c] for c in CLASSES], expected, atol=2e-6)
-        assert prediction.label == row["hyp"]
+    assert_export_reproduces(export_model(out, tmp_path / "export"), rows, corpus["wav"])
     with pytest.raises(TrainError, match="already trained"):
         train_fold(hparams_for(name, corpus, out), RUN_OPTS)
 

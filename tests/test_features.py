@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from serkit.features import FeatureError, FeatureSpec, FeatureStats, log_mel_deltas, mfcc
+from serkit.features import FeatureError, FeatureStats, feature_from_dict, log_mel_deltas, make_feature, mfcc
 
 SR = 16000
 
@@ -22,12 +22,12 @@ def tone(n_samples: int, freq: float = 440.0, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("n_samples", [1, 159, 160, 161, 16000, 16385])
 def test_frame_counts_match_n_frames(n_samples):
-    for spec in (FeatureSpec("log_mel_deltas", params={"n_mels": 40}), FeatureSpec("mfcc", params={"n_mfcc": 13}),
-                 FeatureSpec("waveform")):
+    for spec in (make_feature("log_mel_deltas", params={"n_mels": 40}), make_feature("mfcc", params={"n_mfcc": 13}),
+                 make_feature("waveform")):
         feats = spec.compute(tone(n_samples), SR)
         assert feats.shape == (spec.n_frames(n_samples), *spec.frame_shape)
     # 10 ms hop at 16 kHz = 160 samples; centred frames: 1 + n // 160
-    assert FeatureSpec("mfcc").n_frames(n_samples) == 1 + n_samples // 160
+    assert make_feature("mfcc").n_frames(n_samples) == 1 + n_samples // 160
 
 
 def test_log_mel_deltas_shapes_and_batch():
@@ -79,19 +79,19 @@ def test_mfcc_rows_are_independent_of_batch_neighbours():
 
 
 def test_spec_round_trip_and_errors():
-    spec = FeatureSpec("mfcc", sample_rate=16000, params={"n_mfcc": 40, "hop_ms": 20})
+    spec = make_feature("mfcc", sample_rate=16000, params={"n_mfcc": 40, "hop_ms": 20})
     data = json.loads(json.dumps(spec.to_dict()))
     assert data["params"] == {"n_mfcc": 40, "n_mels": 128, "win_ms": 25.0, "hop_ms": 20}
-    again = FeatureSpec.from_dict(data)
+    again = feature_from_dict(data)
     assert again == spec
     wave = tone(4000)
     torch.testing.assert_close(again.compute(wave, SR), spec.compute(wave, SR))
     with pytest.raises(FeatureError, match="unknown feature kind"):
-        FeatureSpec("spectrogram")
+        make_feature("spectrogram")
     with pytest.raises(FeatureError, match="no setting"):
-        FeatureSpec("mfcc", params={"n_mel": 40})
+        make_feature("mfcc", params={"n_mel": 40})
     with pytest.raises(FeatureError, match="lower n_mfcc"):
-        FeatureSpec("mfcc", params={"n_mfcc": 40, "n_mels": 32})
+        make_feature("mfcc", params={"n_mfcc": 40, "n_mels": 32})
     with pytest.raises(FeatureError, match="resample"):
         spec.compute(wave, 22050)
     with pytest.raises(FeatureError, match="non-empty"):

@@ -193,11 +193,11 @@ def test_patience_and_average_nbest_take_a_positive_count_or_null(setting, name)
 
 def fold_datasets(corpus: dict, feature: dict) -> dict:
     from serkit.dataio import load_fold_data
+    from serkit.features import feature_from_dict
     from serkit.targets import TargetSet
-    from serkit.features import FeatureSpec
 
     data = load_fold_data(corpus["data"], corpus["fold"], TargetSet.from_config({"data_dir": corpus["data"]}),
-                          feature=FeatureSpec.from_dict(feature), cache_dir=corpus["root"] / "dump")
+                          features=[feature_from_dict(feature)], cache_dir=corpus["root"] / "dump")
     return {"train": data.train, "valid": data.valid, "test": data.test}
 
 
@@ -374,11 +374,11 @@ AUGMENT = {"speed": [90, 110], "noise": {"snr_low": 10, "snr_high": 20, "colour"
 def test_augmentation_changes_training_inputs_only_and_repeats_with_the_seed(corpus):
     from serkit.augment import make_augmenter
     from serkit.dataio import load_fold_data
+    from serkit.features import feature_from_dict
     from serkit.targets import TargetSet
-    from serkit.features import FeatureSpec
 
     data = load_fold_data(corpus["data"], corpus["fold"], TargetSet.from_config({"data_dir": corpus["data"]}),
-                          feature=FeatureSpec.from_dict(TINY_TIM_NET["feature"]), cache_dir=corpus["root"] / "dump")
+                          features=[feature_from_dict(TINY_TIM_NET["feature"])], cache_dir=corpus["root"] / "dump")
     clean = {split: [getattr(data, split)[i]["sig"] for i in range(4)] for split in ("train", "valid", "test")}
     data.train.augmenter = make_augmenter({"augment": AUGMENT}, "mfcc")
     data.train.set_epoch(3, seed=5)

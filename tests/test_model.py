@@ -148,7 +148,7 @@ def test_fused_representations_are_hf_hidden_states():
 
 def _stacked_fusion_reference(network, wavs, n_samples):
     """What W2V2Network computed before the running sum (commit edf2f7f): H_0..H_N, stacked, fused by einsum."""
-    from serkit.model.w2v2_mtl import normalise_waveforms
+    from serkit.features.encoder import normalise_waveforms
     normalised = normalise_waveforms(wavs, n_samples)
     sample_mask = (torch.arange(wavs.shape[1]).unsqueeze(0) < n_samples.unsqueeze(1)).long()
     out = network.encoder(normalised, attention_mask=sample_mask, output_hidden_states=True)

@@ -19,14 +19,13 @@ import pytest
 import torch
 from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
-from serkit import ssl_layers
 from serkit.audio import read_audio
 from serkit.bin.train import load_hparams
 from serkit.dataio import FeatureCache, load_fold_data
 from serkit.export import export_model
-from serkit.features import FeatureError, FeatureSpec
+from serkit.features import FeatureError, FeatureKind, feature_from_dict, ssl_layers
 from serkit.inference import EmotionRecognizer
-from serkit.model.encoder import load_encoder
+from serkit.features.encoder import load_encoder
 from serkit.model.tiny_w2v2 import build_tiny_w2v2
 from serkit.model.w2v2_mtl import W2V2Network
 from serkit.train import train_fold
@@ -51,8 +50,8 @@ def hparams(corpus: dict, out: Path, encoder: Path, cache: Path, **extra) -> dic
                                     "batch_size": 4, "lr": 0.01, **extra})
 
 
-def spec_for(encoder: Path) -> FeatureSpec:
-    return FeatureSpec.from_dict({"kind": "ssl_layers", "params": {"source": str(encoder)}})
+def spec_for(encoder: Path) -> FeatureKind:
+    return feature_from_dict({"kind": "ssl_layers", "params": {"source": str(encoder)}})
 
 
 def test_layers_are_computed_once_and_stored_as_float16(corpus, tmp_path, monkeypatch):
@@ -63,7 +62,7 @@ def test_layers_are_computed_once_and_stored_as_float16(corpus, tmp_path, monkey
     train_fold(hparams(corpus, tmp_path / "run1", corpus["encoder"], cache), RUN_OPTS)
     # 2 epochs read train and valid twice; each of the 16 utterances was computed exactly once.
     assert len(calls) == N_UTTS
-    folder = FeatureCache(cache, spec_for(corpus["encoder"]).to_dict()).dir
+    folder = FeatureCache(cache, spec_for(corpus["encoder"])).dir
     entries = sorted(folder.glob("*.pt"))
     assert len(entries) == N_UTTS
     stored = torch.load(entries[0], weights_only=True)["feats"]
@@ -85,12 +84,12 @@ def test_another_encoder_at_the_same_path_never_reads_stale_layers(corpus, tmp_p
     shutil.move(build_tiny_w2v2(tmp_path / "seed1", seed=1), encoder)  # same path, other weights
     new = spec_for(encoder)
     assert new.params["digest"] != old.params["digest"]
-    assert FeatureCache(tmp_path / "dump", new.to_dict()).dir != FeatureCache(tmp_path / "dump", old.to_dict()).dir
+    assert FeatureCache(tmp_path / "dump", new).dir != FeatureCache(tmp_path / "dump", old).dir
     assert not torch.equal(new.compute(wav, 16000), old_layers)
     with pytest.raises(FeatureError, match="not the ones"):  # the old spec would fill its cache with new layers
         old.compute(wav, 16000)
     with pytest.raises(FeatureError, match="not the ones"):  # e.g. an export whose encoder copy was replaced
-        FeatureSpec.from_dict(old.to_dict())
+        feature_from_dict(old.to_dict())
     with pytest.raises(FeatureError, match="fewer than"):
         new.compute(wav[:300], 16000)
 

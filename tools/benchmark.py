@@ -73,7 +73,7 @@ def build(name: str):
         return family, hparams, None, spec
     dims = () if spec is None else spec.frame_shape
     n_tokens = 25 if float(hparams.get("mtl_lambda", 0)) > 0 else 0
-    return family, hparams, build_model(family, hparams, 4, n_tokens, dims), spec
+    return family, hparams, build_model(family, hparams, 4, n_tokens, [dims]), spec
 
 
 def make_batch(durations: list[float], spec, sample_rate: int = 16000):

@@ -97,7 +97,7 @@ def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: P
 
     hparams = serkit_hparams(encoder_dir, conf)
     family = get_family(hparams["model"])
-    model = build_model(family, hparams, N_EMOTIONS, n_tokens, input_dims)
+    model = build_model(family, hparams, N_EMOTIONS, n_tokens, [input_dims])
     run_opts, _ = precision_run_opts(hparams, {"device": device, "precision": precision})
     brain = SERBrain(modules={"model": model}, hparams=hparams, run_opts=run_opts, checkpointer=None,
                      family=family, targets=bench_targets(hparams, n_tokens))
@@ -111,7 +111,7 @@ def build_side(side: str, encoder_dir: Path, precision: str, device: str):
     if side == "serkit":
         return serkit_brain(encoder_dir, precision, device)
     from serkit.bench.baseline import baseline_brain
-    from serkit.model.encoder import load_encoder
+    from serkit.features.encoder import load_encoder
     return baseline_brain(load_encoder(str(encoder_dir)), N_EMOTIONS, device)
 
 

@@ -66,8 +66,8 @@ def cached_vs_finetune(encoder_dir: Path, durations: list[float], workdir: Path,
     utterances = write_utterances(durations, workdir / "wav", seed)
     hparams = serkit_hparams(encoder_dir, PROBE_CONF)
     spec = feature_spec(get_family(hparams["model"]).feature(hparams))
-    cache = FeatureCache(workdir / "dump", spec.to_dict())
-    cached = EmotionDataset(utterances, feature=spec, cache=cache, targets=bench_targets(hparams, 0))
+    cache = FeatureCache(workdir / "dump", spec)
+    cached = EmotionDataset(utterances, features=[spec], caches=[cache], targets=bench_targets(hparams, 0))
     start = time.perf_counter()
     for index in range(len(cached)):  # what the first epoch (or any earlier fold) does once
         cached.inputs(index)

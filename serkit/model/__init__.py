@@ -3,9 +3,9 @@
 Every family's network is wrapped by :class:`SERModel`, which adds input normalisation and the shared
 emotion-phoneme CTC head; :func:`mtl_loss` is the shared objective ``CE + lambda * CTC``.
 """
+from serkit.features.encoder import EncoderConfigError, EncoderNotFoundError, encoder_from_config, load_encoder
 from serkit.model.common import ModelInputError, length_mask
 from serkit.model.ctc_head import CTCHead, ctc_greedy_decode, phoneme_ctc_loss
-from serkit.model.encoder import EncoderConfigError, EncoderNotFoundError, encoder_from_config, load_encoder
 from serkit.model.family import ModelFamily
 from serkit.model.registry import UnknownFamilyError, family_names, get_family
 from serkit.model.ser_model import InputNorm, NetworkOutput, SERModel, SEROutput, mtl_loss

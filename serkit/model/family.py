@@ -4,9 +4,11 @@ Data loading, the training loop, scoring, RESULTS.md, export, ``serkit-infer`` a
 work with any :class:`ModelFamily`; a family lives in one module next to its network and is found by
 name through :mod:`serkit.model.registry`. A family declares:
 
-- the **input** it consumes (:meth:`ModelFamily.feature`: waveform, log-Mel with deltas, MFCC,
-  eGeMAPS functionals ...), which the data layer computes (:mod:`serkit.features`);
-- whether its inputs are **normalised** with the fold's training statistics (:attr:`normalise_input`);
+- the **inputs** it consumes (:meth:`ModelFamily.inputs`, usually the one :meth:`ModelFamily.feature`:
+  waveform, log-Mel with deltas, MFCC, eGeMAPS functionals ...), which the data layer computes and
+  caches (:mod:`serkit.features`); a network with one input is called ``forward(inputs, lengths)``,
+  one with several gets lists of both, in the order :meth:`ModelFamily.inputs` gives;
+- whether its inputs are **normalised**, each with its own training statistics (:attr:`normalise_input`);
 - its **network** (:meth:`build_network` for training, :meth:`network_config` /
   :meth:`network_from_config` for export: plain data in, same network out);
 - its **parameter groups** (:meth:`param_groups`: e.g. a pretrained encoder and new heads, each with
@@ -66,13 +68,19 @@ class ModelFamily:
     inference_hop_s: ClassVar[float | None] = None
 
     # ---- input
+    def inputs(self, hparams: dict) -> list[dict[str, Any]]:
+        """Each input as plain data for a :class:`serkit.features.FeatureKind` (``kind``, ``sample_rate``,
+        ``params``), in the order the network takes them; by default the one :meth:`feature`."""
+        return [self.feature(hparams)]
+
     def feature(self, hparams: dict) -> dict[str, Any]:
-        """The input as plain data for :class:`serkit.features.FeatureSpec` (``kind`` + parameters)."""
+        """The input of a one-input family (see :meth:`inputs`)."""
         raise NotImplementedError
 
     # ---- network
-    def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> nn.Module:
-        """A network for training (may load pretrained weights); ``input_dims`` = feature dims after time."""
+    def build_network(self, hparams: dict, n_classes: int, input_dims) -> nn.Module:
+        """A network for training (may load pretrained weights); ``input_dims`` = the input's dimensions
+        after time (for several inputs, a list of them)."""
         raise NotImplementedError
 
     def network_config(self, network: nn.Module) -> dict[str, Any]:

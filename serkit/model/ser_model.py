@@ -5,8 +5,8 @@ A family supplies only its network (``forward(inputs, lengths) -> NetworkOutput`
 what is the same for every family, so no family writes it again:
 
 - relative -> absolute lengths (SpeechBrain batches carry relative ones);
-- input normalisation with statistics of the fold's *training* set only (:class:`InputNorm`), kept as
-  buffers so checkpoints and exports carry them;
+- input normalisation with statistics of the fold's *training* set only (:class:`InputNorm`, one per
+  input), kept as buffers so checkpoints and exports carry them;
 - the emotion-phoneme (or character) CTC head over the network's frame features (:mod:`.ctc_head`);
 - the hooks of further targets (:mod:`serkit.targets`): an *input prior* (e.g. the speaker's gender as
   a one-hot vector) that enters the emotion classifier, and *utterance heads* (e.g. a gender
@@ -16,7 +16,7 @@ what is the same for every family, so no family writes it again:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +61,8 @@ class InputNorm(nn.Module):
 
     def __init__(self, dims: Sequence[int]):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(*dims))
-        self.register_buffer("std", torch.ones(*dims))
+        self.register_buffer("mean", torch.zeros(tuple(dims)))
+        self.register_buffer("std", torch.ones(tuple(dims)))
 
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
         if mean.shape != self.mean.shape or std.shape != self.std.shape:
@@ -76,9 +76,20 @@ class InputNorm(nn.Module):
         return torch.where(mask, (feats - self.mean) / self.std, torch.zeros((), device=feats.device))
 
 
-class SERModel(nn.Module):
-    """A family's network + optional :class:`InputNorm`, :class:`CTCHead`, input prior and utterance heads.
+def one_or_all(items: Sequence[Any]) -> Any:
+    """What a family's network is given: the item itself for a family with one input, else all of them.
 
+    A one-input network keeps the plain signature ``forward(inputs, lengths)``; a network with
+    several inputs takes lists, in the order its family declares the inputs.
+    """
+    return items[0] if len(items) == 1 else list(items)
+
+
+class SERModel(nn.Module):
+    """A family's network + optional :class:`InputNorm` per input, :class:`CTCHead`, input prior and
+    utterance heads.
+
+    ``input_dims`` lists each input's dimensions after time (None: the family does not normalise).
     ``prior_size`` > 0: ``forward`` takes a ``prior`` [B, prior_size] (e.g. a one-hot gender) that
     enters the emotion logits through a linear map (``n_classes`` outputs, no bias). For a family
     whose emotion classifier is one linear layer over the pooled utterance embedding (W2V2-MTL,
@@ -87,11 +98,12 @@ class SERModel(nn.Module):
     linear classifier each over the mean of the network's frame features (``out.utterance_logits``).
     """
 
-    def __init__(self, network: nn.Module, n_tokens: int = 0, input_dims: Sequence[int] | None = None,
+    def __init__(self, network: nn.Module, n_tokens: int = 0, input_dims: Sequence[Sequence[int]] | None = None,
                  n_classes: int = 0, prior_size: int = 0, utterance_heads: dict[str, int] | None = None):
         super().__init__()
         self.network = network
-        self.input_norm = InputNorm(input_dims) if input_dims else None
+        self.input_norm = nn.ModuleList(InputNorm(dims) for dims in input_dims) if input_dims is not None else None
+        self.register_load_state_dict_pre_hook(_one_input_norm_keys)
         self.ctc_head = None
         if n_tokens:
             self.ctc_head = CTCHead(self._frame_dim("the CTC head; set mtl_lambda to 0 for this family"), n_tokens)
@@ -118,9 +130,10 @@ class SERModel(nn.Module):
     def has_ctc_head(self) -> bool:
         return self.ctc_head is not None
 
-    def forward(self, inputs: Tensor, relative_lengths: Tensor, lengths: Tensor | None = None,
-                prior: Tensor | None = None) -> SEROutput:
-        """Score a padded batch ``inputs`` [B, T, ...] with relative lengths [B] in (0, 1].
+    def forward(self, inputs: Tensor | Sequence[Tensor], relative_lengths: Tensor | Sequence[Tensor],
+                lengths: Tensor | Sequence[Tensor] | None = None, prior: Tensor | None = None) -> SEROutput:
+        """Score a padded batch ``inputs`` [B, T, ...] with relative lengths [B] in (0, 1]; for a family
+        with several inputs, lists of both (one padded batch per input).
 
         ``lengths``: the absolute lengths, when the caller already converted and checked them on the
         CPU (the trainer does, before moving a batch to a GPU, so no value is read back from the device).
@@ -129,11 +142,13 @@ class SERModel(nn.Module):
         if (prior is None) != (self.prior is None):
             raise ModelInputError("this model was built with an input prior, so every batch needs one (prior=...)"
                                   if prior is None else "this model has no input prior, so it cannot take one")
+        inputs, relative_lengths = as_list(inputs), as_list(relative_lengths)
         if lengths is None:
-            lengths = absolute_lengths(inputs, relative_lengths)
+            lengths = [absolute_lengths(x, relative) for x, relative in zip(inputs, relative_lengths)]
+        lengths = as_list(lengths)
         if self.input_norm is not None:
-            inputs = self.input_norm(inputs, lengths)
-        out = self.network(inputs, lengths)
+            inputs = [norm(x, n) for norm, x, n in zip(self.input_norm, inputs, lengths)]
+        out = self.network(one_or_all(inputs), one_or_all(lengths))
         phn_log_probs = None
         if self.ctc_head is not None:
             phn_log_probs = self.ctc_head(out.frame_features)
@@ -144,6 +159,25 @@ class SERModel(nn.Module):
             utterance_logits = {name: head(pooled) for name, head in self.utterance_heads.items()}
         return SEROutput(emo_logits=emo_logits, phn_log_probs=phn_log_probs, frame_lens=out.frame_lens,
                          fold_extras=dict(out.fold_extras), utterance_logits=utterance_logits)
+
+
+def as_list(items: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """One tensor (a one-input batch) or a sequence of them, as a list."""
+    return [items] if isinstance(items, Tensor) else list(items)
+
+
+def upgrade_state_dict(state_dict: dict, prefix: str = "") -> dict:
+    """``state_dict`` with the statistics of a single :class:`InputNorm` (``input_norm.mean``/``.std``, as
+    checkpoints and exports of models with a model config ``feature`` hold them) moved to the first input's
+    normaliser (``input_norm.0.*``); changed in place and returned."""
+    for name in ("mean", "std"):
+        if f"{prefix}input_norm.{name}" in state_dict:
+            state_dict[f"{prefix}input_norm.0.{name}"] = state_dict.pop(f"{prefix}input_norm.{name}")
+    return state_dict
+
+
+def _one_input_norm_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    upgrade_state_dict(state_dict, prefix)
 
 
 def mtl_loss(out: SEROutput, emo_targets: Tensor, tokens: Optional[Tensor], token_lens: Optional[Tensor],

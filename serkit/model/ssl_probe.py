@@ -5,7 +5,7 @@ not trained, only a softmax-weighted sum of its ``L = N + 1`` hidden states, mea
 frames and classified by a linear layer. The network is W2V2-MTL's head (:mod:`serkit.model.w2v2_mtl`)
 without the encoder:
 
-* input: ``H_0 .. H_N`` per frame, the ``ssl_layers`` feature (:mod:`serkit.ssl_layers`), computed once
+* input: ``H_0 .. H_N`` per frame, the ``ssl_layers`` feature (:mod:`serkit.features.ssl_layers`), computed once
   per utterance and read from the feature cache, so an epoch costs only this head;
 * fusion ``H_X = sum_i softmax(w)_i H_i`` with ``w`` initialised to zeros (the plain average first);
 * dropout, then the mean of ``H_X`` over the real frames -> linear -> emotion logits;
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from serkit.features import make_feature
 from serkit.model.common import ModelInputError, masked_mean
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput
@@ -72,10 +73,7 @@ class SSLProbeFamily(ModelFamily):
 
     def feature(self, hparams: dict) -> dict[str, Any]:
         """The bound spec (absolute source, weights digest): model_config.json and exports record the encoder."""
-        from serkit.features import FeatureSpec
-
-        return FeatureSpec.from_dict({"kind": "ssl_layers", "sample_rate": int(hparams["sample_rate"]),
-                                      "params": {"source": str(hparams["encoder_source"])}}).to_dict()
+        return make_feature("ssl_layers", int(hparams["sample_rate"]), {"source": str(hparams["encoder_source"])}).to_dict()
 
     def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> SSLProbeNetwork:
         if len(input_dims) != 2:

@@ -38,8 +38,8 @@ from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from serkit.errors import SerkitError
+from serkit.features.encoder import encoder_from_config, load_encoder, normalise_waveforms
 from serkit.model.common import ModelInputError, length_mask, masked_mean
-from serkit.model.encoder import encoder_from_config, load_encoder
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput, SERModel
 
@@ -298,21 +298,6 @@ def conv_output_length(module: nn.Module, n_samples):
     for conv in convs:
         length = (length - conv.kernel_size[0]) // conv.stride[0] + 1
     return length
-
-
-def normalise_waveforms(wavs: Tensor, n_samples: Tensor, eps: float = 1e-7) -> Tensor:
-    """Zero mean, unit variance per utterance over its real samples; padding set to 0.
-
-    Matches ``Wav2Vec2FeatureExtractor(do_normalize=True)``, the input the wav2vec2-base family's
-    feature extractor produces, but computed on the true length so padding cannot shift it.
-    """
-    mask = length_mask(n_samples, wavs.shape[1])
-    x = torch.where(mask, wavs.float(), torch.zeros((), device=wavs.device))
-    count = n_samples.to(x.dtype).unsqueeze(1)
-    mean = x.sum(dim=1, keepdim=True) / count
-    centred = torch.where(mask, x - mean, torch.zeros((), device=wavs.device))
-    var = centred.pow(2).sum(dim=1, keepdim=True) / count
-    return centred / torch.sqrt(var + eps)
 
 
 def receptive_field(config) -> int:

@@ -1,4 +1,4 @@
-"""The ``ssl_layers`` feature: every hidden state ``H_0 .. H_N`` of a *frozen* wav2vec 2.0 encoder.
+"""The ``ssl_layers`` feature kind: every hidden state ``H_0 .. H_N`` of a *frozen* wav2vec 2.0 encoder.
 
 The s3prl/EmoBox probing protocol (Yang et al. 2021; Ma et al. 2024) trains only a layer-weighted
 head over a frozen self-supervised encoder. A frozen encoder gives the same layer outputs every
@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from serkit.features import FeatureError
+from serkit.features.base import FeatureError, FeatureKind, register
+from serkit.features.encoder import load_encoder, normalise_waveforms
 
 EXPORT_ENCODER_DIR = "encoder"  # the encoder copy inside an export folder (docs/formats.md)
 
@@ -50,15 +51,13 @@ def _fingerprint(source: str) -> tuple:
 @lru_cache(maxsize=2)
 def _load(source: str, fingerprint: tuple):
     """The encoder in eval mode with gradients off, and its weights digest; once per process and folder state."""
-    from serkit.model.encoder import load_encoder  # transformers: only needed when this feature is used
-
     encoder = load_encoder(source).eval()
     encoder.requires_grad_(False)
     return encoder, weights_digest(encoder)
 
 
 def frozen_encoder(source: str):
-    """``(encoder, digest)`` for ``source`` (hub id or folder; see :func:`serkit.model.encoder.load_encoder`)."""
+    """``(encoder, digest)`` for ``source`` (hub id or folder; see :func:`serkit.features.encoder.load_encoder`)."""
     return _load(str(source), _fingerprint(str(source)))
 
 
@@ -88,8 +87,6 @@ def n_frames(encoder, n_samples: int) -> int:
 
 def ssl_layers(waveform: Tensor, encoder) -> Tensor:
     """All hidden states of one mono waveform [T]: float16 [frames, L, D] (see the module docstring)."""
-    from serkit.model.w2v2_mtl import normalise_waveforms  # the exact input W2V2Network gives its CNN
-
     if waveform.dim() != 1:
         raise SSLFeatureError(f"ssl_layers need one mono [T] waveform at a time (its true length), got shape "
                               f"{tuple(waveform.shape)}")
@@ -114,26 +111,59 @@ def check_digest(source: str, expected: str | None) -> str:
     return digest
 
 
-def export_front_end(feature: dict, out_dir: str | Path) -> dict:
-    """For an export folder: copy the spec's encoder to ``out_dir/encoder`` and name it relatively.
+@register
+class SSLLayers(FeatureKind):
+    """``ssl_layers``: float16 [frames, L, D] from the encoder ``source``, pinned to its weights by ``digest``.
 
-    An export must score audio after the encoder's source folder (or hub cache) is gone; the copy is
-    checked against the spec's digest first, so an export never pairs a probe with other weights.
+    Making the spec loads the frozen encoder once per process and records its digest, so the spec's
+    cache name changes with the weights. A local folder is named by its absolute path, so the spec
+    means the same from any directory. The encoder's geometry gives frame counts and shapes (looked up
+    once per spec: :meth:`n_frames` runs for every cropped item); its weights are checked again
+    wherever features are computed.
     """
-    params = dict(feature["params"])
-    check_digest(params["source"], params["digest"])
-    encoder, _ = frozen_encoder(params["source"])
-    encoder.save_pretrained(Path(out_dir) / EXPORT_ENCODER_DIR)
-    return {**feature, "params": {**params, "source": EXPORT_ENCODER_DIR}}
 
+    kind = "ssl_layers"
+    defaults = {"source": None, "digest": None}
 
-def import_front_end(feature: dict, export_dir: str | Path) -> dict:
-    """The spec of an export's config with its encoder copy named by absolute path (see :func:`export_front_end`)."""
-    params = dict(feature["params"])
-    if params.get("source") != EXPORT_ENCODER_DIR:
-        return feature
-    folder = Path(export_dir) / EXPORT_ENCODER_DIR
-    if not folder.is_dir():
-        raise SSLFeatureError(f"{folder}: missing; this export's ssl_layers front end is its encoder copy, "
-                              "re-export the model (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
-    return {**feature, "params": {**params, "source": str(folder.resolve())}}
+    def check(self) -> None:
+        source = self.params["source"]
+        if not source:
+            raise FeatureError("ssl_layers: params.source must name the frozen encoder (hub id or folder; the "
+                               "family sets it from encoder_source)")
+        folder = Path(str(source)).expanduser()
+        self.params["source"] = str(folder.resolve()) if folder.is_dir() else str(source)
+        self.params["digest"] = check_digest(self.params["source"], self.params["digest"])
+        self._geometry = frozen_encoder(self.params["source"])[0]
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return layer_shape(self._geometry)
+
+    def n_frames(self, n_samples: int) -> int:
+        return n_frames(self._geometry, n_samples)
+
+    def _compute(self, waveform: Tensor) -> Tensor:
+        check_digest(self.params["source"], self.params["digest"])  # weights changed since: refuse to cache them
+        return ssl_layers(waveform, frozen_encoder(self.params["source"])[0])
+
+    def export_front_end(self, out_dir: str | Path) -> dict:
+        """Copy the encoder to ``out_dir/encoder`` and name it relatively.
+
+        An export must score audio after the encoder's source folder (or hub cache) is gone; the copy is
+        checked against the spec's digest first, so an export never pairs a probe with other weights.
+        """
+        check_digest(self.params["source"], self.params["digest"])
+        frozen_encoder(self.params["source"])[0].save_pretrained(Path(out_dir) / EXPORT_ENCODER_DIR)
+        return {**self.to_dict(), "params": {**self.params, "source": EXPORT_ENCODER_DIR}}
+
+    @classmethod
+    def import_front_end(cls, feature: dict, export_dir: str | Path) -> dict:
+        """The spec with the export's encoder copy named by absolute path (see :meth:`export_front_end`)."""
+        params = dict(feature["params"])
+        if params.get("source") != EXPORT_ENCODER_DIR:
+            return feature
+        folder = Path(export_dir) / EXPORT_ENCODER_DIR
+        if not folder.is_dir():
+            raise SSLFeatureError(f"{folder}: missing; this export's ssl_layers front end is its encoder copy, "
+                                  "re-export the model (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
+        return {**feature, "params": {**params, "source": str(folder.resolve())}}

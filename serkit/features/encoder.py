@@ -1,4 +1,8 @@
-"""Loading the wav2vec 2.0 encoder, pretrained (hub id or local folder) or randomly initialised.
+"""The wav2vec 2.0 encoder: loading it, pretrained (hub id or local folder) or randomly initialised,
+and the waveform normalisation its CNN expects.
+
+It sits below the model families: the ``ssl_layers`` feature kind computes a frozen encoder's hidden
+states with it, and W2V2-MTL fine-tunes one, both on the same normalised input.
 
 serkit fine-tunes a plain ``transformers.Wav2Vec2Model``: it has no quantiser (the pretraining-only
 part of wav2vec 2.0), and the W2V2-MTL recipe uses no time or feature masking while fine-tuning, so
@@ -16,6 +20,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from serkit.errors import Refused, SerkitError, load_error_text
@@ -156,3 +162,18 @@ def encoder_from_config(config_dict: dict[str, Any]) -> Wav2Vec2Model:
                                  f"the `encoder_config` written by serkit's training stage") from None
     config = _apply_overrides(config, {}, "config")
     return Wav2Vec2Model(config).float()
+
+
+def normalise_waveforms(wavs: Tensor, n_samples: Tensor, eps: float = 1e-7) -> Tensor:
+    """Zero mean, unit variance per utterance over its real samples; padding set to 0.
+
+    Matches ``Wav2Vec2FeatureExtractor(do_normalize=True)``, the input the wav2vec2-base family's
+    feature extractor produces, but computed on the true length so padding cannot shift it.
+    """
+    mask = torch.arange(wavs.shape[1], device=wavs.device).unsqueeze(0) < n_samples.unsqueeze(1)
+    x = torch.where(mask, wavs.float(), torch.zeros((), device=wavs.device))
+    count = n_samples.to(x.dtype).unsqueeze(1)
+    mean = x.sum(dim=1, keepdim=True) / count
+    centred = torch.where(mask, x - mean, torch.zeros((), device=wavs.device))
+    var = centred.pow(2).sum(dim=1, keepdim=True) / count
+    return centred / torch.sqrt(var + eps)
