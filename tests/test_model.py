@@ -26,16 +26,6 @@ SR = 16000
 N_EMO, N_TOK = 4, 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: thread start-up costs more than it gains, and on a busy 2-core machine
-    two threads made the learning test ~10x slower. Restored afterwards for the other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(norm: str = "group", stable: bool = False, **overrides) -> dict:
     """A small wav2vec 2.0 with the real CNN geometry (20 ms frames) and no dropout by default."""
     settings = dict(conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),

@@ -14,15 +14,6 @@ from serkit.model.w2v2_mtl import ModelInputError, length_mask
 TINY = dict(channels=(4, 4, 8, 8, 8, 8), lstm_hidden=8, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids start-up costs on a busy 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def expected_params(n_mels: int, n_classes: int, channels=(128, 128, 256, 256, 256, 256), hidden: int = 128) -> int:
     """Hand count: six 5x3 convs with bias + BN (gamma, beta); a 2->1 7x7 conv with bias; a BiLSTM
     whose input is channels x bands after two /4 frequency pools (4 gates x (input + hidden + 2 biases)

@@ -12,15 +12,6 @@ from serkit.model.tim_net import MaskedBatchNorm1d, TIMNet, reverse_within
 from serkit.model.w2v2_mtl import ModelInputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids start-up costs on a busy 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def expected_params(n_features: int, n_classes: int, filters: int, kernel: int, blocks: int) -> int:
     """Hand count: per direction a 1x1 input conv, and per block two (conv + bias) and two BN (gamma, beta);
     then one fusion weight per block and the linear classifier."""
