@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
+from serkit import ctc_targets
 from serkit.dataio import load_fold_data
 from serkit.model.ser_model import SEROutput
 from serkit.targets import TargetError, TargetSet, stage1_files, target_classes
@@ -28,7 +29,9 @@ def config(corpus, **options) -> dict:
 
 def test_the_registry_lists_emotion_first_and_answers_which_files_stage1_makes():
     assert [cls.name for cls in target_classes()][:2] == ["emotion", "ctc"]
-    assert set(stage1_files()) == {"utt2arpabet", "utt2phones", "utt2phn", "utt2char", "utt2bpe"}
+    # every file stage 1 writes for the CTC target (its units and the phones they come from), as its owner lists them
+    assert {"utt2arpabet", "utt2phones", "utt2phn", "utt2char", "utt2bpe"} <= set(stage1_files())
+    assert stage1_files() == ctc_targets.STAGE1_FILES
 
 
 def test_a_zero_weight_leaves_the_ctc_target_inactive_reading_nothing(corpus):
