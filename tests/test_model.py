@@ -598,8 +598,8 @@ def test_the_input_prior_is_a_one_hot_concatenated_before_the_linear_emotion_cla
     assert set(model.head_parameters()) == {model.prior.weight, *model.utterance_heads.parameters()}
     with pytest.raises(ModelInputError, match="input prior"):
         model(waves, lens)
-    config = model_config(W2V2MTLFamily(), model, {"mtl_lambda": 0.0}, {"kind": "waveform", "sample_rate": SR},
-                          (), ["a", "b", "c", "d"])
+    config = model_config(W2V2MTLFamily(), model, {"mtl_lambda": 0.0}, [{"kind": "waveform", "sample_rate": SR}],
+                          [()], ["a", "b", "c", "d"])
     assert config["prior_size"] == 2 and config["utterance_heads"] == {"gender": 2}
     rebuilt = model_from_config(json.loads(json.dumps(config)))  # must survive model_config.json
     rebuilt.load_state_dict(model.state_dict(), strict=True)
