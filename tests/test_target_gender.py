@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_corpus import CLASSES, noisy_tones, write_map, write_tiny_corpus
+from tiny_corpus import CLASSES, noisy_tones, tiny_w2v2_hparams, write_map, write_tiny_corpus
 
-from serkit.bin.train import load_hparams
 from serkit.datadir import DataDirError
 from serkit.dataio import load_fold_data
 from serkit.expdir import read_history, read_predictions
@@ -19,7 +18,6 @@ from serkit.scoring import score_experiment
 from serkit.targets import TargetSet
 from serkit.train import train_fold
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
 
 
 def gender_of(utt: str) -> str:
@@ -80,10 +78,7 @@ def test_an_unknown_gender_is_refused_naming_the_file(corpus, tmp_path):
 @pytest.mark.timeout(900)
 def test_the_auxiliary_gender_task_learns_and_is_scored(corpus, tmp_path):
     fold = tmp_path / "exp" / "gender" / "proto" / "fold1"
-    overrides = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(fold),
-                 "encoder_source": str(corpus["encoder"]), "batch_size": 4, "num_workers": 0,
-                 "ckpt_interval_minutes": 0, "number_of_epochs": 6, "mtl_lambda": 0.0, "lr_heads": 0.01}
-    hparams = {**load_hparams(str(CONF), overrides), "gender_weight": 1.0, "gender_prior": True}  # a variant config's keys
+    hparams = {**tiny_w2v2_hparams(corpus, fold), "gender_weight": 1.0, "gender_prior": True}  # a variant config's keys
     train_fold(hparams, {"device": "cpu", "noprogressbar": True})
     history = read_history(fold / "history.jsonl")
     losses = [record["train_GR"] for record in history]

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from iemocap_tree import build_trap_tree
-from tiny_corpus import CLASSES, noisy_tones, write_map, write_tiny_corpus
+from tiny_corpus import CLASSES, noisy_tones, tiny_w2v2_hparams, write_map, write_tiny_corpus
 
-from serkit.bin.train import load_hparams
 from serkit.corpora.iemocap import prepare_iemocap
 from serkit.datadir import DataDirError, read_map
 from serkit.dataio import load_fold_data
@@ -21,7 +20,6 @@ from serkit.targets import TargetSet
 from serkit.targets.votes import format_votes, parse_votes
 from serkit.train import train_fold
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
 
 
 def votes_of(index: int) -> str:
@@ -78,10 +76,7 @@ def test_batch_fields_soft_label_loss_decoding_and_scores(corpus):
 @pytest.mark.timeout(900)
 def test_soft_labels_train_and_the_rater_agreement_is_scored(corpus, tmp_path):
     fold = tmp_path / "exp" / "votes" / "proto" / "fold1"
-    overrides = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(fold),
-                 "encoder_source": str(corpus["encoder"]), "batch_size": 4, "num_workers": 0,
-                 "ckpt_interval_minutes": 0, "number_of_epochs": 6, "mtl_lambda": 0.0, "lr_heads": 0.01}
-    hparams = {**load_hparams(str(CONF), overrides), "vote_weight": 1.0}  # a variant config's key
+    hparams = {**tiny_w2v2_hparams(corpus, fold), "vote_weight": 1.0}  # a variant config's key
     train_fold(hparams, {"device": "cpu", "noprogressbar": True})
     losses = [record["train_VT"] for record in read_history(fold / "history.jsonl")]
     assert losses[-1] < 0.8 * losses[0], losses  # the posteriors move towards the vote proportions

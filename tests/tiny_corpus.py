@@ -65,3 +65,15 @@ def write_tiny_corpus(root: Path, n_utts: int, seconds: Callable[[int], float], 
     for split, indices in splits.items():
         (folders["fold"] / split).write_text("".join(f"{utts[i]}\n" for i in indices), encoding="utf-8")
     return folders
+
+
+def tiny_w2v2_hparams(corpus: Mapping[str, Path], fold: Path, epochs: int = 6) -> dict:
+    """The shared W2V2-MTL config for a few epochs of one fold of a tiny corpus (its ``encoder`` built
+    with ``build_tiny_w2v2``), emotion only; a test adds its target's options as a variant config would."""
+    from serkit.bin.train import load_hparams
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
+    overrides = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(fold),
+                 "encoder_source": str(corpus["encoder"]), "batch_size": 4, "num_workers": 0,
+                 "ckpt_interval_minutes": 0, "number_of_epochs": epochs, "mtl_lambda": 0.0, "lr_heads": 0.01}
+    return load_hparams(str(conf), overrides)
