@@ -19,7 +19,6 @@ from serkit.targets import TargetSet
 from serkit.train import train_fold
 
 
-
 def gender_of(utt: str) -> str:
     """A gender the audio reveals: the tiny corpus's tones rise with the emotion index (ang, hap: f)."""
     return "f" if int(utt[-2:]) % 4 < 2 else "m"

@@ -21,7 +21,6 @@ from serkit.targets.votes import format_votes, parse_votes
 from serkit.train import train_fold
 
 
-
 def votes_of(index: int) -> str:
     """Three raters: two give the utterance's own emotion, one the next class (utterance 0: no vote)."""
     emo = index % 4
