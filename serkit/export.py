@@ -7,14 +7,16 @@ checkpoint layout nor a pretrained download, so the export folder holds exactly 
 - ``model.pt``: the network's state dict, plain tensors, loadable with ``weights_only=True``;
 - ``config.json``: ``model_config.json`` plus provenance (which checkpoint, its validation UA,
   git commit, serkit version);
-- ``classes.txt`` and ``tokens.txt``: the label and CTC token inventories, readable with ``head``
-  (``tokens.txt`` is empty for a model without a CTC head);
+- ``classes.txt``: the label inventory, readable with ``head``;
+- the files each target the model serves adds (:attr:`serkit.targets.Target.export_files`, checked
+  against the config on load): the CTC target's token inventory ``tokens.txt``, in every export
+  (empty for a model without a CTC head);
 - whatever the input's feature kind needs to compute it (its front end,
   :meth:`serkit.features.FeatureKind.export_front_end`): for ``ssl_layers`` (the SSL probe) the frozen
   encoder, as a ``save_pretrained`` folder ``encoder/``, so the export scores audio on its own.
 
 The network is rebuilt through the family registry from the config's plain data
-(:func:`serkit.model.build.model_from_config`); this module names no family.
+(:func:`serkit.model.build.model_from_config`); this module names no family and no target.
 
 This module owns that format in both directions (:func:`export_model` writes it, :func:`load_export`
 reads it). Loading never executes code from the folder: JSON, text and a weights-only tensor load.
@@ -43,13 +45,14 @@ from serkit.errors import Refused, SerkitError, load_error_text, reraise_as
 from serkit.features import feature_from_dict, import_front_end
 from serkit.model.build import ModelConfigError, check_model_config, model_from_config, upgrade_config
 from serkit.model.ser_model import upgrade_state_dict
+from serkit.targets import TargetError
+from serkit.targets.registry import served_targets
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 CLASSES_FILE = "classes.txt"
-TOKENS_FILE = "tokens.txt"
 
 
 class ExportError(SerkitError):
@@ -84,11 +87,11 @@ class ExportedModel:
 
     config: dict[str, Any]
     classes: list[str]
-    tokens: list[str]
     state_dict: dict[str, torch.Tensor]
 
 
-_as_export_error = reraise_as(ExportError, expdir.ExpDirError, ModelConfigError, inventory.InventoryError)
+_as_export_error = reraise_as(ExportError, expdir.ExpDirError, ModelConfigError, inventory.InventoryError,
+                              TargetError)
 
 
 best_fold = _as_export_error(expdir.best_fold)
@@ -122,7 +125,8 @@ def export_model(fold_or_exp_dir: str | Path, out_dir: str | Path, checkpoint: s
     atomic_write(out_dir / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     expdir.write_json(out_dir / CONFIG_FILE, full_config)
     inventory.write_classes(out_dir / CLASSES_FILE, config["classes"])
-    inventory.write_tokens(out_dir / TOKENS_FILE, config["tokens"])
+    for target in served_targets(full_config):
+        target.write_export(out_dir)
     ua = "n/a" if chosen.valid_ua is None else f"{chosen.valid_ua:.4f}"
     logger.info("exported %s (%s, validation UA %s) to %s", fold_dir, chosen.name, ua, out_dir)
     return out_dir
@@ -161,25 +165,28 @@ def load_export(export_dir: str | Path) -> ExportedModel:
     if not export_dir.is_dir():
         raise ExportError(f"{export_dir}: model directory not found (create it with serkit.bin.export_model)")
     refuse_links_out(export_dir)
-    missing = [name for name in (MODEL_FILE, CONFIG_FILE, CLASSES_FILE, TOKENS_FILE)
-               if not (export_dir / name).is_file()]
-    if missing:
-        raise ExportError(f"{export_dir}: not a complete serkit export, missing {', '.join(missing)}; "
-                          f"re-run the export (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
+    _check_complete(export_dir, (MODEL_FILE, CONFIG_FILE, CLASSES_FILE))
     config = _as_export_error(expdir.read_json)(export_dir / CONFIG_FILE)
     _as_export_error(check_model_config)(config, str(export_dir / CONFIG_FILE))
     config = upgrade_config(config)
+    targets = _as_export_error(served_targets)(config)
+    _check_complete(export_dir, [name for target in targets for name in target.export_files])
     classes = _as_export_error(inventory.read_classes)(export_dir / CLASSES_FILE)
-    tokens = _as_export_error(inventory.read_tokens)(export_dir / TOKENS_FILE, allow_empty=True)
     if classes != list(config["classes"]):
         raise ExportError(f"{export_dir / CLASSES_FILE}: disagrees with 'classes' in {CONFIG_FILE}; "
                           f"the folder was edited by hand, re-export it")
-    if tokens != list(config["tokens"]):
-        raise ExportError(f"{export_dir / TOKENS_FILE}: disagrees with 'tokens' in {CONFIG_FILE}; "
-                          f"the folder was edited by hand, re-export it")
+    for target in targets:
+        _as_export_error(target.check_export)(export_dir)
     state_dict = load_state_dict(export_dir / MODEL_FILE)
     config["inputs"] = [import_front_end(feature, export_dir) for feature in config["inputs"]]
-    return ExportedModel(config=config, classes=classes, tokens=tokens, state_dict=state_dict)
+    return ExportedModel(config=config, classes=classes, state_dict=state_dict)
+
+
+def _check_complete(export_dir: Path, names) -> None:
+    missing = [name for name in names if not (export_dir / name).is_file()]
+    if missing:
+        raise ExportError(f"{export_dir}: not a complete serkit export, missing {', '.join(missing)}; "
+                          f"re-run the export (in the recipe folder: ./run.sh --stage 5 --stop_stage 5)")
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

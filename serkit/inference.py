@@ -1,4 +1,4 @@
-"""Python inference API: emotion (and emotion-phoneme string) for waveforms or audio files, any family.
+"""Python inference API: emotion (and the outputs of the model's other targets) for waveforms or audio files.
 
     recognizer = EmotionRecognizer.from_export("exp/w2v2_mtl/export")
     recognizer.predict_file("some.wav").label              # e.g. 'neu'
@@ -18,9 +18,13 @@ window plus the resampler's context whatever the file's length. Windows start at
 shorter. The utterance-level posterior is the **duration-weighted mean** of the window posteriors
 (a window's weight is its length in seconds, so a short tail counts for what it holds), and the
 label is its highest class. Each :class:`Prediction` lists its windows (start, end, label,
-posteriors): the timeline. The phoneme string of a long file is the greedy CTC decoding of the
-frames each window owns (from the middle of its overlap with the previous window to the middle of
-its overlap with the next). A recording no longer than one window is scored whole, in one pass.
+posteriors): the timeline. A recording no longer than one window is scored whole, in one pass.
+
+The other targets the model was trained with (:mod:`serkit.targets`) are served from the export's
+config (:func:`serkit.targets.registry.served_targets`): each gives the model its inputs (a value the
+user gives, ``given``, or the model's own prediction) and decodes its output into
+``Prediction.outputs[target]`` (e.g. the greedy CTC decoding of the emotion-phoneme head, combining
+the windows of a long file as the target says); this module names none of them.
 
 Poisoned audio (NaN or infinite samples, a truncated WAV, an all-zero recording) raises
 :class:`~serkit.audio.AudioError` naming the file instead of giving a label with ``nan`` posteriors.
@@ -28,9 +32,9 @@ Poisoned audio (NaN or infinite samples, a truncated WAV, an all-zero recording)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +44,10 @@ from serkit.audio import AudioError, audio_info, check_samples, read_audio, resa
 from serkit.errors import SerkitError
 from serkit.export import build_model, load_export, load_into
 from serkit.features import FeatureKind, FeatureStats
-from serkit.model import ctc_greedy_decode, get_family
+from serkit.model import get_family
 from serkit.model.build import input_features, min_input_frames
+from serkit.targets import Target, TargetError
+from serkit.targets.registry import prediction_aliases, served_targets
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +72,26 @@ class WindowPrediction:
 class Prediction:
     """One utterance's result.
 
-    ``probs`` maps every class label to its posterior (they sum to 1); ``emotion_phonemes`` is the
-    greedy CTC decoding of the phoneme head (e.g. ``['F0', 'V0', 'L0', 'VS0']``), or None for a
-    model trained without that head. ``windows`` is the timeline of a recording scored in windows
-    (one entry for a recording scored whole; empty for :meth:`EmotionRecognizer.predict_batch`).
+    ``probs`` maps every class label to its posterior (they sum to 1); ``outputs`` maps each other
+    target the model serves to its decoded value (:meth:`serkit.targets.Target.decode`), e.g.
+    ``{"ctc": ['F0', 'V0', 'L0', 'VS0'], "gender": "f"}``. A target may also name an attribute that gives
+    its output (:attr:`serkit.targets.Target.prediction_alias`): ``emotion_phonemes`` is the greedy CTC
+    decoding of the emotion-phoneme head, or None for a model trained without that head. ``windows`` is
+    the timeline of a recording scored in windows (one entry for a recording scored whole; empty for
+    :meth:`EmotionRecognizer.predict_batch`).
     """
 
     label: str
     probs: dict[str, float]
-    emotion_phonemes: list[str] | None
+    outputs: dict[str, Any] = field(default_factory=dict)
     windows: tuple[WindowPrediction, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        """A target's output under the attribute name it declares (e.g. ``emotion_phonemes``)."""
+        target = prediction_aliases().get(name) if not name.startswith("_") else None
+        if target is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.outputs.get(target)
 
     @property
     def finite(self) -> bool:
@@ -96,16 +112,17 @@ class EmotionRecognizer:
     """A loaded export folder, ready to score audio."""
 
     def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device = "cpu",
-                 window_s: float | None = None, hop_s: float | None = None):
-        """``config`` is an export's config.json (classes, tokens, sample_rate, provenance);
-        ``window_s``/``hop_s`` override the family's window length and hop (seconds)."""
+                 window_s: float | None = None, hop_s: float | None = None, given: dict[str, str] | None = None):
+        """``config`` is an export's config.json (classes, sample_rate, the targets' entries, provenance);
+        ``window_s``/``hop_s`` override the family's window length and hop (seconds); ``given`` maps a
+        target to the value the user knows for every input (e.g. ``{"gender": "f"}`` for a model trained
+        with the gender as an input)."""
         self.device = _check_device(device)
         self.model = model.to(self.device).eval()
         self.config = dict(config)
         self.classes: list[str] = list(config["classes"])
-        self.tokens: list[str] = list(config["tokens"])
         self.sample_rate = int(config["sample_rate"])
-        self.has_phoneme_head = int(config["n_tokens"]) > 0
+        self.targets = self._served(config, given)
         self.features = input_features(config)  # what the model reads, computed from the waveform
         # normalisation: speaker (serkit.speaker_norm): features standardised with the speaker's statistics,
         # ``speaker_stats`` when set (e.g. from :meth:`speaker_statistics`), else each input's own frames
@@ -142,15 +159,29 @@ class EmotionRecognizer:
             low, samples = (low, middle) if self.feature.n_frames(middle) >= min_frames else (middle, samples)
         return samples
 
+    @staticmethod
+    def _served(config: dict, given: dict[str, str] | None) -> list[Target]:
+        """The model's other targets, ready to serve (:func:`serkit.targets.registry.served_targets`)."""
+        try:
+            targets = served_targets(config, given)
+            for target in targets:
+                target.check_serving()
+        except TargetError as error:
+            raise InferenceError(str(error)) from None
+        ignored = sorted(set(given or {}) - {target.name for target in targets})
+        if ignored:
+            logger.info("this model does not use %s; the given value is ignored", ", ".join(ignored))
+        return targets
+
     @classmethod
     def from_export(cls, export_dir: str | Path, device: str | torch.device = "cpu", window_s: float | None = None,
-                    hop_s: float | None = None) -> "EmotionRecognizer":
+                    hop_s: float | None = None, given: dict[str, str] | None = None) -> "EmotionRecognizer":
         """Load an export folder (see :mod:`serkit.export`); never executes code from it."""
         exported = load_export(export_dir)
         model = _model_with_weights(exported, Path(export_dir) / "model.pt")
         logger.info("loaded %s: classes %s, validation UA %s, from %s", export_dir, " ".join(exported.classes),
                     exported.config.get("valid_UA"), exported.config.get("source_checkpoint", "?"))
-        return cls(model, exported.config, device, window_s=window_s, hop_s=hop_s)
+        return cls(model, exported.config, device, window_s=window_s, hop_s=hop_s, given=given)
 
     # ------------------------------------------------------------------ inputs
 
@@ -238,17 +269,17 @@ class EmotionRecognizer:
         """
         if not waveforms:
             return []
-        probs, frames = self._forward(waveforms)
+        probs, pieces = self._forward(waveforms)
         predictions = []
         for row, waveform in enumerate(waveforms):
-            phonemes = None if frames is None else self._decode(frames[row])
+            outputs = {target.name: target.decode(pieces[row][target.name]) for target in self.targets}
             windows = (self._window(0, waveform.shape[0], probs[row]),) if timeline else ()
-            predictions.append(self._prediction(probs[row], phonemes, windows))
+            predictions.append(self._prediction(probs[row], outputs, windows))
         return predictions
 
     @torch.inference_mode()
-    def _forward(self, waveforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """Posteriors [B, C] and, with a phoneme head, each waveform's CTC log-posteriors [frames, tokens]."""
+    def _forward(self, waveforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """Posteriors [B, C] and each waveform's output pieces, by target (:meth:`Target.output_piece`)."""
         for row, waveform in enumerate(waveforms):
             self.check_length(waveform, f"batch item {row}")
         batches, relatives = [], []
@@ -256,12 +287,17 @@ class EmotionRecognizer:
             batch, relative = _padded([self.normalise(feature.compute(w, self.sample_rate)) for w in waveforms])
             batches.append(batch.to(self.device))
             relatives.append(relative.to(self.device))
-        output = self.model(batches, relatives)
+        output = self.model(batches, relatives, **self._inputs(len(waveforms)))
+        if any(target.second_pass for target in self.targets):  # a target feeds the model its own prediction
+            output = self.model(batches, relatives, **self._inputs(len(waveforms), output))
         probs = torch.softmax(output.emo_logits.float(), dim=-1).cpu()
-        if output.phn_log_probs is None:
-            return probs, None
-        log_probs, frame_lens = output.phn_log_probs.float().cpu(), output.frame_lens.cpu()
-        return probs, [log_probs[row, :int(frame_lens[row])] for row in range(len(waveforms))]
+        return probs, [{target.name: target.output_piece(output, row) for target in self.targets}
+                       for row in range(len(waveforms))]
+
+    def _inputs(self, size: int, output=None) -> dict[str, torch.Tensor]:
+        """The model's inputs besides the audio, from every served target (:meth:`Target.serving_inputs`)."""
+        return {key: value.to(self.device) for target in self.targets
+                for key, value in target.serving_inputs(size, output).items()}
 
     # ------------------------------------------------------------------ per-speaker normalisation
 
@@ -300,24 +336,26 @@ class EmotionRecognizer:
         """
         windows: list[WindowPrediction] = []
         weighted = None
-        frames: list[tuple[int, int, torch.Tensor]] = []  # (start, end, log-posteriors) of each window
+        target_pieces: dict[str, list] = {target.name: [] for target in self.targets}  # (start, end, piece)s
         silent, total = True, 0
         for start, window in self._cut_windows(pieces, name):
             problem = check_samples(window, offset=start, sample_rate=self.sample_rate)
             if problem:
                 raise AudioError(f"{name}: {problem}; the audio is corrupt")
             silent = silent and not bool(window.any())
-            probs, window_frames = self._forward([window])
+            probs, window_pieces = self._forward([window])
             end = start + window.shape[0]
             windows.append(self._window(start, end, probs[0]))
             weighted = probs[0].double() * (end - start) + (0 if weighted is None else weighted)
             total += end - start
-            if window_frames is not None:
-                frames.append((start, end, window_frames[0]))
+            for target_name, piece in window_pieces[0].items():
+                if piece is not None:
+                    target_pieces[target_name].append((start, end, piece))
         if silent:
             raise AudioError(f"{name}: all samples are zero (a silent or blank recording); nothing to recognise")
-        phonemes = self._decode(self._owned_frames(frames)) if frames else None
-        return self._prediction((weighted / total).float(), phonemes, tuple(windows))
+        outputs = {target.name: target.decode(target.combine(target_pieces[target.name])
+                                              if target_pieces[target.name] else None) for target in self.targets}
+        return self._prediction((weighted / total).float(), outputs, tuple(windows))
 
     def _cut_windows(self, pieces: Iterator[torch.Tensor], name: str) -> Iterator[tuple[int, torch.Tensor]]:
         """(start sample, window) pairs: ``window`` samples every ``hop``; the last ends at the end.
@@ -341,31 +379,16 @@ class EmotionRecognizer:
         self.check_length(window, name)
         yield start, window
 
-    def _owned_frames(self, frames: list[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
-        """The CTC frames of a windowed recording, each taken from the window that owns its time."""
-        owned = []
-        for index, (start, end, log_probs) in enumerate(frames):
-            low = start if index == 0 else (start + frames[index - 1][1]) / 2
-            high = end if index == len(frames) - 1 else (frames[index + 1][0] + end) / 2
-            n = log_probs.shape[0]
-            centres = start + (torch.arange(n, dtype=torch.float64) + 0.5) * (end - start) / n
-            owned.append(log_probs[(centres >= low) & (centres < high)])
-        return torch.cat(owned)
-
-    def _decode(self, log_probs: torch.Tensor) -> list[str]:
-        sequence = ctc_greedy_decode(log_probs.unsqueeze(0), torch.tensor([log_probs.shape[0]]))[0]
-        return [self.tokens[index] for index in sequence]
-
     def _window(self, start: int, end: int, probs: torch.Tensor) -> WindowPrediction:
         return WindowPrediction(start=start / self.sample_rate, end=end / self.sample_rate,
                                 label=self.classes[int(probs.argmax())],
                                 probs={label: float(p) for label, p in zip(self.classes, probs)})
 
-    def _prediction(self, probs: torch.Tensor, phonemes: list[str] | None,
+    def _prediction(self, probs: torch.Tensor, outputs: dict[str, Any],
                     windows: tuple[WindowPrediction, ...] = ()) -> Prediction:
         return Prediction(label=self.classes[int(probs.argmax())],
                           probs={label: float(p) for label, p in zip(self.classes, probs)},
-                          emotion_phonemes=phonemes, windows=windows)
+                          outputs=outputs, windows=windows)
 
 
 def _padded(inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

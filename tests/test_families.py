@@ -173,13 +173,16 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def assert_export_reproduces(export: Path, rows: list[dict], wav_dir: Path) -> None:
-    """The export scores the fold's test files as the fold's test_predictions.tsv ``rows`` say."""
+    """The export scores the fold's test files as the fold's test_predictions.tsv ``rows`` say (with a CTC
+    head, its decoded tokens too)."""
     recognizer = EmotionRecognizer.from_export(export)
     predictions = recognizer.predict_files([wav_dir / f"{row['utt']}.wav" for row in rows], batch_size=3)
     for row, prediction in zip(rows, predictions):
         expected = np.array([float(row[f"p_{c}"]) for c in CLASSES])
         np.testing.assert_allclose([prediction.probs[c] for c in CLASSES], expected, atol=2e-6)
         assert prediction.label == row["hyp"]
+        if "hyp_tokens" in row:
+            assert " ".join(prediction.emotion_phonemes) == row["hyp_tokens"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -222,6 +225,9 @@ def test_ctc_head_on_any_frame_family(name, corpus, tmp_path):
     assert header[-2:] == ["ref_tokens", "hyp_tokens"]
     record = expdir.read_history(out / expdir.HISTORY_FILE)[0]
     assert record["valid_PR"] > 0 and record["valid_PER"] is not None
+    export = export_model(out, tmp_path / "export")
+    assert (export / "tokens.txt").read_text().split()[::2] == (corpus["lang"] / "tokens.txt").read_text().split()[::2]
+    assert_export_reproduces(export, read_rows(out / expdir.PREDICTIONS_FILE), corpus["wav"])
 
 
 # ----------------------------------------------------------------------------- experiment names

@@ -5,9 +5,14 @@ Usage::
     serkit-infer exp/w2v2_mtl/export a.wav b.flac            # one line per file
     serkit-infer exp/w2v2_mtl/export data/test/wav.scp --json  # Kaldi wav.scp, JSON lines
     serkit-infer MODEL_DIR --scp wav.scp --phonemes --device cuda
+    serkit-infer MODEL_DIR a.wav --gender f                    # a model trained with the gender prior
 
-Text output: ``<file or utt>  <label>  ang=0.71 hap=0.10 ...`` (plus ``phonemes=...`` with
-``--phonemes``). A file that cannot be read, is truncated, holds NaN/infinite samples or only
+Text output: ``<file or utt>  <label>  ang=0.71 hap=0.10 ...``, then the outputs of the model's other
+targets (:mod:`serkit.targets`): ``phonemes=...`` with ``--phonemes``, ``gender: f (given)`` or
+``(predicted)`` for a model trained with the gender. A value a target takes as an input is given with
+``--<target>`` (``--gender f|m``); without it, the model's own prediction is used when it has one.
+
+A file that cannot be read, is truncated, holds NaN/infinite samples or only
 zeros is reported on stderr and the others are still scored; the exit status is 1 if any file
 failed, 2 if the model or the arguments are unusable. ``--json`` output is always valid JSON.
 
@@ -29,6 +34,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 from tqdm import tqdm
 
@@ -37,6 +43,7 @@ from serkit.bin import one_line_errors, setup_logging
 from serkit.datadir import read_map
 from serkit.features import N_FUNCTIONALS, FeatureStats
 from serkit.inference import EmotionRecognizer, InferenceError, Prediction
+from serkit.targets import Target, target_classes
 
 logger = logging.getLogger(__name__)
 PROG = "serkit-infer"
@@ -53,13 +60,18 @@ class Item:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description="Recognise the emotion of audio files with an "
                                      "exported serkit model (see serkit.bin.export_model).")
-    parser.add_argument("model_dir", help="export folder (model.pt, config.json, classes.txt, tokens.txt)")
+    parser.add_argument("model_dir", help="export folder (model.pt, config.json, classes.txt, ...)")
     parser.add_argument("inputs", nargs="*", metavar="FILE",
                         help="audio files; an argument ending in .scp is read as a Kaldi wav.scp")
     parser.add_argument("--scp", action="append", default=[], metavar="FILE",
                         help="a Kaldi wav.scp ('<utt> <path>' lines); may be repeated")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
-    parser.add_argument("--phonemes", action="store_true", help="also print the decoded emotion-phoneme string")
+    for target in target_classes():
+        if target.show_option:
+            flag, text = target.show_option
+            parser.add_argument(flag, action="store_true", dest=show_dest(target), help=text)
+        if target.given_choices:
+            parser.add_argument(f"--{target.name}", choices=target.given_choices, help=target.given_help)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="files scored per forward pass (default: 8)")
     parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
@@ -98,10 +110,30 @@ def collect_items(inputs: list[str], scps: list[str]) -> list[Item]:
     return items
 
 
-def format_text(item: Item, prediction: Prediction, phonemes: bool, timeline: bool = False) -> str:
+def show_dest(target: type[Target]) -> str:
+    """The attribute of the parsed arguments saying whether ``target``'s output is shown."""
+    return f"show_{target.name}"
+
+
+def shown_targets(recognizer: EmotionRecognizer, args: argparse.Namespace) -> list[Target]:
+    """The served targets whose outputs are printed: those always shown and those whose flag is given."""
+    shown = [target for target in recognizer.targets
+             if target.show_option is None or getattr(args, show_dest(type(target)))]
+    for target in shown:
+        if not target.has_output:
+            logger.warning("this model has no %s output; %s prints nothing", target.name, target.show_option[0])
+    return shown
+
+
+def given_values(args: argparse.Namespace) -> dict[str, str]:
+    """The values the user gives for targets (``--<target> VALUE``)."""
+    return {target.name: getattr(args, target.name) for target in target_classes()
+            if target.given_choices and getattr(args, target.name) is not None}
+
+
+def format_text(item: Item, prediction: Prediction, shown: Sequence[Target], timeline: bool = False) -> str:
     line = f"{item.id}  {prediction.label}  {_probs_text(prediction.probs)}"
-    if phonemes:
-        line += f"  phonemes={' '.join(prediction.emotion_phonemes or [])}"
+    line += "".join(f"  {target.output_text(prediction.outputs.get(target.name))}" for target in shown)
     if timeline:
         line += "".join(f"\n{item.id}  [{w.start:.2f}-{w.end:.2f}]  {w.label}  {_probs_text(w.probs)}"
                         for w in prediction.windows)
@@ -112,13 +144,13 @@ def _probs_text(probs: dict[str, float]) -> str:
     return " ".join(f"{label}={p:.2f}" for label, p in probs.items())
 
 
-def format_json(item: Item, prediction: Prediction, phonemes: bool, timeline: bool = False) -> str:
-    """One JSON object; strict JSON (no NaN), which :func:`score` guarantees by refusing non-finite results."""
-    phoneme_string = None
-    if phonemes and prediction.emotion_phonemes is not None:
-        phoneme_string = " ".join(prediction.emotion_phonemes)
-    record = {"id": item.id, "path": item.path, "label": prediction.label, "probs": prediction.probs,
-              "emotion_phonemes": phoneme_string}
+def format_json(item: Item, prediction: Prediction, targets: Sequence[Target], shown: Sequence[Target],
+                timeline: bool = False) -> str:
+    """One JSON object; strict JSON (no NaN), which :func:`score` guarantees by refusing non-finite results.
+    Every served target adds its fields, null when not ``shown``."""
+    record = {"id": item.id, "path": item.path, "label": prediction.label, "probs": prediction.probs}
+    for target in targets:
+        record.update(target.output_json(prediction.outputs.get(target.name) if target in shown else None))
     if timeline:
         record["windows"] = [{"start": w.start, "end": w.end, "label": w.label, "probs": w.probs}
                              for w in prediction.windows]
@@ -141,10 +173,11 @@ def read_item(recognizer: EmotionRecognizer, item: Item):
 
 
 def score(recognizer: EmotionRecognizer, items: list[Item], batch_size: int, as_json: bool,
-          phonemes: bool, timeline: bool = False, speakers: dict | None = None) -> int:
+          shown: Sequence[Target], timeline: bool = False, speakers: dict | None = None) -> int:
     """Score items (short ones in batches, long ones in windows), printing results in input order;
     returns the number of failures (each reported on stderr, naming the item). ``speakers`` maps item
-    ids to the speaker statistics that normalise them (:func:`speaker_stats_by_item`)."""
+    ids to the speaker statistics that normalise them (:func:`speaker_stats_by_item`); ``shown``: the
+    targets whose outputs are printed (:func:`shown_targets`)."""
     failures = 0
     pending: list[tuple[Item, object]] = []
 
@@ -155,8 +188,10 @@ def score(recognizer: EmotionRecognizer, items: list[Item], batch_size: int, as_
             print(f"{PROG}: error: {item_name(item)}: the model gave non-finite posteriors; check the model",
                   file=sys.stderr)
             return
-        text = format_json if as_json else format_text
-        print(text(item, prediction, phonemes, timeline), flush=True)
+        if as_json:
+            print(format_json(item, prediction, recognizer.targets, shown, timeline), flush=True)
+        else:
+            print(format_text(item, prediction, shown, timeline), flush=True)
 
     def flush() -> None:
         for (item, _), prediction in zip(pending, recognizer.predict_batch([w for _, w in pending], timeline=True)):
@@ -239,11 +274,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     items = collect_items(args.inputs, args.scp)
     recognizer = EmotionRecognizer.from_export(args.model_dir, device=args.device, window_s=args.window,
-                                               hop_s=args.hop)
-    if args.phonemes and not recognizer.has_phoneme_head:
-        logger.warning("this model has no phoneme head; --phonemes prints nothing")
+                                               hop_s=args.hop, given=given_values(args))
+    shown = shown_targets(recognizer, args)
     speakers = speaker_options(recognizer, args, items)
-    failures = score(recognizer, items, args.batch_size, args.json, args.phonemes, args.timeline, speakers)
+    failures = score(recognizer, items, args.batch_size, args.json, shown, args.timeline, speakers)
     if failures:
         print(f"{PROG}: {failures} of {len(items)} input(s) failed (see errors above)", file=sys.stderr)
         return 1

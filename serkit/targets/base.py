@@ -23,7 +23,15 @@ those declarations together:
 - the **scores** of a training epoch (:meth:`Target.epoch_scores`, logged and kept in checkpoints)
   and of a scored experiment (:meth:`Target.score`, read from the prediction files only), with the
   summary keys averaged over folds (:attr:`Target.fold_means`) and the RESULTS.md columns
-  (:attr:`Target.results_columns`).
+  (:attr:`Target.results_columns`);
+- how it is **served** (:mod:`serkit.export`, :mod:`serkit.inference`, ``serkit-infer``), from an
+  exported model's config alone (:meth:`Target.served`): the files it adds to the export folder
+  (:attr:`Target.export_files`, :meth:`Target.write_export`, checked on load by
+  :meth:`Target.check_export`), the inputs it gives the model at inference (:meth:`Target.serving_inputs`),
+  and how it decodes one utterance's output (:meth:`Target.output_piece`; a recording scored in windows
+  :meth:`Target.combine` s its windows' pieces first, then :meth:`Target.decode`), shown by
+  :meth:`Target.output_text` / :meth:`Target.output_json`. A user may give a target's value instead
+  (:attr:`Target.given_choices`, ``serkit-infer --<name>``).
 
 The emotion target (:mod:`serkit.targets.emotion`) is the *primary* one: its validation UA selects
 checkpoints, and its ``ref``/``hyp``/posterior columns make the core of the predictions file.
@@ -58,6 +66,11 @@ class Target:
     results_counts: ClassVar[tuple[tuple[str, str], ...]] = ()  # (heading, key) of counts after the figures
     results_explanation: ClassVar[str] = ""  # what RESULTS.md says about the target's columns
     model_facts: ClassVar[tuple[str, ...]] = ()  # model_config.json keys a scored summary keeps
+    export_files: ClassVar[tuple[str, ...]] = ()  # files a served target writes into every export folder
+    given_choices: ClassVar[tuple[str, ...]] = ()  # values a user may give at inference (serkit-infer --<name>)
+    given_help: ClassVar[str] = ""  # what serkit-infer --<name> says about the value
+    show_option: ClassVar[tuple[str, str] | None] = None  # (flag, help) that shows the output; None: always shown
+    prediction_alias: ClassVar[str | None] = None  # an attribute of inference.Prediction giving the output
 
     def __init__(self, hparams: dict):
         self.hparams = hparams
@@ -155,6 +168,58 @@ class Target:
     def describe(model_facts: dict) -> list[str]:
         """What RESULTS.md says about the target in a model's description, e.g. ``CTC targets char``."""
         return []
+
+    # ---- serving (export folders and inference), from an exported model's config
+    @classmethod
+    def served(cls, config: dict, given: str | None = None) -> "Target | None":
+        """The target as the exported model's ``config`` records it, or None when the model has no part
+        of it; ``given`` is the user's value for it (one of :attr:`given_choices`). Raise
+        :class:`TargetError` when the model cannot be served as asked (e.g. an input nobody gives)."""
+        return None
+
+    @property
+    def has_output(self) -> bool:
+        """Whether the served model has an output for the target (a head), or only its export files."""
+        return True
+
+    def check_serving(self) -> None:
+        """Raise :class:`TargetError` when inference cannot run as asked (e.g. an input nobody gives)."""
+
+    def write_export(self, out_dir: Path) -> None:
+        """Write :attr:`export_files` into the export folder ``out_dir``."""
+
+    def check_export(self, export_dir: Path) -> None:
+        """Raise :class:`TargetError` naming the file when :attr:`export_files` disagree with the config."""
+
+    @property
+    def second_pass(self) -> bool:
+        """Whether the model runs twice: the target feeds the model its own prediction of the first pass."""
+        return False
+
+    def serving_inputs(self, size: int, out=None) -> dict[str, Tensor]:
+        """Keyword inputs of :meth:`serkit.model.SERModel.forward` for ``size`` utterances at inference;
+        with :attr:`second_pass`, asked again with the first pass's output ``out``."""
+        return {}
+
+    def output_piece(self, out, row: int) -> Any:
+        """Row ``row``'s part of a model output, to decode (None: the model has no output for the target)."""
+        return None
+
+    def combine(self, pieces: list[tuple[int, int, Any]]) -> Any:
+        """One recording's piece from its windows' ``(start sample, end sample, piece)``, in time order."""
+        return pieces[0][2]
+
+    def decode(self, piece: Any) -> Any:
+        """The decoded per-utterance value (what ``Prediction.outputs`` holds), None without a piece."""
+        return None
+
+    def output_text(self, value: Any) -> str:
+        """The value in ``serkit-infer``'s text line."""
+        return f"{self.name}={value}"
+
+    def output_json(self, value: Any) -> dict[str, Any]:
+        """The value's fields in ``serkit-infer --json`` objects (None: not shown)."""
+        return {self.name: value}
 
 
 def read_values(data_dir: Path, name: str, utt_ids: Sequence[str], why: str) -> dict[str, str]:

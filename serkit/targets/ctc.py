@@ -8,9 +8,15 @@ inventory ``<lang_dir>/tokens.txt`` (blank at index 0), and ``mtl_lambda`` weigh
 ``PR`` (0: no head, no tokens read).
 
 Decoded per utterance: the reference and greedy-decoded tokens (``ref_tokens``/``hyp_tokens`` in
-``test_predictions.tsv``). Scored: the token error rate (PER: edit distance over reference length)
-for any tokens, and for emotion-phonemes also the *suffix accuracy*: the emotion read off the decoded
-tokens' digit suffixes by majority vote.
+``test_predictions.tsv``). Served: every export folder holds the inventory as ``tokens.txt`` (empty
+for a model without the head), and inference gives the greedy-decoded tokens (``Prediction.outputs["ctc"]``,
+also ``Prediction.emotion_phonemes``; ``serkit-infer --phonemes``). A recording scored in windows takes
+each frame from the window that owns its time: from the middle of the window's overlap with the
+previous one to the middle of its overlap with the next.
+
+Scored: the token error rate (PER: edit distance over reference length) for any tokens, and for
+emotion-phonemes also the *suffix accuracy*: the emotion read off the decoded tokens' digit suffixes
+by majority vote.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from serkit.targets.base import Target, TargetError, read_values
 # The data-dir file holding each choice of tokens (stage 1 writes it, and tokens.txt in the lang dir).
 FILES = ctc_targets.TARGET_FILES
 COLUMNS = ("ref_tokens", "hyp_tokens")
+TOKENS_FILE = "tokens.txt"  # the token inventory's name, in a lang dir and in an export folder
 # An emotion-phoneme token: a phone-class name followed by the emotion index, e.g. "VS3".
 _SUFFIXED_TOKEN = re.compile(r"(\D+)(\d+)")
 
@@ -47,6 +54,9 @@ class CTCTarget(Target):
         "suffix acc = emotion read as the majority digit suffix of the decoded emotion-phoneme tokens "
         "(an utterance with no decoded token counts as wrong; *no tok* counts them).")
     model_facts = ("n_tokens", "ctc_targets")
+    export_files = (TOKENS_FILE,)
+    show_option = ("--phonemes", "also print the decoded emotion-phoneme string")
+    prediction_alias = "emotion_phonemes"
 
     def __init__(self, hparams: dict):
         super().__init__(hparams)
@@ -73,7 +83,7 @@ class CTCTarget(Target):
         if lang_dir is None:
             raise DataDirError("the CTC head (mtl_lambda > 0) needs a token inventory: pass --lang_dir "
                                "(data/lang, written by stage 1)")
-        self.tokens = inventory.read_tokens(Path(lang_dir) / "tokens.txt")
+        self.tokens = inventory.read_tokens(Path(lang_dir) / TOKENS_FILE)
 
     def read(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, Any]:
         name = FILES[self.kind]
@@ -150,6 +160,56 @@ class CTCTarget(Target):
     @staticmethod
     def describe(model_facts: dict) -> list[str]:
         return [f"CTC targets {model_facts['ctc_targets']}"] if model_facts.get("ctc_targets") else []
+
+    # ---- serving
+    @classmethod
+    def served(cls, config: dict, given: str | None = None) -> "CTCTarget":
+        """Every exported model: its config lists the tokens (none without a CTC head)."""
+        target = cls({"ctc_targets": config.get("ctc_targets") or "emophone"})
+        target.tokens = list(config["tokens"])
+        return target
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self.tokens)
+
+    def write_export(self, out_dir: Path) -> None:
+        inventory.write_tokens(Path(out_dir) / TOKENS_FILE, self.tokens)
+
+    def check_export(self, export_dir: Path) -> None:
+        path = Path(export_dir) / TOKENS_FILE
+        if inventory.read_tokens(path, allow_empty=True) != self.tokens:
+            raise TargetError(f"{path}: disagrees with 'tokens' in config.json; the folder was edited by hand, "
+                              "re-export it")
+
+    def output_piece(self, out, row: int) -> torch.Tensor | None:
+        """The utterance's CTC log-posteriors [frames, tokens]."""
+        if out.phn_log_probs is None:
+            return None
+        return out.phn_log_probs[row, :int(out.frame_lens[row])].float().cpu()
+
+    def combine(self, pieces: list[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
+        """The frames of a windowed recording, each taken from the window that owns its time."""
+        owned = []
+        for index, (start, end, log_probs) in enumerate(pieces):
+            low = start if index == 0 else (start + pieces[index - 1][1]) / 2
+            high = end if index == len(pieces) - 1 else (pieces[index + 1][0] + end) / 2
+            n = log_probs.shape[0]
+            centres = start + (torch.arange(n, dtype=torch.float64) + 0.5) * (end - start) / n
+            owned.append(log_probs[(centres >= low) & (centres < high)])
+        return torch.cat(owned)
+
+    def decode(self, piece: torch.Tensor | None) -> list[str] | None:
+        if piece is None:
+            return None
+        sequence = _head().ctc_greedy_decode(piece.unsqueeze(0), torch.tensor([piece.shape[0]]))[0]
+        return [self.tokens[index] for index in sequence]
+
+    def output_text(self, value: list[str] | None) -> str:
+        return f"phonemes={' '.join(value or [])}"
+
+    def output_json(self, value: list[str] | None) -> dict[str, Any]:
+        return {"emotion_phonemes": None if value is None else " ".join(value)}
 
 
 def _head():

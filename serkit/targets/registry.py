@@ -3,7 +3,8 @@
 Targets are imported on first use. The first entry is the primary target (emotion); the others are
 auxiliary: each decides from the config whether it is used (:meth:`Target.from_config`) and whether
 it is trained (a positive weight, :attr:`Target.active`). The generic layers (data loading, the
-trainer, scoring, RESULTS.md) loop over :class:`TargetSet` or :func:`target_classes` and name none.
+trainer, scoring, RESULTS.md) loop over :class:`TargetSet` or :func:`target_classes`, export and
+inference over :func:`served_targets`, and name none.
 """
 from __future__ import annotations
 
@@ -37,6 +38,24 @@ def target_classes() -> list[type[Target]]:
 def stage1_files() -> tuple[str, ...]:
     """The data-directory files stage 1 makes for any target (stale once stage 0 runs again)."""
     return tuple(name for cls in target_classes() for name in cls.stage1_files)
+
+
+def served_targets(config: dict, given: dict[str, str] | None = None) -> list[Target]:
+    """The targets an exported model's ``config`` serves besides the primary one (:meth:`Target.served`),
+    each with the user's value of ``given`` (target name -> value)."""
+    given = dict(given or {})
+    for name, value in given.items():
+        choices = target_class(name).given_choices
+        if value not in choices:
+            raise TargetError(f"{name}: {value!r} cannot be given; "
+                              + (f"give one of {', '.join(choices)}" if choices else "it is never an input"))
+    served = [cls.served(config, given.get(cls.name)) for cls in target_classes()[1:]]
+    return [target for target in served if target is not None]
+
+
+def prediction_aliases() -> dict[str, str]:
+    """Attribute name of ``Prediction`` -> the target whose output it gives (:attr:`Target.prediction_alias`)."""
+    return {cls.prediction_alias: cls.name for cls in target_classes() if cls.prediction_alias}
 
 
 class TargetSet:
