@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from tiny_corpus import CLASSES, noisy_tones, tiny_w2v2_hparams, write_map, write_tiny_corpus
 
-from serkit.datadir import DataDirError
+from serkit.datadir import DataDirError, read_map
 from serkit.dataio import load_fold_data
 from serkit.expdir import read_history, read_predictions
+from serkit.export import export_model
+from serkit.inference import EmotionRecognizer
 from serkit.model import build_tiny_w2v2
 from serkit.model.ser_model import SEROutput
 from serkit.scoring import score_experiment
@@ -87,3 +89,14 @@ def test_the_auxiliary_gender_task_learns_and_is_scored(corpus, tmp_path):
     assert predictions.extras["ref_gender"] == [gender_of(utt) for utt in predictions.utts]
     summary = score_experiment(fold.parent)
     assert summary["pooled"]["gender_UA"] is not None and "gender_UA" in summary["mean"]
+
+    # the export serves the prior: the reference gender given reproduces the posteriors the trainer wrote,
+    # and without it the gender head's prediction is the one test_predictions.tsv records
+    export = export_model(fold, tmp_path / "export")
+    wavs = [read_map(corpus["data"] / "wav.scp")[utt] for utt in predictions.utts]
+    given = {gender: EmotionRecognizer.from_export(export, given={"gender": gender}) for gender in ("f", "m")}
+    for utt, wav, probs in zip(predictions.utts, wavs, predictions.probs):
+        prediction = given[gender_of(utt)].predict_file(wav)
+        assert [prediction.probs[c] for c in predictions.classes] == pytest.approx(probs, abs=2e-6)
+    predicted = EmotionRecognizer.from_export(export).predict_files(wavs)
+    assert [prediction.outputs["gender"] for prediction in predicted] == predictions.extras["hyp_gender"]
