@@ -4,7 +4,7 @@ Li et al. (2024) add ``mtl_lambda * L_PR``, a CTC loss over emotion-phoneme toke
 six phone classes, each suffixed with the utterance's emotion index, e.g. ``VS3``); Cai et al.
 (2021) use the transcript's characters instead. ``ctc_targets`` chooses the tokens (``emophone``,
 ``char`` or ``bpe``), stage 1 makes them (:func:`make_tokens`) with their inventory
-``<lang_dir>/tokens.txt`` (blank at index 0; :func:`lang_dir` names the directory of each kind), and
+``<lang_dir>/tokens.txt`` (blank at index 0; :func:`lang_dir_of` names the directory of each kind), and
 ``mtl_lambda`` weights the loss part ``PR`` (0: no head, no tokens read).
 
 Decoded per utterance: the reference and greedy-decoded tokens (``ref_tokens``/``hyp_tokens`` in
@@ -74,11 +74,11 @@ class CTCTarget(Target):
 
     @classmethod
     def make_stage1(cls, need: str, data_dir: Path, lang: Path, options: dict[str, Any]) -> str:
-        return make_tokens(need, data_dir, lang_dir(need, lang), options.get("bpe_units", ctc_targets.BPE_UNITS))
+        return make_tokens(need, data_dir, lang_dir_of(need, lang), options.get("bpe_units", ctc_targets.BPE_UNITS))
 
     @classmethod
     def stage1_options(cls, need: str, lang: Path) -> dict[str, str]:
-        return {"lang_dir": str(lang_dir(need, lang))}
+        return {"lang_dir": str(lang_dir_of(need, lang))}
 
     def prepare(self) -> None:
         lang_dir = self.hparams.get("lang_dir")
@@ -164,7 +164,7 @@ class CTCTarget(Target):
         return [f"CTC targets {model_facts['ctc_targets']}"] if model_facts.get("ctc_targets") else []
 
 
-def lang_dir(kind: str, lang: str | Path) -> Path:
+def lang_dir_of(kind: str, lang: str | Path) -> Path:
     """The directory of a kind's token inventory: the recipe's lang dir (``data/lang``) for the
     emotion-phonemes, a sibling named after the kind for the others (``data/lang_char``, ``data/lang_bpe``)."""
     return Path(lang) if kind == "emophone" else Path(f"{lang}_{kind}")
