@@ -31,6 +31,7 @@ from serkit.errors import SerkitError
 logger = logging.getLogger(__name__)
 
 WORD_BOUNDARY = "|"
+BPE_UNITS = 128  # the default BPE vocabulary size
 #: The data-dir file each CTC target kind is read from (``ctc_targets`` in a config picks the kind).
 TARGET_FILES = {"emophone": emophone.TARGET_FILE, "char": "utt2char", "bpe": "utt2bpe"}
 #: The kinds this module makes (emotion-phonemes are :mod:`serkit.emophone`'s).
@@ -90,7 +91,7 @@ def _train_bpe(sentences: list[str], lang_dir: Path, vocab_size: int):
     return spm.SentencePieceProcessor(model_file=str(lang_dir / "bpe.model"))
 
 
-def make_ctc_targets(data_dir: str | Path, lang_dir: str | Path, kind: str, bpe_units: int = 128) -> dict:
+def make_ctc_targets(data_dir: str | Path, lang_dir: str | Path, kind: str, bpe_units: int = BPE_UNITS) -> dict:
     """Write ``utt2char``/``utt2bpe`` and the lang dir's ``tokens.txt``; returns counts for the log."""
     if kind not in TRANSCRIPT_KINDS:
         raise CTCTargetError(f"unknown CTC target kind {kind!r}; choose one of {', '.join(TRANSCRIPT_KINDS)} "

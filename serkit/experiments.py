@@ -18,7 +18,8 @@ here, tested:
   sit side by side; families fitted in closed form (eGeMAPS + SVM) ignore it;
 - the generalisation switches (docs/models.md) are named when not at their default: ``spknorm``
   (``normalisation: speaker``), ``patience<N>``, ``avg<N>`` (``average_nbest``), ``aug`` (``augment``);
-- stage 1 (CTC targets) runs only when some experiment trains a CTC head, for the kinds they use;
+- stage 1 makes only what the experiments' targets need (:func:`serkit.targets.registry.stage1_needs`:
+  e.g. the CTC tokens of the kinds they train on, none without a CTC head);
 - ``--seeds "1 2 3"`` runs every experiment once per seed (``..._seed1``, ``..._seed2``, ...), the
   runs of one experiment next to each other; stage 4 merges them into one row (mean ± std over
   seeds) and scores their ensemble. The seed changes training only: the folds keep ``--seed``'s.
@@ -35,6 +36,7 @@ from serkit.errors import SerkitError
 from serkit.model.registry import UnknownFamilyError, get_family
 from serkit.precision import PRECISIONS
 from serkit.safe_yaml import load_plain_mapping, refuse_python_tags
+from serkit.targets.registry import stage1_needs
 
 
 class PlanError(SerkitError):
@@ -50,7 +52,8 @@ class Experiment:
     config: str
     overrides_file: str | None
     args: tuple[str, ...] = field(default_factory=tuple)
-    ctc_targets: str | None = None  # what stage 1 must provide (None: no CTC head)
+    ctc_targets: str | None = None  # the CTC head's kind of tokens (None: no CTC head)
+    stage1: tuple[tuple[str, str], ...] = ()  # what stage 1 must make for it: (target, need) pairs
 
 
 def read_config_values(config: str, overrides: str | None = None) -> dict:
@@ -115,10 +118,11 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
                 precision_part = [precision] if trained else []
                 extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
                 extra += ("--precision", precision) if trained else ()
+                needs = stage1_needs(dict(values, mtl_lambda=lam if targets else 0, ctc_targets=targets or configured))
                 for run_seed in seeds:
                     tag = "_".join(parts + lambda_part + kind_part + switch_parts(values, family.trainer)
                                    + precision_part + [f"seed{run_seed}"])
-                    experiments.append(Experiment(tag, name, config, overrides, args + extra, targets))
+                    experiments.append(Experiment(tag, name, config, overrides, args + extra, targets, needs))
     return experiments
 
 

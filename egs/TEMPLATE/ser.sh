@@ -4,7 +4,7 @@
 # names a model family: serkit.bin.plan_experiments turns --model(s)/--lambdas into experiments.
 #
 #   0 data preparation      local/data.sh -> data/all (Kaldi-style), validated
-#   1 CTC targets           only when a model trains a CTC head: phones by language -> emotion-phonemes
+#   1 targets               what the experiments' targets need (serkit.bin.make_targets), e.g. a CTC head's tokens
 #   2 folds                 data/folds/<protocol>/foldN/{train,valid,test}, protocol.json, leakage.txt
 #   3 training              per experiment, one job a fold through $train_cmd; resumes from checkpoints
 #   4 scoring               WA/UA/F1(/PER) per fold, mean +- std, pooled with speaker-bootstrap 95 % CIs
@@ -93,15 +93,13 @@ log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 [ -z "$model" ] || models=$model  # --model NAME: just that family (run.sh never passes --model)
-plan() {  # the experiments: tag family config overrides ctc-targets args... (one tab-separated line each)
-  python -m serkit.bin.plan_experiments --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
+with_plan() {  # run serkit.bin.$1 with the options that plan the experiments
+  python -m "serkit.bin.$1" --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
     --seed "$seed" ${seeds:+--seeds "$seeds"} --conf_dir ../../conf --recipe_conf_dir conf --ctc_targets "$ctc_targets" \
-    ${train_overrides:+--overrides "$train_overrides"} ${precision:+--precision "$precision"} "$@"
+    ${train_overrides:+--overrides "$train_overrides"} ${precision:+--precision "$precision"} --lang "$lang" "${@:2}"
 }
+plan() { with_plan plan_experiments; }  # the experiments: tag family config overrides lang-dir args... (tab-separated)
 plan > /dev/null  # an unknown model or a bad lambda stops here, before any stage runs
-lang_dir() {  # the token inventory of a CTC target kind: data/lang (emotion-phonemes), data/lang_char ...
-  if [ "$1" = emophone ]; then echo "$lang"; else echo "${lang}_$1"; fi
-}
 fold_ids() {  # fold numbers of the protocol, or the user's --folds
   if [ -n "$folds" ]; then echo "$folds"; return; fi
   ls -d "data/folds/$protocol"/fold[0-9]* | sed 's/.*fold0*//' | sort -n | tr '\n' ' '
@@ -113,20 +111,8 @@ if stage_on 0; then
   python -m serkit.bin.validate_data_dir "$data" --complete
 fi
 
-if stage_on 1; then
-  targets=$(plan --needed_targets)
-  if [ -z "$targets" ]; then
-    log "Stage 1: CTC targets: skipped (no experiment trains a CTC head)"
-  fi
-  for target in $targets; do
-    log "Stage 1: CTC targets ($target)"
-    if [ "$target" = emophone ]; then
-      python -m serkit.bin.make_emophones --data "$data" --lang "$(lang_dir "$target")"
-    else
-      python -m serkit.bin.make_ctc_targets --targets "$target" --data "$data" --lang "$(lang_dir "$target")" \
-        --bpe_units "$bpe_units"
-    fi
-  done
+if stage_on 1; then  # what the experiments' targets need, logged per target (or why it is skipped)
+  with_plan make_targets --data "$data" --bpe_units "$bpe_units"
 fi
 
 if stage_on 2; then
@@ -137,12 +123,12 @@ fi
 
 if stage_on 3; then
   [ "$tensorboard" != true ] || python -m serkit.tensorboard  # stops here, with the install command, when absent
-  while IFS=$'\t' read -r tag family config overrides targets args; do
+  while IFS=$'\t' read -r tag family config overrides lang_dir args; do
     exp=exp/$tag/$protocol
     log "Stage 3: training $exp (folds: $(fold_ids))"
     opts=()
     [ "$overrides" = - ] || opts+=(--overrides "$overrides")
-    [ "$targets" = - ] || opts+=(--lang_dir "$(lang_dir "$targets")")
+    [ "$lang_dir" = - ] || opts+=(--lang_dir "$lang_dir")
     # --ngpu N: N GPUs per job, and N training processes (serkit.bin.train restarts itself under torchrun).
     [ -z "$ngpu" ] || opts+=(--nproc "$(( ngpu > 1 ? ngpu : 1 ))")
     # The training seed is the tag's (..._seed<N>: --seed, or each of --seeds).
@@ -160,7 +146,7 @@ fi
 
 if stage_on 4; then
   exps=()
-  while IFS=$'\t' read -r tag family config overrides targets args; do
+  while IFS=$'\t' read -r tag family config overrides lang_dir args; do
     exp=exp/$tag/$protocol
     exps+=("$exp")
     log "Stage 4: scoring $exp"
@@ -185,12 +171,12 @@ fi
 if stage_on 5; then
   if [[ $export_fold =~ ^[0-9]+$ ]]; then export_fold=$(printf 'fold%02d' "$export_fold"); fi
   head -n 3 "$data/wav.scp" > "exp/export_demo.scp"  # a demo of serkit-infer, not an evaluation
-  while IFS=$'\t' read -r tag family config overrides targets args; do
+  while IFS=$'\t' read -r tag family config overrides lang_dir args; do
     log "Stage 5: export and inference ($tag)"
     python -m serkit.bin.export_model --exp "exp/$tag/$protocol" --fold "$export_fold" --out "exp/$tag/export"
     log "Exported model: $(pwd)/exp/$tag/export"
     # --utt2spk: models trained with per-speaker normalisation normalise each speaker with its files' statistics
-    serkit-infer "exp/$tag/export" --scp exp/export_demo.scp --utt2spk "$data/utt2spk" $([ "$targets" = - ] || echo --phonemes)
+    serkit-infer "exp/$tag/export" --scp exp/export_demo.scp --utt2spk "$data/utt2spk" $([ "$lang_dir" = - ] || echo --phonemes)
   done < <(plan)
 fi
 log "Done (stages $stage-$stop_stage)"

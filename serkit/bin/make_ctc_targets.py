@@ -14,7 +14,8 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.ctc_targets import TRANSCRIPT_KINDS, make_ctc_targets
+from serkit.ctc_targets import BPE_UNITS, TRANSCRIPT_KINDS
+from serkit.targets.ctc import make_tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", required=True, choices=sorted(TRANSCRIPT_KINDS))
     parser.add_argument("--data", required=True, help="data dir with text (and a language file, default en)")
     parser.add_argument("--lang", required=True, help="lang dir that gets tokens.txt, e.g. data/lang_char")
-    parser.add_argument("--bpe_units", type=int, default=128, help="BPE vocabulary size (bpe only)")
+    parser.add_argument("--bpe_units", type=int, default=BPE_UNITS, help="BPE vocabulary size (bpe only)")
     return parser
 
 
@@ -31,9 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    counts = make_ctc_targets(args.data, args.lang, args.targets, args.bpe_units)
-    print(f"{args.targets} targets: {counts['utterances']} utterances, {counts['units']} units, "
-          f"{counts['empty']} without text; {args.lang}/tokens.txt")
+    print(make_tokens(args.targets, args.data, args.lang, args.bpe_units))
     return 0
 
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.emophone import label_data_dir
+from serkit.targets.ctc import make_tokens
 
 PROG = "python -m serkit.bin.make_emophones"
 
@@ -31,9 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    report = label_data_dir(args.data, args.lang)
-    print(f"labelled {report.n_utterances} utterances ({len(report.empty)} without phones, "
-          f"{len(report.oov_counts)} OOV words); report: {report.report_path}")
+    print(make_tokens("emophone", args.data, args.lang))
     return 0
 
 

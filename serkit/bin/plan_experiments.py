@@ -3,11 +3,12 @@
 Usage::
 
     python -m serkit.bin.plan_experiments --models "w2v2_mtl tim_net" [--lambdas "0 0.1"] \\
-        --class_map 4class --seed 1 [--seeds "1 2 3"] --conf_dir ../../conf --recipe_conf_dir conf [--overrides F]
+        --class_map 4class --seed 1 [--seeds "1 2 3"] --conf_dir ../../conf --recipe_conf_dir conf [--overrides F] \\
+        [--ctc_targets "K ..."] [--precision P] [--lang data/lang]
 
-Columns: ``tag  family  config  overrides-file-or-'-'  ctc-targets-or-'-'  extra args...``.
-With ``--needed_targets`` it prints only the CTC target kinds stage 1 must provide (one per line,
-none if no experiment trains a CTC head).
+Columns: ``tag  family  config  overrides-file-or-'-'  lang-dir-or-'-'  extra args...``: the lang dir is
+the token inventory stage 1 made for the experiment's targets (``-``: it trains none that needs one).
+Stage 1 itself is :mod:`serkit.bin.make_targets`, which takes the same options.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors
-from serkit.experiments import PlanError, plan
+from serkit.experiments import Experiment, PlanError, plan
+from serkit.targets.registry import stage1_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,23 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "e.g. 'emophone char' (default: each config's)")
     parser.add_argument("--precision", default="", help="train every network in this precision (fp32, bf16, fp16, "
                                                         "auto), named in the experiment (default: each config's)")
-    parser.add_argument("--needed_targets", action="store_true", help="print only the CTC targets stage 1 needs")
+    parser.add_argument("--lang", default="data/lang", help="the recipe's lang dir, under which stage 1 writes "
+                                                           "token inventories (default data/lang)")
     return parser
+
+
+def planned(args: argparse.Namespace) -> list[Experiment]:
+    """The experiments the parsed options ask for."""
+    seeds = [_seed(text) for text in args.seeds.split()] or args.seed
+    return plan(args.models.split(), args.lambdas.split(), args.class_map, seeds, args.conf_dir,
+                args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split(), args.precision or None)
 
 
 @one_line_errors("plan_experiments", exit_code=2)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    seeds = [_seed(text) for text in args.seeds.split()] or args.seed
-    experiments = plan(args.models.split(), args.lambdas.split(), args.class_map, seeds, args.conf_dir,
-                       args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split(),
-                       args.precision or None)
-    if args.needed_targets:
-        for targets in dict.fromkeys(e.ctc_targets for e in experiments if e.ctc_targets):
-            print(targets)
-        return 0
-    for e in experiments:
-        print("\t".join([e.tag, e.family, e.config, e.overrides_file or "-", e.ctc_targets or "-", *e.args]))
+    for e in planned(args):
+        lang_dir = stage1_options(e.stage1, args.lang).get("lang_dir", "-")
+        print("\t".join([e.tag, e.family, e.config, e.overrides_file or "-", lang_dir, *e.args]))
     return 0
 
 

@@ -7,7 +7,9 @@ by name through :data:`serkit.targets.TARGETS`. Like SpeechBrain's dynamic items
 those declarations together:
 
 - the **data-directory files** it reads (:meth:`Target.files`) and the ones stage 1 makes for it
-  (:attr:`Target.stage1_files`, with :meth:`Target.stage1_command` saying how);
+  (:attr:`Target.stage1_files`): what a config needs from stage 1 (:meth:`Target.stage1_need`), how
+  stage 1 makes it (:meth:`Target.make_stage1`, under the recipe's ``--lang`` directory) and the
+  training options that point at it (:meth:`Target.stage1_options`, e.g. ``lang_dir``);
 - its per-utterance **value** read from those files, checked before training (:meth:`Target.read`);
 - its **batch fields** (:meth:`Target.fields`) and which of them are variable-length sequences,
   padded with 0 to the batch's longest and carried with absolute lengths (:attr:`Target.sequences`);
@@ -61,6 +63,8 @@ class Target:
     weight_option: ClassVar[str | None] = None  # the config option weighting the part; None = weight 1
     sequences: ClassVar[tuple[str, ...]] = ()  # batch fields padded as sequences with absolute lengths
     stage1_files: ClassVar[tuple[str, ...]] = ()  # data-dir files stage 1 (may) make for this target
+    stage1_title: ClassVar[str] = ""  # what stage 1's log calls them (empty: stage 1 makes nothing)
+    stage1_skipped: ClassVar[str] = ""  # why stage 1 makes nothing when no planned config needs them
     fold_means: ClassVar[tuple[str, ...]] = ()  # summary keys averaged over folds (mean +- std)
     results_columns: ClassVar[tuple[tuple[str, str], ...]] = ()  # (RESULTS.md heading, summary key)
     results_counts: ClassVar[tuple[tuple[str, str], ...]] = ()  # (heading, key) of counts after the figures
@@ -99,6 +103,24 @@ class Target:
     def check_family(self, family) -> None:
         """Raise :class:`TargetError` when ``family`` (a :class:`serkit.model.family.ModelFamily`) cannot
         train this target as configured (e.g. a head it has no outputs for)."""
+
+    # ---- stage 1 (asked by the recipe's planner, before any config is built)
+    @classmethod
+    def stage1_need(cls, settings: dict) -> str | None:
+        """What stage 1 must make for a config with these top-level ``settings`` (e.g. a kind of
+        tokens), or None when the config needs nothing from stage 1."""
+        return None
+
+    @classmethod
+    def make_stage1(cls, need: str, data_dir: Path, lang: Path, options: dict[str, Any]) -> str:
+        """Make ``need``'s files from ``data_dir`` (its inventory under ``lang``); the summary line
+        for the log. ``options`` are the recipe's stage-1 options (e.g. ``bpe_units``)."""
+        raise NotImplementedError(f"target {cls.name} has no stage 1")
+
+    @classmethod
+    def stage1_options(cls, need: str, lang: Path) -> dict[str, str]:
+        """The training options that point a config at what stage 1 made for ``need``."""
+        return {}
 
     # ---- data
     def files(self) -> tuple[str, ...]:

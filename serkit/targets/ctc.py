@@ -3,9 +3,9 @@
 Li et al. (2024) add ``mtl_lambda * L_PR``, a CTC loss over emotion-phoneme tokens (``utt2phn``:
 six phone classes, each suffixed with the utterance's emotion index, e.g. ``VS3``); Cai et al.
 (2021) use the transcript's characters instead. ``ctc_targets`` chooses the tokens (``emophone``,
-``char`` or ``bpe``), stage 1 makes them (``python -m serkit.bin.make_ctc_targets``) with their
-inventory ``<lang_dir>/tokens.txt`` (blank at index 0), and ``mtl_lambda`` weights the loss part
-``PR`` (0: no head, no tokens read).
+``char`` or ``bpe``), stage 1 makes them (:func:`make_tokens`) with their inventory
+``<lang_dir>/tokens.txt`` (blank at index 0; :func:`lang_dir_of` names the directory of each kind), and
+``mtl_lambda`` weights the loss part ``PR`` (0: no head, no tokens read).
 
 Decoded per utterance: the reference and greedy-decoded tokens (``ref_tokens``/``hyp_tokens`` in
 ``test_predictions.tsv``). Served: every export folder holds the inventory as ``tokens.txt`` (empty
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from serkit import ctc_targets, inventory, metrics
+from serkit import ctc_targets, emophone, inventory, metrics
 from serkit.datadir import DataDirError
 from serkit.targets.base import Target, TargetError, read_values
 
@@ -46,6 +46,8 @@ class CTCTarget(Target):
     sequences = ("tokens",)
     # The tokens of each choice, and the phones the emotion-phonemes are made from (stage 1 writes them too).
     stage1_files = ctc_targets.STAGE1_FILES
+    stage1_title = "CTC targets"
+    stage1_skipped = "no experiment trains a CTC head"
     fold_means = ("PER", "suffix_acc")
     results_columns = (("PER", "PER"), ("suffix acc", "suffix_acc"))
     results_counts = (("no tok", "n_no_tokens"),)
@@ -73,10 +75,20 @@ class CTCTarget(Target):
     def files(self) -> tuple[str, ...]:
         return (FILES[self.kind],)
 
-    @staticmethod
-    def stage1_command(kind: str) -> str:
-        """How stage 1 makes the files of ``kind`` (emotion-phonemes come from the G2P stage instead)."""
-        return "python -m serkit.bin.make_ctc_targets --targets " + kind
+    @classmethod
+    def stage1_need(cls, settings: dict) -> str | None:
+        """The kind of tokens a config trains a CTC head on (``ctc_targets``), None without the head."""
+        if float(settings.get(cls.weight_option) or 0) <= 0:
+            return None
+        return cls(settings).kind
+
+    @classmethod
+    def make_stage1(cls, need: str, data_dir: Path, lang: Path, options: dict[str, Any]) -> str:
+        return make_tokens(need, data_dir, lang_dir_of(need, lang), options.get("bpe_units", ctc_targets.BPE_UNITS))
+
+    @classmethod
+    def stage1_options(cls, need: str, lang: Path) -> dict[str, str]:
+        return {"lang_dir": str(lang_dir_of(need, lang))}
 
     def prepare(self) -> None:
         lang_dir = self.hparams.get("lang_dir")
@@ -210,6 +222,23 @@ class CTCTarget(Target):
 
     def output_json(self, value: list[str] | None) -> dict[str, Any]:
         return {"emotion_phonemes": None if value is None else " ".join(value)}
+
+
+def lang_dir_of(kind: str, lang: str | Path) -> Path:
+    """The directory of a kind's token inventory: the recipe's lang dir (``data/lang``) for the
+    emotion-phonemes, a sibling named after the kind for the others (``data/lang_char``, ``data/lang_bpe``)."""
+    return Path(lang) if kind == "emophone" else Path(f"{lang}_{kind}")
+
+
+def make_tokens(kind: str, data_dir: str | Path, lang_dir: str | Path, bpe_units: int = ctc_targets.BPE_UNITS) -> str:
+    """Stage 1 for one kind of tokens: the data dir's labels and ``lang_dir/tokens.txt``; the summary line."""
+    if kind == "emophone":
+        report = emophone.label_data_dir(data_dir, lang_dir)
+        return (f"labelled {report.n_utterances} utterances ({len(report.empty)} without phones, "
+                f"{len(report.oov_counts)} OOV words); report: {report.report_path}")
+    counts = ctc_targets.make_ctc_targets(data_dir, lang_dir, kind, bpe_units)
+    return (f"{kind} targets: {counts['utterances']} utterances, {counts['units']} units, "
+            f"{counts['empty']} without text; {lang_dir}/tokens.txt")
 
 
 def _head():

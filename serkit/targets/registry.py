@@ -58,6 +58,17 @@ def prediction_aliases() -> dict[str, str]:
     return {cls.prediction_alias: cls.name for cls in target_classes() if cls.prediction_alias}
 
 
+def stage1_needs(settings: dict) -> tuple[tuple[str, str], ...]:
+    """What stage 1 must make for a config with these top-level settings: ``(target, need)`` pairs."""
+    needs = ((cls.name, cls.stage1_need(settings)) for cls in target_classes())
+    return tuple((name, need) for name, need in needs if need is not None)
+
+
+def stage1_options(needs: Sequence[tuple[str, str]], lang: str | Path) -> dict[str, str]:
+    """The training options that point a config at what stage 1 made for its ``needs``."""
+    return {key: value for name, need in needs for key, value in target_class(name).stage1_options(need, Path(lang)).items()}
+
+
 class TargetSet:
     """The targets one config trains (see the module docstring), asked together by the generic layers."""
 
