@@ -22,7 +22,7 @@ setup(
         "ruamel.yaml>=0.17",
         "nltk>=3.8",
         "numpy>=1.24",
-        "scipy>=1.15",         # bootstrap intervals and permutation tests (serkit/stats.py; rng= since 1.15)
+        "scipy>=1.15",         # bootstrap intervals and permutation tests (serkit/scoring/stats.py; rng= since 1.15)
         "soundfile>=0.12",
         "sentencepiece",
         "g2p-en==2.1.0",
@@ -35,7 +35,7 @@ setup(
         "scikit-learn>=1.3",   # its classifiers (SVM / logistic regression)
         "pypinyin>=0.50",      # Mandarin (ESD) text to initials/finals for emotion-phoneme labels
     ],
-    # tensorboard: run.sh --tensorboard's live curves (serkit/tensorboard.py), optional
+    # tensorboard: run.sh --tensorboard's live curves (serkit/training/tensorboard.py), optional
     extras_require={"dev": ["pytest>=7", "pytest-timeout"], "tensorboard": ["tensorboard>=2"]},
     entry_points={
         "console_scripts": [

@@ -11,8 +11,8 @@ class SerkitError(Exception):
 
 
 class DataDirError(SerkitError):
-    """A data directory file is missing, malformed or inconsistent (:mod:`serkit.datadir`,
-    :mod:`serkit.inventory`)."""
+    """A data directory file is missing, malformed or inconsistent (:mod:`serkit.data.datadir`,
+    :mod:`serkit.data.inventory`)."""
 
 
 class Refused(SerkitError):

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import speechbrain as sb
 
-from serkit import atomic, distributed
+from serkit import atomic
+from serkit.training import distributed
 from serkit.bin import train
-from serkit.train import SERBrain
+from serkit.training.train import SERBrain
 
 
 class Stopped(Exception):

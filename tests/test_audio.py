@@ -1,10 +1,10 @@
-"""serkit.audio: downmixing, integer PCM scaling, resampling and the errors for bad files."""
+"""serkit.data.audio: downmixing, integer PCM scaling, resampling and the errors for bad files."""
 import numpy as np
 import pytest
 import soundfile
 import torch
 
-from serkit.audio import AudioError, audio_info, read_audio, to_mono
+from serkit.data.audio import AudioError, audio_info, read_audio, to_mono
 
 
 def test_to_mono_scales_signed_and_unsigned_pcm_alike():

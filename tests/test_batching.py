@@ -1,6 +1,6 @@
-"""Tests of serkit's batches (serkit.dataio.DurationBucketBatchSampler): duration buckets within a
+"""Tests of serkit's batches (serkit.data.dataio.DurationBucketBatchSampler): duration buckets within a
 budget of padded seconds, their padding on IEMOCAP-like durations, their shares under DDP, and the
-resume check on the budget (serkit.train)."""
+resume check on the budget (serkit.training.train)."""
 from __future__ import annotations
 
 import logging
@@ -14,10 +14,10 @@ import speechbrain as sb
 import torch
 
 from serkit.bin.train import load_hparams
-from serkit.checkpoints import SafeCheckpointer
+from serkit.training.checkpoints import SafeCheckpointer
 from serkit.bench.paired import iemocap_like_durations
-from serkit.dataio import DurationBucketBatchSampler, padded_fraction
-from serkit.train import TrainError, register_resume_state, shared_sampler
+from serkit.data.dataio import DurationBucketBatchSampler, padded_fraction
+from serkit.training.train import TrainError, register_resume_state, shared_sampler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_batches_respect_the_budget_and_the_utterance_cap_and_cover_each_utteran
 
 def test_an_utterance_longer_than_the_budget_gets_a_batch_of_its_own(caplog):
     durations = [1.0 + 0.1 * i for i in range(20)] + [25.0, 31.0]  # indices 20 and 21 exceed 10 s
-    with caplog.at_level(logging.WARNING, logger="serkit.dataio"):
+    with caplog.at_level(logging.WARNING, logger="serkit.data.dataio"):
         sampler = DurationBucketBatchSampler(durations, batch_size=8, batch_seconds=10.0, seed=0)
     assert [record.getMessage() for record in caplog.records] == [
         "2 of 22 utterance(s) are longer than batch_seconds=10 s: each gets a batch of its own, over the budget "

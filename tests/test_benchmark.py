@@ -16,7 +16,7 @@ import torch
 
 from serkit.bench.baseline import BaselineNetwork
 from serkit.bench.paired import Plan, serkit_batch_seconds
-from serkit.precision import resolve_precision
+from serkit.training.precision import resolve_precision
 
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
 
@@ -73,7 +73,7 @@ def test_duration_buckets_pad_less_than_the_baselines_random_batches():
     assert budget is not None and all(len(batch) * max(plan.seconds(batch)) <= budget for batch in plan.buckets)
     assert sorted(i for batch in plan.buckets for i in batch) == list(range(len(plan.durations)))
     assert sorted(i for batch in plan.random for i in batch) == list(range(len(plan.durations)))
-    from serkit.dataio import padded_fraction
+    from serkit.data.dataio import padded_fraction
     assert padded_fraction(plan.durations, plan.buckets) < 0.5 * padded_fraction(plan.durations, plan.random)
     cropped = Plan.draw(steps=20, batch_size=16, seed=0, max_seconds=6.0)
     assert max(cropped.durations) == 6.0

@@ -1,4 +1,4 @@
-"""serkit.checkpoints: a broken newest checkpoint falls back to the newest intact one, a full disk is a
+"""serkit.training.checkpoints: a broken newest checkpoint falls back to the newest intact one, a full disk is a
 clear error that publishes nothing, nothing from a checkpoint runs code, random states round-trip."""
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 import yaml
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from serkit import expdir
-from serkit.checkpoints import STAGING_PREFIX, CheckpointError, RandomStates, SafeCheckpointer
+from serkit.training import expdir
+from serkit.training.checkpoints import STAGING_PREFIX, CheckpointError, RandomStates, SafeCheckpointer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_a_broken_newest_checkpoint_resumes_from_the_previous_one(damage, tmp_pa
     older, newest = save_two(tmp_path / "save")
     DAMAGE[damage](newest)
     checkpointer, model, _ = checkpointer_for(tmp_path / "save", value=0.0)
-    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="serkit.training.checkpoints"):
         loaded = checkpointer.recover_if_possible()
     assert loaded.path == older
     assert torch.all(model.weight == 1.0)
@@ -135,7 +135,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path
 FULL_TMPFS_SCRIPT = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
-    from serkit.checkpoints import CheckpointError, SafeCheckpointer
+    from serkit.training.checkpoints import CheckpointError, SafeCheckpointer
     save = {save!r}
     small = torch.nn.Linear(4, 4)
     checkpointer = SafeCheckpointer(save, recoverables={{"model": small}})
@@ -182,7 +182,7 @@ def test_loading_never_runs_code_even_when_the_environment_allows_pickles(tmp_pa
     record_size(newest, "model.ckpt")  # a forger who also edits CKPT.yaml: the load itself must refuse
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     checkpointer, model, _ = checkpointer_for(tmp_path / "save")
-    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="serkit.training.checkpoints"):
         assert checkpointer.recover_if_possible().path == older
     assert not marker.exists() and torch.all(model.weight == 1.0)
     warnings = " ".join(record.getMessage() for record in caplog.records)
@@ -241,7 +241,7 @@ def test_a_damaged_epoch_counter_is_set_aside_not_resumed_at_the_wrong_epoch(siz
         (epoch12 / "CKPT.yaml").write_text(yaml.safe_dump(meta))
     model, counter = network(0.0), EpochCounter(100)
     checkpointer = SafeCheckpointer(tmp_path / "save", recoverables={"model": model, "counter": counter})
-    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="serkit.training.checkpoints"):
         assert checkpointer.recover_if_possible().path == epoch11
     assert counter.current == 11 and torch.all(model.weight == 11.0)
     problem = "counter.ckpt is 1 bytes, CKPT.yaml recorded 2" if sizes_recorded else \
@@ -253,7 +253,7 @@ def test_a_damaged_epoch_counter_is_set_aside_not_resumed_at_the_wrong_epoch(siz
     assert [c.path for c in expdir.list_checkpoints(tmp_path)][-1] == epoch11
     caplog.clear()
     fresh = SafeCheckpointer(tmp_path / "save", recoverables={"model": network(0.0), "counter": EpochCounter(100)})
-    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="serkit.training.checkpoints"):
         assert fresh.recover_if_possible().path == epoch11
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
@@ -264,7 +264,7 @@ def test_a_checkpoint_with_garbled_meta_is_warned_about_once_not_at_every_save(t
     (first / "CKPT.yaml").write_text("unixtime: [1, 2\n")
     model, counter = network(0.0), EpochCounter(100)
     checkpointer = SafeCheckpointer(tmp_path / "save", recoverables={"model": model, "counter": counter})
-    with caplog.at_level(logging.WARNING, logger="serkit.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="serkit.training.checkpoints"):
         assert checkpointer.recover_if_possible().path == second
         for epoch in range(3, 8):
             counter.current = epoch
@@ -277,6 +277,6 @@ def test_a_checkpoint_with_garbled_meta_is_warned_about_once_not_at_every_save(t
 def test_an_inconsistent_checkpoint_left_by_hand_does_not_stop_export(tmp_path, caplog):
     first, second = epoch_checkpoints(tmp_path / "save", 2)
     truncate(second / "model.ckpt")
-    with caplog.at_level(logging.WARNING, logger="serkit.expdir"):
+    with caplog.at_level(logging.WARNING, logger="serkit.training.expdir"):
         assert [c.path for c in expdir.list_checkpoints(tmp_path)] == [first]
     assert any("model.ckpt is" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)

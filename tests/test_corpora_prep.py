@@ -17,7 +17,7 @@ from serkit.bin import validate_data_dir as validate_cli
 from serkit.corpora import CorpusError, get_preparer, load_class_map, shipped_class_maps
 from serkit.corpora.common import AudioAudit, Tally, audit_wav, declared_wav_frames
 from serkit.corpora.emodb import parse_lablaut
-from serkit.datadir import DataDirError, read_list, read_map, validate_data_dir
+from serkit.data.datadir import DataDirError, read_list, read_map, validate_data_dir
 
 # Class maps typed here independently of the shipped YAML files.
 RAVDESS_8 = {"01": "neu", "02": "cal", "03": "hap", "04": "sad", "05": "ang", "06": "fea", "07": "dis", "08": "sur"}

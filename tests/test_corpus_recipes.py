@@ -11,8 +11,8 @@ import pytest
 from corpus_trees import crema_tree, emodb_tree, esd_tree, msp_tree, ravdess_tree
 from test_recipes import copy_recipes, run_recipe
 
-from serkit.datadir import read_list, read_map, validate_data_dir
-from serkit.folds import check_no_leakage, load_fold, read_protocol
+from serkit.data.datadir import read_list, read_map, validate_data_dir
+from serkit.data.folds import check_no_leakage, load_fold, read_protocol
 
 #: End-to-end tier: every test runs a recipe's run.sh; the module's first test also runs all five
 #: recipes' stages (the ``ran`` fixture), which the timeout covers.

@@ -4,12 +4,13 @@ from __future__ import annotations
 import pytest
 from tiny_corpus import noisy_tones, write_map, write_tiny_corpus
 
-from serkit import expdir, scoring
+from serkit.scoring import scoring
+from serkit.training import expdir
 from serkit.bin import make_ctc_targets as cli
 from serkit.bin.train import load_hparams
-from serkit.ctc_targets import CTCTargetError, char_units, make_ctc_targets, normalise_words
-from serkit.datadir import read_list, read_map
-from serkit.train import train_fold
+from serkit.labels.ctc_targets import CTCTargetError, char_units, make_ctc_targets, normalise_words
+from serkit.data.datadir import read_list, read_map
+from serkit.training.train import train_fold
 from test_families import CONF, RUN_OPTS, TINY
 
 TEXTS = ["Excuse me. [LAUGHTER]", "It's 20 past two", "no", "[GARBAGE]"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from serkit.bin import validate_data_dir as validate_cli
-from serkit.datadir import (
+from serkit.data.datadir import (
     DataDirError,
     fix_data_dir,
     read_list,

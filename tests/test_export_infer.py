@@ -20,11 +20,11 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 from tiny_corpus import CLASSES, TOKENS, write_tiny_corpus
 
-from serkit.audio import AudioError
+from serkit.data.audio import AudioError
 from serkit.bin import export_model as export_cli
 from serkit.bin import infer as infer_cli
-from serkit.export import ExportError, best_fold, export_model, load_export, resolve_fold_dir
-from serkit.inference import EmotionRecognizer, Prediction
+from serkit.serving.export import ExportError, best_fold, export_model, load_export, resolve_fold_dir
+from serkit.serving.inference import EmotionRecognizer, Prediction
 from serkit.model import SERModel, W2V2Network, build_tiny_w2v2
 from serkit.model.build import model_from_config
 
@@ -418,7 +418,7 @@ def test_export_of_a_real_training_run_reproduces_its_test_predictions(setup, tm
     """Inference must prepare audio exactly as training did: the exported model, fed the test
     files, gives the posteriors and phoneme strings stage 3 wrote to test_predictions.tsv."""
     from serkit.bin.train import load_hparams
-    from serkit.train import train_fold
+    from serkit.training.train import train_fold
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
     overrides = {**write_mini_corpus(tmp_path / "corpus", setup["encoder"]),

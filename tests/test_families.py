@@ -20,16 +20,16 @@ import torch
 from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
 import serkit
-from serkit import expdir
+from serkit.training import expdir
 from serkit.bin.train import UsageError, load_hparams
-from serkit.experiments import PlanError, plan
-from serkit.export import export_model
+from serkit.training.experiments import PlanError, plan
+from serkit.serving.export import export_model
 from serkit.features import FeatureKind, feature_from_dict
-from serkit.inference import EmotionRecognizer
+from serkit.serving.inference import EmotionRecognizer
 from serkit.model import SERModel, family_names, get_family, mtl_loss
 from serkit.model.build import build_model, model_from_config
 from serkit.model.tiny_w2v2 import build_tiny_w2v2
-from serkit.train import TrainError, train_fold
+from serkit.training.train import TrainError, train_fold
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
@@ -197,7 +197,7 @@ def test_training_run_writes_the_fold_files_and_its_export_reproduces_the_test_p
     assert expdir.read_history(out / expdir.HISTORY_FILE)[-1]["valid_UA"] is not None
     best = expdir.select_checkpoint(expdir.list_checkpoints(out), "best")
     assert best.valid_ua is not None
-    assert expdir.FILE_SIZES_KEY in best.meta  # saved by the safe checkpointer (serkit.checkpoints), every family
+    assert expdir.FILE_SIZES_KEY in best.meta  # saved by the safe checkpointer (serkit.training.checkpoints), every family
     model_from_config(config)  # the plain-data config rebuilds the network
     (run,) = expdir.read_provenance(out)["runs"]  # every family, the closed-form floor too, records its run
     assert run["family"] == name and run["device"] == "cpu" and run["processes"] == 1

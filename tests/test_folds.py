@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from serkit import datadir
+from serkit.data import datadir
 from serkit.bin import make_folds as make_folds_cli
-from serkit.folds import (FoldError, check_no_leakage, load_fold, loso_folds, loso_session_folds,
+from serkit.data.folds import (FoldError, check_no_leakage, load_fold, loso_folds, loso_session_folds,
                           make_folds, random_folds, stratified_sample)
 
 EMOTIONS = ["ang", "hap", "sad", "neu"]
@@ -170,7 +170,7 @@ def test_cli_and_its_errors(tmp_path, capsys):
 
 def test_make_folds_refuses_an_inconsistent_data_dir(tmp_path):
     """Stage 2 validates its data directory first: an unsorted utt2spk is reported, not folded."""
-    from serkit.folds import make_folds
+    from serkit.data.folds import make_folds
 
     data = write_corpus(tmp_path / "data", *synthetic_corpus())
     lines = (data / "utt2spk").read_text().splitlines()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from serkit import datadir
-from serkit.folds import (FoldError, check_no_leakage, load_fold, loso_session_folds, loso_speaker_folds, make_folds,
+from serkit.data import datadir
+from serkit.data.folds import (FoldError, check_no_leakage, load_fold, loso_session_folds, loso_speaker_folds, make_folds,
                           predefined_folds, random_kfold_folds, read_protocol, sentence_kfold_folds,
                           speaker_kfold_folds, stratified_sample)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serkit import g2p as g2p_module
-from serkit.g2p import ARPABET_CONSONANTS, ARPABET_VOWELS, G2P, G2PError, normalize_text
+from serkit.labels import g2p as g2p_module
+from serkit.labels.g2p import ARPABET_CONSONANTS, ARPABET_VOWELS, G2P, G2PError, normalize_text
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def offline_without_nltk_data(monkeypatch, tmp_path):
 
 
 def test_works_without_nltk_data_and_never_downloads(offline_without_nltk_data, caplog):
-    caplog.set_level(logging.INFO, logger="serkit.g2p")
+    caplog.set_level(logging.INFO, logger="serkit.labels.g2p")
     fresh = G2P()
     assert fresh.tagger is None
     assert fresh.phonemize("Hello, world") == ["HH", "AH0", "L", "OW1", "W", "ER1", "L", "D"]

@@ -17,11 +17,11 @@ import yaml
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
 import serkit.targets.emotion
-import serkit.train
+import serkit.training.train
 from serkit.bin.train import load_hparams
-from serkit.expdir import read_history
-from serkit.metrics import classification_scores as real_classification_scores
-from serkit.train import SERBrain, TrainError, average_nbest_setting, early_stop_patience, improvement_state, train_fold
+from serkit.training.expdir import read_history
+from serkit.scoring.metrics import classification_scores as real_classification_scores
+from serkit.training.train import SERBrain, TrainError, average_nbest_setting, early_stop_patience, improvement_state, train_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "tim_net.yaml"
@@ -192,7 +192,7 @@ def test_patience_and_average_nbest_take_a_positive_count_or_null(setting, name)
 
 
 def fold_datasets(corpus: dict, feature: dict) -> dict:
-    from serkit.dataio import load_fold_data
+    from serkit.data.dataio import load_fold_data
     from serkit.features import feature_from_dict
     from serkit.targets import TargetSet
 
@@ -204,7 +204,7 @@ def fold_datasets(corpus: dict, feature: dict) -> dict:
 @pytest.mark.parametrize("feature", [TINY_TIM_NET["feature"], {"kind": "log_mel_deltas", "params": {"n_mels": 16}},
                                      {"kind": "egemaps"}], ids=["mfcc", "log_mel_deltas", "egemaps"])
 def test_speaker_normalised_features_have_zero_mean_unit_variance_per_speaker(corpus, feature):
-    from serkit.speaker_norm import normalise_per_speaker
+    from serkit.features.speaker_norm import normalise_per_speaker
 
     datasets = fold_datasets(corpus, feature)
     raw = {split: [d.inputs(i) for i in range(len(d))] for split, d in datasets.items()}
@@ -224,7 +224,7 @@ def test_speaker_normalised_features_have_zero_mean_unit_variance_per_speaker(co
 
 
 def test_speaker_normalisation_needs_a_feature_it_can_normalise():
-    from serkit.speaker_norm import NormalisationError, check_normalisation
+    from serkit.features.speaker_norm import NormalisationError, check_normalisation
 
     assert check_normalisation(None, "mfcc") == "global"
     assert check_normalisation("speaker", "egemaps") == "speaker"
@@ -250,8 +250,8 @@ def test_training_with_speaker_normalisation_learns_and_is_recorded(speaker_run)
 
 def test_an_export_with_the_speakers_statistics_reproduces_the_test_predictions(speaker_run, corpus, tmp_path):
     """Inference normalises with the statistics of the test speaker's files, as training did."""
-    from serkit.export import export_model
-    from serkit.inference import EmotionRecognizer
+    from serkit.serving.export import export_model
+    from serkit.serving.inference import EmotionRecognizer
 
     export = export_model(speaker_run["out"], tmp_path / "export")
     assert json.loads((export / "config.json").read_text())["normalisation"] == "speaker"
@@ -270,7 +270,7 @@ def test_the_floor_with_speaker_normalisation_fits_and_its_export_needs_the_spea
     """eGeMAPS + SVM on per-speaker-normalised functionals; serkit-infer --utt2spk gives the fold's posteriors,
     and a lone file without the speaker's statistics is refused rather than normalised to nothing."""
     from serkit.bin import infer
-    from serkit.export import export_model
+    from serkit.serving.export import export_model
 
     out = tmp_path / "floor" / "fold01"
     hparams = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(out),
@@ -296,7 +296,7 @@ def test_the_floor_with_speaker_normalisation_fits_and_its_export_needs_the_spea
 
 
 def test_switches_away_from_their_defaults_name_the_experiment(tmp_path):
-    from serkit.experiments import plan
+    from serkit.training.experiments import plan
 
     recipe_conf = tmp_path / "conf"
     recipe_conf.mkdir()
@@ -313,7 +313,7 @@ AVERAGE_UAS = [0.3, 0.6, 0.5, 0.4]  # the three best: epochs 2, 3, 4
 
 
 def test_average_state_dicts_means_floats_and_keeps_the_best_integers():
-    from serkit.averaging import average_state_dicts
+    from serkit.training.averaging import average_state_dicts
 
     states = [{"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(7)}, {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(9)}]
     averaged = average_state_dicts(states)
@@ -329,8 +329,8 @@ def averaged_run(corpus, tmp_path_factory) -> dict:
 
 
 def test_the_averaged_model_is_the_mean_of_the_best_checkpoints(averaged_run):
-    from serkit.checkpoints import torch_load_safe
-    from serkit.expdir import list_checkpoints, select_checkpoint
+    from serkit.training.checkpoints import torch_load_safe
+    from serkit.training.expdir import list_checkpoints, select_checkpoint
 
     checkpoints = list_checkpoints(averaged_run["out"])
     by_epoch = {c.meta["epoch"]: c for c in checkpoints if not c.meta.get("averaged_epochs")}
@@ -350,8 +350,8 @@ def test_the_averaged_model_is_the_mean_of_the_best_checkpoints(averaged_run):
 
 
 def test_the_test_fold_is_scored_with_the_average_and_history_says_which_epochs(averaged_run, corpus, tmp_path):
-    from serkit.export import export_model
-    from serkit.inference import EmotionRecognizer
+    from serkit.serving.export import export_model
+    from serkit.serving.inference import EmotionRecognizer
 
     out = averaged_run["out"]
     assert read_history(out / "history.jsonl")[-1]["averaged_epochs"] == [2, 3, 4]
@@ -372,8 +372,8 @@ AUGMENT = {"speed": [90, 110], "noise": {"snr_low": 10, "snr_high": 20, "colour"
 
 
 def test_augmentation_changes_training_inputs_only_and_repeats_with_the_seed(corpus):
-    from serkit.augment import make_augmenter
-    from serkit.dataio import load_fold_data
+    from serkit.features.augment import make_augmenter
+    from serkit.data.dataio import load_fold_data
     from serkit.features import feature_from_dict
     from serkit.targets import TargetSet
 
@@ -399,7 +399,7 @@ def test_augmentation_changes_training_inputs_only_and_repeats_with_the_seed(cor
 
 
 def test_masks_fill_stretches_with_the_utterances_mean():
-    from serkit.augment import Augmenter
+    from serkit.features.augment import Augmenter
 
     feats = torch.arange(200, dtype=torch.float32).view(40, 5) + 1
     torch.manual_seed(1)

@@ -27,10 +27,10 @@ from serkit.corpora.iemocap import (
     parse_utterance_id,
     prepare_iemocap,
 )
-from serkit.ctc_targets import STAGE1_FILES, TARGET_FILES, TRANSCRIPT_KINDS, make_ctc_targets
-from serkit.datadir import read_list, read_map, validate_data_dir
-from serkit.emophone import label_data_dir
-from serkit.g2p import G2P
+from serkit.labels.ctc_targets import STAGE1_FILES, TARGET_FILES, TRANSCRIPT_KINDS, make_ctc_targets
+from serkit.data.datadir import read_list, read_map, validate_data_dir
+from serkit.labels.emophone import label_data_dir
+from serkit.labels.g2p import G2P
 
 # Published full-release facts (corpora.md), typed independently of the module under test.
 PUBLISHED_4CLASS = {"ang": 1103, "hap": 1636, "sad": 1084, "neu": 1708}

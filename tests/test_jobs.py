@@ -1,4 +1,4 @@
-"""Tests of the job launcher (serkit.jobs and the serkit-run command): real bash jobs, real timing."""
+"""Tests of the job launcher (serkit.jobs.jobs and the serkit-run command): real bash jobs, real timing."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from serkit.bin import run_jobs as cli
-from serkit.jobs import (Job, JobRange, JobsError, JobsUsageError, LocalBackend, Resources,
+from serkit.jobs.jobs import (Job, JobRange, JobsError, JobsUsageError, LocalBackend, Resources,
                          append_to_log, expand_jobs, failure_message, looks_like_job_range,
                          parse_duration, parse_job_range, run_jobs, visible_gpus)
 
@@ -261,7 +261,7 @@ def test_sigterm_terminates_running_jobs(tmp_path):
 
 def test_job_list_runs_exactly_the_listed_indices(tmp_path):
     """JOB=2,5 runs jobs 2 and 5 only (used to retrain a chosen subset of folds)."""
-    from serkit.jobs import LocalBackend, expand_jobs, parse_job_range, run_jobs
+    from serkit.jobs.jobs import LocalBackend, expand_jobs, parse_job_range, run_jobs
 
     job_range = parse_job_range("JOB=2,5")
     assert list(job_range.indices()) == [2, 5]
@@ -273,7 +273,7 @@ def test_job_list_runs_exactly_the_listed_indices(tmp_path):
 
 def test_local_jobs_get_the_thread_limit(tmp_path):
     """--num-threads reaches the job as OMP_NUM_THREADS so parallel trainings do not oversubscribe."""
-    from serkit.jobs import LocalBackend, Resources, expand_jobs, run_jobs
+    from serkit.jobs.jobs import LocalBackend, Resources, expand_jobs, run_jobs
 
     jobs = expand_jobs(str(tmp_path / "log"), ["bash", "-c", "echo threads=$OMP_NUM_THREADS"])
     run_jobs(jobs, LocalBackend(max_jobs=1), Resources(num_threads=3))
@@ -412,7 +412,7 @@ def test_skip_if_exists_runs_only_unfinished_jobs(tmp_path, monkeypatch, caplog)
 def test_one_progress_line_per_finished_job_with_its_summary_and_the_time_left(tmp_path, capsys):
     """Stage 3 used to print its first line and then nothing for many minutes: each finished fold now
     gets one line (the summary its log ends with, its time) and an estimate of the time left."""
-    from serkit.jobs import expand_jobs, run_jobs
+    from serkit.jobs.jobs import expand_jobs, run_jobs
     script = ('echo "epoch 1 | valid UA 40%"; echo "2026 INFO serkit-summary: JOB epoch(s), best valid UA 5JOB.0% '
               '(epoch 1)"; [ JOB != 3 ]')
     jobs = expand_jobs(f"{tmp_path}/log/train.foldJOB.log", ["sh", "-c", script], JobRange("JOB", 1, 3))
@@ -428,7 +428,7 @@ def test_one_progress_line_per_finished_job_with_its_summary_and_the_time_left(t
 
 def test_jobs_that_end_together_get_their_own_numbers(tmp_path, capsys):
     """Two folds reaped in the same poll were both printed as [2/2]."""
-    from serkit.jobs import expand_jobs, run_jobs
+    from serkit.jobs.jobs import expand_jobs, run_jobs
     jobs = expand_jobs(f"{tmp_path}/log/train.foldJOB.log", ["sh", "-c", "sleep 0.5"], JobRange("JOB", 1, 2))
     run_jobs(jobs, LocalBackend(max_jobs=2))
     lines = [line for line in capsys.readouterr().out.splitlines() if "train.fold" in line]

@@ -1,4 +1,4 @@
-"""Tests of the per-fold lock (serkit.lock) and its use by serkit.bin.train: real processes, real flock."""
+"""Tests of the per-fold lock (serkit.jobs.lock) and its use by serkit.bin.train: real processes, real flock."""
 from __future__ import annotations
 
 import json
@@ -15,14 +15,14 @@ from tiny_corpus import noisy_tones, write_tiny_corpus
 
 from serkit.bin import run_jobs
 from serkit.bin import train as train_cli
-from serkit.lock import FolderLocked, folder_lock
+from serkit.jobs.lock import FolderLocked, folder_lock
 from serkit.model import build_tiny_w2v2
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "w2v2_mtl.yaml"
 # Holds the lock of the folder named by argv[1], says so on stdout, then waits to be killed.
 HOLDER = ("import sys, time\n"
-          "from serkit.lock import folder_lock\n"
+          "from serkit.jobs.lock import folder_lock\n"
           "with folder_lock(sys.argv[1]):\n"
           "    print('locked', flush=True)\n"
           "    time.sleep(120)\n")
@@ -91,7 +91,7 @@ def test_train_refuses_a_fold_that_another_run_holds(holder, tmp_path, capsys):
 
 # A job that must run under its launcher's lock: it takes the folder's lock itself, as serkit.bin.train does.
 UNDER_LOCK = ("import sys\n"
-              "from serkit.lock import folder_lock\n"
+              "from serkit.jobs.lock import folder_lock\n"
               "with folder_lock(sys.argv[1]):\n"
               "    print('trained under the lock', flush=True)\n")
 

@@ -1,4 +1,4 @@
-"""Poisoned, truncated and long recordings at inference time (serkit.audio, serkit.inference, serkit-infer).
+"""Poisoned, truncated and long recordings at inference time (serkit.data.audio, serkit.serving.inference, serkit-infer).
 
 Bad files (NaN or infinite samples, all zeros, a WAV cut short behind an intact header) are
 per-file errors naming the file while the good files are still scored, and ``--json`` stays valid
@@ -15,10 +15,10 @@ import soundfile
 import torch
 from test_export_infer import CLASSES, make_model, model_config, signal, write_fold
 
-from serkit.audio import AudioError, audio_problem, check_samples, read_audio, stream_audio, wav_truncation
+from serkit.data.audio import AudioError, audio_problem, check_samples, read_audio, stream_audio, wav_truncation
 from serkit.bin import infer as infer_cli
-from serkit.export import export_model
-from serkit.inference import EmotionRecognizer
+from serkit.serving.export import export_model
+from serkit.serving.inference import EmotionRecognizer
 from serkit.model import build_tiny_w2v2
 
 SR = 16000

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from serkit.bin import make_targets, plan_experiments
-from serkit.datadir import fix_data_dir, read_list, read_map
+from serkit.data.datadir import fix_data_dir, read_list, read_map
 from test_ctc_targets import corpus_with_text
 from test_families import CONF
 

@@ -1,10 +1,10 @@
-"""serkit.metrics against confusion matrices and edit distances worked out by hand."""
+"""serkit.scoring.metrics against confusion matrices and edit distances worked out by hand."""
 import math
 
 import numpy as np
 import pytest
 
-from serkit import metrics
+from serkit.scoring import metrics
 
 # Three classes, six utterances:
 #   refs 0 0 0 1 1 2
@@ -121,7 +121,7 @@ def test_confusion_matrix_rejects_out_of_range_labels():
     """A negative or too-large class index is an error, never silently counted in another cell."""
     import pytest
 
-    from serkit.metrics import confusion_matrix
+    from serkit.scoring.metrics import confusion_matrix
 
     with pytest.raises(ValueError, match="out of range"):
         confusion_matrix([0, -1], [0, 0], 3)

@@ -14,18 +14,18 @@ from test_families import assert_export_reproduces, read_rows
 from tiny_corpus import noisy_tones, write_tiny_corpus
 from torch import nn
 
-from serkit import expdir
-from serkit.audio import read_audio
+from serkit.training import expdir
+from serkit.data.audio import read_audio
 from serkit.bin.train import load_hparams
-from serkit.dataio import batch_inputs, collate_batch, load_fold_data
-from serkit.export import export_model, load_export
+from serkit.data.dataio import batch_inputs, collate_batch, load_fold_data
+from serkit.serving.export import export_model, load_export
 from serkit.features import FeatureStats, make_feature
 from serkit.model import registry
 from serkit.model.common import masked_mean
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput
 from serkit.targets import TargetSet
-from serkit.train import train_fold
+from serkit.training.train import train_fold
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 N_MELS = 8
@@ -134,7 +134,7 @@ def test_a_fold_with_one_feature_in_its_config_exports_as_the_one_input_case(tmp
     """Folds whose model_config.json names one ``feature`` (and whose checkpoints hold ``input_norm.mean``)."""
     from speechbrain.utils.checkpoints import Checkpointer
 
-    from serkit.inference import EmotionRecognizer
+    from serkit.serving.inference import EmotionRecognizer
     from serkit.model.build import model_from_config
 
     network = {"n_features": 13, "n_classes": 4, "n_filters": 8, "kernel_size": 2, "n_blocks": 3, "dropout": 0.1}

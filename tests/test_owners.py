@@ -13,11 +13,14 @@ import torch
 import torch.nn.functional as F
 from speechbrain.utils.checkpoints import METAFNAME
 
-from serkit import expdir, folds, inventory
-from serkit.emophone import make_token_inventory, write_tokens
+import serkit
+
+from serkit.data import folds, inventory
+from serkit.training import expdir
+from serkit.labels.emophone import make_token_inventory, write_tokens
 from serkit.model.ctc_head import ctc_greedy_decode, phoneme_ctc_loss
 
-PACKAGE = Path(inventory.__file__).resolve().parent
+PACKAGE = Path(serkit.__file__).resolve().parent
 
 
 def modules() -> dict[str, ast.AST]:
@@ -44,10 +47,10 @@ def path_parts(tree: ast.AST) -> set[str]:
 
 
 @pytest.mark.parametrize("value, owner", [
-    (inventory.BLANK, "serkit/inventory.py"),
-    (expdir.CHECKPOINT_META_FILE, "serkit/expdir.py"),
-    (expdir.AVERAGED_KEY, "serkit/expdir.py"),
-    (folds.SPLITS, "serkit/folds.py"),
+    (inventory.BLANK, "serkit/data/inventory.py"),
+    (expdir.CHECKPOINT_META_FILE, "serkit/training/expdir.py"),
+    (expdir.AVERAGED_KEY, "serkit/training/expdir.py"),
+    (folds.SPLITS, "serkit/data/folds.py"),
 ])
 def test_only_the_owner_spells_it(value, owner):
     spelled = sorted(name for name, tree in modules().items() if value in constants(tree))
@@ -57,7 +60,7 @@ def test_only_the_owner_spells_it(value, owner):
 def test_only_the_inventory_names_the_classes_file():
     joined = sorted(name for name, tree in modules().items() if inventory.CLASSES_FILE in path_parts(tree))
     assert joined == [], f"these modules build the path of the 'classes' file themselves: {joined}"
-    assert inventory.CLASSES_FILE in constants(modules()["serkit/inventory.py"])
+    assert inventory.CLASSES_FILE in constants(modules()["serkit/data/inventory.py"])
 
 
 def test_the_checkpoint_meta_file_is_the_one_speechbrain_writes():
@@ -84,8 +87,8 @@ def test_the_ctc_loss_and_decoder_use_the_blank_of_the_token_files(tmp_path):
 
 
 def test_a_checkpoint_meta_that_one_reader_refuses_no_reader_takes(tmp_path):
-    """Resume (serkit.checkpoints) and export/scoring (serkit.expdir) parse CKPT.yaml alike."""
-    from serkit.checkpoints import SafeCheckpointer
+    """Resume (serkit.training.checkpoints) and export/scoring (serkit.training.expdir) parse CKPT.yaml alike."""
+    from serkit.training.checkpoints import SafeCheckpointer
 
     model = torch.nn.Linear(2, 2)
     checkpointer = SafeCheckpointer(tmp_path / expdir.SAVE_DIR, recoverables={"model": model})

@@ -12,7 +12,7 @@ from corpus_trees import write_wav
 
 from serkit import corpora
 from serkit.corpora import CorpusError, get_preparer, load_class_map
-from serkit.datadir import read_map
+from serkit.data.datadir import read_map
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "porting.md"
 

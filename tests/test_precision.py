@@ -1,9 +1,9 @@
-"""serkit.precision: which arithmetic a run uses, decided from the device's bf16 units."""
+"""serkit.training.precision: which arithmetic a run uses, decided from the device's bf16 units."""
 from __future__ import annotations
 
 import pytest
 
-from serkit.precision import PrecisionError, cpu_bf16_units, resolve_precision
+from serkit.training.precision import PrecisionError, cpu_bf16_units, resolve_precision
 
 X86_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr avx2 avx512f avx512bw avx512_vnni"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from serkit.datadir import read_list, read_map, validate_data_dir
-from serkit.folds import check_no_leakage, load_fold
+from serkit.data.datadir import read_list, read_map, validate_data_dir
+from serkit.data.folds import check_no_leakage, load_fold
 
 REPO = Path(__file__).resolve().parents[1]
 

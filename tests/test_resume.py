@@ -20,9 +20,9 @@ import soundfile
 import yaml
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
-from serkit.datadir import DataDirError
+from serkit.data.datadir import DataDirError
 from serkit.bin.train import load_hparams
-from serkit.train import TrainError, train_fold
+from serkit.training.train import TrainError, train_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "tim_net.yaml"

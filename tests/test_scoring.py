@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from serkit import results_md, scoring
+from serkit.scoring import results_md, scoring
 from serkit.bin import compare as compare_cli
 from serkit.bin import score as score_cli
-from serkit.results_md import ResultsError
-from serkit.scoring import ScoringError
+from serkit.scoring.results_md import ResultsError
+from serkit.scoring.scoring import ScoringError
 from serkit.targets.ctc import suffix_vote
 
 CLASSES = ["ang", "hap", "sad", "neu"]

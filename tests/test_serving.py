@@ -15,13 +15,13 @@ from test_export_infer import SR, make_model, model_config, probs_array, signal,
 from tiny_corpus import CLASSES, TOKENS
 
 from serkit.bin import infer as infer_cli
-from serkit.export import export_model
-from serkit.inference import EmotionRecognizer, InferenceError
+from serkit.serving.export import export_model
+from serkit.serving.inference import EmotionRecognizer, InferenceError
 from serkit.model import SERModel, W2V2Network, build_tiny_w2v2
 from serkit.model.build import model_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERIC = ("serkit/export.py", "serkit/inference.py", "serkit/bin/infer.py")
+GENERIC = ("serkit/serving/export.py", "serkit/serving/inference.py", "serkit/bin/infer.py")
 TARGET_WORDS = ("tokens", "ctc", "phonem", "gender")
 
 

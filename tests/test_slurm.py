@@ -1,4 +1,4 @@
-"""Tests of serkit-run's Slurm backend on a real single-node Slurm (serkit.local_slurm).
+"""Tests of serkit-run's Slurm backend on a real single-node Slurm (serkit.jobs.local_slurm).
 
 The cluster is started once for the module (munged + slurmctld + slurmd as root, about a second)
 and stopped at the end.  Without Slurm installed these tests fail, saying how to install it:
@@ -20,10 +20,10 @@ import pytest
 from tiny_corpus import noisy_tones, write_tiny_corpus
 
 from serkit.bin import run_jobs as cli
-from serkit.jobs import Job, JobsError, JobsUsageError, Resources, exit_status
-from serkit.local_slurm import LocalSlurmError, start_cluster
+from serkit.jobs.jobs import Job, JobsError, JobsUsageError, Resources, exit_status
+from serkit.jobs.local_slurm import LocalSlurmError, start_cluster
 from serkit.model import build_tiny_w2v2
-from serkit.slurm import ArrayFiles, SlurmBackend, read_config
+from serkit.jobs.slurm import ArrayFiles, SlurmBackend, read_config
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_CONF = REPO / "conf" / "slurm.conf"

@@ -19,16 +19,16 @@ import pytest
 import torch
 from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 
-from serkit.audio import read_audio
+from serkit.data.audio import read_audio
 from serkit.bin.train import load_hparams
-from serkit.dataio import FeatureCache, load_fold_data
-from serkit.export import export_model
+from serkit.data.dataio import FeatureCache, load_fold_data
+from serkit.serving.export import export_model
 from serkit.features import FeatureError, FeatureKind, feature_from_dict, ssl_layers
-from serkit.inference import EmotionRecognizer
+from serkit.serving.inference import EmotionRecognizer
 from serkit.features.encoder import load_encoder
 from serkit.model.tiny_w2v2 import build_tiny_w2v2
 from serkit.model.w2v2_mtl import W2V2Network
-from serkit.train import train_fold
+from serkit.training.train import train_fold
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "ssl_probe.yaml"
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}

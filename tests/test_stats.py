@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serkit import comparison, datadir, ensemble, expdir, metrics, results_md, scoring, stats
+from serkit.data import datadir
+from serkit.scoring import comparison, ensemble, metrics, results_md, scoring, stats
+from serkit.training import expdir
 
 CLASSES = ["ang", "hap", "sad", "neu"]
 
@@ -186,7 +188,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def test_seeds_plan_one_experiment_per_seed_next_to_each_other(tmp_path, capsys):
     from serkit.bin import plan_experiments
-    from serkit.experiments import PlanError, plan
+    from serkit.training.experiments import PlanError, plan
 
     experiments = plan(["tim_net", "egemaps_svm"], [], "8class", [1, 2, 3], str(CONF), str(tmp_path))
     assert [e.tag for e in experiments] == ["tim_net_8class_seed1", "tim_net_8class_seed2", "tim_net_8class_seed3",

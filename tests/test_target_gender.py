@@ -9,16 +9,16 @@ import torch
 import torch.nn.functional as F
 from tiny_corpus import CLASSES, noisy_tones, tiny_w2v2_hparams, write_map, write_tiny_corpus
 
-from serkit.datadir import DataDirError, read_map
-from serkit.dataio import load_fold_data
-from serkit.expdir import read_history, read_predictions
-from serkit.export import export_model
-from serkit.inference import EmotionRecognizer
+from serkit.data.datadir import DataDirError, read_map
+from serkit.data.dataio import load_fold_data
+from serkit.training.expdir import read_history, read_predictions
+from serkit.serving.export import export_model
+from serkit.serving.inference import EmotionRecognizer
 from serkit.model import build_tiny_w2v2
 from serkit.model.ser_model import SEROutput
-from serkit.scoring import score_experiment
+from serkit.scoring.scoring import score_experiment
 from serkit.targets import TargetSet
-from serkit.train import train_fold
+from serkit.training.train import train_fold
 
 
 def gender_of(utt: str) -> str:

@@ -10,15 +10,15 @@ from iemocap_tree import build_trap_tree
 from tiny_corpus import CLASSES, noisy_tones, tiny_w2v2_hparams, write_map, write_tiny_corpus
 
 from serkit.corpora.iemocap import prepare_iemocap
-from serkit.datadir import DataDirError, read_map
-from serkit.dataio import load_fold_data
-from serkit.expdir import read_history, read_predictions
+from serkit.data.datadir import DataDirError, read_map
+from serkit.data.dataio import load_fold_data
+from serkit.training.expdir import read_history, read_predictions
 from serkit.model import build_tiny_w2v2
 from serkit.model.ser_model import SEROutput
-from serkit.scoring import score_experiment
+from serkit.scoring.scoring import score_experiment
 from serkit.targets import TargetSet
 from serkit.targets.votes import format_votes, parse_votes
-from serkit.train import train_fold
+from serkit.training.train import train_fold
 
 
 def votes_of(index: int) -> str:

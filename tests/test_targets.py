@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
-from serkit import ctc_targets
-from serkit.dataio import load_fold_data
+from serkit.labels import ctc_targets
+from serkit.data.dataio import load_fold_data
 from serkit.model.ser_model import SEROutput
 from serkit.targets import TargetError, TargetSet, stage1_files, target_classes
 

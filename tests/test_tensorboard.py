@@ -6,13 +6,13 @@ import importlib.util
 import subprocess
 import sys
 
-from serkit import tensorboard
+from serkit.training import tensorboard
 
 HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 
 def test_the_option_works_or_says_how_to_install_it(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "serkit.tensorboard"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "serkit.training.tensorboard"], capture_output=True, text=True)
     if not HAVE_TENSORBOARD:
         assert result.returncode == 1
         assert '../../tools/venv/bin/python -m pip install "tensorboard>=2"' in result.stderr

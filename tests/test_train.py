@@ -1,4 +1,4 @@
-"""Tests of stage 3 (serkit.train, serkit.bin.train): real training runs of a tiny wav2vec 2.0 on a
+"""Tests of stage 3 (serkit.training.train, serkit.bin.train): real training runs of a tiny wav2vec 2.0 on a
 tiny synthetic corpus, with interruption and resumption, model selection and the output files."""
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ import torch
 import yaml
 from tiny_corpus import CLASSES, TOKENS, noisy_tones, write_tiny_corpus
 
-import serkit.precision
+import serkit.training.precision
 import serkit.targets.emotion
-import serkit.train
+import serkit.training.train
 from serkit.bin import train as train_cli
 from serkit.bin.train import load_hparams, merged_overrides
-from serkit.metrics import classification_scores as real_classification_scores
-from serkit.expdir import read_history, read_provenance, write_history
+from serkit.scoring.metrics import classification_scores as real_classification_scores
+from serkit.training.expdir import read_history, read_provenance, write_history
 from serkit.model import build_tiny_w2v2, load_encoder
 from serkit.model.build import model_from_config
-from serkit.train import SERBrain, TrainError, precision_run_opts, train_fold
+from serkit.training.train import SERBrain, TrainError, precision_run_opts, train_fold
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "w2v2_mtl.yaml"
 RUN_OPTS = {"device": "cpu", "noprogressbar": True}
@@ -326,12 +326,12 @@ def test_command_line_overrides_win_over_the_overrides_file(tmp_path):
 
 
 def test_precision_is_resolved_for_the_device_and_recorded(monkeypatch):
-    monkeypatch.setattr(serkit.precision, "cpu_bf16_units", lambda cpuinfo="": "avx512_bf16")
+    monkeypatch.setattr(serkit.training.precision, "cpu_bf16_units", lambda cpuinfo="": "avx512_bf16")
     run_opts, info = precision_run_opts({"precision": "auto", "eval_precision": "fp32"}, {"device": "cpu"})
     assert (run_opts.precision, run_opts.eval_precision) == ("bf16", "fp32")
     assert {"precision", "eval_precision"} <= run_opts.overridden_args  # SpeechBrain must not read "auto"
     assert info["train"] == "bf16" and "avx512_bf16" in info["train_reason"] and info["eval"] == "fp32"
-    monkeypatch.setattr(serkit.precision, "cpu_bf16_units", lambda cpuinfo="": None)
+    monkeypatch.setattr(serkit.training.precision, "cpu_bf16_units", lambda cpuinfo="": None)
     assert precision_run_opts({"precision": "auto"}, {"device": "cpu"})[0].precision == "fp32"
     assert precision_run_opts({"precision": "fp16"}, {"device": "cpu"})[0].precision == "fp32"  # no CPU fp16
     # the command line wins over the config
@@ -361,7 +361,7 @@ def test_bf16_training_runs_under_autocast_and_is_recorded(corpus, tmp_path):
     def record(module, inputs, output):
         seen.setdefault("train" if module.training else "eval", set()).add(output.dtype)
 
-    original = serkit.train.build_model
+    original = serkit.training.train.build_model
 
     def build_model(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -370,7 +370,7 @@ def test_bf16_training_runs_under_autocast_and_is_recorded(corpus, tmp_path):
 
     out = tmp_path / "fold01"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(serkit.train, "build_model", build_model)
+        patch.setattr(serkit.training.train, "build_model", build_model)
         run_fold(fold_overrides(corpus, out, number_of_epochs=1, precision="bf16", eval_precision="fp32"))
     assert seen == {"train": {torch.bfloat16}, "eval": {torch.float32}}
     precision = json.loads((out / "model_config.json").read_text())["precision"]

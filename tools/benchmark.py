@@ -95,7 +95,7 @@ def make_batch(durations: list[float], spec, sample_rate: int = 16000):
 
 def run_model(name: str, steps: int, batch_size: int, device: str, seed: int, queue) -> None:
     """Measure one model; put a dict of figures on ``queue``."""
-    from serkit.dataio import DurationBucketBatchSampler, padded_fraction
+    from serkit.data.dataio import DurationBucketBatchSampler, padded_fraction
     from serkit.model import mtl_loss
 
     torch.manual_seed(seed)
@@ -232,7 +232,7 @@ def device_description(device: str) -> str:
     """``cpu (its model name)`` or ``cuda (the GPU's name)``, for the report's header."""
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name()})"
-    from serkit.provenance import cpu_name
+    from serkit.training.provenance import cpu_name
     return f"{device} ({cpu_name()})"
 
 

@@ -40,9 +40,9 @@ def build_export(work: Path) -> Path:
     import torch
     from transformers import Wav2Vec2Config
 
-    from serkit import expdir
-    from serkit.checkpoints import SafeCheckpointer
-    from serkit.export import export_model
+    from serkit.training import expdir
+    from serkit.training.checkpoints import SafeCheckpointer
+    from serkit.serving.export import export_model
     from serkit.model import SERModel, W2V2Network
 
     classes, tokens = ["ang", "hap", "sad", "neu"], ["<blank>"] + [f"T{i}" for i in range(24)]
@@ -77,8 +77,8 @@ def measure(mode: str, export: str, audio: str, threads: int, hop: float | None)
     """Run in a fresh process: score ``audio`` as ``mode`` says; report seconds and peak RSS."""
     import torch
 
-    from serkit.audio import audio_info, read_audio
-    from serkit.inference import EmotionRecognizer
+    from serkit.data.audio import audio_info, read_audio
+    from serkit.serving.inference import EmotionRecognizer
 
     torch.set_num_threads(threads)
     recognizer = EmotionRecognizer.from_export(export, hop_s=hop)

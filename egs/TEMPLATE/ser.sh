@@ -15,7 +15,7 @@ set -euo pipefail
 # The command as RESULTS.md and provenance.json record it: no path of this machine (utils/recipe_command.sh).
 . ../TEMPLATE/utils/recipe_command.sh
 cmdline=$(portable_cmdline "$@")
-export SERKIT_RECIPE_COMMAND=$cmdline  # each fold's provenance.json records it (serkit.provenance)
+export SERKIT_RECIPE_COMMAND=$cmdline  # each fold's provenance.json records it (serkit.training.provenance)
 
 help_message="Usage: $0 [options]
   --stage N            first stage to run (default 0)
@@ -122,7 +122,7 @@ if stage_on 2; then
 fi
 
 if stage_on 3; then
-  [ "$tensorboard" != true ] || python -m serkit.tensorboard  # stops here, with the install command, when absent
+  [ "$tensorboard" != true ] || python -m serkit.training.tensorboard  # stops here, with the install command, when absent
   while IFS=$'\t' read -r tag family config overrides lang_dir args; do
     exp=exp/$tag/$protocol
     log "Stage 3: training $exp (folds: $(fold_ids))"
@@ -135,7 +135,7 @@ if stage_on 3; then
     [ "$tensorboard" != true ] || opts+=(--tensorboard)
     # shellcheck disable=SC2086,SC2154  # $args are option words; train_cmd comes from cmd.sh
     # Folds with train.done are not started again (on a cluster they would wait in the queue for nothing).
-    # --lock: a fold another run is training is refused before its log is touched (serkit.lock).
+    # --lock: a fold another run is training is refused before its log is touched (serkit.jobs.lock).
     $train_cmd --max-jobs "$nj" --num-threads "$threads" ${ngpu:+--gpu "$ngpu"} --pad 2 \
       --skip-if-exists "$exp/foldJOB/train.done" --lock "$exp/foldJOB" \
       JOB="$(fold_ids | tr -s ' ' ',' | sed 's/,$//')" "$exp/log/train.foldJOB.log" \

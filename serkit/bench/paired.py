@@ -7,13 +7,13 @@ clipping, optimizer step), i.e. what a run executes per batch. Steps alternate b
 the median with its min-max range is robust to a busy neighbour. Two rows:
 
 * ``same_batches``: both models train the same random batches (the baseline recipe's batching);
-* ``duration_batches``: serkit trains its own :class:`~serkit.dataio.DurationBucketBatchSampler`
+* ``duration_batches``: serkit trains its own :class:`~serkit.data.dataio.DurationBucketBatchSampler`
   batches (the config's ``batch_size`` cap and ``batch_seconds`` budget, so possibly more, smaller
   batches), the baseline random batches of ``batch_size``, both over the same utterance set (one
   epoch each); throughput is compared in audio-seconds per second.
 
 Peak memory needs a fresh process per model (``ru_maxrss`` never decreases), see :func:`peak_memory_child`.
-serkit's side is built as ``serkit.train.train_fold`` builds it (conf/w2v2_mtl.yaml through
+serkit's side is built as ``serkit.training.train.train_fold`` builds it (conf/w2v2_mtl.yaml through
 ``serkit.bin.train.load_hparams``, ``build_model``, ``precision_run_opts``, ``SERBrain``), minus
 the data directory. docs/benchmarks.md describes the output.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serkit import inventory
-from serkit.dataio import DurationBucketBatchSampler, check_batch_seconds, collate_batch, padded_fraction
+from serkit.data import inventory
+from serkit.data.dataio import DurationBucketBatchSampler, check_batch_seconds, collate_batch, padded_fraction
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf" / "w2v2_mtl.yaml"
@@ -93,7 +93,7 @@ def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: P
     """serkit's SERBrain for ``conf``'s family as ``train_fold`` builds it (no data directory, no checkpoints)."""
     from serkit.model import get_family
     from serkit.model.build import build_model
-    from serkit.train import SERBrain, precision_run_opts
+    from serkit.training.train import SERBrain, precision_run_opts
 
     hparams = serkit_hparams(encoder_dir, conf)
     family = get_family(hparams["model"])

@@ -4,7 +4,7 @@ The s3prl/EmoBox protocol trains only a head over a frozen encoder (serkit's ``s
 its input, every hidden state of the encoder, is the same in every epoch, so serkit computes it once
 per utterance into the feature cache (float16) and an epoch costs only the head. This measures that
 claim as users run it: the same synthetic utterances (IEMOCAP-like durations, written as WAV files)
-go through serkit's data path (:class:`~serkit.dataio.EmotionDataset`, the config's duration
+go through serkit's data path (:class:`~serkit.data.dataio.EmotionDataset`, the config's duration
 batches) into serkit's trainer (``SERBrain.fit_batch``, in the precision the trainer picks); the
 probe reads the cache, filled once beforehand (that time is reported too), W2V2-MTL reads the audio
 and runs its encoder forward and backward. Each epoch is timed after one untimed warm-up batch.
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from serkit.bench.paired import (CONF, N_EMOTIONS, N_TOKENS, SAMPLE_RATE, bench_targets, serkit_brain, serkit_hparams,
                                  synchronize)
-from serkit.dataio import DurationBucketBatchSampler, EmotionDataset, FeatureCache, Utterance, check_batch_seconds
+from serkit.data.dataio import DurationBucketBatchSampler, EmotionDataset, FeatureCache, Utterance, check_batch_seconds
 
 PROBE_CONF = CONF.parent / "ssl_probe.yaml"
 

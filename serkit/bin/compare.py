@@ -10,7 +10,7 @@ given and, within a family, go by increasing option value (e.g. the lambda in th
 model_config.json), so an ablation reads top to bottom. Runs that
 differ only in their seed (``..._seed1``, ``..._seed2``) are one row (mean ± std over seeds). Each row
 is tested against the reference row (the eGeMAPS floor when present, else the first) with a paired
-speaker-level permutation test, Holm-corrected, and marked ``*`` where p < 0.05 (serkit.comparison).
+speaker-level permutation test, Holm-corrected, and marked ``*`` where p < 0.05 (serkit.scoring.comparison).
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.results_md import comparison_key, comparison_section, update_results
-from serkit.scoring import load_summary
-from serkit.stats import N_RESAMPLES
+from serkit.scoring.results_md import comparison_key, comparison_section, update_results
+from serkit.scoring.scoring import load_summary
+from serkit.scoring.stats import N_RESAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ Usage::
     python -m serkit.bin.ensemble exp/tim_net_8class_seed1/loso exp/tim_net_8class_seed2/loso ...
 
 Runs whose tags differ only in ``_seed<N>`` are grouped; each group of two or more seeds becomes
-``exp/<tag without the seed>_ens_seed1-2/<protocol>`` (serkit.ensemble), whose folder is printed,
+``exp/<tag without the seed>_ens_seed1-2/<protocol>`` (serkit.scoring.ensemble), whose folder is printed,
 one a line, for stage 4 to score. Other folders are ignored.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import logging
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.ensemble import ensemble_groups, write_ensemble
+from serkit.scoring.ensemble import ensemble_groups, write_ensemble
 
-logger = logging.getLogger("serkit.ensemble")
+logger = logging.getLogger("serkit.scoring.ensemble")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.export import best_fold, export_model
+from serkit.serving.export import best_fold, export_model
 
 logger = logging.getLogger(__name__)
 PROG = "serkit.bin.export_model"

@@ -18,7 +18,7 @@ failed, 2 if the model or the arguments are unusable. ``--json`` output is alway
 
 Recordings longer than one window (``--window``, ``--hop``; defaults from the model family, 8 s
 without overlap) are streamed from disk and scored window by window in bounded memory; the
-utterance-level result is the duration-weighted mean of the window posteriors (serkit.inference).
+utterance-level result is the duration-weighted mean of the window posteriors (serkit.serving.inference).
 A model trained with per-speaker normalisation (``normalisation: speaker``) normalises each input
 with its speaker's statistics: ``--utt2spk FILE`` groups the inputs by speaker (statistics over all of
 a speaker's inputs), ``--speaker-stats FILE.json`` gives them; without either each file is normalised
@@ -38,11 +38,11 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from serkit.audio import AudioError
+from serkit.data.audio import AudioError
 from serkit.bin import one_line_errors, setup_logging
-from serkit.datadir import read_map
+from serkit.data.datadir import read_map
 from serkit.features import N_FUNCTIONALS, FeatureStats
-from serkit.inference import EmotionRecognizer, InferenceError, Prediction
+from serkit.serving.inference import EmotionRecognizer, InferenceError, Prediction
 from serkit.targets import Target, target_classes
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.ctc_targets import BPE_UNITS, TRANSCRIPT_KINDS
+from serkit.labels.ctc_targets import BPE_UNITS, TRANSCRIPT_KINDS
 from serkit.targets.ctc import make_tokens
 
 

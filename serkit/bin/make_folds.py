@@ -8,7 +8,7 @@ Usage::
 
 Writes ``OUT/<protocol>/fold<NN>/{train,valid,test}``, ``OUT/<protocol>/folds.tsv``,
 ``protocol.json`` (what the folds are, for RESULTS.md) and ``leakage.txt`` (docs/formats.md),
-then checks every fold for leakage. See :mod:`serkit.folds` for the protocols.
+then checks every fold for leakage. See :mod:`serkit.data.folds` for the protocols.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.folds import PROTOCOLS, SESSION_PROTOCOLS, make_folds
+from serkit.data.folds import PROTOCOLS, SESSION_PROTOCOLS, make_folds
 
 PROG = "python -m serkit.bin.make_folds"
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from serkit.bin import one_line_errors, plan_experiments, setup_logging
-from serkit.ctc_targets import BPE_UNITS
-from serkit.experiments import Experiment
+from serkit.labels.ctc_targets import BPE_UNITS
+from serkit.training.experiments import Experiment
 from serkit.targets.registry import target_classes
 
 PROG = "python -m serkit.bin.make_targets"

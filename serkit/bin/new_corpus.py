@@ -34,7 +34,7 @@ from serkit.bin import one_line_errors, setup_logging
 from serkit.bin.new_recipe import recipe_files, write_recipe
 from serkit.corpora import CORPORA
 from serkit.errors import SerkitError
-from serkit.folds import PROTOCOLS
+from serkit.data.folds import PROTOCOLS
 
 logger = logging.getLogger(__name__)
 PROG = "new_corpus"
@@ -128,7 +128,7 @@ import numpy as np
 import soundfile
 
 from serkit.corpora.{name} import EMOTION_CODES, RELEASE_AUDIO, SPEAKERS, prepare
-from serkit.datadir import read_map
+from serkit.data.datadir import read_map
 
 
 def write_tree(root: Path, recorded: dict | None = None, per_code: int = 2, rate: int = RELEASE_AUDIO.rates[0],

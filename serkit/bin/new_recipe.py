@@ -24,7 +24,7 @@ from serkit.bin import one_line_errors, setup_logging
 from serkit.bin.prepare_corpus import default_class_map
 from serkit.corpora import CORPORA, corpus_names, get_preparer
 from serkit.errors import SerkitError
-from serkit.folds import PROTOCOLS
+from serkit.data.folds import PROTOCOLS
 
 logger = logging.getLogger(__name__)
 PROG = "new_recipe"

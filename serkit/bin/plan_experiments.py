@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors
-from serkit.experiments import Experiment, PlanError, plan
+from serkit.training.experiments import Experiment, PlanError, plan
 from serkit.targets.registry import stage1_options
 
 

@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from serkit.backends import BACKENDS, make_backend
+from serkit.jobs.backends import BACKENDS, make_backend
 from serkit.bin import one_line_errors
-from serkit.jobs import (JobsInterrupted, JobsUsageError, Resources, exit_status,
+from serkit.jobs.jobs import (JobsInterrupted, JobsUsageError, Resources, exit_status,
                          expand_jobs, failure_message, first_logged_failure, log_tail, looks_like_job_range,
                          parse_duration, parse_job_range, run_jobs)
 

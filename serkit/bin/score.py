@@ -18,9 +18,9 @@ import shlex
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.results_md import experiment_key, experiment_section, fold_table, update_results
-from serkit.scoring import score_experiment
-from serkit.stats import N_RESAMPLES
+from serkit.scoring.results_md import experiment_key, experiment_section, fold_table, update_results
+from serkit.scoring.scoring import score_experiment
+from serkit.scoring.stats import N_RESAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:

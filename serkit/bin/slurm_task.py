@@ -1,6 +1,6 @@
 """One task of a serkit-run Slurm array: ``python -m serkit.bin.slurm_task SPEC.json TASK_ID``.
 
-The batch script that :mod:`serkit.slurm` submits runs this on the compute node.  It looks up the
+The batch script that :mod:`serkit.jobs.slurm` submits runs this on the compute node.  It looks up the
 task's argument list in SPEC.json and runs it as a list (no shell), with the job's output in its
 log between run.pl's header and trailer, then writes the exit code to the task's status file,
 which the waiting launcher reads (Slurm accounting may be off, so the task reports itself).
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from serkit.atomic import atomic_write_text
-from serkit.jobs import (NOT_STARTED_EXIT_CODE, STOP_SIGNALS, Job, Resources, append_to_log,
+from serkit.jobs.jobs import (NOT_STARTED_EXIT_CODE, STOP_SIGNALS, Job, Resources, append_to_log,
                          format_log_header, format_log_trailer, refused_result, take_job_lock)
-from serkit.lock import FolderLocked
+from serkit.jobs.lock import FolderLocked
 
 PROG = "serkit.bin.slurm_task"
 

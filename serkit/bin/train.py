@@ -12,7 +12,7 @@ win over the file). SpeechBrain's run options (``--device``, ``--precision``, ``
 
 ``--nproc N`` (N > 1) trains the fold with N processes, one per GPU (DDP): the command starts
 itself again under ``torchrun --standalone --nproc_per_node N`` (on CPUs the processes use gloo).
-``batch_size`` stays the global batch; each process takes its share (serkit.distributed). Started
+``batch_size`` stays the global batch; each process takes its share (serkit.training.distributed). Started
 by torchrun directly, the command also trains with DDP.
 
 A fold whose output folder has ``train.done`` is skipped; an interrupted one resumes from its last
@@ -33,14 +33,14 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from hyperpyyaml.core import recursive_update
 from speechbrain.utils.run_opts import RunOptions
 
-from serkit import distributed, expdir, tensorboard
+from serkit.training import distributed, expdir, tensorboard
 from serkit.bin import LOG_FORMAT
 from serkit.errors import Refused, SerkitError
-from serkit.expdir import DONE_FILE, LOG_FILE
-from serkit.jobs import SUMMARY_MARKER
-from serkit.lock import acquire
+from serkit.training.expdir import DONE_FILE, LOG_FILE
+from serkit.jobs.jobs import SUMMARY_MARKER
+from serkit.jobs.lock import acquire
 from serkit.safe_yaml import cli_overrides, load_plain_mapping, refuse_python_tags
-from serkit.train import train_fold
+from serkit.training.train import train_fold
 
 logger = logging.getLogger("serkit.bin.train")
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: list[logging.Handler] = []
     try:
         nproc, argv = split_nproc(argv)
-        use_tensorboard = "--tensorboard" in argv  # run.sh --tensorboard: live curves (serkit.tensorboard)
+        use_tensorboard = "--tensorboard" in argv  # run.sh --tensorboard: live curves (serkit.training.tensorboard)
         argv = [arg for arg in argv if arg != "--tensorboard"]
         train_args = list(argv)
         overrides_file, argv = split_overrides_file(argv)
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             if held is not None:
                 held.release()
         logger.info("done: test WA %.2f%% UA %.2f%%", 100 * scores["WA"], 100 * scores["UA"])
-        # serkit-run repeats this line in stage 3's one-line-per-fold progress (serkit.jobs.SUMMARY_MARKER).
+        # serkit-run repeats this line in stage 3's one-line-per-fold progress (serkit.jobs.jobs.SUMMARY_MARKER).
         logger.info("%s%s", SUMMARY_MARKER, expdir.fold_summary(expdir.read_history(out / expdir.HISTORY_FILE)))
         return 0
     except SerkitError as error:

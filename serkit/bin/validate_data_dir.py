@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from serkit.bin import one_line_errors, setup_logging
-from serkit.datadir import fix_data_dir, validate_data_dir
+from serkit.data.datadir import fix_data_dir, validate_data_dir
 
 PROG = "validate_data_dir"
 

@@ -19,12 +19,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import soundfile
 
-from serkit import inventory
+from serkit.data import inventory
 from serkit.atomic import atomic_write_text
-from serkit.audio import AudioInfo
+from serkit.data.audio import AudioInfo
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError
-from serkit.ctc_targets import STAGE1_FILES
-from serkit.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
+from serkit.labels.ctc_targets import STAGE1_FILES
+from serkit.data.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ def check_waveform(waveform: Tensor) -> Tensor:
     waveform = torch.as_tensor(waveform)
     if waveform.dim() not in (1, 2) or waveform.shape[-1] == 0:
         raise FeatureError(f"expected a non-empty waveform of shape [T] or [B, T], got {tuple(waveform.shape)}; "
-                           "read audio with serkit.audio.read_audio")
+                           "read audio with serkit.data.audio.read_audio")
     return waveform.to(torch.float32)
 
 
@@ -83,7 +83,7 @@ class FeatureKind:
         """Features of one utterance [T] (or equal-length rows [B, T]): [frames, *frame_shape]."""
         if int(sample_rate) != self.sample_rate:
             raise FeatureError(f"audio at {sample_rate} Hz, but the {self.kind} features are defined at "
-                               f"{self.sample_rate} Hz; resample it (serkit.audio.read_audio does)")
+                               f"{self.sample_rate} Hz; resample it (serkit.data.audio.read_audio does)")
         return self._compute(check_waveform(waveform))
 
     def _compute(self, waveform: Tensor) -> Tensor:

@@ -3,7 +3,7 @@
 The s3prl/EmoBox probing protocol (Yang et al. 2021; Ma et al. 2024) trains only a layer-weighted
 head over a frozen self-supervised encoder. A frozen encoder gives the same layer outputs every
 epoch, so serkit computes them once per utterance, stores them in the feature cache
-(:class:`serkit.dataio.FeatureCache`, float16: half the disk) and trains the head from there; an
+(:class:`serkit.data.dataio.FeatureCache`, float16: half the disk) and trains the head from there; an
 epoch then costs only the head (docs/models.md, "SSL probe").
 
 The layers are exactly the ``H_i`` that :class:`serkit.model.w2v2_mtl.W2V2Network` fuses: the

@@ -52,7 +52,7 @@ def model_config(family: ModelFamily, model: SERModel, hparams: dict, inputs: Se
         "classes": list(classes),
         "tokens": list(tokens) if n_tokens else [],
         "sample_rate": int(inputs[0].get("sample_rate", hparams.get("sample_rate", 16000))),
-        "normalisation": hparams.get("normalisation") or "global",  # speaker: per-speaker CMVN (serkit.speaker_norm)
+        "normalisation": hparams.get("normalisation") or "global",  # speaker: per-speaker CMVN (serkit.features.speaker_norm)
         **_target_hooks(model),
     }
 

@@ -6,7 +6,7 @@ objective is specific to wav2vec 2.0: any network that emits a representation pe
 same head, so serkit offers it to every family through ``mtl_lambda`` (e.g. TIM-Net + emotion-phoneme
 CTC). The targets are a choice of stage 1 (``ctc_targets``): emotion-phoneme tokens (the default),
 or characters / sentencepiece units of the transcript (the character-CTC auxiliary task of Cai et al.
-2021). The CTC blank's index is the token inventories' (:data:`serkit.inventory.BLANK_ID`).
+2021). The CTC blank's index is the token inventories' (:data:`serkit.data.inventory.BLANK_ID`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from serkit.inventory import BLANK_ID
+from serkit.data.inventory import BLANK_ID
 from serkit.model.common import ModelInputError, length_mask
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class DeferredCount:
 
     On a CPU the count is logged at once; on a GPU it is summed on the device and logged when the
     trainer reads its values back anyway (every ``sync_every`` steps and at the end of an epoch, see
-    :class:`serkit.train.SERBrain`), so the message comes then, with the total since the last one.
+    :class:`serkit.training.train.SERBrain`), so the message comes then, with the total since the last one.
     """
 
     def __init__(self, message: str):

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from serkit.datadir import read_map
+from serkit.data.datadir import read_map
 from serkit.errors import SerkitError
 from serkit.features import N_FUNCTIONALS
-from serkit.metrics import classification_scores
+from serkit.scoring.metrics import classification_scores
 from serkit.model.family import FitResult, ModelFamily
 from serkit.model.ser_model import NetworkOutput, SERModel
 

@@ -61,7 +61,7 @@ class ModelFamily:
     trainer: ClassVar[str] = "brain"
     normalise_input: ClassVar[bool] = True
     padding_invariant: ClassVar[bool] = True  # in eval mode, batch padding never changes an output (tested)
-    # Inference on long recordings (serkit.inference): windows of this many seconds, every
+    # Inference on long recordings (serkit.serving.inference): windows of this many seconds, every
     # ``inference_hop_s`` seconds (None: the window length, i.e. no overlap, so a long file costs what
     # its short pieces cost). 8 s covers nearly every IEMOCAP utterance, so typical clips stay whole.
     inference_window_s: ClassVar[float] = 8.0

@@ -58,7 +58,7 @@ import soundfile
 import torch
 from tqdm import tqdm
 
-from serkit.audio import resample
+from serkit.data.audio import resample
 from serkit.errors import SerkitError
 from serkit.synth.espeak import ESPEAK_SAMPLE_RATE, Prosody, SynthRequest, synthesize_isolated
 from serkit.synth.sentences import FILLERS, NOISE_TAGS, SENTENCES, strip_noise_tags

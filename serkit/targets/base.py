@@ -26,7 +26,7 @@ those declarations together:
   and of a scored experiment (:meth:`Target.score`, read from the prediction files only), with the
   summary keys averaged over folds (:attr:`Target.fold_means`) and the RESULTS.md columns
   (:attr:`Target.results_columns`);
-- how it is **served** (:mod:`serkit.export`, :mod:`serkit.inference`, ``serkit-infer``), from an
+- how it is **served** (:mod:`serkit.serving.export`, :mod:`serkit.serving.inference`, ``serkit-infer``), from an
   exported model's config alone (:meth:`Target.served`): the files it adds to the export folder
   (:attr:`Target.export_files`, :meth:`Target.write_export`, checked on load by
   :meth:`Target.check_export`), the inputs it gives the model at inference (:meth:`Target.serving_inputs`),
@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Sequence
 
 from torch import Tensor
 
-from serkit.datadir import DataDirError, read_map
+from serkit.data.datadir import DataDirError, read_map
 from serkit.errors import SerkitError
 
 MAX_LISTED = 5  # how many offending ids an error message shows

@@ -27,8 +27,10 @@ from typing import Any, Sequence
 
 import torch
 
-from serkit import ctc_targets, emophone, inventory, metrics
-from serkit.datadir import DataDirError
+from serkit.data import inventory
+from serkit.labels import ctc_targets, emophone
+from serkit.scoring import metrics
+from serkit.data.datadir import DataDirError
 from serkit.targets.base import Target, TargetError, read_values
 
 # The data-dir file holding each choice of tokens (stage 1 writes it, and tokens.txt in the lang dir).

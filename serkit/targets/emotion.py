@@ -2,7 +2,7 @@
 
 The primary target of every SER model: the family's network outputs its logits, its validation UA
 selects checkpoints, and its reference, hypothesis and posteriors are the core columns of
-``test_predictions.tsv`` (:mod:`serkit.expdir`). ``label_smoothing`` in the config smooths the
+``test_predictions.tsv`` (:mod:`serkit.training.expdir`). ``label_smoothing`` in the config smooths the
 cross-entropy, as TIM-Net's authors train.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serkit import inventory
-from serkit.datadir import DataDirError
-from serkit.metrics import classification_scores
+from serkit.data import inventory
+from serkit.data.datadir import DataDirError
+from serkit.scoring.metrics import classification_scores
 from serkit.targets.base import Target, read_values
 
 

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from serkit.datadir import DataDirError
-from serkit.metrics import classification_scores
+from serkit.data.datadir import DataDirError
+from serkit.scoring.metrics import classification_scores
 from serkit.targets.base import Target, TargetError, read_values
 
 GENDERS = ("f", "m")

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from serkit import inventory
-from serkit.datadir import DataDirError
+from serkit.data import inventory
+from serkit.data.datadir import DataDirError
 from serkit.targets.base import Target, read_values
 
 FILE = "utt2votes"

@@ -1,7 +1,7 @@
 # portable_cmdline ARGS...: this recipe's command (./run.sh ARGS) as RESULTS.md records it, so that it
 # means the same on any machine: the corpus is named by its db.sh variable ("$IEMOCAP", for an argument
 # equal to that variable's value or below it), never by this machine's path; other words are quoted
-# for the shell where needed. Run from the recipe's folder (ser.sh is). serkit.results_md.portable_text
+# for the shell where needed. Run from the recipe's folder (ser.sh is). serkit.scoring.results_md.portable_text
 # then makes any other path relative to the recipe.
 portable_cmdline() {
   local words=(./run.sh) arg var value

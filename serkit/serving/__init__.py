@@ -1,0 +1,1 @@
+"""Stage 5: a trained fold exported as a self-contained model, and inference with it."""

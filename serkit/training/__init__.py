@@ -1,0 +1,1 @@
+"""Stage 3: the shared trainer and what it leaves in a fold directory (checkpoints, precision, DDP, provenance)."""
