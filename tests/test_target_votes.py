@@ -17,7 +17,7 @@ from serkit.model import build_tiny_w2v2
 from serkit.model.ser_model import SEROutput
 from serkit.scoring.scoring import score_experiment
 from serkit.targets import TargetSet
-from serkit.targets.votes import format_votes, parse_votes
+from serkit.data.votes import format_votes, parse_votes
 from serkit.training.train import train_fold
 
 

@@ -6,7 +6,7 @@ The parser follows the corpus FORMAT (docs/formats.md; the release facts are in 
   (Categorical/, Attribute/, Self-evaluation/), macOS ``._*`` twins and other files are skipped and
   counted. Inside a file, only consensus lines ``[start - end] utt code [v, a, d]`` carry labels;
   the external evaluators' categorical lines (``C-E<n>``) are the label's votes, written to
-  ``utt2votes`` through the class map (:mod:`serkit.targets.votes`); the ``%`` header, the actors'
+  ``utt2votes`` through the class map (:mod:`serkit.data.votes`); the ``%`` header, the actors'
   self-evaluations (``C-F1``/``C-M1``) and the ``A-`` lines are recognised and ignored.
 * transcripts come from ``SessionN/dialog/transcriptions/<dialog>.txt`` lines
   ``utt [start-end]: text``; lines without id and time (``M: Yeah.``) are counted, XX turns simply
@@ -52,7 +52,7 @@ from tqdm import tqdm
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
 from serkit.corpora.common import ReleaseAudio, Tally, Utterance, audit_wav, finish, read_text_lines
-from serkit.targets.votes import format_votes
+from serkit.data.votes import FILE as VOTES_FILE, format_votes
 
 logger = logging.getLogger(__name__)
 
@@ -499,7 +499,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     report.add_facts()
     votes = utterance_votes(utterances, {label.utt: label for _, label in labels}, mapping)
     return finish(report, utterances, looks_full=_looks_full(report), strict=strict,
-                  check=lambda: _count_problems(report), extra_files={"utt2votes": votes})
+                  check=lambda: _count_problems(report), extra_files={VOTES_FILE: votes})
 
 
 def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: str | Path,

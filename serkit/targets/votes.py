@@ -14,34 +14,16 @@ received (how often a random rater would agree with the model).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from serkit.data import inventory
-from serkit.data.datadir import DataDirError
+from serkit.data.votes import FILE, parse_votes
 from serkit.targets.base import Target, read_values
 
-FILE = "utt2votes"
 COLUMN = "ref_votes"
-
-
-def format_votes(counts: Mapping[str, int]) -> str:
-    """``utt2votes``'s value for vote ``counts`` by class, classes in the given order, zeros left out."""
-    return " ".join(f"{label}:{count}" for label, count in counts.items() if count)
-
-
-def parse_votes(value: str, classes: Sequence[str], where: str) -> list[int]:
-    """Vote counts per class (in ``classes`` order) of a ``utt2votes`` value; ``where`` names it in errors."""
-    counts = [0] * len(classes)
-    for item in value.split():
-        label, _, count = item.partition(":")
-        if label not in classes or not count.isdigit():
-            raise DataDirError(f"{where}: {item!r} is not <class>:<count> with a class of {', '.join(classes)}; "
-                               "re-run data preparation (stage 0)")
-        counts[classes.index(label)] += int(count)
-    return counts
 
 
 class VotesTarget(Target):
