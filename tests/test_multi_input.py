@@ -106,6 +106,29 @@ def test_inputs_are_batched_side_by_side_and_cropped_over_the_same_stretch(tmp_p
     assert lengths[1].tolist() == pytest.approx([mel.n_frames(9600) / mel.n_frames(11200), 1.0])
 
 
+def test_augmentation_computes_every_input_from_the_same_perturbed_waveform(tmp_path):
+    from serkit.features.augment import make_augmenter
+
+    corpus = tiny_corpus(tmp_path)
+    wave, mel = (make_feature(feature["kind"], params=feature["params"]) for feature in INPUTS)
+    data = load_fold_data(corpus["data"], corpus["fold"], TargetSet.from_config({"data_dir": corpus["data"]}),
+                          features=[wave, mel])
+    augment = {"speed": [90, 110], "noise": {"snr_low": 10, "snr_high": 20},
+               "freq_mask": {"drop_count_low": 1, "drop_count_high": 1, "drop_length_low": 1, "drop_length_high": 2}}
+    data.train.augmenter = make_augmenter({"augment": augment}, [feature["kind"] for feature in INPUTS])
+    data.train.set_epoch(2, seed=7)
+    masked_some = False
+    for index in range(len(data.train)):
+        item, clean = data.train[index], data.train.inputs(index, which=0)
+        assert not torch.equal(item["sig"], clean[:item["sig"].shape[0]])  # speed and noise changed the waveform
+        recomputed = mel.compute(item["sig"], 16000)  # the log-Mel of the waveform the model received ...
+        assert item["sig1"].shape == recomputed.shape
+        kept = (item["sig1"] == recomputed).all(dim=(0, 1))  # ... except the masked Mel bands
+        assert kept.any()
+        masked_some |= not kept.all()
+    assert masked_some
+
+
 def test_two_inputs_are_normalised_cached_trained_and_exported(family, tmp_path):
     corpus = tiny_corpus(tmp_path)
     out, cache = tmp_path / "exp" / "fold01", tmp_path / "dump"

@@ -269,10 +269,10 @@ class EmotionDataset(Dataset):
         self.caches = list(caches) if caches else [None] * len(self.features)
         self.targets = targets
         self.seed, self.epoch = 0, 0
-        # per-speaker normalisation and augmentation act on the input of a one-input family (serkit.training.train
-        # refuses them for several inputs)
+        # per-speaker normalisation acts on the input of a one-input family (serkit.training.train refuses it
+        # for several inputs); the augmenter returns every input
         self.normaliser = None  # (utt_id, features) -> features, e.g. per-speaker CMVN (serkit.features.speaker_norm)
-        self.augmenter = None  # (dataset, index, seed, epoch) -> augmented input, training only (serkit.features.augment)
+        self.augmenter = None  # (dataset, index, seed, epoch) -> augmented inputs, training only (serkit.features.augment)
 
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
         """Choose the crops of this epoch (see the class docstring)."""
@@ -314,8 +314,8 @@ class EmotionDataset(Dataset):
         utt = self.utterances[index]
         if self.augmenter is None:
             signals = [self.inputs(index, which=which) for which in range(len(self.features))]
-        else:  # one input (serkit.training.train refuses to augment several)
-            signals = [self.augmenter(self, index, self.seed, self.epoch)]
+        else:
+            signals = self.augmenter(self, index, self.seed, self.epoch)
         if self.max_duration is not None:
             samples = int(self.max_duration * self.sample_rate)
             lengths = [max(1, feature.n_frames(samples)) for feature in self.features]

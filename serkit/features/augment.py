@@ -26,7 +26,7 @@ cache holds clean features only), which costs one feature extraction per utteran
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,8 @@ from speechbrain.augment.time_domain import AddNoise, SpeedPerturb, pink_noise_l
 from serkit.errors import SerkitError
 
 PARTS = ("speed", "noise", "time_mask", "freq_mask")
+#: Inputs without a time-by-feature layout that masks could act on.
+UNMASKABLE = ("waveform", "egemaps")
 NOISE_COLOURS = {"white": torch.randn_like, "pink": pink_noise_like}
 
 
@@ -51,7 +53,7 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 class Augmenter:
     """The configured ``speechbrain.augment`` modules, applied to one training item at a time."""
 
-    def __init__(self, config: Mapping[str, Any], sample_rate: int, feature_kind: str):
+    def __init__(self, config: Mapping[str, Any], sample_rate: int, feature_kinds: str | Sequence[str]):
         unknown = sorted(set(config) - set(PARTS))
         if unknown:
             raise AugmentError(f"augment: unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
@@ -69,22 +71,26 @@ class Augmenter:
                           for name, dim in (("time_mask", 1), ("freq_mask", 2)) if config.get(name) is not None]
         except (TypeError, ValueError) as error:
             raise AugmentError(f"augment: {error}") from None
-        if self.masks and feature_kind in ("waveform", "egemaps"):
+        self.kinds = [feature_kinds] if isinstance(feature_kinds, str) else list(feature_kinds)
+        if self.masks and not any(kind not in UNMASKABLE for kind in self.kinds):
             raise AugmentError(f"augment: time_mask / freq_mask act on spectral features; this family reads "
-                               f"{feature_kind!r} (use speed / noise)")
-        if self.waveform_parts and feature_kind == "ssl_layers":
+                               f"{' + '.join(map(repr, self.kinds))} (use speed / noise)")
+        if self.waveform_parts and "ssl_layers" in self.kinds:
             raise AugmentError("augment: speed / noise would recompute the frozen encoder's cached layers every "
                                "epoch; use time_mask / freq_mask with ssl_probe")
 
-    def __call__(self, dataset, index: int, seed: int, epoch: int) -> torch.Tensor:
-        """Training item ``index`` of ``dataset`` (a :class:`serkit.data.dataio.EmotionDataset`), augmented."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed(seed, epoch, index))
-            if self.waveform_parts:
-                feats = dataset.inputs(index, transform=self.augment_waveform)
-            else:
-                feats = dataset.inputs(index)
-            return self.mask(feats) if self.masks else feats
+    def __call__(self, dataset, index: int, seed: int, epoch: int) -> list[torch.Tensor]:
+        """Every input of training item ``index`` of ``dataset`` (a :class:`serkit.data.dataio.EmotionDataset`),
+        augmented. The generator is re-seeded for each input, so all of them are computed from the same
+        perturbed waveform (same speed, same noise); masks touch the spectral inputs only."""
+        signals = []
+        for which, kind in enumerate(self.kinds):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(item_seed(seed, epoch, index))
+                transform = self.augment_waveform if self.waveform_parts else None
+                feats = dataset.inputs(index, transform=transform, which=which)
+                signals.append(self.mask(feats) if self.masks and kind not in UNMASKABLE else feats)
+        return signals
 
     def augment_waveform(self, waveform: torch.Tensor) -> torch.Tensor:
         """Speed and noise on a mono [T] waveform."""
@@ -113,11 +119,11 @@ class _Noise(torch.nn.Module):
         return self.add_noise(batch, torch.ones(batch.shape[0]))
 
 
-def make_augmenter(hparams: Mapping, feature_kind: str) -> Augmenter | None:
+def make_augmenter(hparams: Mapping, feature_kinds: str | Sequence[str]) -> Augmenter | None:
     """The config's augmenter, or None when ``augment`` is null or empty."""
     config = hparams.get("augment")
     if not config:
         return None
     if not isinstance(config, Mapping):
         raise AugmentError(f"augment must be a mapping of parts ({', '.join(PARTS)}) or null, got {config!r}")
-    return Augmenter(config, int(hparams.get("sample_rate", 16000)), feature_kind)
+    return Augmenter(config, int(hparams.get("sample_rate", 16000)), feature_kinds)

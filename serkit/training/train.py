@@ -736,10 +736,10 @@ def load_data(hparams: dict, family: ModelFamily, targets: TargetSet):
     check_class_coverage(data, hparams["fold_dir"], bool(hparams.get("allow_missing_classes", False)))
     check_fold_audio(data, hparams["data_dir"])
     normalisation = check_normalisation(hparams.get("normalisation"), inputs[0]["kind"])
-    augmenter = make_augmenter(hparams, inputs[0]["kind"]) if family.trainer == "brain" else None
-    if len(inputs) > 1 and (normalisation == "speaker" or augmenter is not None):
-        raise TrainError(f"family {family.name} has {len(inputs)} inputs: per-speaker normalisation and augment "
-                         "apply to one input; set normalisation: global and augment: {}")
+    augmenter = make_augmenter(hparams, [feature["kind"] for feature in inputs]) if family.trainer == "brain" else None
+    if len(inputs) > 1 and normalisation == "speaker":
+        raise TrainError(f"family {family.name} has {len(inputs)} inputs: per-speaker normalisation applies to "
+                         "one input, as an export's speaker statistics do; set normalisation: global")
     if normalisation == "speaker":
         normalise_per_speaker({"train": data.train, "valid": data.valid, "test": data.test}, hparams["data_dir"])
     data.train.augmenter = augmenter  # the training set only (serkit.features.augment); fitted families are not augmented
