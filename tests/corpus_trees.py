@@ -148,8 +148,40 @@ def _demographics(root: Path, actors) -> None:
     (root / "VideoDemographics.csv").write_text("\n".join(lines) + "\n")
 
 
-def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: int = 2, traps: bool = True) -> Tree:
+CREMA_VOTE_HEADER = ('"","A","D","F","H","N","S","fileName","numResponses","agreement","emoVote","meanEmoResp",'
+                     '"meanAngerResp","meanDisgustResp","meanFearResp","meanHappyResp","meanNeutralResp","meanSadResp"')
+
+
+def crema_rater_plan(n: int, emotion: str) -> dict[str, int]:
+    """Clip ``n``'s voice-only votes: its own emotion 2-4 times, the next emotion once for odd clips."""
+    votes = {emotion: 2 + n % 3}
+    if n % 2:
+        neighbour = CREMA_EMOTIONS[(CREMA_EMOTIONS.index(emotion) + 1) % 6]
+        votes[neighbour] = 1
+    return votes
+
+
+def write_crema_raters(path: Path, plan: list[tuple[str, dict[str, int]]]) -> None:
+    """``processedResults/tabulatedVotes.csv`` as the release has it: one row per clip and query type,
+    id = 100000 * query type + clip number; the face-only and audio-visual rows (query types 2 and 3)
+    vote otherwise and must not count; a practice clip and a row with an NA count are planted too."""
+    def row(query: int, clip: int, stem: str, votes: dict[str, int]) -> str:
+        counts = [votes.get(code, 0) for code in CREMA_EMOTIONS]
+        return f'"{query * 100000 + clip}",{",".join(map(str, counts))},"{stem}",{sum(counts)},0.5,"N",50' + ",-1" * 6
+    rows = [CREMA_VOTE_HEADER]
+    for query, votes_of in ((1, None), (2, {"NEU": 5}), (3, {"HAP": 1, "SAD": 4})):
+        rows += [row(query, clip, stem, votes_of or votes) for clip, (stem, votes) in enumerate(plan, start=1)]
+    rows += [row(1, len(plan) + 1, "ANG_HI_practice", {"ANG": 9}),
+             f'"{100000 + len(plan) + 2}",NA,0,0,0,0,0,"{plan[0][0]}",0,0,"N",50' + ",-1" * 6]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+
+
+def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: int = 2, traps: bool = True,
+               raters: bool = True) -> Tree:
+    """``raters``: write processedResults/tabulatedVotes.csv (the voice-only votes planted in ``votes``)."""
     tree = Tree(root)
+    rater_plan = []
     audio = root / "AudioWAV"
     _demographics(root, actors)
     for actor in actors:
@@ -162,6 +194,8 @@ def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: i
                 write_wav(audio / f"{stem}.wav")
                 tree.expected[f"{actor}-{stem}"] = {"spk": str(actor), "code": emotion,
                                                     "gender": "m" if actor % 2 else "f", "sentence": sentence}
+                rater_plan.append((stem, crema_rater_plan(len(rater_plan), emotion)))
+                tree.votes[f"{actor}-{stem}"] = rater_plan[-1][1]
     if traps:
         write_wav(audio / "1076_MTI_SAD_XX.wav", kind="zero_bytes")  # the release's known empty clip
         tree.skip("known empty clip", audio / "1076_MTI_SAD_XX.wav")
@@ -169,8 +203,11 @@ def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: i
                                    ("1002_IEO_SUR_HI", "ok", "emotion code"), ("0999_IEO_ANG_HI", "ok", "actor id"),
                                    ("1003_IEO_HAP_HI", "empty", "empty"), ("1004_IEO_HAP_HI", "truncated", "truncated")]:
             tree.skip(reason, write_wav(audio / f"{stem}.wav", kind=kind))
-        write_wav(audio / "1002_IEO_NEU_LO.wav", rate=8000)  # another rate: kept, noted
+        write_wav(audio / "1002_IEO_NEU_LO.wav", rate=8000)  # another rate: kept, noted; no rater row
         tree.expected["1002-1002_IEO_NEU_LO"] = {"spk": "1002", "code": "NEU", "gender": "f", "sentence": "IEO"}
+        tree.votes["1002-1002_IEO_NEU_LO"] = {}
+    if raters:
+        write_crema_raters(root / "processedResults" / "tabulatedVotes.csv", rater_plan)
     return tree
 
 

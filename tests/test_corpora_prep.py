@@ -170,6 +170,33 @@ def test_crema_ground_truth_known_empty_clip_and_traps(tmp_path):
     assert "VideoDemographics.csv missing (no utt2gender written)" in report.notes.counts
 
 
+def test_crema_voice_only_rater_votes_from_tabulated_votes(tmp_path):
+    tree = crema_tree(tmp_path / "CREMA-D")
+    report = prepare("crema_d", tree.root, tmp_path / "d", "6class")
+    written = check_votes(tmp_path / "d", tree, CREMA_6)
+    assert written["1002-1002_IEO_NEU_LO"] == [0] * 6  # no rater row: empty value, noted
+    assert report.notes.examples["no votes in tabulatedVotes.csv (empty utt2votes value)"] == ["1002_IEO_NEU_LO"]
+    tabulated = tree.root / "processedResults" / "tabulatedVotes.csv"
+    assert report.notes.examples["tabulatedVotes.csv row whose id or vote counts are not numbers (not counted)"] == [
+        f"{tabulated}:{len(tabulated.read_text().splitlines())}"]
+    report = prepare("crema_d", tree.root, tmp_path / "four", "4class")
+    check_votes(tmp_path / "four", tree, {"ANG": "ang", "HAP": "hap", "SAD": "sad", "NEU": "neu"})
+
+
+def test_crema_without_rater_file_writes_no_votes_and_a_bad_header_names_the_file(tmp_path):
+    tree = crema_tree(tmp_path / "CREMA-D", raters=False)
+    report = prepare("crema_d", tree.root, tmp_path / "d", "6class")
+    assert not (tmp_path / "d" / "utt2votes").exists()
+    tabulated = tree.root / "processedResults" / "tabulatedVotes.csv"
+    assert report.notes.examples["rater file missing (no utt2votes written; the votes target needs it)"] == [
+        str(tabulated)]
+    tabulated.parent.mkdir()
+    tabulated.write_text('"","A","D","F","H","N","fileName"\n"100001",1,0,0,0,0,"1001_DFA_ANG_XX"\n')
+    with pytest.raises(CorpusError) as info:
+        prepare("crema_d", tree.root, tmp_path / "e", "6class")
+    assert str(tabulated) in str(info.value) and "['S'] missing" in str(info.value)
+
+
 def test_crema_full_release_expects_7441_written_and_fails_when_damaged(tmp_path):
     root = crema_full(tmp_path / "CREMA-D")
     report = prepare("crema_d", root, tmp_path / "ok", "6class")
