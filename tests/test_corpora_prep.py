@@ -314,7 +314,8 @@ def test_msp_without_rater_file_writes_no_votes_and_a_bad_header_names_the_file(
     detailed.rename(detailed.with_suffix(".bak"))
     report = prepare("msp_podcast", tree.root, tmp_path / "d", "8class")  # rerun: the stale utt2votes goes
     assert not (tmp_path / "d" / "utt2votes").exists()
-    assert report.notes.examples["rater file missing (no utt2votes written; the votes target needs it)"] == [str(detailed)]
+    missing = report.notes.examples["rater file missing (no utt2votes written; the votes target needs it)"]
+    assert missing == [str(detailed)]
     detailed.write_text("FileName,Rater,Label\nMSP-PODCAST_0001_0001.wav,W1,Angry\n")
     with pytest.raises(CorpusError) as info:
         prepare("msp_podcast", tree.root, tmp_path / "e", "8class")
