@@ -128,12 +128,13 @@ def read_rater_votes(path: Path, report: PrepReport) -> dict[str, Counter]:
     for row in rows:
         where = f"{path}:{rows.line_num}"
         name, primary = (row["FileName"] or "").strip(), _primary_emotion(row)
+        code = rater_code(primary) if primary else None
         if not name or not primary:
             report.notes.add(f"{RATER_FILE} row without a file name or a primary emotion (not counted)", where)
-        elif rater_code(primary) is None:
+        elif code is None:
             report.notes.add(f"{RATER_FILE}: unknown primary emotion (not counted)", f"{where}: {primary!r}")
         else:
-            votes.setdefault(Path(name).stem, Counter())[rater_code(primary)] += 1
+            votes.setdefault(Path(name).stem, Counter())[code] += 1
     return votes
 
 
