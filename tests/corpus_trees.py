@@ -9,6 +9,7 @@ so tests check the parser against facts typed independently of it.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Tree:
 
     root: Path
     expected: dict[str, dict] = field(default_factory=dict)  # utt_id -> {spk, code, gender, sentence, ...}
+    votes: dict[str, dict[str, int]] = field(default_factory=dict)  # utt_id -> rater votes by corpus code
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason fragment -> file names
 
     def skip(self, reason: str, path: Path) -> None:
@@ -146,8 +148,40 @@ def _demographics(root: Path, actors) -> None:
     (root / "VideoDemographics.csv").write_text("\n".join(lines) + "\n")
 
 
-def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: int = 2, traps: bool = True) -> Tree:
+CREMA_VOTE_HEADER = ('"","A","D","F","H","N","S","fileName","numResponses","agreement","emoVote","meanEmoResp",'
+                     '"meanAngerResp","meanDisgustResp","meanFearResp","meanHappyResp","meanNeutralResp","meanSadResp"')
+
+
+def crema_rater_plan(n: int, emotion: str) -> dict[str, int]:
+    """Clip ``n``'s voice-only votes: its own emotion 2-4 times, the next emotion once for odd clips."""
+    votes = {emotion: 2 + n % 3}
+    if n % 2:
+        neighbour = CREMA_EMOTIONS[(CREMA_EMOTIONS.index(emotion) + 1) % 6]
+        votes[neighbour] = 1
+    return votes
+
+
+def write_crema_raters(path: Path, plan: list[tuple[str, dict[str, int]]]) -> None:
+    """``processedResults/tabulatedVotes.csv`` as the release has it: one row per clip and query type,
+    id = 100000 * query type + clip number; the face-only and audio-visual rows (query types 2 and 3)
+    vote otherwise and must not count; a practice clip and a row with an NA count are planted too."""
+    def row(query: int, clip: int, stem: str, votes: dict[str, int]) -> str:
+        counts = [votes.get(code, 0) for code in CREMA_EMOTIONS]
+        return f'"{query * 100000 + clip}",{",".join(map(str, counts))},"{stem}",{sum(counts)},0.5,"N",50' + ",-1" * 6
+    rows = [CREMA_VOTE_HEADER]
+    for query, votes_of in ((1, None), (2, {"NEU": 5}), (3, {"HAP": 1, "SAD": 4})):
+        rows += [row(query, clip, stem, votes_of or votes) for clip, (stem, votes) in enumerate(plan, start=1)]
+    rows += [row(1, len(plan) + 1, "ANG_HI_practice", {"ANG": 9}),
+             f'"{100000 + len(plan) + 2}",NA,0,0,0,0,0,"{plan[0][0]}",0,0,"N",50' + ",-1" * 6]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+
+
+def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: int = 2, traps: bool = True,
+               raters: bool = True) -> Tree:
+    """``raters``: write processedResults/tabulatedVotes.csv (the voice-only votes planted in ``votes``)."""
     tree = Tree(root)
+    rater_plan = []
     audio = root / "AudioWAV"
     _demographics(root, actors)
     for actor in actors:
@@ -160,6 +194,8 @@ def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: i
                 write_wav(audio / f"{stem}.wav")
                 tree.expected[f"{actor}-{stem}"] = {"spk": str(actor), "code": emotion,
                                                     "gender": "m" if actor % 2 else "f", "sentence": sentence}
+                rater_plan.append((stem, crema_rater_plan(len(rater_plan), emotion)))
+                tree.votes[f"{actor}-{stem}"] = rater_plan[-1][1]
     if traps:
         write_wav(audio / "1076_MTI_SAD_XX.wav", kind="zero_bytes")  # the release's known empty clip
         tree.skip("known empty clip", audio / "1076_MTI_SAD_XX.wav")
@@ -167,8 +203,11 @@ def crema_tree(root: Path, actors=(1001, 1002, 1003, 1004, 1076), per_emotion: i
                                    ("1002_IEO_SUR_HI", "ok", "emotion code"), ("0999_IEO_ANG_HI", "ok", "actor id"),
                                    ("1003_IEO_HAP_HI", "empty", "empty"), ("1004_IEO_HAP_HI", "truncated", "truncated")]:
             tree.skip(reason, write_wav(audio / f"{stem}.wav", kind=kind))
-        write_wav(audio / "1002_IEO_NEU_LO.wav", rate=8000)  # another rate: kept, noted
+        write_wav(audio / "1002_IEO_NEU_LO.wav", rate=8000)  # another rate: kept, noted; no rater row
         tree.expected["1002-1002_IEO_NEU_LO"] = {"spk": "1002", "code": "NEU", "gender": "f", "sentence": "IEO"}
+        tree.votes["1002-1002_IEO_NEU_LO"] = {}
+    if raters:
+        write_crema_raters(root / "processedResults" / "tabulatedVotes.csv", rater_plan)
     return tree
 
 
@@ -296,13 +335,43 @@ def esd_tree(root: Path, speakers=("0011", "0015"), encodings=("utf-8", "utf-16"
 # -------------------------------------------------------------------------------- MSP-Podcast
 
 MSP_HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
+MSP_WORDS = {"A": "Angry", "H": "Happy", "S": "Sad", "N": "Neutral", "F": "Fear", "D": "Disgust", "U": "Surprise",
+             "C": "Contempt", "O": "Other-Concerned"}
 
 
-def msp_tree(root: Path, old_release: bool = False, missing: int = 0) -> Tree:
+def msp_rater_plan(n: int, code: str) -> list[str]:
+    """The codes file ``n`` of the plan gets from its annotators: its own several times, a neighbour's,
+    sometimes Other; file 3 has no annotator rows at all."""
+    codes = tuple("AHSNFDUC")
+    if n == 3:
+        return []
+    own = [code] * (2 + n % 3) if code in codes else ["H", "S"]
+    return own + [codes[(n + 1) % 8]] * (n % 2) + ["O"] * (n % 4 == 0)
+
+
+def write_msp_raters(path: Path, plan: list[tuple[str, list[str]]], layout: str) -> None:
+    """``labels_detailed.csv`` in the release's ``EmoDetail`` layout (1.7 on) or the ``EmoClass_Major`` one,
+    one row per annotator, plus a malformed row and an unknown word that must not count."""
+    worker = iter(range(1000, 100000))
+    if layout == "emodetail":
+        rows = ["FileName,EmoDetail"]
+        rows += [f'{name},"WORKER{next(worker):08d}; {MSP_WORDS[c]}; Concerned,Amused; A:3.0; V:4.0; D:4.5;"'
+                 for name, codes in plan for c in codes]
+        rows += [f"{plan[0][0]},garbage", f'{plan[1][0]},"WORKER00000001; Bored; ; A:3.0; V:4.0; D:4.0;"']
+    else:
+        rows = ["FileName,Worker,EmoClass_Major,EmoClass_Second,EmoAct,EmoVal,EmoDom"]
+        rows += [f"{name},WORKER{next(worker):08d},{MSP_WORDS[c]},Concerned,3.0,4.0,4.5" for name, codes in plan
+                 for c in codes]
+        rows += [f"{plan[0][0]},WORKER00000001,,,3,4,4", f"{plan[1][0]},WORKER00000002,Bored,,3,4,4"]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def msp_tree(root: Path, old_release: bool = False, missing: int = 0, raters: str | None = "emodetail") -> Tree:
     """Labels for 32 files (every class in each split; speakers 100-101 train, 102 development, 103 test),
     with O/X rows, an Unknown speaker, a hidden label,
     a stereo 44.1 kHz outlier; ``old_release`` uses labels_concensus.csv and 'Validation';
-    ``missing`` labelled files are left out of Audios/."""
+    ``missing`` labelled files are left out of Audios/; ``raters`` is the layout of labels_detailed.csv
+    (``emodetail``, ``major``; None: no such file)."""
     tree = Tree(root)
     dev = "Validation" if old_release else "Development"
     rows, parts = [], []
@@ -329,9 +398,13 @@ def msp_tree(root: Path, old_release: bool = False, missing: int = 0) -> Tree:
             spk = "unknown" if speaker == "Unknown" else speaker
             tree.expected[f"{spk}-{stem}"] = {"spk": spk, "code": code, "split": split,
                                               "gender": {"Male": "m", "Female": "f"}.get(gender)}
+            tree.votes[f"{spk}-{stem}"] = Counter(msp_rater_plan(n, code))
     (root / "Labels").mkdir(parents=True, exist_ok=True)
     label_name = "labels_concensus.csv" if old_release else "labels_consensus.csv"
     (root / "Labels" / label_name).write_text("\n".join([MSP_HEADER, *rows]) + "\n")
+    if raters:
+        rater_plan = [(name, msp_rater_plan(n, code)) for n, (name, code, *_) in enumerate(plan)]
+        write_msp_raters(root / "Labels" / "labels_detailed.csv", rater_plan, raters)
     (root / "Partitions.txt").write_text("\n".join(parts) + "\n")
     write_wav(root / "Audios" / "MSP-PODCAST_9999_0001.wav")  # audio without a label row
     return tree

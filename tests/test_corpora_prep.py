@@ -1,6 +1,7 @@
 """Stage 0 of RAVDESS, CREMA-D, Emo-DB, ESD and MSP-Podcast on look-alike trees: ground truth, every
 trap counted with its reason, full-release count checks (intact passes, damaged fails naming what is
-missing), the audio audit, the shared contract (registry, CLI, validator)."""
+missing), the rater votes (utt2votes) of CREMA-D and MSP-Podcast, the audio audit, the shared
+contract (registry, CLI, validator)."""
 from __future__ import annotations
 
 import shutil
@@ -18,6 +19,7 @@ from serkit.corpora import CorpusError, get_preparer, load_class_map, shipped_cl
 from serkit.corpora.common import AudioAudit, Tally, audit_wav, declared_wav_frames
 from serkit.corpora.emodb import parse_lablaut
 from serkit.data.datadir import DataDirError, read_list, read_map, validate_data_dir
+from serkit.data.votes import parse_votes
 
 # Class maps typed here independently of the shipped YAML files.
 RAVDESS_8 = {"01": "neu", "02": "cal", "03": "hap", "04": "sad", "05": "ang", "06": "fea", "07": "dis", "08": "sur"}
@@ -38,6 +40,22 @@ def check_ground_truth(out: Path, tree, mapping, fields=("spk", "gender", "sente
     for field in fields:
         assert read_map(out / files[field]) == {u: e[field] for u, e in tree.expected.items()}, field
     validate_data_dir(out, complete=True)
+
+
+def check_votes(out: Path, tree, mapping) -> dict[str, list[int]]:
+    """``utt2votes`` holds each written utterance's planted votes counted per class (codes the map drops
+    not counted)."""
+    classes = read_list(out / "classes")
+    expected = {}
+    for utt in read_map(out / "wav.scp"):
+        expected[utt] = [0] * len(classes)
+        for code, count in tree.votes[utt].items():
+            if code in mapping:
+                expected[utt][classes.index(mapping[code])] += count
+    written = {utt: parse_votes(value, classes, utt) for utt, value in read_map(out / "utt2votes").items()}
+    assert written == expected
+    validate_data_dir(out, complete=True)
+    return written
 
 
 def check_skips(report, tree):
@@ -152,6 +170,33 @@ def test_crema_ground_truth_known_empty_clip_and_traps(tmp_path):
     assert "VideoDemographics.csv missing (no utt2gender written)" in report.notes.counts
 
 
+def test_crema_voice_only_rater_votes_from_tabulated_votes(tmp_path):
+    tree = crema_tree(tmp_path / "CREMA-D")
+    report = prepare("crema_d", tree.root, tmp_path / "d", "6class")
+    written = check_votes(tmp_path / "d", tree, CREMA_6)
+    assert written["1002-1002_IEO_NEU_LO"] == [0] * 6  # no rater row: empty value, noted
+    assert report.notes.examples["no votes in tabulatedVotes.csv (empty utt2votes value)"] == ["1002_IEO_NEU_LO"]
+    tabulated = tree.root / "processedResults" / "tabulatedVotes.csv"
+    assert report.notes.examples["tabulatedVotes.csv row whose id or vote counts are not numbers (not counted)"] == [
+        f"{tabulated}:{len(tabulated.read_text().splitlines())}"]
+    report = prepare("crema_d", tree.root, tmp_path / "four", "4class")
+    check_votes(tmp_path / "four", tree, {"ANG": "ang", "HAP": "hap", "SAD": "sad", "NEU": "neu"})
+
+
+def test_crema_without_rater_file_writes_no_votes_and_a_bad_header_names_the_file(tmp_path):
+    tree = crema_tree(tmp_path / "CREMA-D", raters=False)
+    report = prepare("crema_d", tree.root, tmp_path / "d", "6class")
+    assert not (tmp_path / "d" / "utt2votes").exists()
+    tabulated = tree.root / "processedResults" / "tabulatedVotes.csv"
+    assert report.notes.examples["rater file missing (no utt2votes written; the votes target needs it)"] == [
+        str(tabulated)]
+    tabulated.parent.mkdir()
+    tabulated.write_text('"","A","D","F","H","N","fileName"\n"100001",1,0,0,0,0,"1001_DFA_ANG_XX"\n')
+    with pytest.raises(CorpusError) as info:
+        prepare("crema_d", tree.root, tmp_path / "e", "6class")
+    assert str(tabulated) in str(info.value) and "['S'] missing" in str(info.value)
+
+
 def test_crema_full_release_expects_7441_written_and_fails_when_damaged(tmp_path):
     root = crema_full(tmp_path / "CREMA-D")
     report = prepare("crema_d", root, tmp_path / "ok", "6class")
@@ -244,6 +289,37 @@ def test_msp_ground_truth_other_and_no_agreement_excluded(tmp_path):
     assert read_map(tmp_path / "d" / "utt2spk")["unknown-MSP-PODCAST_0103_0001"] == "unknown"
     assert report.full_release and report.count_check == "passed"
     assert "development set named Development" in report.facts[0]
+
+
+@pytest.mark.parametrize("layout", ["emodetail", "major"])
+def test_msp_rater_votes_from_labels_detailed(tmp_path, layout):
+    tree = msp_tree(tmp_path / "MSP", raters=layout)
+    report = prepare("msp_podcast", tree.root, tmp_path / "d", "8class")
+    written = check_votes(tmp_path / "d", tree, MSP_8)
+    assert written["100-MSP-PODCAST_0004_0001"] == [0] * 8  # no annotator row: empty value, noted
+    assert report.notes.examples["no votes in labels_detailed.csv (empty utt2votes value)"] == ["MSP-PODCAST_0004_0001"]
+    assert sum(tree.votes["100-MSP-PODCAST_0001_0001"].values()) > sum(written["100-MSP-PODCAST_0001_0001"])  # O
+    detailed = tree.root / "Labels" / "labels_detailed.csv"
+    assert report.notes.examples["labels_detailed.csv row without a file name or a primary emotion (not counted)"] == [
+        f"{detailed}:{len(detailed.read_text().splitlines()) - 1}"]
+    assert report.notes.counts["labels_detailed.csv: unknown primary emotion (not counted)"] == 1
+    report = prepare("msp_podcast", tree.root, tmp_path / "four", "4class")
+    check_votes(tmp_path / "four", tree, {"A": "ang", "H": "hap", "S": "sad", "N": "neu"})
+
+
+def test_msp_without_rater_file_writes_no_votes_and_a_bad_header_names_the_file(tmp_path):
+    tree = msp_tree(tmp_path / "MSP")
+    prepare("msp_podcast", tree.root, tmp_path / "d", "8class")
+    detailed = tree.root / "Labels" / "labels_detailed.csv"
+    detailed.rename(detailed.with_suffix(".bak"))
+    report = prepare("msp_podcast", tree.root, tmp_path / "d", "8class")  # rerun: the stale utt2votes goes
+    assert not (tmp_path / "d" / "utt2votes").exists()
+    missing = report.notes.examples["rater file missing (no utt2votes written; the votes target needs it)"]
+    assert missing == [str(detailed)]
+    detailed.write_text("FileName,Rater,Label\nMSP-PODCAST_0001_0001.wav,W1,Angry\n")
+    with pytest.raises(CorpusError) as info:
+        prepare("msp_podcast", tree.root, tmp_path / "e", "8class")
+    assert str(detailed) in str(info.value) and "FileName,EmoDetail" in str(info.value)
 
 
 def test_msp_older_release_spelling_and_validation_set(tmp_path):

@@ -1,14 +1,17 @@
-"""Tests of the vote-proportion target (serkit.targets.votes): utt2votes from IEMOCAP's evaluator lines,
-batch fields, the soft-label loss, the decoded column and its score, and a training run on soft labels."""
+"""Tests of the vote-proportion target (serkit.targets.votes): utt2votes from IEMOCAP's evaluator lines and
+MSP-Podcast's and CREMA-D's rater files, batch fields, the soft-label loss, the decoded column and its
+score, and a training run on soft labels."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from corpus_trees import crema_tree, msp_tree
 from iemocap_tree import build_trap_tree
 from tiny_corpus import CLASSES, noisy_tones, tiny_w2v2_hparams, write_map, write_tiny_corpus
 
+from serkit.corpora import get_preparer
 from serkit.corpora.iemocap import prepare_iemocap
 from serkit.data.datadir import DataDirError, read_map
 from serkit.data.dataio import load_fold_data
@@ -17,6 +20,7 @@ from serkit.model import build_tiny_w2v2
 from serkit.model.ser_model import SEROutput
 from serkit.scoring.scoring import score_experiment
 from serkit.targets import TargetSet
+from serkit.targets.votes import VotesTarget
 from serkit.data.votes import format_votes, parse_votes
 from serkit.training.train import train_fold
 
@@ -47,6 +51,21 @@ def test_iemocap_prep_counts_the_external_evaluators_votes_through_the_class_map
     assert four and set(four) == set(read_map(tmp_path / "four" / "utt2emo"))
     assert set(four.values()) == {"ang:1 neu:1"}
     assert set(five.values()) == {"ang:1 neu:1 fru:1"}
+
+
+@pytest.mark.parametrize("corpus_name, build", [("msp_podcast", msp_tree), ("crema_d", crema_tree)])
+def test_the_target_reads_the_rater_votes_msp_podcast_and_crema_d_preps_write(tmp_path, corpus_name, build):
+    tree = build(tmp_path / corpus_name)
+    get_preparer(corpus_name)(tree.root, "4class", tmp_path / "d")
+    target = VotesTarget({"data_dir": tmp_path / "d", "vote_weight": 1.0})
+    target.prepare()
+    utts = sorted(read_map(tmp_path / "d" / "utt2emo"))
+    proportions = {utt: target.fields(value)["votes"] for utt, value in target.read(tmp_path / "d", utts).items()}
+    four = {"A": "ang", "H": "hap", "S": "sad", "N": "neu", "ANG": "ang", "HAP": "hap", "SAD": "sad", "NEU": "neu"}
+    for utt in utts:  # each planted vote of a kept class, as a share of the utterance's kept votes
+        kept = {four[code]: n for code, n in tree.votes[utt].items() if code in four}
+        expected = [kept.get(label, 0) / max(sum(kept.values()), 1) for label in target.classes]
+        assert proportions[utt].tolist() == pytest.approx(expected), utt
 
 
 def test_votes_parse_and_bad_values_name_the_file():

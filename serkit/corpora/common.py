@@ -25,6 +25,7 @@ from serkit.data.audio import AudioInfo
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError
 from serkit.labels.ctc_targets import STAGE1_FILES
 from serkit.data.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
+from serkit.data.votes import FILE as VOTES_FILE, format_votes
 
 logger = logging.getLogger(__name__)
 
@@ -588,6 +589,25 @@ def expected_class_counts(class_map: ClassMap, code_counts: Mapping[str, int]) -
         if label is not None:
             classes[label] += count
     return classes
+
+
+def rater_votes(path: Path, read: Callable[[Path, PrepReport], Mapping[str, Mapping[str, int]]],
+                utterances: Sequence[Utterance], class_map: ClassMap, report: PrepReport) -> dict[str, dict[str, str]]:
+    """``finish``'s ``extra_files`` for a corpus's rater file: ``{"utt2votes": ...}``, or nothing when absent.
+
+    ``read`` returns each corpus id's vote count per corpus code. Votes are counted per class of
+    ``class_map`` like the labels (votes for codes it drops are not counted); an utterance the file
+    has no votes for gets an empty value (noted), so the votes target sees it unvoted. A copy
+    without the file is noted and prepared without ``utt2votes``: the labels do not need it."""
+    if not path.is_file():
+        report.notes.add("rater file missing (no utt2votes written; the votes target needs it)", str(path))
+        return {}
+    votes, written = read(path, report), {}
+    for u in utterances:
+        if u.corpus_id not in votes:
+            report.notes.add(f"no votes in {path.name} (empty utt2votes value)", u.corpus_id)
+        written[u.utt_id] = format_votes(expected_class_counts(class_map, votes.get(u.corpus_id, {})))
+    return {VOTES_FILE: written}
 
 
 def listed(title: str, items: Sequence[str], limit: int = 20) -> list[str]:

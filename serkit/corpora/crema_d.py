@@ -6,9 +6,20 @@ DIS FEA HAP NEU SAD), intensity LEVEL (LO MD HI, XX unspecified). 7442 files at 
 FEA HAP SAD 1271 each and NEU 1087. ``1076_MTI_SAD_XX.wav`` is empty in the release: it is
 skipped under its own reason and counted, so 7441 utterances are written.
 
-Labels are the intended (acted) emotions of the file name; the crowd's perceived labels in
-``processedResults/tabulatedVotes.csv`` are not used. Speaker = actor id; no sessions; the
+Labels are the intended (acted) emotions of the file name. Speaker = actor id; no sessions; the
 sentence code is ``utt2sentence`` (12 sentences shared by all actors: see the leakage report).
+
+Rater votes (``utt2votes``, the votes target's soft labels) are the crowd's perceived emotions in
+``processedResults/tabulatedVotes.csv``: columns ``A D F H N S`` count each clip's responses per
+emotion, ``fileName`` names the clip, and the unnamed first column is ``100000 * query type + clip
+number`` (query type 1 voice only, 2 face only, 3 audio-visual). Only the voice-only rows are read:
+those raters heard what the model hears. This file rather than the raw ``finishedResponses.csv``
+(one row per response) because the release's tabulation also drops the responses whose first click
+came more than 10 s after the clip (``finishedEmoResponses.csv``): it is the release's own vote
+count, the one its perceived labels come from. Votes are counted through the class map like the
+labels (ANG DIS FEA HAP NEU SAD); rows whose id or counts are not numbers are noted with their line
+and not counted. A copy without the file (many circulate with ``AudioWAV/`` only) is prepared
+without ``utt2votes`` (noted once).
 
 A copy with all 91 actors is the full release; its counts must match, else preparation stops.
 """
@@ -23,7 +34,7 @@ import soundfile
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import (PrepReport, ReleaseAudio, Utterance, check_codes, check_out_dir, count_differences,
-                                   expected_class_counts, finish, keep, list_files, read_text_lines,
+                                   expected_class_counts, finish, keep, list_files, rater_votes, read_text_lines,
                                    require_root)
 
 CORPUS = "CREMA-D"
@@ -54,9 +65,16 @@ FULL_RELEASE_GENDERS = {"m": 48, "f": 43}
 KNOWN_EMPTY = ("1076_MTI_SAD_XX",)
 KNOWN_EMPTY_REASON = "known empty clip of the release"
 DEMOGRAPHICS = "VideoDemographics.csv"
+#: The raters' responses counted per clip and query type (the source of ``utt2votes``).
+RATER_FILE = Path("processedResults") / "tabulatedVotes.csv"
+#: Its vote columns (the response letters) -> the file names' emotion codes.
+VOTE_COLUMNS = {"A": "ANG", "D": "DIS", "F": "FEA", "H": "HAP", "N": "NEU", "S": "SAD"}
+#: The query type of the voice-only ratings (the first column's hundred-thousands digit).
+VOICE_ONLY = 1
 LAYOUT = """Expected layout (ROOT is the CREMA-D folder):
   ROOT/AudioWAV/<actor>_<SENT>_<EMO>_<LEVEL>.wav   e.g. 1001_DFA_ANG_XX.wav
-  ROOT/VideoDemographics.csv                        (optional: gives utt2gender)"""
+  ROOT/VideoDemographics.csv                        (optional: gives utt2gender)
+  ROOT/processedResults/tabulatedVotes.csv          (optional: the raters' votes, gives utt2votes)"""
 
 _NAME_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
@@ -72,6 +90,29 @@ def read_genders(path: Path, report: PrepReport) -> dict[str, str]:
         else:
             report.notes.add(f"{DEMOGRAPHICS}: row without Male/Female Sex", f"{actor or '?'}: {sex!r}")
     return genders
+
+
+def read_voice_votes(path: Path, report: PrepReport) -> dict[str, dict[str, int]]:
+    """Each clip's voice-only rater votes by emotion code (keyed by file stem) from ``tabulatedVotes.csv``."""
+    rows = csv.DictReader(read_text_lines(path, report.notes))
+    header = rows.fieldnames or []
+    missing = [c for c in (*VOTE_COLUMNS, "fileName") if c not in header]
+    if missing:
+        raise CorpusError(f"{path}: columns {missing} missing; the release's file starts with an "
+                          f"id column then {','.join(VOTE_COLUMNS)},fileName,numResponses,...: restore it, or move it "
+                          "away to prepare without utt2votes")
+    votes = {}
+    for row in rows:
+        try:
+            query_type = int(row[header[0]]) // 100000
+            counts = {code: int(row[column]) for column, code in VOTE_COLUMNS.items()}
+        except (TypeError, ValueError):
+            report.notes.add(f"{RATER_FILE.name} row whose id or vote counts are not numbers (not counted)",
+                             f"{path}:{rows.line_num}")
+            continue
+        if query_type == VOICE_ONLY:
+            votes[(row["fileName"] or "").strip()] = counts
+    return votes
 
 
 def _is_empty(path: Path) -> bool:
@@ -155,4 +196,6 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
             problems.append("  files per actor, fewest first: " + "  ".join(f"{a} {actors[a]}" for a in fewest))
         return problems
 
-    return finish(report, utterances, looks_full=set(ACTORS) <= set(actors), strict=strict, check=check)
+    extra = rater_votes(root / RATER_FILE, read_voice_votes, utterances, mapping, report)
+    return finish(report, utterances, looks_full=set(ACTORS) <= set(actors), strict=strict, check=check,
+                  extra_files=extra)

@@ -21,6 +21,16 @@ has, so no per-version total is hard-coded: a copy whose ``Audios/`` holds at le
 files the label file names is a full release, and then every named file must be there and
 ``Partitions.txt`` must agree with ``Split_Set``, else preparation stops naming what is missing.
 A copy with fewer files is partial: reported, not checked.
+
+Rater votes (``utt2votes``, the votes target's soft labels) come from ``Labels/labels_detailed.csv``,
+one row per annotator judgement. Releases 1.7 on hold ``FileName,EmoDetail`` with
+``EmoDetail = "WORKER<id>; <primary>; <secondary,...>; A:<a>; V:<v>; D:<d>;"``; 1.6 and 2.0 name
+the primary emotion in an ``EmoClass_Major`` column; both are read. The primary emotion is a word
+(``Angry``, ``Sad``, ``Happy``, ``Surprise``, ``Fear``, ``Disgust``, ``Contempt``, ``Neutral``,
+``Other`` or ``Other-<the rater's word>``) or an EmoClass code; it is counted as its EmoClass code
+through the class map, so votes for O, and for codes the map drops, are not counted. Rows without a
+file name or a primary emotion, and unknown words, are noted (with their line) and not counted. A
+copy without the file is prepared without ``utt2votes`` (noted once).
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ from pathlib import Path
 
 from serkit.corpora import ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import (PrepReport, ReleaseAudio, Utterance, check_codes, check_out_dir, finish, keep,
-                                   listed, read_text_lines, require_root)
+                                   listed, rater_votes, read_text_lines, require_root)
 
 CORPUS = "MSP-Podcast"
 LANGUAGE = "en"
@@ -43,9 +53,16 @@ KNOWN_SPLITS = ("Train", "Development", "Validation", "Test1", "Test2", "Test3")
 UNKNOWN_SPEAKER = "unknown"
 #: ``Audios/`` holding at least this share of the labelled files = a full release (damaged or not).
 FULL_RELEASE_MIN_SHARE = 0.9
+#: One row per annotator judgement (the source of ``utt2votes``).
+RATER_FILE = "labels_detailed.csv"
+#: The annotators' primary-emotion words (lower case) -> EmoClass codes; ``Other-<word>`` counts as O.
+RATER_WORDS = {"angry": "A", "anger": "A", "sad": "S", "sadness": "S", "happy": "H", "happiness": "H",
+               "surprise": "U", "surprised": "U", "fear": "F", "disgust": "D", "disgusted": "D",
+               "contempt": "C", "neutral": "N", "other": "O"}
 LAYOUT = """Expected layout (ROOT is the MSP-Podcast folder):
   ROOT/Audios/<FileName>.wav
   ROOT/Labels/labels_consensus.csv   (older releases: labels_concensus.csv)
+  ROOT/Labels/labels_detailed.csv    (optional: one row per annotator, gives utt2votes)
   ROOT/Partitions.txt                (optional: 'Split; FileName' lines, cross-checked)
   ROOT/Transcripts/<utterance>.txt   (optional: text for stage 1)"""
 
@@ -81,6 +98,44 @@ def read_partitions(path: Path, report: PrepReport) -> dict[str, str]:
         else:
             parts[name] = split
     return parts
+
+
+def rater_code(word: str) -> str | None:
+    """The EmoClass code of an annotator's primary emotion (a word or a code), None when unknown."""
+    if word in EMOTION_CODES:
+        return word
+    key = word.lower()
+    return "O" if key.startswith("other") else RATER_WORDS.get(key)
+
+
+def _primary_emotion(row: dict[str, str | None]) -> str:
+    """The primary emotion of a rater row ('' when absent): its ``EmoClass_Major`` or ``EmoDetail``'s second field."""
+    if "EmoClass_Major" in row:
+        return (row["EmoClass_Major"] or "").strip()
+    fields = (row.get("EmoDetail") or "").split(";")
+    return fields[1].strip() if len(fields) > 2 and fields[0].strip() else ""
+
+
+def read_rater_votes(path: Path, report: PrepReport) -> dict[str, Counter]:
+    """Each file's annotator votes by EmoClass code (keyed by file stem) from ``labels_detailed.csv``."""
+    rows = csv.DictReader(read_text_lines(path, report.notes))
+    header = rows.fieldnames or []
+    if "FileName" not in header or not {"EmoDetail", "EmoClass_Major"} & set(header):
+        raise CorpusError(f"{path}: header {','.join(header) or '(empty)'} has neither FileName,EmoDetail (releases "
+                          "1.7 on) nor FileName and EmoClass_Major (one row per annotator); restore the release's "
+                          f"{RATER_FILE}, or move it out of Labels/ to prepare without utt2votes")
+    votes: dict[str, Counter] = {}
+    for row in rows:
+        where = f"{path}:{rows.line_num}"
+        name, primary = (row["FileName"] or "").strip(), _primary_emotion(row)
+        code = rater_code(primary) if primary else None
+        if not name or not primary:
+            report.notes.add(f"{RATER_FILE} row without a file name or a primary emotion (not counted)", where)
+        elif code is None:
+            report.notes.add(f"{RATER_FILE}: unknown primary emotion (not counted)", f"{where}: {primary!r}")
+        else:
+            votes.setdefault(Path(name).stem, Counter())[code] += 1
+    return votes
 
 
 def _utterance(row: dict[str, str], root: Path, report: PrepReport) -> Utterance | None:
@@ -156,4 +211,6 @@ def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: 
         return ([f"  Audios/ holds {len(set(named) & on_disk)} of the {len(set(named))} files the label file "
                  "names"] + problems) if problems else []
 
-    return finish(report, utterances, looks_full=share >= FULL_RELEASE_MIN_SHARE, strict=strict, check=check)
+    extra = rater_votes(root / "Labels" / RATER_FILE, read_rater_votes, utterances, mapping, report)
+    return finish(report, utterances, looks_full=share >= FULL_RELEASE_MIN_SHARE, strict=strict, check=check,
+                  extra_files=extra)

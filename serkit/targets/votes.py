@@ -1,6 +1,7 @@
 """Annotator-vote proportions as soft labels (``utt2votes``), learnt with a soft-label cross-entropy.
 
-Corpora that ship each rater's label (IEMOCAP's evaluator lines) get ``utt2votes`` from their prep:
+Corpora that ship each rater's label (IEMOCAP's evaluator lines, MSP-Podcast's ``labels_detailed.csv``,
+CREMA-D's ``tabulatedVotes.csv``) get ``utt2votes`` from their prep:
 ``<utt> <class>:<count> ...`` over the data directory's ``classes`` (votes for codes the class map
 drops are not counted; an utterance no vote of which maps to a class has an empty value). The
 proportions say how ambiguous an utterance is, which a single majority label hides.
@@ -52,7 +53,8 @@ class VotesTarget(Target):
 
     def read(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, Any]:
         values = read_values(data_dir, FILE, utt_ids, "vote_weight > 0 needs the annotators' votes: use a corpus "
-                                                      "whose prep writes them (e.g. IEMOCAP) or set vote_weight 0")
+                                                      "whose prep writes them (IEMOCAP, MSP-Podcast or CREMA-D "
+                                                      "with their rater files) or set vote_weight 0")
         return {utt: tuple(parse_votes(values[utt], self.classes, f"{Path(data_dir) / FILE}: utterance {utt}"))
                 for utt in utt_ids}
 

@@ -9,6 +9,7 @@ if [ ! -d "$corpus_root" ]; then
   echo 'Expected layout (ROOT is the CREMA-D folder):' >&2
   echo '  ROOT/AudioWAV/<actor>_<SENT>_<EMO>_<LEVEL>.wav   e.g. 1001_DFA_ANG_XX.wav' >&2
   echo '  ROOT/VideoDemographics.csv                        (optional: gives utt2gender)' >&2
+  echo '  ROOT/processedResults/tabulatedVotes.csv          (optional: the raters'\'' votes, gives utt2votes)' >&2
   exit 1
 fi
 python -m serkit.bin.prepare_corpus --corpus crema_d --root "$corpus_root" --out "$out" --class-map "$class_map" \

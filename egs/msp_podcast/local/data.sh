@@ -9,6 +9,7 @@ if [ ! -d "$corpus_root" ]; then
   echo 'Expected layout (ROOT is the MSP-Podcast folder):' >&2
   echo '  ROOT/Audios/<FileName>.wav' >&2
   echo '  ROOT/Labels/labels_consensus.csv   (older releases: labels_concensus.csv)' >&2
+  echo '  ROOT/Labels/labels_detailed.csv    (optional: one row per annotator, gives utt2votes)' >&2
   echo '  ROOT/Partitions.txt                (optional: '\''Split; FileName'\'' lines, cross-checked)' >&2
   echo '  ROOT/Transcripts/<utterance>.txt   (optional: text for stage 1)' >&2
   exit 1
