@@ -50,11 +50,14 @@ TINY = {
     "nlinear": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2,
                 "feature": {"kind": "mfcc", "params": {"n_mfcc": 13, "n_mels": 40, "win_ms": 25.0, "hop_ms": 10.0}},
                 "network": {"piece_frames": 40, "out_len": 8, "dropout": 0.1}},
+    "dlinear": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2,
+                "feature": {"kind": "mfcc", "params": {"n_mfcc": 13, "n_mels": 40, "win_ms": 25.0, "hop_ms": 10.0}},
+                "network": {"piece_frames": 40, "out_len": 8, "dropout": 0.1, "moving_avg": 5}},
 }
 #: Optimizer steps the over-fitting check allows (default 150): a linear probe on a frozen random
 #: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds;
 #: so do the linear maps over time (NLinear, DLinear).
-OVERFIT_STEPS = {"ssl_probe": 600, "nlinear": 400}
+OVERFIT_STEPS = {"ssl_probe": 600, "nlinear": 400, "dlinear": 400}
 FAMILIES = family_names()
 NEURAL = [name for name in FAMILIES if get_family(name).trainer == "brain"]
 

@@ -18,6 +18,7 @@ FAMILIES = {
     "tim_net": "serkit.model.tim_net:TIMNetFamily",
     "ssl_probe": "serkit.model.ssl_probe:SSLProbeFamily",
     "nlinear": "serkit.model.nlinear:NLinearFamily",
+    "dlinear": "serkit.model.dlinear:DLinearFamily",
 }
 
 
