@@ -19,6 +19,7 @@ FAMILIES = {
     "ssl_probe": "serkit.model.ssl_probe:SSLProbeFamily",
     "nlinear": "serkit.model.nlinear:NLinearFamily",
     "dlinear": "serkit.model.dlinear:DLinearFamily",
+    "vggish_bilstm": "serkit.model.vggish_bilstm:VGGishBiLSTMFamily",
 }
 
 
