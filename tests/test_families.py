@@ -47,10 +47,23 @@ TINY = {
                              "attention_kernel": 7}},
     "egemaps_svm": {"classifier": "logreg"},
     "ssl_probe": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2},
+    "nlinear": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2,
+                "feature": {"kind": "mfcc", "params": {"n_mfcc": 13, "n_mels": 40, "win_ms": 25.0, "hop_ms": 10.0}},
+                "network": {"piece_frames": 40, "out_len": 8, "dropout": 0.1}},
+    "dlinear": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2,
+                "feature": {"kind": "mfcc", "params": {"n_mfcc": 13, "n_mels": 40, "win_ms": 25.0, "hop_ms": 10.0}},
+                "network": {"piece_frames": 40, "out_len": 8, "dropout": 0.1, "moving_avg": 5}},
+    "vggish_bilstm": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-3,
+                      "feature": {"kind": "log_mel_deltas", "params": {"n_mels": 32}},
+                      "network": {"segment_frames": 24, "channels": [4, 8, 8, 8, 8, 8], "pool_after": [1, 2, 4, 6],
+                                  "embedding": [32, 32, 16], "lstm_hidden": 16, "segment_steps": 60},
+                      "balance_segments": {"segment_s": 0.24, "rules": [{"min_share": 0.75, "take": "ends"},
+                                                                         {"min_share": 0.0, "overlap_s": 0.12}]}},
 }
 #: Optimizer steps the over-fitting check allows (default 150): a linear probe on a frozen random
-#: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds.
-OVERFIT_STEPS = {"ssl_probe": 600}
+#: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds;
+#: so do the linear maps over time (NLinear, DLinear).
+OVERFIT_STEPS = {"ssl_probe": 600, "nlinear": 400, "dlinear": 400}
 FAMILIES = family_names()
 NEURAL = [name for name in FAMILIES if get_family(name).trainer == "brain"]
 

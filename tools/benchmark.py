@@ -45,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's serkit, also when the script is run from elsewhere
 from serkit.bench.paired import iemocap_like_durations, peak_memory_mb  # noqa: E402  (after the path)
-MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm")
+MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm", "nlinear", "dlinear", "vggish_bilstm")
 
 
 def build(name: str):

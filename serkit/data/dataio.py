@@ -273,6 +273,7 @@ class EmotionDataset(Dataset):
         # for several inputs); the augmenter returns every input
         self.normaliser = None  # (utt_id, features) -> features, e.g. per-speaker CMVN (serkit.features.speaker_norm)
         self.augmenter = None  # (dataset, index, seed, epoch) -> augmented inputs, training only (serkit.features.augment)
+        self.segmenter = None  # (input, class) -> class-balanced segments, training only (serkit.data.segments)
 
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
         """Choose the crops of this epoch (see the class docstring)."""
@@ -285,6 +286,8 @@ class EmotionDataset(Dataset):
     def durations(self) -> list[float]:
         """Duration of each item as it will be batched (after any crop), for the bucketing sampler."""
         cap = self.max_duration if self.max_duration is not None else float("inf")
+        if self.segmenter is not None:
+            return [min(self.segmenter.seconds(utt.duration, utt.emotion), cap) for utt in self.utterances]
         return [min(utt.duration, cap) for utt in self.utterances]
 
     @property
@@ -316,6 +319,8 @@ class EmotionDataset(Dataset):
             signals = [self.inputs(index, which=which) for which in range(len(self.features))]
         else:
             signals = self.augmenter(self, index, self.seed, self.epoch)
+        if self.segmenter is not None:  # one input (serkit.data.segments refuses several)
+            signals = [self.segmenter(signals[0], utt.emotion)]
         if self.max_duration is not None:
             samples = int(self.max_duration * self.sample_rate)
             lengths = [max(1, feature.n_frames(samples)) for feature in self.features]

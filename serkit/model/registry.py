@@ -17,6 +17,9 @@ FAMILIES = {
     "sta_crnn": "serkit.model.sta_crnn:STACRNNFamily",
     "tim_net": "serkit.model.tim_net:TIMNetFamily",
     "ssl_probe": "serkit.model.ssl_probe:SSLProbeFamily",
+    "nlinear": "serkit.model.nlinear:NLinearFamily",
+    "dlinear": "serkit.model.dlinear:DLinearFamily",
+    "vggish_bilstm": "serkit.model.vggish_bilstm:VGGishBiLSTMFamily",
 }
 
 

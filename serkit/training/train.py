@@ -52,6 +52,7 @@ from serkit.training import distributed, expdir, provenance, tensorboard
 from serkit.features.augment import make_augmenter
 from serkit.training.averaging import average_state_dicts, remove_averaged
 from serkit.training.checkpoints import JsonState, RandomStates, SafeCheckpointer, torch_load_safe
+from serkit.data.segments import PAPER_SETTINGS, SegmentSettingsError, balance_training_set
 from serkit.data.dataio import DurationBucketBatchSampler, batch_inputs, check_batch_seconds, load_fold_data
 from serkit.data.dataio import check_class_coverage, check_fold_audio
 from serkit.errors import SerkitError
@@ -743,6 +744,11 @@ def load_data(hparams: dict, family: ModelFamily, targets: TargetSet):
     if normalisation == "speaker":
         normalise_per_speaker({"train": data.train, "valid": data.valid, "test": data.test}, hparams["data_dir"])
     data.train.augmenter = augmenter  # the training set only (serkit.features.augment); fitted families are not augmented
+    if hparams.get("balance"):  # class-balanced segments of the training set only (serkit.data.segments)
+        try:
+            balance_training_set(data.train, hparams.get("balance_segments") or PAPER_SETTINGS, data.classes)
+        except SegmentSettingsError as error:
+            raise TrainError(f"{hparams['fold_dir']}: {error}") from None
     return data, inputs
 
 
