@@ -47,6 +47,9 @@ TINY = {
                              "attention_kernel": 7}},
     "egemaps_svm": {"classifier": "logreg"},
     "ssl_probe": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2},
+    "amrwc": {"number_of_epochs": 2, "batch_size": 4, "lr_heads": 5e-3, "lr_encoder": 1e-3, "vote_weight": 0,
+              "spectrogram": {"n_mels": 16, "win_ms": 25.0, "hop_ms": 10.0},
+              "network": {"channels": [4, 8], "blocks_per_stage": 1, "n_steps": 4, "d_model": 16, "ffn_dim": 16}},
 }
 #: Optimizer steps the over-fitting check allows (default 150): a linear probe on a frozen random
 #: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds.
