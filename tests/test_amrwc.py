@@ -109,3 +109,26 @@ def test_trains_on_vote_proportions_with_the_ambiguous_utterances(mini, caplog):
     history = read_history(out / "history.jsonl")
     assert history[-1]["train_VT"] < history[0]["train_VT"] and history[-1]["train_ER"] < history[0]["train_ER"]
     assert 0 <= scores["UA"] <= 1
+
+
+def test_the_batched_cnn_of_a_gpu_gives_the_per_utterance_features_of_a_cpu(tmp_path):
+    """cnn_mode ``batched`` (auto on a GPU) and ``per_utterance`` (auto on a CPU) score a padded batch alike."""
+    from serkit.features import make_feature
+    from serkit.features.encoder import load_encoder
+    from serkit.model.amrwc import AMRWCNetwork
+
+    torch.manual_seed(0)
+    network = AMRWCNetwork(load_encoder(str(build_tiny_w2v2(tmp_path / "w2v2"))), 4, hop=HOP, madd_window=WINDOW,
+                           channels=[4, 8], blocks_per_stage=1, n_steps=4, d_model=16, ffn_dim=16).eval()
+    waves = [burst(0.2, 0.5), burst(0.1, 0.3)]
+    kind = make_feature("log_mel_deltas", 16000, {"n_mels": 16})
+    specs = [kind.compute(w, 16000).float() for w in waves]
+    wavs = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    spec = torch.nn.utils.rnn.pad_sequence(specs, batch_first=True)
+    lengths = [torch.tensor([w.numel() for w in waves]), torch.tensor([s.shape[0] for s in specs])]
+    outputs = {}
+    with torch.no_grad():
+        for mode in ("batched", "per_utterance"):
+            network.cnn_mode = mode
+            outputs[mode] = network([wavs, spec], lengths).emo_logits
+    torch.testing.assert_close(outputs["batched"], outputs["per_utterance"], atol=1e-4, rtol=1e-4)
