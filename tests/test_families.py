@@ -22,7 +22,7 @@ from tiny_corpus import CLASSES, noisy_tones, write_tiny_corpus
 import serkit
 from serkit.training import expdir
 from serkit.bin.train import UsageError, load_hparams
-from serkit.training.experiments import PlanError, plan
+from serkit.training.experiments import PlanError, plan, read_config_values
 from serkit.serving.export import export_model
 from serkit.features import FeatureKind, feature_from_dict
 from serkit.serving.inference import EmotionRecognizer
@@ -59,6 +59,9 @@ TINY = {
                                   "embedding": [32, 32, 16], "lstm_hidden": 16, "segment_steps": 60},
                       "balance_segments": {"segment_s": 0.24, "rules": [{"min_share": 0.75, "take": "ends"},
                                                                          {"min_share": 0.0, "overlap_s": 0.12}]}},
+    "amrwc": {"number_of_epochs": 2, "batch_size": 4, "lr_heads": 5e-3, "lr_encoder": 1e-3, "vote_weight": 0,
+              "spectrogram": {"n_mels": 16, "win_ms": 25.0, "hop_ms": 10.0},
+              "network": {"channels": [4, 8], "blocks_per_stage": 1, "n_steps": 4, "d_model": 16, "ffn_dim": 16}},
 }
 #: Optimizer steps the over-fitting check allows (default 150): a linear probe on a frozen random
 #: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds;
@@ -88,35 +91,41 @@ def hparams_for(name: str, corpus: dict, out: Path, **extra) -> dict:
     overrides = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(out),
                  "lang_dir": str(corpus["lang"]), "seed": 3, "feature_cache": str(corpus["root"] / "dump"),
                  **TINY[name], **extra}
-    if name == "w2v2_mtl":
-        overrides.update(encoder_source=str(corpus["encoder"]), num_workers=0, ckpt_interval_minutes=0)
-    if name == "ssl_probe":
+    if "encoder_source" in read_config_values(str(CONF / f"{name}.yaml")):  # a wav2vec 2.0 family: the tiny one
         overrides.update(encoder_source=str(corpus["encoder"]))
+    if name == "w2v2_mtl":
+        overrides.update(num_workers=0, ckpt_interval_minutes=0)
     return load_hparams(str(CONF / f"{name}.yaml"), overrides)
 
 
-def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, FeatureKind | None]:
+def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, list[FeatureKind | None]]:
+    """The family's tiny model and the feature kind of each of its inputs (None: the waveform itself)."""
     hparams = hparams_for(name, corpus, tmp_path)
     family = get_family(name)
-    feature = family.feature(hparams)
-    spec = None if feature["kind"] == "waveform" else feature_from_dict(feature)
-    dims = () if spec is None else spec.frame_shape
+    specs = [None if feature["kind"] == "waveform" else feature_from_dict(feature) for feature in family.inputs(hparams)]
+    dims = [() if spec is None else spec.frame_shape for spec in specs]
     torch.manual_seed(0)
-    return build_model(family, hparams, len(CLASSES), n_tokens, [dims]), spec
+    return build_model(family, hparams, len(CLASSES), n_tokens, dims), specs
 
 
-def batch_of(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([x.shape[0] for x in inputs])
-    batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
-    for row, x in enumerate(inputs):
-        batch[row, :x.shape[0]] = x
-    return batch, lengths.double() / lengths.max()
+def batch_of(utterances: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Padded batches and relative lengths, one each per input, of utterances given as their inputs."""
+    batches, relative = [], []
+    for inputs in zip(*utterances):
+        lengths = torch.tensor([x.shape[0] for x in inputs])
+        batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
+        for row, x in enumerate(inputs):
+            batch[row, :x.shape[0]] = x
+        batches.append(batch)
+        relative.append(lengths.double() / lengths.max())
+    return batches, relative
 
 
-def utterance_inputs(spec: FeatureKind | None, seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
+def utterance_inputs(specs: list[FeatureKind | None], seconds: list[float], seed: int = 0) -> list[list[torch.Tensor]]:
+    """Each utterance's inputs (one per spec) from random waveforms of these durations."""
     generator = torch.Generator().manual_seed(seed)
     waves = [0.3 * torch.randn(int(16000 * s), generator=generator) for s in seconds]
-    return waves if spec is None else [spec.compute(w, 16000).float() for w in waves]
+    return [[w if spec is None else spec.compute(w, 16000).float() for spec in specs] for w in waves]
 
 
 # ----------------------------------------------------------------------------- network contract
@@ -124,9 +133,9 @@ def utterance_inputs(spec: FeatureKind | None, seconds: list[float], seed: int =
 
 @pytest.mark.parametrize("name", NEURAL)
 def test_output_shapes_and_padding(name, corpus, tmp_path):
-    model, spec = tiny_model(name, corpus, tmp_path, n_tokens=7)
+    model, specs = tiny_model(name, corpus, tmp_path, n_tokens=7)
     model.eval()
-    inputs = utterance_inputs(spec, [1.1, 0.7, 0.9])
+    inputs = utterance_inputs(specs, [1.1, 0.7, 0.9])
     batch, lengths = batch_of(inputs)
     with torch.no_grad():
         out = model(batch, lengths)
@@ -135,7 +144,7 @@ def test_output_shapes_and_padding(name, corpus, tmp_path):
         assert out.frame_lens.shape == (3,) and 1 <= int(out.frame_lens.min()) <= int(out.frame_lens.max()) <= out.phn_log_probs.shape[1]
         if get_family(name).padding_invariant:  # the family's claim, in eval mode
             for row, x in enumerate(inputs):
-                alone = model(x.unsqueeze(0), torch.ones(1))
+                alone = model([one.unsqueeze(0) for one in x], [torch.ones(1) for _ in x])
                 torch.testing.assert_close(alone.emo_logits[0], out.emo_logits[row], atol=2e-4, rtol=1e-4)
                 n = int(alone.frame_lens[0])
                 assert n == int(out.frame_lens[row])
@@ -144,8 +153,8 @@ def test_output_shapes_and_padding(name, corpus, tmp_path):
 
 @pytest.mark.parametrize("name", NEURAL)
 def test_overfits_a_few_utterances(name, corpus, tmp_path):
-    model, spec = tiny_model(name, corpus, tmp_path)
-    inputs = utterance_inputs(spec, [0.8, 0.6, 0.9, 0.7], seed=1)
+    model, specs = tiny_model(name, corpus, tmp_path)
+    inputs = utterance_inputs(specs, [0.8, 0.6, 0.9, 0.7], seed=1)
     batch, lengths = batch_of(inputs)
     targets = torch.tensor([0, 1, 2, 3])
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from serkit.atomic import atomic_write_text
 from serkit.data.audio import AudioInfo
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError
 from serkit.labels.ctc_targets import STAGE1_FILES
-from serkit.data.datadir import invert_utt2spk, validate_data_dir, write_list, write_map
+from serkit.data.datadir import AMBIGUOUS_DIR, invert_utt2spk, validate_data_dir, write_list, write_map
 from serkit.data.votes import FILE as VOTES_FILE, format_votes
 
 logger = logging.getLogger(__name__)
@@ -423,8 +424,11 @@ def keep(utt: Utterance, report: PrepReport, min_seconds: float = MIN_WAV_SECOND
 
 
 def write_data_dir(out_dir: Path, utterances: Sequence[Utterance], class_map: ClassMap, language: str,
-                   raw_codes: bool = True) -> list[str]:
+                   raw_codes: bool = True, labelled: bool = True) -> list[str]:
     """Write the data directory (docs/formats.md) and return the names of the files written.
+
+    ``labelled=False`` writes the ambiguous utterances' folder (:data:`AMBIGUOUS_DIR`): the same
+    files without ``utt2emo``, since those utterances have no class.
 
     Required files always; each optional file only when every utterance knows its value (a file
     covering some utterances would break the one-key-set rule). Files of an earlier run that this
@@ -437,9 +441,10 @@ def write_data_dir(out_dir: Path, utterances: Sequence[Utterance], class_map: Cl
         "text": {u.utt_id: u.text for u in utterances},
         "utt2spk": utt2spk,
         "spk2utt": invert_utt2spk(utt2spk),
-        "utt2emo": {u.utt_id: u.label for u in utterances},
         "utt2dur": {u.utt_id: f"{u.duration:.3f}" for u in utterances},
     }
+    if labelled:
+        files["utt2emo"] = {u.utt_id: u.label for u in utterances}
     if raw_codes:
         files["utt2raw_emo"] = {u.utt_id: u.code for u in utterances}
     for name, attribute in (("utt2gender", "gender"), ("utt2session", "session"), ("utt2sentence", "sentence"),
@@ -451,7 +456,7 @@ def write_data_dir(out_dir: Path, utterances: Sequence[Utterance], class_map: Cl
         write_map(out_dir / name, mapping)
     inventory.write_classes(out_dir / inventory.CLASSES_FILE, class_map.classes)
     write_list(out_dir / "language", [language])
-    for name in (*STAGE1_FILES, *(n for n in OPTIONAL_FILES if n not in files)):
+    for name in (*STAGE1_FILES, *(n for n in OPTIONAL_FILES if n not in files), *([] if labelled else ["utt2emo"])):
         if (out_dir / name).exists():
             (out_dir / name).unlink()
             logger.warning("removed %s (from an earlier run; %s)", out_dir / name,
@@ -530,11 +535,14 @@ def write_warnings(out_dir: Path, warnings: Sequence[str]) -> None:
 
 def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool, strict: bool | None,
            check: Callable[[], list[str]], raw_codes: bool = True,
-           extra_files: Mapping[str, Mapping[str, str]] | None = None) -> PrepReport:
+           extra_files: Mapping[str, Mapping[str, str]] | None = None, ambiguous: Sequence[Utterance] = (),
+           ambiguous_files: Mapping[str, Mapping[str, str]] | None = None) -> PrepReport:
     """Tally, check the counts and the contract (nothing is written when they fail), write, report, validate.
 
     ``extra_files`` are utterance-keyed files only some corpora can write (e.g. ``utt2votes`` from
-    rater labels); they are written with the data directory and listed in the report.
+    rater labels); they are written with the data directory and listed in the report. ``ambiguous``
+    utterances (no rater majority, no class) and their ``ambiguous_files`` (their ``utt2votes``) go to
+    the :data:`AMBIGUOUS_DIR` sub-folder, outside the counts and checks of the labelled ones.
     """
     for u in utterances:
         report.class_counts[u.label] += 1
@@ -550,10 +558,27 @@ def finish(report: PrepReport, utterances: list[Utterance], *, looks_full: bool,
     for name, mapping in (extra_files or {}).items():
         write_map(report.out_dir / name, mapping)
         report.files_written.append(name)
+    write_ambiguous(report, ambiguous, ambiguous_files or {})
     write_warnings(report.out_dir, report.warnings)
     atomic_write_text(report.out_dir / REPORT_FILE, report.to_text())
     validate_data_dir(report.out_dir, complete=True)
     return report
+
+
+def write_ambiguous(report: PrepReport, utterances: Sequence[Utterance], files: Mapping[str, Mapping[str, str]]) -> None:
+    """The :data:`AMBIGUOUS_DIR` folder of ``utterances`` (none: an earlier run's folder is removed)."""
+    folder = report.out_dir / AMBIGUOUS_DIR
+    if not utterances:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            logger.warning("removed %s (from an earlier run; this run has no ambiguous utterance)", folder)
+        return
+    write_data_dir(folder, utterances, report.class_map, report.language, labelled=False)
+    for name, mapping in files.items():
+        write_map(folder / name, mapping)
+    report.files_written.append(AMBIGUOUS_DIR)
+    report.facts.append(f"{len(utterances)} ambiguous utterances (no rater majority) written to {AMBIGUOUS_DIR}/: "
+                        "training only, with use_ambiguous: True")
 
 
 def check_out_dir(out_dir: Path) -> None:

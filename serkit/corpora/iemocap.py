@@ -25,6 +25,11 @@ The parser follows the corpus FORMAT (docs/formats.md; the release facts are in 
   consensus line names, wavs of a dialog without an EmoEvaluation file) is counted by reason and
   listed in ``prep_report.txt``. This costs one directory listing per dialog.
 
+Utterances without a majority (``xxx``) that a class map drops are not thrown away: those with at least
+one evaluator vote for a class of the map go to ``ambiguous/`` (a data directory without ``utt2emo``,
+with their ``utt2votes``), which training uses only on request (``use_ambiguous``); the counts and
+checks above concern the labelled data directory alone.
+
 Decision on labelled utterances without a transcript line: they stay in the emotion task with an
 empty ``text`` value, and are counted and listed in ``prep_report.txt`` (stage 1 then reports them
 as utterances without phones). Dropping them would change the standard 5531-utterance set.
@@ -51,13 +56,16 @@ from tqdm import tqdm
 
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
-from serkit.corpora.common import ReleaseAudio, Tally, Utterance, audit_wav, finish, read_text_lines
+from serkit.corpora.common import AudioAudit, ReleaseAudio, Tally, Utterance, audit_wav, finish, read_text_lines
 from serkit.data.votes import FILE as VOTES_FILE, format_votes
 
 logger = logging.getLogger(__name__)
 
 #: The 11 consensus codes of the release (xxx = no majority among evaluators).
 IEMOCAP_CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx")
+#: The consensus code of an utterance whose evaluators reached no majority: unless a class map keeps it,
+#: its utterances go to the data directory's ``ambiguous/`` folder (those with votes for a class).
+NO_MAJORITY_CODE = "xxx"
 FULL_RELEASE_SESSIONS = (1, 2, 3, 4, 5)
 FULL_RELEASE_DIALOGS = 151
 #: All 5 sessions and at least this many dialogs (EmoEvaluation files) = the full release, damaged or
@@ -432,6 +440,17 @@ def _make_utterance(session_dir: Path, label: Label, class_label: str, texts: Ma
                      label=class_label, duration=facts.duration)
 
 
+def _ambiguous_utterance(session_dir: Path, label: Label, texts: Mapping[str, str],
+                         report: PrepReport) -> Utterance | None:
+    """An utterance without a rater majority, for the ``ambiguous/`` folder; its audit and notes are kept
+    out of the report's, which count the labelled data directory (an unusable wav is simply left out)."""
+    scratch = replace(report, skipped=Tally(), notes=Tally(), audit=AudioAudit())
+    utterance = _make_utterance(session_dir, label, "", texts, scratch)
+    if utterance is None:
+        report.notes.add("ambiguous utterance left out (id or audio unusable)", f"{label.source}: {label.utt}")
+    return utterance
+
+
 def _transcripts(session_dir: Path, dialog: str, cache: dict[str, dict[str, str]],
                  report: PrepReport) -> dict[str, str]:
     """Transcripts of one dialog, read once; a missing file is noted (its utterances get empty text)."""
@@ -480,7 +499,7 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     labels, named = _collect_labels(session_dirs, report)
 
     cache: dict[str, dict[str, str]] = {}
-    utterances = []
+    utterances, ambiguous = [], []
     for session_dir, label in tqdm(labels, desc="IEMOCAP utterances", unit="utt", disable=None):
         report.code_counts[label.code] += 1
         texts = _transcripts(session_dir, label.utt.rpartition("_")[0], cache, report)
@@ -489,6 +508,8 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
         class_label = mapping.label(label.code)
         if class_label is None:
             report.excluded_codes[label.code] += 1
+            if label.code == NO_MAJORITY_CODE:
+                ambiguous.append(_ambiguous_utterance(session_dir, label, texts, report))
             continue
         utterance = _make_utterance(session_dir, label, class_label, texts, report)
         if utterance is not None:
@@ -497,9 +518,13 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, class_map: str | Path
     _account_for_sentence_files(session_dirs, named, report)
     report.session_counts.update(u.session for u in utterances)
     report.add_facts()
-    votes = utterance_votes(utterances, {label.utt: label for _, label in labels}, mapping)
+    by_id = {label.utt: label for _, label in labels}
+    votes = utterance_votes(utterances, by_id, mapping)
+    ambiguous_votes = utterance_votes([u for u in ambiguous if u is not None], by_id, mapping)
+    ambiguous = [u for u in ambiguous if u is not None and ambiguous_votes[u.utt_id]]
     return finish(report, utterances, looks_full=_looks_full(report), strict=strict,
-                  check=lambda: _count_problems(report), extra_files={VOTES_FILE: votes})
+                  check=lambda: _count_problems(report), extra_files={VOTES_FILE: votes}, ambiguous=ambiguous,
+                  ambiguous_files={VOTES_FILE: {u.utt_id: ambiguous_votes[u.utt_id] for u in ambiguous}})
 
 
 def prepare(corpus_root: str | Path, class_map: str | Path | ClassMap, out_dir: str | Path,

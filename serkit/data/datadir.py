@@ -16,6 +16,13 @@ from serkit.errors import DataDirError
 
 logger = logging.getLogger(__name__)
 
+#: The sub-folder of a data directory holding its ambiguous utterances: those whose raters reached no
+#: majority (IEMOCAP's ``xxx``). They have no class label, so they are a data directory of their own
+#: without ``utt2emo`` (docs/formats.md), never in a fold list: training may add those of its own
+#: speakers on request (``use_ambiguous``, :func:`serkit.data.dataio.load_fold_data`) and learns
+#: them from their vote proportions; validation and test stay on clear utterances.
+AMBIGUOUS_DIR = "ambiguous"
+
 
 def c_sorted(keys: Iterable[str]) -> list[str]:
     """Sort strings in C (byte) order, the order Kaldi's ``sort`` with LC_ALL=C gives."""

@@ -43,7 +43,7 @@ from torch.utils.data import Dataset, Sampler
 from serkit.atomic import atomic_write
 from serkit.data.audio import audio_problem, read_audio
 from serkit.data import inventory
-from serkit.data.datadir import DataDirError, read_map
+from serkit.data.datadir import AMBIGUOUS_DIR, DataDirError, read_map
 from serkit.errors import load_error_text
 from serkit.features import FeatureError, FeatureKind, make_feature
 from serkit.data.folds import SPLITS, load_fold
@@ -121,11 +121,13 @@ def read_fold(fold_dir: str | Path) -> dict[str, list[str]]:
     return fold
 
 
-def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], targets: TargetSet) -> list[Utterance]:
+def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], targets: TargetSet,
+                    unlabelled: bool = False) -> list[Utterance]:
     """Join the data directory's files for ``utt_ids`` into :class:`Utterance` records.
 
     Audio and durations come from ``wav.scp`` and ``utt2dur``; each active target reads and checks
-    its own files (:meth:`serkit.targets.TargetSet.read`).
+    its own files (:meth:`serkit.targets.TargetSet.read`; ``unlabelled``: utterances without a class,
+    :meth:`~serkit.targets.TargetSet.read_unlabelled`).
     """
     data_dir = Path(data_dir)
     wavs = read_map(data_dir / "wav.scp")
@@ -142,9 +144,26 @@ def load_utterances(data_dir: str | Path, utt_ids: Sequence[str], targets: Targe
         raise DataDirError(f"{data_dir / 'wav.scp'}: {len(absent)} audio file(s) of the fold do not exist "
                            f"({_few([f'{utt}: {wavs[utt]}' for utt in absent])}); check the corpus location "
                            "or re-run data preparation (stage 0)")
-    labels = targets.read(data_dir, utt_ids)
+    labels = targets.read_unlabelled(data_dir, utt_ids) if unlabelled else targets.read(data_dir, utt_ids)
     return [Utterance(utt_id=utt, wav=wavs[utt], labels=labels[utt],
                       duration=_duration(durations[utt], data_dir / "utt2dur", utt)) for utt in utt_ids]
+
+
+def load_ambiguous(data_dir: str | Path, train: Sequence[str], targets: TargetSet) -> list[Utterance]:
+    """The ambiguous utterances (:data:`~serkit.data.datadir.AMBIGUOUS_DIR`) of the speakers of ``train``.
+
+    Taking only the training list's speakers keeps the fold's protocol: a speaker-independent fold
+    gets none of its test (or validation) speakers' ambiguous utterances.
+    """
+    folder = Path(data_dir) / AMBIGUOUS_DIR
+    if not (folder / "utt2spk").is_file():
+        raise DataDirError(f"{folder}: no ambiguous utterances here, yet use_ambiguous is True; prepare the data with "
+                           "a corpus whose prep writes them (IEMOCAP: utterances without a majority; re-run stage 0) "
+                           "or set use_ambiguous: False")
+    utt2spk = read_map(Path(data_dir) / "utt2spk")
+    speakers = {utt2spk.get(utt) for utt in train}
+    utts = [utt for utt, speaker in read_map(folder / "utt2spk").items() if speaker in speakers]
+    return load_utterances(folder, utts, targets, unlabelled=True)
 
 
 def _duration(value: str, path: Path, utt: str) -> float:
@@ -588,8 +607,11 @@ def check_class_coverage(data: FoldData, fold_dir: str | Path, allow_missing: bo
 
 def load_fold_data(data_dir: str | Path, fold_dir: str | Path, targets: TargetSet, sample_rate: int = 16000,
                    max_duration: float | None = None, features: Sequence[FeatureKind] | None = None,
-                   cache_dir: str | Path | None = None) -> FoldData:
+                   cache_dir: str | Path | None = None, ambiguous: bool = False) -> FoldData:
     """Datasets for the train, valid and test lists of ``fold_dir``; crops (if any) apply to train only.
+
+    ``ambiguous`` adds the training speakers' ambiguous utterances to the training set
+    (:func:`load_ambiguous`); validation and test hold the fold lists' (clear) utterances only.
 
     ``targets`` (:meth:`serkit.targets.TargetSet.from_config`) say which files are read and which
     fields the batches carry. ``features`` (:class:`serkit.features.FeatureKind`; default the waveform) are the
@@ -597,6 +619,8 @@ def load_fold_data(data_dir: str | Path, fold_dir: str | Path, targets: TargetSe
     """
     fold = read_fold(fold_dir)
     splits = {split: load_utterances(data_dir, fold[split], targets) for split in SPLITS}
+    extra = load_ambiguous(data_dir, fold["train"], targets) if ambiguous else []
+    splits["train"] += extra
     features = list(features or [make_feature("waveform", sample_rate)])
     caches = [FeatureCache(cache_dir, feature) if cache_dir is not None and feature.cached else None
               for feature in features]
@@ -610,8 +634,9 @@ def load_fold_data(data_dir: str | Path, fold_dir: str | Path, targets: TargetSe
     )
     for split in SPLITS:
         utts = splits[split]
-        logger.info("%s: %d utterances, %.1f h%s", split, len(utts), sum(utt.duration for utt in utts) / 3600,
-                    targets.describe([utt.labels for utt in utts]))
+        logger.info("%s: %d utterances%s, %.1f h%s", split, len(utts),
+                    f" ({len(extra)} ambiguous)" if split == "train" and ambiguous else "",
+                    sum(utt.duration for utt in utts) / 3600, targets.describe([utt.labels for utt in utts]))
     if data.train.n_cropped:
         logger.warning("train: %d of %d utterances are longer than max_duration=%.1f s and are randomly cropped; "
                        "their sequence targets (e.g. CTC tokens) still cover the whole utterance", data.train.n_cropped, len(data.train),

@@ -20,6 +20,7 @@ FAMILIES = {
     "nlinear": "serkit.model.nlinear:NLinearFamily",
     "dlinear": "serkit.model.dlinear:DLinearFamily",
     "vggish_bilstm": "serkit.model.vggish_bilstm:VGGishBiLSTMFamily",
+    "amrwc": "serkit.model.amrwc:AMRWCFamily",
 }
 
 

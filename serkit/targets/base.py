@@ -75,6 +75,9 @@ class Target:
     given_help: ClassVar[str] = ""  # what serkit-infer --<name> says about the value
     show_option: ClassVar[tuple[str, str] | None] = None  # (flag, help) that shows the output; None: always shown
     prediction_alias: ClassVar[str | None] = None  # an attribute of inference.Prediction giving the output
+    # Whether the target teaches the model from an utterance without a class (the data directory's
+    # ambiguous ones, serkit.data.datadir.AMBIGUOUS_DIR): training on those needs one such active target.
+    learns_unlabelled: ClassVar[bool] = False
 
     def __init__(self, hparams: dict):
         self.hparams = hparams
@@ -133,6 +136,11 @@ class Target:
     def read(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, Any]:
         """Each utterance's value, read from :meth:`files` and checked (errors name the file and fix)."""
         return {}
+
+    def read_unlabelled(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, Any]:
+        """:meth:`read` for utterances without a class (``ambiguous/``); a class-based target overrides it
+        with a value its loss ignores."""
+        return self.read(data_dir, utt_ids)
 
     def fields(self, value: Any) -> dict[str, Any]:
         """The batch fields of one utterance's value."""

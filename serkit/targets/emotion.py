@@ -3,7 +3,8 @@
 The primary target of every SER model: the family's network outputs its logits, its validation UA
 selects checkpoints, and its reference, hypothesis and posteriors are the core columns of
 ``test_predictions.tsv`` (:mod:`serkit.training.expdir`). ``label_smoothing`` in the config smooths the
-cross-entropy, as TIM-Net's authors train.
+cross-entropy, as TIM-Net's authors train. Ambiguous utterances (no class, ``use_ambiguous``) get
+:data:`NO_CLASS` and add nothing to it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from serkit.data import inventory
 from serkit.data.datadir import DataDirError
 from serkit.scoring.metrics import classification_scores
 from serkit.targets.base import Target, read_values
+
+
+#: The class index of an utterance without one (an ambiguous utterance, trained by soft targets only):
+#: the cross-entropy leaves it out.
+NO_CLASS = -100
 
 
 class EmotionTarget(Target):
@@ -47,6 +53,9 @@ class EmotionTarget(Target):
                                    "and re-run stage 0")
         return {utt: index[labels[utt]] for utt in utt_ids}
 
+    def read_unlabelled(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, Any]:
+        return {utt: NO_CLASS for utt in utt_ids}
+
     def fields(self, value: int) -> dict[str, Any]:
         return {"emo": value}
 
@@ -58,7 +67,10 @@ class EmotionTarget(Target):
 
     def loss(self, out, batch) -> torch.Tensor:
         smoothing = float(self.hparams.get("label_smoothing", 0.0))
-        return F.cross_entropy(out.emo_logits.float(), batch.emo.long(), label_smoothing=smoothing)
+        labels = batch.emo.long()
+        summed = F.cross_entropy(out.emo_logits.float(), labels, label_smoothing=smoothing, ignore_index=NO_CLASS,
+                                 reduction="sum")
+        return summed / (labels != NO_CLASS).sum().clamp_min(1)  # a batch of ambiguous utterances only: 0
 
     def keep(self, out, batch) -> dict[str, list]:
         return {"refs": [int(e) for e in batch.emo],

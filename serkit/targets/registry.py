@@ -101,6 +101,17 @@ class TargetSet:
         values = {target.name: target.read(Path(data_dir), utt_ids) for target in self.active}
         return {utt: {name: per_utt[utt] for name, per_utt in values.items()} for utt in utt_ids}
 
+    def read_unlabelled(self, data_dir: Path, utt_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`read` for utterances without a class (:meth:`Target.read_unlabelled`); refused unless an
+        active target learns from them (:attr:`Target.learns_unlabelled`), since nothing else would."""
+        if not any(target.learns_unlabelled for target in self.active):
+            options = [f"{c.weight_option} > 0" for c in target_classes() if c.learns_unlabelled and c.weight_option]
+            raise TargetError(f"{Path(data_dir)}: utterances without a class (use_ambiguous: True) teach only a target "
+                              f"that learns from them; set {' or '.join(options) or 'such a target'}, or "
+                              "use_ambiguous: False")
+        values = {target.name: target.read_unlabelled(Path(data_dir), utt_ids) for target in self.active}
+        return {utt: {name: per_utt[utt] for name, per_utt in values.items()} for utt in utt_ids}
+
     def fields(self, labels: dict[str, Any]) -> dict[str, Any]:
         """One utterance's batch fields, from its values."""
         fields: dict[str, Any] = {}

@@ -7,7 +7,10 @@ drops are not counted; an utterance no vote of which maps to a class has an empt
 proportions say how ambiguous an utterance is, which a single majority label hides.
 
 ``vote_weight: w`` (> 0) adds ``w * L_VT``: the cross-entropy between the vote proportions and the
-emotion posteriors, averaged over the utterances that have votes. Test scoring stays on the majority
+emotion posteriors, averaged over the utterances that have votes. Utterances without a majority (IEMOCAP's ``xxx``) are not in the data directory but in its
+``ambiguous/`` folder (:data:`serkit.data.datadir.AMBIGUOUS_DIR`, with their own ``utt2votes``):
+``use_ambiguous: True`` adds those of the training speakers to the training set, where this loss is
+all they teach (the emotion cross-entropy skips them); they never enter validation or test. Test scoring stays on the majority
 labels (``utt2emo``); the reference proportions go into ``test_predictions.tsv`` (``ref_votes``) and
 the scores gain ``rater_agreement``: the mean share of an utterance's votes that the predicted class
 received (how often a random rater would agree with the model).
@@ -31,6 +34,7 @@ class VotesTarget(Target):
     name = "votes"
     part = "VT"
     weight_option = "vote_weight"
+    learns_unlabelled = True
     fold_means = ("rater_agreement",)
     results_columns = (("rater agr.", "rater_agreement"),)
     results_explanation = ("rater agr. = mean share of an utterance's annotator votes that the predicted class "

@@ -17,7 +17,8 @@ here, tested:
   (:mod:`serkit.training.precision`), named in the experiment (``..._fp32_seed1``) so runs in two precisions
   sit side by side; families fitted in closed form (eGeMAPS + SVM) ignore it;
 - the generalisation switches (docs/models.md) are named when not at their default: ``spknorm``
-  (``normalisation: speaker``), ``patience<N>``, ``avg<N>`` (``average_nbest``), ``aug`` (``augment``);
+  (``normalisation: speaker``), ``patience<N>``, ``avg<N>`` (``average_nbest``), ``aug`` (``augment``), ``amb``
+  (``use_ambiguous``: training adds the utterances without a rater majority);
 - stage 1 makes only what the experiments' targets need (:func:`serkit.targets.registry.stage1_needs`:
   e.g. the CTC tokens of the kinds they train on, none without a CTC head);
 - ``--seeds "1 2 3"`` runs every experiment once per seed (``..._seed1``, ``..._seed2``, ...), the
@@ -134,6 +135,8 @@ def switch_parts(values: dict, trainer: str) -> list[str]:
     parts = []
     if str(values.get("normalisation") or "global") == "speaker":
         parts.append("spknorm")
+    if values.get("use_ambiguous"):
+        parts.append("amb")
     if trainer == "brain":
         if values.get("patience") is not None:
             parts.append(f"patience{values['patience']}")

@@ -730,10 +730,15 @@ def shared_sampler(dataset, stage, hparams: dict, shuffle: bool) -> DurationBuck
 def load_data(hparams: dict, family: ModelFamily, targets: TargetSet):
     """The fold's datasets with the inputs the family consumes and the fields its targets need."""
     inputs = family.inputs(hparams)
+    ambiguous = bool(hparams.get("use_ambiguous", False))
+    if ambiguous and (family.trainer != "brain" or hparams.get("normalisation") == "speaker"):
+        raise TrainError(f"use_ambiguous: True trains the ambiguous utterances on soft targets, which family "
+                         f"{family.name} ({family.trainer}) with normalisation {hparams.get('normalisation')} cannot; "
+                         "set use_ambiguous: False (or normalisation: global)")
     data = load_fold_data(hparams["data_dir"], hparams["fold_dir"], targets,
                           sample_rate=int(hparams["sample_rate"]), max_duration=hparams.get("max_duration"),
                           features=[feature_from_dict(feature) for feature in inputs],
-                          cache_dir=hparams.get("feature_cache"))
+                          cache_dir=hparams.get("feature_cache"), ambiguous=ambiguous)
     check_class_coverage(data, hparams["fold_dir"], bool(hparams.get("allow_missing_classes", False)))
     check_fold_audio(data, hparams["data_dir"])
     normalisation = check_normalisation(hparams.get("normalisation"), inputs[0]["kind"])
