@@ -56,7 +56,8 @@ from tqdm import tqdm
 
 from serkit.corpora import NO_STRICT_HINT, ClassMap, CorpusError, load_class_map
 from serkit.corpora.common import PrepReport as SharedPrepReport
-from serkit.corpora.common import AudioAudit, ReleaseAudio, Tally, Utterance, audit_wav, finish, read_text_lines
+from serkit.corpora.common import (AudioAudit, ReleaseAudio, Tally, Utterance, audit_wav, expected_class_counts,
+                                   finish, read_text_lines)
 from serkit.data.votes import FILE as VOTES_FILE, format_votes
 
 logger = logging.getLogger(__name__)
@@ -330,14 +331,8 @@ def _vote_codes(labels: str, source: str, notes: Tally) -> tuple[str, ...]:
 def utterance_votes(utterances: Sequence[Utterance], labels: Mapping[str, Label], mapping: ClassMap) -> dict[str, str]:
     """``utt2votes``: each utterance's evaluator votes counted per class of the class map (codes it drops
     are not counted, so an utterance may have none)."""
-    votes = {}
-    for u in utterances:
-        counts = {label: 0 for label in mapping.classes}
-        for code in labels[u.corpus_id].votes:
-            if mapping.label(code) is not None:
-                counts[mapping.label(code)] += 1
-        votes[u.utt_id] = format_votes(counts)
-    return votes
+    return {u.utt_id: format_votes(expected_class_counts(mapping, Counter(labels[u.corpus_id].votes)))
+            for u in utterances}
 
 
 def _collect_labels(session_dirs: list[tuple[int, Path]],
