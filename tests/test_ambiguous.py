@@ -51,7 +51,7 @@ def test_prep_writes_the_no_majority_utterances_apart_with_their_votes(prepared)
 
 
 def fold_data(prepared, fold: str, **config):
-    targets = TargetSet.from_config({"data_dir": prepared["data"], **config})
+    targets = TargetSet.from_config({"data_dir": prepared["data"], "use_ambiguous": True, **config})
     return load_fold_data(prepared["data"], prepared["folds"] / fold, targets, ambiguous=True)
 
 

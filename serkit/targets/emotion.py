@@ -68,6 +68,8 @@ class EmotionTarget(Target):
     def loss(self, out, batch) -> torch.Tensor:
         smoothing = float(self.hparams.get("label_smoothing", 0.0))
         labels = batch.emo.long()
+        if not self.hparams.get("use_ambiguous"):  # every utterance has a class: the plain mean
+            return F.cross_entropy(out.emo_logits.float(), labels, label_smoothing=smoothing)
         summed = F.cross_entropy(out.emo_logits.float(), labels, label_smoothing=smoothing, ignore_index=NO_CLASS,
                                  reduction="sum")
         return summed / (labels != NO_CLASS).sum().clamp_min(1)  # a batch of ambiguous utterances only: 0
