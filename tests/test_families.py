@@ -82,28 +82,34 @@ def hparams_for(name: str, corpus: dict, out: Path, **extra) -> dict:
     return load_hparams(str(CONF / f"{name}.yaml"), overrides)
 
 
-def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, FeatureKind | None]:
+def tiny_model(name: str, corpus: dict, tmp_path: Path, n_tokens: int = 0) -> tuple[SERModel, list[FeatureKind | None]]:
+    """The family's tiny model and the feature kind of each of its inputs (None: the waveform itself)."""
     hparams = hparams_for(name, corpus, tmp_path)
     family = get_family(name)
-    feature = family.feature(hparams)
-    spec = None if feature["kind"] == "waveform" else feature_from_dict(feature)
-    dims = () if spec is None else spec.frame_shape
+    specs = [None if feature["kind"] == "waveform" else feature_from_dict(feature) for feature in family.inputs(hparams)]
+    dims = [() if spec is None else spec.frame_shape for spec in specs]
     torch.manual_seed(0)
-    return build_model(family, hparams, len(CLASSES), n_tokens, [dims]), spec
+    return build_model(family, hparams, len(CLASSES), n_tokens, dims), specs
 
 
-def batch_of(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([x.shape[0] for x in inputs])
-    batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
-    for row, x in enumerate(inputs):
-        batch[row, :x.shape[0]] = x
-    return batch, lengths.double() / lengths.max()
+def batch_of(utterances: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Padded batches and relative lengths, one each per input, of utterances given as their inputs."""
+    batches, relative = [], []
+    for inputs in zip(*utterances):
+        lengths = torch.tensor([x.shape[0] for x in inputs])
+        batch = torch.zeros(len(inputs), int(lengths.max()), *inputs[0].shape[1:])
+        for row, x in enumerate(inputs):
+            batch[row, :x.shape[0]] = x
+        batches.append(batch)
+        relative.append(lengths.double() / lengths.max())
+    return batches, relative
 
 
-def utterance_inputs(spec: FeatureKind | None, seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
+def utterance_inputs(specs: list[FeatureKind | None], seconds: list[float], seed: int = 0) -> list[list[torch.Tensor]]:
+    """Each utterance's inputs (one per spec) from random waveforms of these durations."""
     generator = torch.Generator().manual_seed(seed)
     waves = [0.3 * torch.randn(int(16000 * s), generator=generator) for s in seconds]
-    return waves if spec is None else [spec.compute(w, 16000).float() for w in waves]
+    return [[w if spec is None else spec.compute(w, 16000).float() for spec in specs] for w in waves]
 
 
 # ----------------------------------------------------------------------------- network contract
@@ -111,9 +117,9 @@ def utterance_inputs(spec: FeatureKind | None, seconds: list[float], seed: int =
 
 @pytest.mark.parametrize("name", NEURAL)
 def test_output_shapes_and_padding(name, corpus, tmp_path):
-    model, spec = tiny_model(name, corpus, tmp_path, n_tokens=7)
+    model, specs = tiny_model(name, corpus, tmp_path, n_tokens=7)
     model.eval()
-    inputs = utterance_inputs(spec, [1.1, 0.7, 0.9])
+    inputs = utterance_inputs(specs, [1.1, 0.7, 0.9])
     batch, lengths = batch_of(inputs)
     with torch.no_grad():
         out = model(batch, lengths)
@@ -122,7 +128,7 @@ def test_output_shapes_and_padding(name, corpus, tmp_path):
         assert out.frame_lens.shape == (3,) and 1 <= int(out.frame_lens.min()) <= int(out.frame_lens.max()) <= out.phn_log_probs.shape[1]
         if get_family(name).padding_invariant:  # the family's claim, in eval mode
             for row, x in enumerate(inputs):
-                alone = model(x.unsqueeze(0), torch.ones(1))
+                alone = model([one.unsqueeze(0) for one in x], [torch.ones(1) for _ in x])
                 torch.testing.assert_close(alone.emo_logits[0], out.emo_logits[row], atol=2e-4, rtol=1e-4)
                 n = int(alone.frame_lens[0])
                 assert n == int(out.frame_lens[row])
@@ -131,8 +137,8 @@ def test_output_shapes_and_padding(name, corpus, tmp_path):
 
 @pytest.mark.parametrize("name", NEURAL)
 def test_overfits_a_few_utterances(name, corpus, tmp_path):
-    model, spec = tiny_model(name, corpus, tmp_path)
-    inputs = utterance_inputs(spec, [0.8, 0.6, 0.9, 0.7], seed=1)
+    model, specs = tiny_model(name, corpus, tmp_path)
+    inputs = utterance_inputs(specs, [0.8, 0.6, 0.9, 0.7], seed=1)
     batch, lengths = batch_of(inputs)
     targets = torch.tensor([0, 1, 2, 3])
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
