@@ -47,6 +47,10 @@ TINY = {
                              "attention_kernel": 7}},
     "egemaps_svm": {"classifier": "logreg"},
     "ssl_probe": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-2},
+    "multilevel": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-3, "spectrogram": {"n_mels": 16},
+                   "mfcc": {"n_mfcc": 8, "n_mels": 20}, "level_weight": 1, "centre_weight": 0.01,
+                   "network": {"alexnet_channels": [4, 8, 8, 8, 8], "alexnet_hidden": 16, "lstm_hidden": 8,
+                               "dropout": 0.0}},
 }
 #: Optimizer steps the over-fitting check allows (default 150): a linear probe on a frozen random
 #: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds.
@@ -75,7 +79,7 @@ def hparams_for(name: str, corpus: dict, out: Path, **extra) -> dict:
     overrides = {"data_dir": str(corpus["data"]), "fold_dir": str(corpus["fold"]), "output_folder": str(out),
                  "lang_dir": str(corpus["lang"]), "seed": 3, "feature_cache": str(corpus["root"] / "dump"),
                  **TINY[name], **extra}
-    if name == "w2v2_mtl":
+    if name in ("w2v2_mtl", "multilevel"):
         overrides.update(encoder_source=str(corpus["encoder"]), num_workers=0, ckpt_interval_minutes=0)
     if name == "ssl_probe":
         overrides.update(encoder_source=str(corpus["encoder"]))

@@ -17,6 +17,7 @@ FAMILIES = {
     "sta_crnn": "serkit.model.sta_crnn:STACRNNFamily",
     "tim_net": "serkit.model.tim_net:TIMNetFamily",
     "ssl_probe": "serkit.model.ssl_probe:SSLProbeFamily",
+    "multilevel": "serkit.model.multilevel:MultiLevelFamily",
 }
 
 
