@@ -23,8 +23,8 @@ def test_value_is_half_the_mean_squared_distance_to_the_own_centre():
     centres, features, labels = setup()
     loss, step = centre_loss(features, centres(features), labels)
     own = centres.centres.detach()[labels]
-    assert float(loss) == pytest.approx(float(0.5 * ((features.detach() - own) ** 2).sum(dim=1).mean()), rel=1e-6)
-    assert float(step) == 0.0
+    assert float(loss.detach()) == pytest.approx(float(0.5 * ((features.detach() - own) ** 2).sum(dim=1).mean()), rel=1e-6)
+    assert float(step.detach()) == 0.0
 
 
 def test_the_loss_moves_the_embeddings_and_the_step_moves_the_centres_as_wen_et_al():
