@@ -137,6 +137,8 @@ def test_the_fusion_scales_the_wav2vec_embedding_by_attention_over_the_other_two
 def test_options_off_build_no_extra_parts_and_the_centres_get_their_own_optimizer(corpus, tmp_path):
     plain = tiny_network(corpus, tmp_path)
     assert plain.level_heads is None and plain.centres is None
+    # only MF learns the gender head that serves speakers whose gender nobody gives
+    assert hparams(corpus, tmp_path)["gender_weight"] == 0 < hparams(corpus, tmp_path, gender_prior=True)["gender_weight"]
     assert list(plain.param_groups()) == ["encoder", "model"]
     both = tiny_network(corpus, tmp_path, level_weight=1, centre_weight=0.01)
     groups = both.param_groups()
