@@ -62,6 +62,10 @@ TINY = {
     "amrwc": {"number_of_epochs": 2, "batch_size": 4, "lr_heads": 5e-3, "lr_encoder": 1e-3, "vote_weight": 0,
               "spectrogram": {"n_mels": 16, "win_ms": 25.0, "hop_ms": 10.0},
               "network": {"channels": [4, 8], "blocks_per_stage": 1, "n_steps": 4, "d_model": 16, "ffn_dim": 16}},
+    "multilevel": {"number_of_epochs": 2, "batch_size": 4, "lr": 1e-3, "spectrogram": {"n_mels": 16},
+                   "mfcc": {"n_mfcc": 8, "n_mels": 20}, "level_weight": 1, "centre_weight": 0.01,
+                   "network": {"alexnet_channels": [4, 8, 8, 8, 8], "alexnet_hidden": 16, "lstm_hidden": 8,
+                               "dropout": 0.0}},
 }
 #: Optimizer steps the over-fitting check allows (default 150): a linear probe on a frozen random
 #: encoder moves its logits apart slowly at the shared learning rate, but its steps cost microseconds;
@@ -284,3 +288,34 @@ def test_precision_is_named_and_passed_only_to_trained_networks(tmp_path):
         ("w2v2_mtl_4class_lambda0.1_fp32_seed1", ("--precision", "fp32")), ("egemaps_svm_4class_seed1", ())]
     with pytest.raises(PlanError, match="--precision must be one of auto, fp32, bf16, fp16, got 'fp64'"):
         plan(["w2v2_mtl"], [], "4class", 1, str(CONF), str(tmp_path), precision="fp64")
+
+
+class _OptionsFamily(get_family("tim_net").__class__):
+    """TIM-Net with two options of its own, as an ablation's family has."""
+
+    name = "with_options"
+    options = ("gender_prior", "centre_weight")
+
+
+def test_a_grid_runs_every_combination_of_a_familys_own_options_named_by_them(tmp_path, monkeypatch):
+    from serkit.model import registry
+
+    monkeypatch.setitem(registry.FAMILIES, "with_options", f"{__name__}:_OptionsFamily")
+    (tmp_path / "with_options.yaml").write_text("model: with_options\ngender_prior: False\ncentre_weight: 0\n")
+    (tmp_path / "tim_net.yaml").write_text((CONF / "tim_net.yaml").read_text())
+    grid = ["gender_prior=False,True", "centre_weight=0,0.01", "other_option=1,2"]
+    experiments = plan(["with_options", "tim_net"], [], "4class", 1, str(tmp_path), str(tmp_path / "none"), grid=grid)
+    assert [(e.tag, e.args) for e in experiments] == [
+        ("with_options_4class_gender_priorFalse_centre_weight0_seed1", ("--gender_prior", "False", "--centre_weight", "0")),
+        ("with_options_4class_gender_priorFalse_centre_weight0.01_seed1",
+         ("--gender_prior", "False", "--centre_weight", "0.01")),
+        ("with_options_4class_gender_priorTrue_centre_weight0_seed1", ("--gender_prior", "True", "--centre_weight", "0")),
+        ("with_options_4class_gender_priorTrue_centre_weight0.01_seed1",
+         ("--gender_prior", "True", "--centre_weight", "0.01")),
+        ("tim_net_4class_seed1", ())]  # TIM-Net has none of these options
+    # without a grid the config's values name the experiment, so a switched run never takes its folds
+    assert [e.tag for e in plan(["with_options"], [], "4class", 1, str(tmp_path), str(tmp_path / "none"))] == [
+        "with_options_4class_gender_priorFalse_centre_weight0_seed1"]
+    for bad in (["gender_prior"], ["gender_prior=True", "gender_prior=False"], ["mtl_lambda=0,1"]):
+        with pytest.raises(PlanError, match="--grid"):
+            plan(["with_options"], [], "4class", 1, str(tmp_path), str(tmp_path / "none"), grid=bad)

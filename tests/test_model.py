@@ -603,3 +603,25 @@ def test_the_input_prior_is_a_one_hot_concatenated_before_the_linear_emotion_cla
     assert config["prior_size"] == 2 and config["utterance_heads"] == {"gender": 2}
     rebuilt = model_from_config(json.loads(json.dumps(config)))  # must survive model_config.json
     rebuilt.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_the_networks_extras_reach_the_familys_loss_untouched():
+    """Per-utterance tensors a family's own loss reads (auxiliary logits, an embedding) pass through SERModel."""
+    from serkit.model.ser_model import NetworkOutput
+
+    class WithExtras(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(3, N_EMO)
+
+        def forward(self, feats, lengths):
+            pooled = masked_mean(feats, lengths)
+            return NetworkOutput(emo_logits=self.head(pooled), extras={"embedding": pooled, "aux": 2 * pooled})
+
+    model = SERModel(WithExtras())
+    feats = torch.randn(2, 5, 3)
+    out = model(feats, torch.tensor([1.0, 0.6]))
+    expected = masked_mean(feats, torch.tensor([5, 3]))
+    assert set(out.extras) == {"embedding", "aux"}
+    torch.testing.assert_close(out.extras["embedding"], expected)
+    torch.testing.assert_close(out.extras["aux"], 2 * expected)

@@ -445,6 +445,19 @@ def test_compare_orders_by_lambda(scored, tmp_path, capsys):
     assert text.count("## Comparison: lambda ablation") == 1 and "lam1 / loso" not in text
 
 
+def test_a_column_only_some_rows_have_is_blank_in_the_others(scored):
+    """An ablation row that trains an extra target (e.g. a gender head) adds its columns; the rows without
+    that target show '–' there."""
+    with_gender = dict(scored[1], tag="with_gender", mean=dict(scored[1]["mean"], gender_UA=0.75),
+                       std=dict(scored[1]["std"], gender_UA=0.05), pooled=dict(scored[1]["pooled"], gender_UA=0.75))
+    table = results_md.comparison_table([dict(scored[1], tag="plain"), with_gender])
+    plain, gendered = ([cell.strip() for cell in line.split("|")] for line in table.splitlines()
+                       if line.startswith(("| plain", "| with_gender")))
+    header = [cell.strip() for cell in table.splitlines()[0].split("|")]
+    column = header.index("gender UA mean ± std")
+    assert plain[column] == "–" and gendered[column] == "75.0 ± 5.0"
+
+
 def test_compare_needs_scored_experiments(tmp_path, capsys):
     assert compare_cli.main(["--results", str(tmp_path / "R.md"), "--title", "t", str(tmp_path / "nope")]) == 1
     assert "score the experiment first" in capsys.readouterr().err

@@ -45,11 +45,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's serkit, also when the script is run from elsewhere
 from serkit.bench.paired import iemocap_like_durations, peak_memory_mb  # noqa: E402  (after the path)
-MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm", "nlinear", "dlinear", "vggish_bilstm")
+MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm", "nlinear", "dlinear", "vggish_bilstm",
+          "multilevel")
+ENCODER_FAMILIES = ("w2v2_mtl", "multilevel")  # their configs name a wav2vec 2.0 encoder_source
 
 
 def build(name: str):
-    """(family, SERModel or None, feature spec or None) of a model name, randomly initialised offline."""
+    """(family, SERModel or None, feature spec (None: the waveform) of each input) of a model name, randomly
+    initialised offline."""
     from serkit.bin.train import load_hparams
     from serkit.model import get_family
     from serkit.model.build import build_model, feature_spec
@@ -57,7 +60,7 @@ def build(name: str):
 
     family_name = name.split("-")[0]
     overrides = {"data_dir": "-", "fold_dir": "-", "output_folder": "-"}
-    if family_name == "w2v2_mtl":
+    if family_name in ENCODER_FAMILIES:
         # wav2vec2-base's architecture (Wav2Vec2Config() defaults) or the mini recipe's tiny encoder
         folder = Path(tempfile.mkdtemp()) / "encoder"
         if name.endswith("-base"):
@@ -68,25 +71,27 @@ def build(name: str):
         overrides["encoder_source"] = str(folder)
     hparams = load_hparams(str(REPO / "conf" / f"{family_name}.yaml"), overrides)
     family = get_family(family_name)
-    spec = feature_spec(family.feature(hparams))
+    specs = [feature_spec(feature) for feature in family.inputs(hparams)]
     if family.trainer != "brain":
-        return family, hparams, None, spec
-    dims = () if spec is None else spec.frame_shape
+        return family, hparams, None, specs
+    dims = [() if spec is None else spec.frame_shape for spec in specs]
     n_tokens = 25 if float(hparams.get("mtl_lambda", 0)) > 0 else 0
-    return family, hparams, build_model(family, hparams, 4, n_tokens, [dims]), spec
+    return family, hparams, build_model(family, hparams, 4, n_tokens, dims), specs
 
 
-def make_batch(durations: list[float], spec, sample_rate: int = 16000):
-    """Random model inputs (waveforms, or their features) padded to the longest, SpeechBrain-style
-    relative lengths, random targets."""
-    inputs = [0.1 * torch.randn(int(d * sample_rate)) for d in durations]
-    if spec is not None:
-        inputs = [spec.compute(x, sample_rate).float() for x in inputs]
-    lengths = [x.shape[0] for x in inputs]
-    wavs = torch.zeros(len(lengths), max(lengths), *inputs[0].shape[1:])
-    for row, x in enumerate(inputs):
-        wavs[row, :x.shape[0]] = x
-    wav_lens = torch.tensor(lengths, dtype=torch.float) / max(lengths)
+def make_batch(durations: list[float], specs, sample_rate: int = 16000):
+    """Random model inputs (waveforms, or their features: one padded batch per spec) padded to the longest,
+    SpeechBrain-style relative lengths, random targets."""
+    waves = [0.1 * torch.randn(int(d * sample_rate)) for d in durations]
+    wavs, wav_lens = [], []
+    for spec in specs:
+        inputs = waves if spec is None else [spec.compute(x, sample_rate).float() for x in waves]
+        lengths = [x.shape[0] for x in inputs]
+        batch = torch.zeros(len(lengths), max(lengths), *inputs[0].shape[1:])
+        for row, x in enumerate(inputs):
+            batch[row, :x.shape[0]] = x
+        wavs.append(batch)
+        wav_lens.append(torch.tensor(lengths, dtype=torch.float) / max(lengths))
     emotions = torch.randint(0, 4, (len(lengths),))
     token_lens = torch.tensor([max(1, int(d * 8)) for d in durations])  # ~8 phones a second
     tokens = torch.randint(1, 25, (len(lengths), int(token_lens.max())))
@@ -99,7 +104,8 @@ def run_model(name: str, steps: int, batch_size: int, device: str, seed: int, qu
     from serkit.model import mtl_loss
 
     torch.manual_seed(seed)
-    family, hparams, model, spec = build(name)
+    family, hparams, model, specs = build(name)
+    spec = specs[0]  # a closed-form family's one input
     durations = iemocap_like_durations(50 * batch_size, seed)
     sampler = DurationBucketBatchSampler(durations, batch_size, shuffle=True, seed=seed)
     bucketed = list(sampler)
@@ -110,9 +116,11 @@ def run_model(name: str, steps: int, batch_size: int, device: str, seed: int, qu
            "padded_fraction_random": padded_fraction(durations, random_batches), "steps": steps,
            "batch_size": batch_size}
     wav = 0.1 * torch.randn(16000 * 10)
-    if spec is not None:
+    if any(kind is not None for kind in specs):
         start = time.perf_counter()
-        features = spec.compute(wav, 16000)
+        for kind in specs:
+            if kind is not None:
+                kind.compute(wav, 16000)
         row["feature_rtf"] = (time.perf_counter() - start) / 10.0
     if model is None:  # closed-form family: fit on functionals of 8 utterances a class, then predict
         from serkit.model.egemaps import fit_floor
@@ -139,7 +147,9 @@ def run_model(name: str, steps: int, batch_size: int, device: str, seed: int, qu
     lam = 0.1 if model.ctc_head is not None else 0.0
     for step, batch in enumerate(timed):
         batch_durations = [durations[i] for i in batch]
-        wavs, wav_lens, emotions, tokens, token_lens = (t.to(device) for t in make_batch(batch_durations, spec))
+        wavs, wav_lens, emotions, tokens, token_lens = make_batch(batch_durations, specs)
+        wavs, wav_lens = [x.to(device) for x in wavs], [x.to(device) for x in wav_lens]
+        emotions, tokens, token_lens = emotions.to(device), tokens.to(device), token_lens.to(device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -157,8 +167,8 @@ def run_model(name: str, steps: int, batch_size: int, device: str, seed: int, qu
     model.eval()
     with torch.no_grad():
         def infer():
-            x = wav if spec is None else spec.compute(wav, 16000).float()
-            model(x.unsqueeze(0).to(device), torch.ones(1, device=device))
+            inputs = [wav if kind is None else kind.compute(wav, 16000).float() for kind in specs]
+            model([x.unsqueeze(0).to(device) for x in inputs], [torch.ones(1, device=device) for _ in inputs])
         infer()  # warm-up
         start = time.perf_counter()
         repeats = 3

@@ -31,6 +31,9 @@ help_message="Usage: $0 [options]
   --train_overrides F  one override file for every family (default: the recipe's conf/<family>.yaml)
   --lambdas \"L ...\"    CTC-head weights (mtl_lambda) for families that have one; several values run
                        the lambda ablation (default: each family's config)
+  --grid \"O=V,V ...\"   every combination of these values of a family's own options runs as one experiment,
+                       named by them: an ablation from one command, e.g. the multi-level model's eight rows
+                       --grid \"gender_prior=False,True level_weight=0,0.3 centre_weight=0,0.01\"
   --seed N             random seed (part of the experiment name; also the folds' seed)
   --seeds \"N ...\"      train every experiment once per seed (..._seed1, ..._seed2, ...; folds keep --seed's);
                        stage 4 shows mean +- std over seeds and scores the seeds' ensemble
@@ -62,6 +65,7 @@ model=
 models=w2v2_mtl  # a recipe's run.sh may set its own default (e.g. a model and the eGeMAPS floor)
 train_overrides=
 lambdas=
+grid=
 seed=1
 seeds=          # several training seeds, e.g. "1 2 3" (default: --seed)
 nj=2
@@ -96,7 +100,7 @@ stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 with_plan() {  # run serkit.bin.$1 with the options that plan the experiments
   python -m "serkit.bin.$1" --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
     --seed "$seed" ${seeds:+--seeds "$seeds"} --conf_dir ../../conf --recipe_conf_dir conf --ctc_targets "$ctc_targets" \
-    ${train_overrides:+--overrides "$train_overrides"} ${precision:+--precision "$precision"} --lang "$lang" "${@:2}"
+    ${train_overrides:+--overrides "$train_overrides"} ${grid:+--grid "$grid"} ${precision:+--precision "$precision"} --lang "$lang" "${@:2}"
 }
 plan() { with_plan plan_experiments; }  # the experiments: tag family config overrides lang-dir args... (tab-separated)
 plan > /dev/null  # an unknown model or a bad lambda stops here, before any stage runs
@@ -164,7 +168,7 @@ if stage_on 4; then
   done
   if [ ${#exps[@]} -gt 1 ]; then
     log "Stage 4: comparison of ${#exps[@]} experiments"
-    python -m serkit.bin.compare --results RESULTS.md --title "$models${lambdas:+, lambdas $lambdas}${seeds:+, seeds $seeds} ($protocol)" "${exps[@]}"
+    python -m serkit.bin.compare --results RESULTS.md --title "$models${lambdas:+, lambdas $lambdas}${grid:+, grid $grid}${seeds:+, seeds $seeds} ($protocol)" "${exps[@]}"
   fi
 fi
 

@@ -4,7 +4,7 @@ Usage::
 
     python -m serkit.bin.plan_experiments --models "w2v2_mtl tim_net" [--lambdas "0 0.1"] \\
         --class_map 4class --seed 1 [--seeds "1 2 3"] --conf_dir ../../conf --recipe_conf_dir conf [--overrides F] \\
-        [--ctc_targets "K ..."] [--precision P] [--lang data/lang]
+        [--grid "OPTION=V1,V2 ..."] [--ctc_targets "K ..."] [--precision P] [--lang data/lang]
 
 Columns: ``tag  family  config  overrides-file-or-'-'  lang-dir-or-'-'  extra args...``: the lang dir is
 the token inventory stage 1 made for the experiment's targets (``-``: it trains none that needs one).
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conf_dir", required=True, help="the shared configs (conf/<family>.yaml)")
     parser.add_argument("--recipe_conf_dir", required=True, help="the recipe's per-family override files")
     parser.add_argument("--overrides", help="one override file for every family (replaces the recipe's)")
+    parser.add_argument("--grid", default="", help="space-separated OPTION=V1,V2,...: every combination of a family's "
+                                                   "own options' values runs as one experiment (e.g. an ablation)")
     parser.add_argument("--ctc_targets", default="", help="CTC target kinds for experiments with a CTC head, "
                                                           "e.g. 'emophone char' (default: each config's)")
     parser.add_argument("--precision", default="", help="train every network in this precision (fp32, bf16, fp16, "
@@ -44,7 +46,8 @@ def planned(args: argparse.Namespace) -> list[Experiment]:
     """The experiments the parsed options ask for."""
     seeds = [_seed(text) for text in args.seeds.split()] or args.seed
     return plan(args.models.split(), args.lambdas.split(), args.class_map, seeds, args.conf_dir,
-                args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split(), args.precision or None)
+                args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split(), args.precision or None,
+                args.grid.split())
 
 
 @one_line_errors("plan_experiments", exit_code=2)

@@ -21,6 +21,7 @@ FAMILIES = {
     "dlinear": "serkit.model.dlinear:DLinearFamily",
     "vggish_bilstm": "serkit.model.vggish_bilstm:VGGishBiLSTMFamily",
     "amrwc": "serkit.model.amrwc:AMRWCFamily",
+    "multilevel": "serkit.model.multilevel:MultiLevelFamily",
 }
 
 

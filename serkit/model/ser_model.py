@@ -34,6 +34,9 @@ class NetworkOutput:
     frame_features: Optional[Tensor] = None  # [B, F, D] per-frame representation (for a CTC head)
     frame_lens: Optional[Tensor] = None  # [B] int64 real frames per utterance
     fold_extras: dict[str, Tensor] = field(default_factory=dict)  # per-fold vectors, e.g. layer_weights [L]
+    # what the family's own loss (ModelFamily.loss) reads besides the emotion logits, e.g. auxiliary
+    # logits [B, E] or the embedding a centre loss pulls together; carried through SERModel untouched
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class SEROutput:
     frame_lens: Optional[Tensor]  # [B]
     fold_extras: dict[str, Tensor] = field(default_factory=dict)
     utterance_logits: dict[str, Tensor] = field(default_factory=dict)  # [B, K] per utterance head, by name
+    extras: dict[str, Tensor] = field(default_factory=dict)  # the network's NetworkOutput.extras
 
     @property
     def layer_weights(self) -> Optional[Tensor]:
@@ -158,7 +162,8 @@ class SERModel(nn.Module):
             pooled = masked_mean(out.frame_features, out.frame_lens)
             utterance_logits = {name: head(pooled) for name, head in self.utterance_heads.items()}
         return SEROutput(emo_logits=emo_logits, phn_log_probs=phn_log_probs, frame_lens=out.frame_lens,
-                         fold_extras=dict(out.fold_extras), utterance_logits=utterance_logits)
+                         fold_extras=dict(out.fold_extras), utterance_logits=utterance_logits,
+                         extras=dict(out.extras))
 
 
 def as_list(items: Tensor | Sequence[Tensor]) -> list[Tensor]:

@@ -52,11 +52,12 @@ class Row:
 
     def figure(self, part: str, key: str) -> tuple[float | None, float | None]:
         """(value, spread) of a figure: one run: its fold mean ± std (``part="mean"``) or its pooled
-        figure (``part="pooled"``, no spread); several seeds: the mean ± std over seeds of that figure."""
-        values = [run[part][key] for run in self.runs]
+        figure (``part="pooled"``, no spread); several seeds: the mean ± std over seeds of that figure.
+        (None, None) where the run has no such figure: a column of a target only other rows train."""
+        values = [run[part].get(key) for run in self.runs]
         if len(self.runs) > 1:
             return mean_std(values)
-        return values[0], (self.first["std"][key] if part == "mean" else None)
+        return values[0], (self.first["std"].get(key) if part == "mean" else None)
 
     def speaker_matrices(self) -> tuple[list[str], np.ndarray] | None:
         """The per-speaker confusion matrices (mean over seeds), or None when a run has none

@@ -21,12 +21,18 @@ here, tested:
   (``use_ambiguous``: training adds the utterances without a rater majority);
 - stage 1 makes only what the experiments' targets need (:func:`serkit.targets.registry.stage1_needs`:
   e.g. the CTC tokens of the kinds they train on, none without a CTC head);
+- ``--grid "gender_prior=False,True centre_weight=0,0.01"`` runs every combination of the values of a
+  family's own options (:attr:`serkit.model.family.ModelFamily.options` other than ``mtl_lambda``, which
+  ``--lambdas`` sweeps) as one experiment each, e.g. an ablation's rows; families without the option
+  ignore it. A family with such options is always named by them (:meth:`~serkit.model.family.ModelFamily.tag`,
+  from the config's values where the grid gives none), so rows of an ablation never share folds;
 - ``--seeds "1 2 3"`` runs every experiment once per seed (``..._seed1``, ``..._seed2``, ...), the
   runs of one experiment next to each other; stage 4 merges them into one row (mean ± std over
   seeds) and scores their ensemble. The seed changes training only: the folds keep ``--seed``'s.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +42,7 @@ import ruamel.yaml
 from serkit.errors import SerkitError
 from serkit.model.registry import UnknownFamilyError, get_family
 from serkit.training.precision import PRECISIONS
-from serkit.safe_yaml import load_plain_mapping, refuse_python_tags
+from serkit.safe_yaml import NAME, load_plain_mapping, refuse_python_tags, typed_value
 from serkit.targets.registry import stage1_needs
 
 
@@ -83,9 +89,9 @@ def read_config_values(config: str, overrides: str | None = None) -> dict:
 
 def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int | Sequence[int], conf_dir: str,
          recipe_conf_dir: str, overrides_file: str | None = None, ctc_targets: Sequence[str] = (),
-         precision: str | None = None) -> list[Experiment]:
+         precision: str | None = None, grid: Sequence[str] = ()) -> list[Experiment]:
     """The experiments of ``models`` x (``lambdas`` x ``ctc_targets`` where the family has the CTC option)
-    x seeds (``seed``: one seed or several)."""
+    x (the ``grid``'s combinations of the family's options) x seeds (``seed``: one seed or several)."""
     seeds = [seed] if isinstance(seed, int) else list(seed)
     if not seeds or len(set(seeds)) != len(seeds):
         raise PlanError(f"--seeds: give each seed once, got {seeds}")
@@ -93,6 +99,7 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
         raise PlanError("no model given: pass --model NAME or --models \"NAME ...\"")
     if precision and precision not in PRECISIONS:
         raise PlanError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    grid_values = parse_grid(grid)
     experiments = []
     for name in models:
         try:
@@ -102,29 +109,63 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
         config = str(Path(conf_dir) / f"{name}.yaml")
         recipe_file = Path(recipe_conf_dir) / f"{name}.yaml"
         overrides = overrides_file or (str(recipe_file) if recipe_file.is_file() else None)
-        values = read_config_values(config, overrides)
-        parts = [name] + ([Path(overrides_file).stem] if overrides_file else []) + [Path(class_map).stem]
-        has_ctc = "mtl_lambda" in family.options
-        default = float(values.get("mtl_lambda", 0) or 0)
-        weights = list(lambdas) if (has_ctc and lambdas) else [None]
-        for weight in weights:
-            lam = default if weight is None else _weight(weight)
-            named = has_ctc and (weight is not None or default > 0)
-            lambda_part = [f"lambda{weight if weight is not None else _number(default)}"] if named else []
-            args = ("--mtl_lambda", str(weight)) if weight is not None else ()
-            configured = str(values.get("ctc_targets", "emophone"))
-            for targets in (list(ctc_targets) or [configured]) if lam > 0 else [None]:
-                kind_part = [targets] if targets not in (None, "emophone") else []
-                trained = bool(precision) and family.trainer == "brain"
-                precision_part = [precision] if trained else []
-                extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
-                extra += ("--precision", precision) if trained else ()
-                needs = stage1_needs(dict(values, mtl_lambda=lam if targets else 0, ctc_targets=targets or configured))
-                for run_seed in seeds:
-                    tag = "_".join(parts + lambda_part + kind_part + switch_parts(values, family.trainer)
-                                   + precision_part + [f"seed{run_seed}"])
-                    experiments.append(Experiment(tag, name, config, overrides, args + extra, targets, needs))
+        for option_values in option_combinations(family.options, grid_values):
+            values = {**read_config_values(config, overrides),
+                      **{option: typed_value(text) for option, text in option_values.items()}}
+            option_args = tuple(word for option, text in option_values.items() for word in (f"--{option}", text))
+            named = [option for option in family.options if option != "mtl_lambda"]
+            option_part = [family.tag(values)] if named else []
+            experiments += _experiments(name, family, config, overrides, overrides_file, class_map, values, lambdas,
+                                        ctc_targets, precision, seeds, option_part, option_args)
     return experiments
+
+
+def _experiments(name, family, config, overrides, overrides_file, class_map, values, lambdas, ctc_targets, precision,
+                 seeds, option_part, option_args) -> list[Experiment]:
+    """One family's experiments for one combination of its options (``values``: its config's, updated)."""
+    experiments = []
+    parts = [name] + ([Path(overrides_file).stem] if overrides_file else []) + [Path(class_map).stem]
+    has_ctc = "mtl_lambda" in family.options
+    default = float(values.get("mtl_lambda", 0) or 0)
+    weights = list(lambdas) if (has_ctc and lambdas) else [None]
+    for weight in weights:
+        lam = default if weight is None else _weight(weight)
+        named = has_ctc and (weight is not None or default > 0)
+        lambda_part = [f"lambda{weight if weight is not None else _number(default)}"] if named else []
+        args = option_args + (("--mtl_lambda", str(weight)) if weight is not None else ())
+        configured = str(values.get("ctc_targets", "emophone"))
+        for targets in (list(ctc_targets) or [configured]) if lam > 0 else [None]:
+            kind_part = [targets] if targets not in (None, "emophone") else []
+            trained = bool(precision) and family.trainer == "brain"
+            precision_part = [precision] if trained else []
+            extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
+            extra += ("--precision", precision) if trained else ()
+            needs = stage1_needs(dict(values, mtl_lambda=lam if targets else 0, ctc_targets=targets or configured))
+            for run_seed in seeds:
+                tag = "_".join(parts + option_part + lambda_part + kind_part + switch_parts(values, family.trainer)
+                               + precision_part + [f"seed{run_seed}"])
+                experiments.append(Experiment(tag, name, config, overrides, args + extra, targets, needs))
+    return experiments
+
+
+def parse_grid(grid: Sequence[str]) -> dict[str, list[str]]:
+    """``["name=v1,v2", ...]`` as ``{name: [v1, v2]}``, checked (names are hyperparameter names)."""
+    values: dict[str, list[str]] = {}
+    for item in grid:
+        name, _, texts = str(item).partition("=")
+        choices = [text for text in texts.split(",") if text]
+        if not NAME.match(name) or not choices or name in values:
+            raise PlanError(f"--grid: {item!r} is not 'option=value1,value2,...' (each option once)")
+        if name == "mtl_lambda":
+            raise PlanError("--grid: sweep mtl_lambda with --lambdas")
+        values[name] = choices
+    return values
+
+
+def option_combinations(options: Sequence[str], grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of the gridded values of ``options`` (one empty one when the grid names none)."""
+    names = [option for option in grid if option in options]
+    return [dict(zip(names, texts)) for texts in itertools.product(*(grid[name] for name in names))]
 
 
 def switch_parts(values: dict, trainer: str) -> list[str]:
