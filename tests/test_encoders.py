@@ -7,7 +7,9 @@ count, frame rate, minimum length) and input normalisation are checked to come f
 """
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,8 @@ from serkit.features.ssl_layers import SSLLayers
 from serkit.model import SERModel, W2V2Network
 from serkit.model.build import model_from_config
 from serkit.model.tiny_w2v2 import TINY_LAYERS, build_tiny_w2v2
+
+from test_families import corpus  # noqa: F401  (the fixture: a tiny corpus, fold and lang dir)
 
 SR = 16000
 TYPES = list(ssl_encoder.ENCODER_TYPES)
@@ -218,3 +222,76 @@ def test_whisper_layerdrop_skips_layers_while_training(tiny):
     whisper_encoder.run_layers(net.encoder, padded(waves([SR]))[0], torch.tensor([SR]),
                                lambda i, state: seen.append(i))
     assert seen == [0, TINY_LAYERS["whisper"]]
+
+
+@pytest.mark.parametrize("encoder_type", ["whisper", "data2vec-audio"])
+def test_w2v2_mtl_with_a_ctc_head_trains_on_the_encoder_and_its_export_reproduces_the_fold(
+        encoder_type, corpus, tiny, tmp_path):
+    """The emotion-phoneme CTC head on another encoder, through the trainer, export and inference."""
+    from test_families import RUN_OPTS, assert_export_reproduces, hparams_for, read_rows
+
+    from serkit.serving.export import export_model
+    from serkit.training import expdir
+    from serkit.training.train import train_fold
+
+    out = tmp_path / "fold01"
+    train_fold(hparams_for("w2v2_mtl", {**corpus, "encoder": tiny[encoder_type]}, out, mtl_lambda=0.5,
+                           number_of_epochs=1), RUN_OPTS)
+    config = json.loads((out / expdir.MODEL_CONFIG_FILE).read_text())
+    assert config["network"]["encoder_config"]["model_type"] == encoder_type
+    rows = read_rows(out / expdir.PREDICTIONS_FILE)
+    assert rows and "hyp_tokens" in rows[0]
+    assert_export_reproduces(export_model(out, tmp_path / "export"), rows, corpus["wav"])
+
+
+# ----------------------------------------------------------------------------- one command compares encoders
+def test_encoders_run_every_family_that_has_one_once_each(tmp_path):
+    from serkit.training.experiments import PlanError, encoder_name, plan
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    hub, folder = "microsoft/wavlm-base-plus", str(tmp_path / "db" / "tiny_hubert")
+    experiments = plan(["ssl_probe", "w2v2_mtl", "egemaps_svm"], [], "4class", 1, conf, str(tmp_path),
+                       encoders=[hub, folder])
+    assert [(e.tag, e.args[:2]) for e in experiments] == [
+        ("ssl_probe_4class_wavlm-base-plus_seed1", ("--encoder_source", hub)),
+        ("ssl_probe_4class_tiny-hubert_seed1", ("--encoder_source", folder)),
+        ("w2v2_mtl_4class_wavlm-base-plus_lambda0.1_seed1", ("--encoder_source", hub)),
+        ("w2v2_mtl_4class_tiny-hubert_lambda0.1_seed1", ("--encoder_source", folder)),
+        ("egemaps_svm_4class_seed1", ())]
+    assert encoder_name("openai/whisper-base/") == "whisper-base"
+    with pytest.raises(PlanError, match="its own short name"):
+        plan(["ssl_probe"], [], "4class", 1, conf, str(tmp_path), encoders=["a/tiny_hubert", "b/tiny_hubert"])
+
+
+@pytest.mark.e2e  # runs the mini recipe's stages 0-5
+@pytest.mark.timeout(2400)
+def test_mini_recipe_compares_the_five_tiny_encoders_in_one_table(tmp_path_factory):
+    """``--encoders`` with a tiny random encoder of each type: stages 3-5 on one fold, one comparison table,
+    and each export scores the fold's test utterances as training's predictions say."""
+    from test_recipes import copy_recipes, run_recipe
+
+    from serkit.data.datadir import read_map
+    from serkit.serving.inference import EmotionRecognizer
+
+    recipe = copy_recipes(tmp_path_factory.mktemp("recipes")) / "mini_iemocap"
+    result = run_recipe(recipe, "--stage", "0", "--stop_stage", "2", "--model", "ssl_probe")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    names = ["w2v2", "hubert", "wavlm", "data2vec", "whisper"]
+    result = run_recipe(recipe, "--stage", "3", "--model", "ssl_probe", "--folds", "1", "--export_fold", "1",
+                        "--encoders", " ".join(f"db/tiny_{name}" for name in names))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    results = (recipe / "RESULTS.md").read_text()
+    title = "## Comparison: ssl_probe, encoders db/tiny_w2v2 db/tiny_hubert"
+    assert title in results
+    table = results.split(title)[1]
+    wavs = read_map(recipe / "data" / "all" / "wav.scp")
+    for name in names:
+        exp = recipe / "exp" / f"ssl_probe_4class_tiny-{name}_seed1"
+        assert f"ssl_probe_4class_tiny-{name}_seed1" in table
+        with open(exp / "loso" / "fold01" / "test_predictions.tsv", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        recognizer = EmotionRecognizer.from_export(exp / "export")
+        predictions = recognizer.predict_files([recipe / wavs[row["utt"]] for row in rows], batch_size=4)
+        for row, prediction in zip(rows, predictions):
+            assert prediction.label == row["hyp"]
+            assert all(abs(prediction.probs[c] - float(row[f"p_{c}"])) < 1e-5 for c in prediction.probs)

@@ -20,12 +20,16 @@ here, tested:
   (``normalisation: speaker``), ``patience<N>``, ``avg<N>`` (``average_nbest``), ``aug`` (``augment``);
 - stage 1 makes only what the experiments' targets need (:func:`serkit.targets.registry.stage1_needs`:
   e.g. the CTC tokens of the kinds they train on, none without a CTC head);
+- ``--encoders "facebook/wav2vec2-base microsoft/wavlm-base-plus"`` runs every family with an SSL
+  encoder (a config with ``encoder_source``) once per encoder, named by its short name
+  (:func:`encoder_name`: ``wavlm-base-plus``); families without one run once;
 - ``--seeds "1 2 3"`` runs every experiment once per seed (``..._seed1``, ``..._seed2``, ...), the
   runs of one experiment next to each other; stage 4 merges them into one row (mean ± std over
   seeds) and scores their ensemble. The seed changes training only: the folds keep ``--seed``'s.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -82,9 +86,9 @@ def read_config_values(config: str, overrides: str | None = None) -> dict:
 
 def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int | Sequence[int], conf_dir: str,
          recipe_conf_dir: str, overrides_file: str | None = None, ctc_targets: Sequence[str] = (),
-         precision: str | None = None) -> list[Experiment]:
-    """The experiments of ``models`` x (``lambdas`` x ``ctc_targets`` where the family has the CTC option)
-    x seeds (``seed``: one seed or several)."""
+         precision: str | None = None, encoders: Sequence[str] = ()) -> list[Experiment]:
+    """The experiments of ``models`` x (``encoders`` where the family has an SSL encoder) x (``lambdas`` x
+    ``ctc_targets`` where the family has the CTC option) x seeds (``seed``: one seed or several)."""
     seeds = [seed] if isinstance(seed, int) else list(seed)
     if not seeds or len(set(seeds)) != len(seeds):
         raise PlanError(f"--seeds: give each seed once, got {seeds}")
@@ -92,6 +96,7 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
         raise PlanError("no model given: pass --model NAME or --models \"NAME ...\"")
     if precision and precision not in PRECISIONS:
         raise PlanError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    encoder_parts = _encoder_parts(encoders)
     experiments = []
     for name in models:
         try:
@@ -102,28 +107,61 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
         recipe_file = Path(recipe_conf_dir) / f"{name}.yaml"
         overrides = overrides_file or (str(recipe_file) if recipe_file.is_file() else None)
         values = read_config_values(config, overrides)
-        parts = [name] + ([Path(overrides_file).stem] if overrides_file else []) + [Path(class_map).stem]
-        has_ctc = "mtl_lambda" in family.options
-        default = float(values.get("mtl_lambda", 0) or 0)
-        weights = list(lambdas) if (has_ctc and lambdas) else [None]
-        for weight in weights:
-            lam = default if weight is None else _weight(weight)
-            named = has_ctc and (weight is not None or default > 0)
-            lambda_part = [f"lambda{weight if weight is not None else _number(default)}"] if named else []
-            args = ("--mtl_lambda", str(weight)) if weight is not None else ()
-            configured = str(values.get("ctc_targets", "emophone"))
-            for targets in (list(ctc_targets) or [configured]) if lam > 0 else [None]:
-                kind_part = [targets] if targets not in (None, "emophone") else []
-                trained = bool(precision) and family.trainer == "brain"
-                precision_part = [precision] if trained else []
-                extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
-                extra += ("--precision", precision) if trained else ()
-                needs = stage1_needs(dict(values, mtl_lambda=lam if targets else 0, ctc_targets=targets or configured))
-                for run_seed in seeds:
-                    tag = "_".join(parts + lambda_part + kind_part + switch_parts(values, family.trainer)
-                                   + precision_part + [f"seed{run_seed}"])
-                    experiments.append(Experiment(tag, name, config, overrides, args + extra, targets, needs))
+        for source, short in (encoder_parts if "encoder_source" in values else [(None, None)]):
+            parts = [name] + ([Path(overrides_file).stem] if overrides_file else []) + [Path(class_map).stem]
+            encoder_args = ("--encoder_source", source) if source else ()
+            parts += [short] if short else []
+            experiments += _family_experiments(name, family, config, overrides, values, parts, encoder_args,
+                                               lambdas, ctc_targets, precision, seeds)
     return experiments
+
+
+def _family_experiments(name, family, config, overrides, values, parts, encoder_args, lambdas, ctc_targets,
+                        precision, seeds) -> list[Experiment]:
+    """One family's experiments with one encoder (or none): its lambdas x CTC targets x seeds."""
+    experiments = []
+    has_ctc = "mtl_lambda" in family.options
+    default = float(values.get("mtl_lambda", 0) or 0)
+    weights = list(lambdas) if (has_ctc and lambdas) else [None]
+    for weight in weights:
+        lam = default if weight is None else _weight(weight)
+        named = has_ctc and (weight is not None or default > 0)
+        lambda_part = [f"lambda{weight if weight is not None else _number(default)}"] if named else []
+        args = ("--mtl_lambda", str(weight)) if weight is not None else ()
+        configured = str(values.get("ctc_targets", "emophone"))
+        for targets in (list(ctc_targets) or [configured]) if lam > 0 else [None]:
+            kind_part = [targets] if targets not in (None, "emophone") else []
+            trained = bool(precision) and family.trainer == "brain"
+            precision_part = [precision] if trained else []
+            extra = ("--ctc_targets", targets) if targets is not None and targets != configured else ()
+            extra += ("--precision", precision) if trained else ()
+            needs = stage1_needs(dict(values, mtl_lambda=lam if targets else 0, ctc_targets=targets or configured))
+            for run_seed in seeds:
+                tag = "_".join(parts + lambda_part + kind_part + switch_parts(values, family.trainer)
+                               + precision_part + [f"seed{run_seed}"])
+                experiments.append(Experiment(tag, name, config, overrides, encoder_args + args + extra, targets,
+                                              needs))
+    return experiments
+
+
+def encoder_name(source: str) -> str:
+    """The short name of an encoder in an experiment's name: the last part of its hub id or folder
+    (``microsoft/wavlm-base-plus`` -> ``wavlm-base-plus``, ``db/tiny_hubert`` -> ``tiny-hubert``), with
+    ``_`` (the separator of name parts) and any other character a folder name should not hold as ``-``."""
+    last = Path(str(source).rstrip("/")).name
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", last).strip("-")
+
+
+def _encoder_parts(encoders: Sequence[str]) -> list[tuple[str, str]]:
+    """``(source, short name)`` of each ``--encoders`` entry, or one ``(None, None)`` for the configs' own."""
+    if not encoders:
+        return [(None, None)]
+    parts = [(source, encoder_name(source)) for source in encoders]
+    names = [short for _, short in parts]
+    if "" in names or len(set(names)) != len(names):
+        raise PlanError(f"--encoders: every encoder needs its own short name in the experiment names, got "
+                        f"{dict(parts)}; give each once, from folders with different names")
+    return parts
 
 
 def switch_parts(values: dict, trainer: str) -> list[str]:
