@@ -80,6 +80,8 @@ def test_frame_rate_follows_the_cnn_strides_and_the_mel_hop():
                             num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2).to_dict()
     encoder = ssl_encoder.encoder_from_config(config).eval()
     assert ssl_encoder.frame_rate(encoder) == 25.0 and ssl_encoder.n_states(encoder) == 6
+    # no serkit_input, as in a model_config.json written before it existed: wav2vec 2.0's normalised input
+    assert ssl_encoder.input_settings(encoder) == {"kind": "waveform", "sampling_rate": SR, "do_normalize": True}
     assert ssl_encoder.hidden_states(encoder, waves([SR])[0])[0].shape[1] == 25  # 1 s at 25 frames a second
     assert ssl_encoder.min_samples(encoder.config) == 10 + (4 - 1) * 10 + (4 - 1) * 10 * 8  # receptive field
 

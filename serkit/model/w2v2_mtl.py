@@ -33,7 +33,8 @@ CTC gets per-utterance frame counts.
 
 The fusion is a running weighted sum built as the layers run (no stack of all ``L`` representations),
 and given lengths checked on the CPU the training step reads no value back from the device
-(tests/test_model.py runs it on the ``meta`` device to prove it).
+(tests/test_model.py runs it on the ``meta`` device to prove it). Whisper's encoder is the exception:
+its log-Mel is computed per utterance on its true length, which reads the lengths once per batch.
 """
 from __future__ import annotations
 
