@@ -344,6 +344,12 @@ def conv_output_length(module: nn.Module, n_samples):
     return length
 
 
+def receptive_field(config) -> int:
+    """Samples the encoder needs to emit one frame (400 for the standard 7-layer wav2vec 2.0 CNN); any
+    encoder type's config (:func:`serkit.features.encoder.min_samples`)."""
+    return min_samples(config)
+
+
 # ----------------------------------------------------------------------------------- the family
 class W2V2MTLFamily(ModelFamily):
     """W2V2-MTL (Li et al. 2024): a pretrained wav2vec 2.0 fine-tuned with layer fusion; ``mtl_lambda``
