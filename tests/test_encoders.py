@@ -19,7 +19,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from serkit.features import encoder as ssl_encoder
 from serkit.features import whisper_encoder
 from serkit.features.base import feature_from_dict
-from serkit.features.ssl_layers import SSLLayers
+from serkit.features.ssl_layers import SSLFeatureError, SSLLayers
 from serkit.model import SERModel, W2V2Network
 from serkit.model.build import model_from_config
 from serkit.model.tiny_w2v2 import TINY_LAYERS, build_tiny_w2v2
@@ -187,6 +187,24 @@ def test_input_normalisation_is_the_checkpoints(tiny):
         with torch.no_grad():
             quiet, loud = (ssl_encoder.hidden_states(encoder, w)[-1] for w in (wav, 4 * wav))
         assert torch.allclose(quiet, loud, atol=1e-4) is normalised
+
+
+def test_the_cache_name_follows_the_encoders_input(tiny, tmp_path):
+    """Same weights, another normalisation: another cache folder. wav2vec 2.0's normalised waveform is
+    not spelled out, so specs written before the input was recorded keep their cache folder."""
+    import shutil
+
+    assert "input" not in feature_from_dict({"kind": "ssl_layers", "params": {"source": str(tiny["wav2vec2"])}}).params
+    folder = tmp_path / "wavlm"
+    shutil.copytree(tiny["wavlm"], folder)
+    raw = feature_from_dict({"kind": "ssl_layers", "params": {"source": str(folder)}})
+    assert raw.params["input"]["do_normalize"] is False
+    extractor = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**extractor, "do_normalize": True}))
+    normalised = feature_from_dict({"kind": "ssl_layers", "params": {"source": str(folder)}})
+    assert normalised.params["digest"] == raw.params["digest"] and normalised.cache_name != raw.cache_name
+    with pytest.raises(SSLFeatureError, match="not the .* this model's ssl_layers features were computed with"):
+        feature_from_dict(raw.to_dict())
 
 
 def test_encoder_type_reads_a_config_that_does_not_say(tiny, tmp_path):

@@ -31,6 +31,7 @@ from serkit.features.base import FeatureError, FeatureKind, register
 from serkit.features import encoder as ssl_encoder
 
 EXPORT_ENCODER_DIR = "encoder"  # the encoder copy inside an export folder (docs/formats.md)
+LEGACY_INPUT = {"kind": "waveform", "sampling_rate": 16000, "do_normalize": True}  # see SSLLayers._check_input
 
 
 class SSLFeatureError(FeatureError):
@@ -122,7 +123,7 @@ class SSLLayers(FeatureKind):
     """
 
     kind = "ssl_layers"
-    defaults = {"source": None, "digest": None, "encoder_type": None}
+    defaults = {"source": None, "digest": None, "encoder_type": None, "input": None}
 
     def check(self) -> None:
         source = self.params["source"]
@@ -136,6 +137,18 @@ class SSLLayers(FeatureKind):
         self.params["digest"] = check_digest(*self._encoder_args())
         self._geometry = self._encoder()
         ssl_encoder.check_sample_rate(self._geometry, self.sample_rate, self.params["source"])
+        self._check_input(ssl_encoder.input_settings(self._geometry))
+
+    def _check_input(self, actual: dict) -> None:
+        """Record the encoder's input (its normalisation or Mel settings) in the spec, so another input
+        gets another cache folder; refuse a spec that names another. wav2vec 2.0's normalised waveform is
+        left out: specs written before the input was recorded mean it, and keep their cache name."""
+        given = self.params.pop("input", None)
+        if given is not None and given != actual:
+            raise SSLFeatureError(f"encoder {self.params['source']}: its input is {actual}, not the {given} this "
+                                  "model's ssl_layers features were computed with; point `source` at that encoder")
+        if actual != LEGACY_INPUT:
+            self.params["input"] = actual
 
     def _encoder_args(self) -> tuple:
         return self.params["source"], self.params["digest"], self.params.get("encoder_type")
