@@ -486,6 +486,10 @@ def test_make_tiny_w2v2_cli(tmp_path, capsys):
     assert json.loads((tmp_path / "enc" / "serkit_tiny_w2v2.json").read_text())["seed"] == 3
     assert make_tiny_w2v2.main(["--out", str(tmp_path / "enc"), "--seed", "4"]) == 1
     assert "seed 3, not 4" in capsys.readouterr().err
+    assert make_tiny_w2v2.main(["--out", str(tmp_path / "enc"), "--seed", "3", "--type", "hubert"]) == 1
+    assert "a tiny wav2vec2 encoder, not hubert" in capsys.readouterr().err
+    assert make_tiny_w2v2.main(["--out", str(tmp_path / "hub"), "--type", "hubbert"]) == 1
+    assert "no tiny encoder of type 'hubbert'" in capsys.readouterr().err
 
 
 def test_missing_encoder_gives_helpful_error(tmp_path, monkeypatch):
@@ -496,7 +500,7 @@ def test_missing_encoder_gives_helpful_error(tmp_path, monkeypatch):
     assert str(missing) in message and "encoder_source" in message and "huggingface-cli download" in message
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EncoderNotFoundError, match="no loadable wav2vec 2.0 checkpoint"):
+    with pytest.raises(EncoderNotFoundError, match="no loadable encoder checkpoint"):
         load_encoder(str(tmp_path / "empty"))
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -14,7 +14,8 @@ closed form, eGeMAPS + SVM, the fit time instead of steps)
     in training, so the training figures time the network only).
 Each model runs in its own process so that peak memory is its own. Models: the shared configs
 (conf/<family>.yaml, the papers' sizes) of every registered family; ``w2v2_mtl`` with the tiny
-encoder of the mini recipe and ``w2v2_mtl-base`` with wav2vec2-base's architecture (random weights).
+encoder of the mini recipe and W2V2-MTL on each base-sized encoder (random weights): ``w2v2_mtl-base``
+(wav2vec2-base), ``w2v2_mtl-hubert-base``, ``-wavlm-base``, ``-data2vec-base``, ``-whisper-base``.
 
     tools/venv/bin/python tools/benchmark.py                      # every family, CPU
     tools/venv/bin/python tools/benchmark.py --model w2v2_mtl-base --steps 3 --device cuda
@@ -45,9 +46,29 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's serkit, also when the script is run from elsewhere
 from serkit.bench.paired import iemocap_like_durations, peak_memory_mb  # noqa: E402  (after the path)
-MODELS = ("w2v2_mtl", "w2v2_mtl-base", "tim_net", "sta_crnn", "egemaps_svm", "nlinear", "dlinear", "vggish_bilstm",
+# W2V2-MTL on each base-sized encoder type (random weights): ``w2v2_mtl-base`` is wav2vec2-base.
+BASE_ENCODERS = {"w2v2_mtl-base": "wav2vec2", "w2v2_mtl-hubert-base": "hubert", "w2v2_mtl-wavlm-base": "wavlm",
+                 "w2v2_mtl-data2vec-base": "data2vec-audio", "w2v2_mtl-whisper-base": "whisper"}
+MODELS = ("w2v2_mtl", *BASE_ENCODERS, "tim_net", "sta_crnn", "egemaps_svm", "nlinear", "dlinear", "vggish_bilstm",
           "multilevel")
 ENCODER_FAMILIES = ("w2v2_mtl", "multilevel")  # their configs name a wav2vec 2.0 encoder_source
+
+
+def save_base_encoder(encoder_type: str, folder: Path) -> None:
+    """A randomly initialised base-sized encoder of ``encoder_type`` and its feature extractor in ``folder``:
+    transformers' default configs are the base models' shapes; Whisper's is set to whisper-base's."""
+    from transformers import Wav2Vec2FeatureExtractor, WhisperConfig, WhisperFeatureExtractor
+
+    from serkit.features.encoder import ENCODER_TYPES
+
+    config_class, model_class = ENCODER_TYPES[encoder_type]
+    if encoder_type == "whisper":
+        config = WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048)
+        extractor = WhisperFeatureExtractor()
+    else:
+        config, extractor = config_class(), Wav2Vec2FeatureExtractor()
+    model_class(config).save_pretrained(folder)
+    extractor.save_pretrained(folder)
 
 
 def build(name: str):
@@ -61,11 +82,10 @@ def build(name: str):
     family_name = name.split("-")[0]
     overrides = {"data_dir": "-", "fold_dir": "-", "output_folder": "-"}
     if family_name in ENCODER_FAMILIES:
-        # wav2vec2-base's architecture (Wav2Vec2Config() defaults) or the mini recipe's tiny encoder
+        # a base-sized encoder's architecture (BASE_ENCODERS) or the mini recipe's tiny encoder
         folder = Path(tempfile.mkdtemp()) / "encoder"
-        if name.endswith("-base"):
-            from transformers import Wav2Vec2Config, Wav2Vec2Model
-            Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(folder)
+        if name in BASE_ENCODERS:
+            save_base_encoder(BASE_ENCODERS[name], folder)
         else:
             build_tiny_w2v2(folder)
         overrides["encoder_source"] = str(folder)

@@ -29,6 +29,10 @@ help_message="Usage: $0 [options]
   --models \"A B ...\"   several families on the same folds, ending in one comparison table
                        (default: the recipe's, e.g. \"w2v2_mtl egemaps_svm\" = the model and the floor)
   --train_overrides F  one override file for every family (default: the recipe's conf/<family>.yaml)
+  --encoders \"E ...\"   SSL encoders (hub ids or local folders: wav2vec 2.0, HuBERT, WavLM, data2vec-audio,
+                       Whisper) for the families that have one (w2v2_mtl, ssl_probe): one experiment each on
+                       the same folds, named by the encoder's short name, ending in one comparison table
+                       (default: each config's encoder_source)
   --lambdas \"L ...\"    CTC-head weights (mtl_lambda) for families that have one; several values run
                        the lambda ablation (default: each family's config)
   --grid \"O=V,V ...\"   every combination of these values of a family's own options runs as one experiment,
@@ -64,6 +68,7 @@ folds=
 model=
 models=w2v2_mtl  # a recipe's run.sh may set its own default (e.g. a model and the eGeMAPS floor)
 train_overrides=
+encoders=       # SSL encoders to compare, e.g. "facebook/wav2vec2-base microsoft/wavlm-base-plus"
 lambdas=
 grid=
 seed=1
@@ -100,7 +105,8 @@ stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 with_plan() {  # run serkit.bin.$1 with the options that plan the experiments
   python -m "serkit.bin.$1" --models "$models" --lambdas "$lambdas" --class_map "$class_map" \
     --seed "$seed" ${seeds:+--seeds "$seeds"} --conf_dir ../../conf --recipe_conf_dir conf --ctc_targets "$ctc_targets" \
-    ${train_overrides:+--overrides "$train_overrides"} ${grid:+--grid "$grid"} ${precision:+--precision "$precision"} --lang "$lang" "${@:2}"
+    ${train_overrides:+--overrides "$train_overrides"} ${grid:+--grid "$grid"} ${precision:+--precision "$precision"} \
+    ${encoders:+--encoders "$encoders"} --lang "$lang" "${@:2}"
 }
 plan() { with_plan plan_experiments; }  # the experiments: tag family config overrides lang-dir args... (tab-separated)
 plan > /dev/null  # an unknown model or a bad lambda stops here, before any stage runs
@@ -168,7 +174,7 @@ if stage_on 4; then
   done
   if [ ${#exps[@]} -gt 1 ]; then
     log "Stage 4: comparison of ${#exps[@]} experiments"
-    python -m serkit.bin.compare --results RESULTS.md --title "$models${lambdas:+, lambdas $lambdas}${grid:+, grid $grid}${seeds:+, seeds $seeds} ($protocol)" "${exps[@]}"
+    python -m serkit.bin.compare --results RESULTS.md --title "$models${encoders:+, encoders $encoders}${lambdas:+, lambdas $lambdas}${grid:+, grid $grid}${seeds:+, seeds $seeds} ($protocol)" "${exps[@]}"
   fi
 fi
 

@@ -7,4 +7,7 @@ cd "$(dirname "$0")"
 . ./db.sh
 # The default compares W2V2-MTL with the classical floor (eGeMAPS + SVM) on the same folds;
 # --model NAME or --models "..." choose others (w2v2_mtl tim_net sta_crnn egemaps_svm ssl_probe).
+# Stage 0 also builds a tiny random encoder of each type, so the encoder comparison runs offline:
+#   ./run.sh --stage 3 --model ssl_probe \
+#     --encoders "db/tiny_w2v2 db/tiny_hubert db/tiny_wavlm db/tiny_data2vec db/tiny_whisper"
 exec ../TEMPLATE/ser.sh --corpus_root "$MINI_IEMOCAP" --models "w2v2_mtl egemaps_svm" "$@"

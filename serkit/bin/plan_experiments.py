@@ -4,7 +4,8 @@ Usage::
 
     python -m serkit.bin.plan_experiments --models "w2v2_mtl tim_net" [--lambdas "0 0.1"] \\
         --class_map 4class --seed 1 [--seeds "1 2 3"] --conf_dir ../../conf --recipe_conf_dir conf [--overrides F] \\
-        [--grid "OPTION=V1,V2 ..."] [--ctc_targets "K ..."] [--precision P] [--lang data/lang]
+        [--grid "OPTION=V1,V2 ..."] [--ctc_targets "K ..."] [--precision P] [--encoders "HUB_ID_OR_FOLDER ..."] \\
+        [--lang data/lang]
 
 Columns: ``tag  family  config  overrides-file-or-'-'  lang-dir-or-'-'  extra args...``: the lang dir is
 the token inventory stage 1 made for the experiment's targets (``-``: it trains none that needs one).
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "e.g. 'emophone char' (default: each config's)")
     parser.add_argument("--precision", default="", help="train every network in this precision (fp32, bf16, fp16, "
                                                         "auto), named in the experiment (default: each config's)")
+    parser.add_argument("--encoders", default="", help="SSL encoders (hub ids or folders) for families with one: "
+                                                       "one experiment each, named by the encoder's short name "
+                                                       "(default: each config's encoder_source)")
     parser.add_argument("--lang", default="data/lang", help="the recipe's lang dir, under which stage 1 writes "
                                                            "token inventories (default data/lang)")
     return parser
@@ -47,7 +51,7 @@ def planned(args: argparse.Namespace) -> list[Experiment]:
     seeds = [_seed(text) for text in args.seeds.split()] or args.seed
     return plan(args.models.split(), args.lambdas.split(), args.class_map, seeds, args.conf_dir,
                 args.recipe_conf_dir, args.overrides or None, args.ctc_targets.split(), args.precision or None,
-                args.grid.split())
+                args.grid.split(), args.encoders.split())
 
 
 @one_line_errors("plan_experiments", exit_code=2)

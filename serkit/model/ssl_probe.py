@@ -1,4 +1,5 @@
-"""SSL probe: a layer-weighted linear probe over the hidden states of a *frozen* wav2vec 2.0 encoder.
+"""SSL probe: a layer-weighted linear probe over the hidden states of a *frozen* SSL encoder (wav2vec 2.0,
+HuBERT, WavLM, data2vec-audio or Whisper's encoder: :data:`serkit.features.encoder.ENCODER_TYPES`).
 
 The s3prl/EmoBox protocol (Yang et al. 2021, SUPERB; Ma et al. 2024, EmoBox): the pretrained encoder is
 not trained, only a softmax-weighted sum of its ``L = N + 1`` hidden states, mean-pooled over the real
@@ -73,7 +74,8 @@ class SSLProbeFamily(ModelFamily):
 
     def feature(self, hparams: dict) -> dict[str, Any]:
         """The bound spec (absolute source, weights digest): model_config.json and exports record the encoder."""
-        return make_feature("ssl_layers", int(hparams["sample_rate"]), {"source": str(hparams["encoder_source"])}).to_dict()
+        params = {"source": str(hparams["encoder_source"]), "encoder_type": hparams.get("encoder_type")}
+        return make_feature("ssl_layers", int(hparams["sample_rate"]), params).to_dict()
 
     def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> SSLProbeNetwork:
         if len(input_dims) != 2:

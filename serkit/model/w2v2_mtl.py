@@ -1,8 +1,11 @@
-"""W2V2-MTL: wav2vec 2.0 fine-tuned for emotion classification with an emotion-phoneme CTC task.
+"""W2V2-MTL: a self-supervised encoder fine-tuned for emotion classification with an emotion-phoneme CTC task.
 
-The network (Li et al. 2024; docs/models.md):
+The network (Li et al. 2024, with wav2vec 2.0; docs/models.md). The encoder is any of
+:data:`serkit.features.encoder.ENCODER_TYPES` (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, Whisper's
+encoder), chosen by the config's ``encoder_source`` (and ``encoder_type`` where its config.json does
+not say); the family keeps its paper's name.
 
-* wav2vec 2.0 encoder -> the ``L = num_hidden_layers + 1`` representations ``H_0 .. H_N``;
+* encoder -> the ``L = Transformer layers + 1`` representations ``H_0 .. H_N``;
 * layer fusion ``H_X = sum_i softmax(w)_i H_i`` with ``w`` a learnable vector initialised to zeros
   (so training starts from the plain average);
 * emotion head: mean of ``H_X`` over the real frames -> linear -> logits (cross-entropy);
@@ -16,9 +19,13 @@ input LayerNorm (post-LN models such as wav2vec2-base) and dropout — the tenso
 ``hidden_states[0]``. ``H_i`` is the output of Transformer layer ``i``; ``H_N`` is the encoder's
 ``last_hidden_state`` (for pre-LN "stable layer norm" models that includes the final LayerNorm).
 When LayerDrop skips layer ``i`` during training, ``H_i = H_{i-1}`` (the skip is an identity), so the
-fusion always sees exactly ``L`` tensors.
+fusion always sees exactly ``L`` tensors. HuBERT, WavLM and data2vec-audio have wav2vec 2.0's layout
+(CNN, projection, Transformer) and run through the same code; Whisper's encoder runs through
+:func:`serkit.features.whisper_encoder.run_layers` (log-Mel front end, no padding to 30 s), and
+``freeze_feature_encoder`` then holds its two input convolutions still.
 
-Padding never changes a result: every utterance is normalised over its own samples; when the CNN's
+Padding never changes a result: every utterance is normalised over its own samples (when its
+feature extractor normalises: ``do_normalize``); when the CNN's
 first layer uses GroupNorm over time (wav2vec2-base) it runs per utterance on the true length (on a
 CPU) or batched with that GroupNorm's statistics over each utterance's real frames only (on a GPU,
 see :data:`CNN_MODES`); the Transformer gets an attention mask, pooling covers real frames only and
@@ -26,7 +33,8 @@ CTC gets per-utterance frame counts.
 
 The fusion is a running weighted sum built as the layers run (no stack of all ``L`` representations),
 and given lengths checked on the CPU the training step reads no value back from the device
-(tests/test_model.py runs it on the ``meta`` device to prove it).
+(tests/test_model.py runs it on the ``meta`` device to prove it). Whisper's encoder is the exception:
+its log-Mel is computed per utterance on its true length, which reads the lengths once per batch.
 """
 from __future__ import annotations
 
@@ -35,10 +43,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import PreTrainedModel
 
 from serkit.errors import SerkitError
-from serkit.features.encoder import encoder_from_config, load_encoder, normalise_waveforms
+from serkit.features import whisper_encoder
+from serkit.features.encoder import (check_sample_rate, config_from_dict, encoder_from_config, fixed_prefixes,
+                                     frame_lens, front_end_prefixes, hidden_size, is_whisper, load_encoder,
+                                     min_samples, n_states, waveform_input)
 from serkit.model.common import ModelInputError, length_mask, masked_mean
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput, SERModel
@@ -47,9 +58,9 @@ logger = logging.getLogger(__name__)
 
 
 class W2V2Network(nn.Module):
-    """wav2vec 2.0 with layer fusion and an utterance-level emotion head; ``H_X`` per frame for a CTC head."""
+    """An SSL encoder with layer fusion and an utterance-level emotion head; ``H_X`` per frame for a CTC head."""
 
-    def __init__(self, encoder: Wav2Vec2Model, n_emotions: int, freeze_feature_encoder: bool = True,
+    def __init__(self, encoder: PreTrainedModel, n_emotions: int, freeze_feature_encoder: bool = True,
                  cnn_mode: str = "auto"):
         super().__init__()
         if n_emotions < 2:
@@ -58,26 +69,29 @@ class W2V2Network(nn.Module):
         config = encoder.config
         self.encoder = encoder
         self.n_emotions = int(n_emotions)
-        self.frame_dim = int(config.hidden_size)
+        self.frame_dim = hidden_size(encoder)
         self.freeze_feature_encoder = bool(freeze_feature_encoder)
         self._encoder_frozen = False
         # w in the paper: zeros, so softmax(w) starts as the uniform average of the L representations.
-        self.fusion_weights = nn.Parameter(torch.zeros(config.num_hidden_layers + 1))
-        # final_dropout is the config's dropout "before the task heads" (as in Wav2Vec2ForCTC).
-        self.head_dropout = nn.Dropout(config.final_dropout)
-        self.emotion_head = nn.Linear(config.hidden_size, self.n_emotions)
+        self.fusion_weights = nn.Parameter(torch.zeros(n_states(encoder)))
+        # final_dropout is the config's dropout "before the task heads" (as in Wav2Vec2ForCTC); Whisper's
+        # config has none, so its own `dropout` is used.
+        self.head_dropout = nn.Dropout(getattr(config, "final_dropout", getattr(config, "dropout", 0.0)))
+        self.emotion_head = nn.Linear(self.frame_dim, self.n_emotions)
+        self.set_encoder_frozen(False)  # holds the front end still if asked (see _trainable)
         if self.freeze_feature_encoder:
-            encoder.freeze_feature_encoder()
+            if hasattr(encoder, "freeze_feature_encoder"):
+                encoder.freeze_feature_encoder()  # also stops transformers asking for its input's gradient
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
     def from_pretrained(cls, source: str, n_emotions: int, freeze_feature_encoder: bool = True,
-                        **config_overrides: Any) -> "W2V2Network":
+                        encoder_type: str | None = None, **config_overrides: Any) -> "W2V2Network":
         """Pretrained encoder (hub id or folder, see :func:`load_encoder`) + freshly initialised heads.
 
         Extra keyword arguments override the encoder's config (e.g. ``layerdrop=0.05``).
         """
-        encoder = load_encoder(source, **config_overrides)
+        encoder = load_encoder(source, encoder_type, **config_overrides)
         return cls(encoder, n_emotions, freeze_feature_encoder=freeze_feature_encoder)
 
     @classmethod
@@ -98,7 +112,13 @@ class W2V2Network(nn.Module):
 
     # ----------------------------------------------------------------------- parameters/freezing
     def _is_cnn(self, name: str) -> bool:
-        return name.startswith("feature_extractor.")
+        return name.startswith(front_end_prefixes(self.encoder))
+
+    def _trainable(self, name: str) -> bool:
+        """Whether fine-tuning may train this encoder parameter: not a held front end, nor one the
+        encoder never trains (Whisper's sinusoidal positions)."""
+        held = self.freeze_feature_encoder and self._is_cnn(name)
+        return not held and not name.startswith(fixed_prefixes(self.encoder))
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Encoder parameters that may be trained (the CNN is left out when it is frozen for good).
@@ -106,8 +126,7 @@ class W2V2Network(nn.Module):
         Returned even while :meth:`set_encoder_frozen` holds them, so an optimizer built at the start
         covers them once they are released.
         """
-        return [p for name, p in self.encoder.named_parameters()
-                if not (self.freeze_feature_encoder and self._is_cnn(name))]
+        return [p for name, p in self.encoder.named_parameters() if self._trainable(name)]
 
     def head_parameters(self) -> list[nn.Parameter]:
         """New parameters (fusion weights and the emotion head): they usually get a larger learning rate."""
@@ -121,7 +140,7 @@ class W2V2Network(nn.Module):
         """
         self._encoder_frozen = bool(frozen)
         for name, param in self.encoder.named_parameters():
-            param.requires_grad = not frozen and not (self.freeze_feature_encoder and self._is_cnn(name))
+            param.requires_grad = not frozen and self._trainable(name)
 
     # ------------------------------------------------------------------------------- forward
     def forward(self, wavs: Tensor, n_samples: Tensor) -> NetworkOutput:
@@ -129,46 +148,66 @@ class W2V2Network(nn.Module):
         if wavs.dim() != 2:
             raise ModelInputError(f"wavs must be a [batch, samples] tensor of mono audio, got shape "
                                   f"{tuple(wavs.shape)}")
-        # Normalised in float32, then given to the CNN in the encoder's own dtype (e.g. after .half()).
-        wavs = normalise_waveforms(wavs, n_samples).to(self.fusion_weights.dtype)
         layer_weights = torch.softmax(self.fusion_weights.float(), dim=0)
         fusion_grad = torch.is_grad_enabled()  # the fusion weights learn even while the encoder is frozen
+        lens = self._frame_lens(n_samples)
         with torch.set_grad_enabled(fusion_grad and not self._encoder_frozen):
-            features, frame_lens = self._cnn_features(wavs, n_samples)
-            hidden, _ = self.encoder.feature_projection(features)
-            frame_mask = length_mask(frame_lens, hidden.shape[1])
-            fused = self._fused_layers(hidden, frame_mask, layer_weights, fusion_grad)
+            if is_whisper(self.encoder):
+                fused = self._whisper_fused(wavs, n_samples, layer_weights, fusion_grad)
+            else:
+                # Normalised in float32, then given to the CNN in the encoder's own dtype (e.g. after .half()).
+                wavs = waveform_input(self.encoder, wavs, n_samples).to(self.fusion_weights.dtype)
+                features = self._cnn_features(wavs, n_samples)
+                projected = self.encoder.feature_projection(features)  # HuBERT's returns no tuple
+                hidden = projected[0] if isinstance(projected, tuple) else projected
+                fused = self._fused_layers(hidden, length_mask(lens, hidden.shape[1]), layer_weights, fusion_grad)
         fused = self.head_dropout(fused)
 
-        pooled = masked_mean(fused, frame_lens)
-        return NetworkOutput(emo_logits=self.emotion_head(pooled), frame_features=fused, frame_lens=frame_lens,
+        pooled = masked_mean(fused, lens)
+        return NetworkOutput(emo_logits=self.emotion_head(pooled), frame_features=fused, frame_lens=lens,
                              fold_extras={"layer_weights": layer_weights})
 
-    def _cnn_features(self, wavs: Tensor, n_samples: Tensor) -> tuple[Tensor, Tensor]:
-        """CNN features [B, F, C] and real frame counts [B], independent of the padding.
+    def _frame_lens(self, n_samples: Tensor) -> Tensor:
+        """Real frames [B]; the length check reads ``n_samples`` only when it is already on the CPU (the
+        trainer checks lengths there before moving a batch to a GPU)."""
+        lens = frame_lens(self.encoder, n_samples)
+        if n_samples.device.type == "cpu" and bool(torch.any(lens < 1)):
+            row = int(torch.argmin(lens))
+            raise ModelInputError(
+                f"utterance {row} of the batch has {int(n_samples[row])} samples, fewer than the "
+                f"{min_samples(self.encoder.config)} the encoder needs for one frame "
+                f"(25 ms at 16 kHz for the wav2vec 2.0 CNN); drop such utterances from the data (filter utt2dur)")
+        return lens
+
+    def _whisper_fused(self, wavs: Tensor, n_samples: Tensor, layer_weights: Tensor, grad: bool) -> Tensor:
+        """``H_X`` of Whisper's encoder (the running sum of :meth:`_fused_layers`, fed by its own pass)."""
+        running = _RunningSum(layer_weights)
+
+        def on_state(index: int, state: Tensor) -> None:
+            with torch.set_grad_enabled(grad):
+                running.add(index, state)
+
+        whisper_encoder.run_layers(self.encoder, wavs.to(self.fusion_weights.dtype), n_samples, on_state)
+        return running.total
+
+    def _cnn_features(self, wavs: Tensor, n_samples: Tensor) -> Tensor:
+        """CNN features [B, F, C], independent of the padding.
 
         ``F`` is the frame count of the padded length (the longest utterance's when the batch is padded
         to it), so no frame count has to be read back from the device; frames past an utterance's
-        own count are masked everywhere downstream. The length check reads ``n_samples`` only when it
-        is already on the CPU (the trainer checks lengths there before moving a batch to a GPU).
+        own count are masked everywhere downstream.
         """
-        frame_lens = self.encoder._get_feat_extract_output_lengths(n_samples).long()
-        if n_samples.device.type == "cpu" and bool(torch.any(frame_lens < 1)):
-            row = int(torch.argmin(frame_lens))
-            raise ModelInputError(
-                f"utterance {row} of the batch has {int(n_samples[row])} samples, fewer than the "
-                f"{receptive_field(self.encoder.config)} the wav2vec 2.0 CNN needs for one frame "
-                f"(25 ms at 16 kHz for base models); drop such utterances from the data (filter utt2dur)")
         grad = torch.is_grad_enabled() and not self.freeze_feature_encoder
         with torch.set_grad_enabled(grad):
-            if self.encoder.config.feat_extract_norm != "group":
+            # data2vec-audio has no feat_extract_norm: a LayerNorm in every CNN layer, per frame.
+            if getattr(self.encoder.config, "feat_extract_norm", "layer") != "group":
                 # Per-frame normalisation only: frames inside the true length never see the padding.
                 features = self.encoder.feature_extractor(wavs)
             elif self._cnn_mode(wavs) == "batched":
                 features = masked_group_norm_cnn(self.encoder.feature_extractor, wavs, n_samples)
             else:
                 features = per_utterance_cnn(self.encoder.feature_extractor, wavs, n_samples)
-        return features.transpose(1, 2), frame_lens
+        return features.transpose(1, 2)
 
     def _cnn_mode(self, wavs: Tensor) -> str:
         """``batched`` or ``per_utterance`` for a GroupNorm CNN (see :data:`CNN_MODES`)."""
@@ -198,13 +237,18 @@ class W2V2Network(nn.Module):
         # the encoder's output itself (it includes the final LayerNorm of pre-LN models).
         handles = [transformer.dropout.register_forward_hook(recorder(0))]
         handles += [layer.register_forward_hook(recorder(i + 1)) for i, layer in enumerate(transformer.layers[:-1])]
+        # data2vec-audio's positional embedding is a stack of padded convolutions: each one's output is
+        # zeroed past the real frames, so the next sees the zeros it would see on the utterance alone.
+        keep = frame_mask.unsqueeze(1)  # [B, 1, F]
+        handles += [layer.register_forward_hook(lambda _m, _i, out: out * keep.to(out.dtype))
+                    for layer in getattr(transformer.pos_conv_embed, "layers", ())]
         try:
             last = transformer(hidden, attention_mask=frame_mask)[0]
         finally:
             for handle in handles:
                 handle.remove()
         if running.next_index == 0:
-            raise SerkitError("the installed transformers' Wav2Vec2 encoder no longer applies `dropout` to "
+            raise SerkitError("the installed transformers' encoder no longer applies `dropout` to "
                               "the Transformer input; serkit cannot locate H_0 — report this with your "
                               "transformers version")
         with torch.set_grad_enabled(grad):
@@ -301,11 +345,9 @@ def conv_output_length(module: nn.Module, n_samples):
 
 
 def receptive_field(config) -> int:
-    """Samples the CNN needs to emit one frame (400 for the standard 7-layer wav2vec 2.0 CNN)."""
-    field = 1
-    for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
-        field = (field - 1) * stride + kernel
-    return field
+    """Samples the encoder needs to emit one frame (400 for the standard 7-layer wav2vec 2.0 CNN); any
+    encoder type's config (:func:`serkit.features.encoder.min_samples`)."""
+    return min_samples(config)
 
 
 # ----------------------------------------------------------------------------------- the family
@@ -327,7 +369,9 @@ class W2V2MTLFamily(ModelFamily):
 
     def build_network(self, hparams: dict, n_classes: int, input_dims: tuple[int, ...]) -> W2V2Network:
         network = W2V2Network.from_pretrained(hparams["encoder_source"], n_emotions=n_classes,
-                                              freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]))
+                                              freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]),
+                                              encoder_type=hparams.get("encoder_type"))
+        check_sample_rate(network.encoder, int(hparams["sample_rate"]), hparams["encoder_source"])
         network.cnn_mode = checked_cnn_mode(hparams.get("cnn_mode", "auto"))
         return network
 
@@ -339,8 +383,8 @@ class W2V2MTLFamily(ModelFamily):
                                                freeze_feature_encoder=bool(config.get("freeze_feature_encoder", True)))
 
     def min_input_frames(self, network_config: dict[str, Any]) -> int:
-        """Samples the CNN needs for one frame (400 = 25 ms at 16 kHz for base models)."""
-        return receptive_field(Wav2Vec2Config.from_dict(dict(network_config["encoder_config"])))
+        """Samples the encoder needs for one frame (400 = 25 ms at 16 kHz for the wav2vec 2.0 CNN)."""
+        return min_samples(config_from_dict(dict(network_config["encoder_config"])))
 
     def param_groups(self, model: SERModel) -> dict[str, list[nn.Parameter]]:
         return {"encoder": list(model.network.encoder_parameters()), "heads": list(model.network.head_parameters())}

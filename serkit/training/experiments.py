@@ -26,6 +26,9 @@ here, tested:
   ``--lambdas`` sweeps) as one experiment each, e.g. an ablation's rows; families without the option
   ignore it. A family with such options is always named by them (:meth:`~serkit.model.family.ModelFamily.tag`,
   from the config's values where the grid gives none), so rows of an ablation never share folds;
+- ``--encoders "facebook/wav2vec2-base microsoft/wavlm-base-plus"`` runs every family with an SSL
+  encoder (a config with ``encoder_source``) once per encoder, named by its short name
+  (:func:`encoder_name`: ``wavlm-base-plus``); families without one run once;
 - ``--seeds "1 2 3"`` runs every experiment once per seed (``..._seed1``, ``..._seed2``, ...), the
   runs of one experiment next to each other; stage 4 merges them into one row (mean ± std over
   seeds) and scores their ensemble. The seed changes training only: the folds keep ``--seed``'s.
@@ -33,6 +36,7 @@ here, tested:
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -89,9 +93,10 @@ def read_config_values(config: str, overrides: str | None = None) -> dict:
 
 def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: int | Sequence[int], conf_dir: str,
          recipe_conf_dir: str, overrides_file: str | None = None, ctc_targets: Sequence[str] = (),
-         precision: str | None = None, grid: Sequence[str] = ()) -> list[Experiment]:
-    """The experiments of ``models`` x (``lambdas`` x ``ctc_targets`` where the family has the CTC option)
-    x (the ``grid``'s combinations of the family's options) x seeds (``seed``: one seed or several)."""
+         precision: str | None = None, grid: Sequence[str] = (), encoders: Sequence[str] = ()) -> list[Experiment]:
+    """The experiments of ``models`` x (the ``grid``'s combinations of the family's options) x (``encoders``
+    where the family has an SSL encoder) x (``lambdas`` x ``ctc_targets`` where the family has the CTC
+    option) x seeds (``seed``: one seed or several)."""
     seeds = [seed] if isinstance(seed, int) else list(seed)
     if not seeds or len(set(seeds)) != len(seeds):
         raise PlanError(f"--seeds: give each seed once, got {seeds}")
@@ -100,6 +105,7 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
     if precision and precision not in PRECISIONS:
         raise PlanError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     grid_values = parse_grid(grid)
+    encoder_parts = _encoder_parts(encoders)
     experiments = []
     for name in models:
         try:
@@ -115,16 +121,20 @@ def plan(models: Sequence[str], lambdas: Sequence[str], class_map: str, seed: in
             option_args = tuple(word for option, text in option_values.items() for word in (f"--{option}", text))
             named = [option for option in family.options if option != "mtl_lambda"]
             option_part = [family.tag(values)] if named else []
-            experiments += _experiments(name, family, config, overrides, overrides_file, class_map, values, lambdas,
-                                        ctc_targets, precision, seeds, option_part, option_args)
+            for source, short in (encoder_parts if "encoder_source" in values else [(None, None)]):
+                parts = [name] + ([Path(overrides_file).stem] if overrides_file else []) + [Path(class_map).stem]
+                parts += [short] if short else []
+                encoder_args = ("--encoder_source", source) if source else ()
+                experiments += _experiments(name, family, config, overrides, parts, values, lambdas, ctc_targets,
+                                            precision, seeds, option_part, encoder_args + option_args)
     return experiments
 
 
-def _experiments(name, family, config, overrides, overrides_file, class_map, values, lambdas, ctc_targets, precision,
-                 seeds, option_part, option_args) -> list[Experiment]:
-    """One family's experiments for one combination of its options (``values``: its config's, updated)."""
+def _experiments(name, family, config, overrides, parts, values, lambdas, ctc_targets, precision, seeds, option_part,
+                 option_args) -> list[Experiment]:
+    """One family's experiments for one combination of its options (``values``: its config's, updated) and
+    one encoder (or none): its lambdas x CTC targets x seeds, named ``parts`` + what varies."""
     experiments = []
-    parts = [name] + ([Path(overrides_file).stem] if overrides_file else []) + [Path(class_map).stem]
     has_ctc = "mtl_lambda" in family.options
     default = float(values.get("mtl_lambda", 0) or 0)
     weights = list(lambdas) if (has_ctc and lambdas) else [None]
@@ -146,6 +156,26 @@ def _experiments(name, family, config, overrides, overrides_file, class_map, val
                                + precision_part + [f"seed{run_seed}"])
                 experiments.append(Experiment(tag, name, config, overrides, args + extra, targets, needs))
     return experiments
+
+
+def encoder_name(source: str) -> str:
+    """The short name of an encoder in an experiment's name: the last part of its hub id or folder
+    (``microsoft/wavlm-base-plus`` -> ``wavlm-base-plus``, ``db/tiny_hubert`` -> ``tiny-hubert``), with
+    ``_`` (the separator of name parts) and any other character a folder name should not hold as ``-``."""
+    last = Path(str(source).rstrip("/")).name
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", last).strip("-")
+
+
+def _encoder_parts(encoders: Sequence[str]) -> list[tuple[str, str]]:
+    """``(source, short name)`` of each ``--encoders`` entry, or one ``(None, None)`` for the configs' own."""
+    if not encoders:
+        return [(None, None)]
+    parts = [(source, encoder_name(source)) for source in encoders]
+    names = [short for _, short in parts]
+    if "" in names or len(set(names)) != len(names):
+        raise PlanError(f"--encoders: every encoder needs its own short name in the experiment names, got "
+                        f"{dict(parts)}; give each once, from folders with different names")
+    return parts
 
 
 def parse_grid(grid: Sequence[str]) -> dict[str, list[str]]:
