@@ -2,8 +2,10 @@
 
 Each type is built as a tiny random checkpoint (serkit.model.tiny_w2v2, no download) and loaded offline
 like a pretrained one; the contract tests run over each: shapes, padding invariance, the export round
-trip and the frozen cache (the probe's cached layers are the states W2V2-MTL fuses). Geometry (layer
-count, frame rate, minimum length) and input normalisation are checked to come from the checkpoint.
+trip and the frozen cache (the probe's cached layers are the states W2V2-MTL fuses); AMRWC and the
+multi-level model, the other families with an SSL branch, get shapes, padding and export over each too.
+Geometry (layer count, frame rate, minimum length) and input normalisation are checked to come from the
+checkpoint.
 """
 from __future__ import annotations
 
@@ -20,11 +22,14 @@ from serkit.features import encoder as ssl_encoder
 from serkit.features import whisper_encoder
 from serkit.features.base import feature_from_dict
 from serkit.features.ssl_layers import SSLFeatureError, SSLLayers
-from serkit.model import SERModel, W2V2Network
-from serkit.model.build import model_from_config
+from serkit.model import SERModel, W2V2Network, get_family
+from serkit.model.build import model_config, model_from_config
 from serkit.model.tiny_w2v2 import TINY_LAYERS, build_tiny_w2v2
 
 from test_families import corpus  # noqa: F401  (the fixture: a tiny corpus, fold and lang dir)
+from test_families import (RUN_OPTS, assert_export_reproduces, batch_of, hparams_for, read_rows, tiny_model,
+                           utterance_inputs)
+from tiny_corpus import CLASSES
 
 SR = 16000
 TYPES = list(ssl_encoder.ENCODER_TYPES)
@@ -262,6 +267,82 @@ def test_w2v2_mtl_with_a_ctc_head_trains_on_the_encoder_and_its_export_reproduce
     rows = read_rows(out / expdir.PREDICTIONS_FILE)
     assert rows and "hyp_tokens" in rows[0]
     assert_export_reproduces(export_model(out, tmp_path / "export"), rows, corpus["wav"])
+
+
+# ----------------------------------------------------------------------------- every family with an SSL branch
+SSL_FAMILIES = ["amrwc", "multilevel"]  # W2V2-MTL's own contract is the tests above
+
+
+def family_model(name, encoder_type, corpus, tiny, tmp_path):
+    """The family's tiny model (test_families' TINY settings) on the tiny encoder of this type, its
+    hparams and its inputs' feature kinds."""
+    on_encoder = {**corpus, "encoder": tiny[encoder_type]}
+    model, specs = tiny_model(name, on_encoder, tmp_path, n_tokens=5)
+    return model.eval(), hparams_for(name, on_encoder, tmp_path), specs
+
+
+def rebuilt_from_config(name, model, hparams, specs, drop_input=False) -> SERModel:
+    """``model`` rebuilt from its model_config.json data (as an export is) with its weights loaded.
+    ``drop_input``: its encoder config without ``serkit_input``, as folds trained before it was recorded."""
+    family = get_family(name)
+    dims = [() if spec is None else spec.frame_shape for spec in specs]
+    config = json.loads(json.dumps(model_config(family, model, hparams, family.inputs(hparams), dims, CLASSES,
+                                                tokens=list("01234"))))
+    if drop_input:
+        del config["network"]["encoder_config"][ssl_encoder.INPUT_KEY]
+    rebuilt = model_from_config(config)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    return rebuilt.eval()
+
+
+@pytest.mark.parametrize("encoder_type", TYPES)
+@pytest.mark.parametrize("name", SSL_FAMILIES)
+def test_ssl_families_take_every_encoder_shapes_padding_and_export(name, encoder_type, corpus, tiny, tmp_path):
+    """Shapes, padding invariance in eval mode and the model_config round trip of each family on each type."""
+    model, hparams, specs = family_model(name, encoder_type, corpus, tiny, tmp_path)
+    inputs = utterance_inputs(specs, [1.1, 0.7, 0.9])
+    batch = batch_of(inputs)
+    rebuilt = rebuilt_from_config(name, model, hparams, specs)
+    with torch.no_grad():
+        out = model(*batch)
+        alone = [model([x.unsqueeze(0) for x in one], [torch.ones(1) for _ in one]) for one in inputs]
+        again = rebuilt(*batch)
+    assert model.network.config_dict()["encoder_config"]["model_type"] == encoder_type
+    assert out.emo_logits.shape == (3, 4) and out.phn_log_probs.shape[::2] == (3, 5)
+    for row, one in enumerate(alone):
+        torch.testing.assert_close(one.emo_logits[0], out.emo_logits[row], atol=2e-4, rtol=1e-4)
+        n = int(one.frame_lens[0])
+        assert n == int(out.frame_lens[row])
+        torch.testing.assert_close(one.phn_log_probs[0, :n], out.phn_log_probs[row, :n], atol=2e-4, rtol=1e-4)
+    assert torch.equal(out.emo_logits, again.emo_logits) and torch.equal(out.phn_log_probs, again.phn_log_probs)
+
+
+def test_amrwc_folds_exported_before_the_encoder_input_was_recorded_still_load(corpus, tiny, tmp_path):
+    """An encoder config without ``serkit_input`` means wav2vec 2.0's normalised waveform: the rebuilt
+    model gives the trained one's outputs (and its minimum input length)."""
+    model, hparams, specs = family_model("amrwc", "wav2vec2", corpus, tiny, tmp_path)
+    old = rebuilt_from_config("amrwc", model, hparams, specs, drop_input=True)
+    batch = batch_of(utterance_inputs(specs, [0.8, 0.6], seed=2))
+    with torch.no_grad():
+        assert torch.equal(model(*batch).emo_logits, old(*batch).emo_logits)
+    family = get_family("amrwc")
+    assert family.min_input_frames(family.network_config(old.network)) == 400  # the wav2vec 2.0 CNN's 25 ms
+
+
+@pytest.mark.parametrize("name, encoder_type", [("amrwc", "whisper"), ("multilevel", "hubert")])
+def test_ssl_families_train_on_another_encoder_and_the_export_reproduces_the_fold(
+        name, encoder_type, corpus, tiny, tmp_path):
+    """Through the trainer, export and inference: the export scores the fold's test files as training did."""
+    from serkit.serving.export import export_model
+    from serkit.training import expdir
+    from serkit.training.train import train_fold
+
+    out = tmp_path / "fold01"
+    train_fold(hparams_for(name, {**corpus, "encoder": tiny[encoder_type]}, out, number_of_epochs=1), RUN_OPTS)
+    config = json.loads((out / expdir.MODEL_CONFIG_FILE).read_text())
+    assert config["network"]["encoder_config"]["model_type"] == encoder_type
+    assert_export_reproduces(export_model(out, tmp_path / "export"), read_rows(out / expdir.PREDICTIONS_FILE),
+                             corpus["wav"])
 
 
 # ----------------------------------------------------------------------------- one command compares encoders

@@ -389,6 +389,26 @@ def waveform_input(encoder: PreTrainedModel, wavs: Tensor, n_samples: Tensor) ->
     return torch.where(mask, wavs.float(), torch.zeros((), device=wavs.device))
 
 
+def transformer_output(encoder: PreTrainedModel, features: Tensor, frame_mask: Tensor) -> Tensor:
+    """A waveform encoder's last hidden state [B, F, D] from its CNN features [B, F, C], padding-invariant.
+
+    The Transformer gets ``frame_mask`` [B, F] as its attention mask, and data2vec-audio's positional
+    embedding (a stack of padded convolutions) has each convolution's output zeroed past the real frames,
+    so the next one sees the zeros it would see on the utterance alone. HuBERT's projection returns a
+    tensor where the others return a tuple.
+    """
+    projected = encoder.feature_projection(features)
+    hidden = projected[0] if isinstance(projected, tuple) else projected
+    keep = frame_mask.unsqueeze(1)  # [B, 1, F]
+    handles = [layer.register_forward_hook(lambda _m, _i, out: out * keep.to(out.dtype))
+               for layer in getattr(encoder.encoder.pos_conv_embed, "layers", ())]
+    try:
+        return encoder.encoder(hidden, attention_mask=frame_mask)[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def hidden_states(encoder: PreTrainedModel, waveform: Tensor) -> list[Tensor]:
     """``H_0 .. H_N`` [1, frames, D] of one mono waveform [T] at its true length, as the encoder is (its
     train/eval mode and grad setting are the caller's).

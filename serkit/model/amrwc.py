@@ -1,5 +1,8 @@
 """AMRWC: an attention masked ResNet and wav2vec 2.0, fused by cross-attention (Li & Zhang 2024; docs/models.md).
 
+The SSL branch takes any encoder of :data:`serkit.features.encoder.ENCODER_TYPES` (``encoder_source``, and
+``encoder_type`` where its config.json does not say); the paper's is wav2vec 2.0, whose name the parts keep.
+
 Two inputs (the multi-input contract of :class:`~serkit.model.family.ModelFamily`): the waveform and its
 log-Mel spectrogram with deltas (3 channels, an image for the ResNet).
 
@@ -12,7 +15,8 @@ log-Mel spectrogram with deltas (3 channels, an image for the ResNet).
   The mask follows the strides in time. A convolution + sigmoid gives an attention weight map
   multiplied onto the last block's features (``E' = E * sigmoid(conv(E))``), which are then averaged
   over frequency: one vector a frame.
-* **wav2vec 2.0.** The last layer's hidden states (the encoder of :mod:`serkit.features.encoder`).
+* **wav2vec 2.0.** The encoder's last hidden states (:mod:`serkit.features.encoder`; Whisper's through
+  :func:`serkit.features.whisper_encoder.run_layers`, on the true length).
 * **Adaptive averaging.** Both sequences are averaged in time to ``n_steps`` steps over each
   utterance's own frames (``adaptive_avg_pool1d`` per utterance), so the padding changes nothing.
 * **Cross-attention both ways**, ``softmax(Q_w K_a^T / sqrt d) V_a`` and ``softmax(Q_a K_w^T / sqrt d) V_w``,
@@ -30,13 +34,16 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import PreTrainedModel
 
-from serkit.features.encoder import encoder_from_config, load_encoder, normalise_waveforms
+from serkit.features import whisper_encoder
+from serkit.features.encoder import (check_sample_rate, config_from_dict, encoder_from_config, fixed_prefixes,
+                                     frame_lens, front_end_prefixes, hidden_size, is_whisper, load_encoder,
+                                     min_samples, transformer_output, waveform_input)
 from serkit.model.common import ModelInputError, length_mask
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput, SERModel
-from serkit.model.w2v2_mtl import checked_cnn_mode, masked_group_norm_cnn, per_utterance_cnn, receptive_field
+from serkit.model.w2v2_mtl import checked_cnn_mode, masked_group_norm_cnn, per_utterance_cnn
 
 
 # ----------------------------------------------------------------------------- speech regions
@@ -171,7 +178,7 @@ class CrossAttention(nn.Module):
 class AMRWCNetwork(nn.Module):
     """AM-ResNet + wav2vec 2.0 + cross-attention (module docstring); ``forward([wavs, spec], [n_samples, n_frames])``."""
 
-    def __init__(self, encoder: Wav2Vec2Model, n_classes: int, hop: int, madd_window: int, madd_ratio: float = 0.05,
+    def __init__(self, encoder: PreTrainedModel, n_classes: int, hop: int, madd_window: int, madd_ratio: float = 0.05,
                  channels: Sequence[int] = (64, 128, 256, 512), blocks_per_stage: int = 2, attention_kernel: int = 3,
                  n_steps: int = 32, d_model: int = 256, n_heads: int = 1, ffn_dim: int = 512, dropout: float = 0.1,
                  freeze_feature_encoder: bool = True, cnn_mode: str = "auto"):
@@ -186,11 +193,12 @@ class AMRWCNetwork(nn.Module):
                          "ffn_dim": int(ffn_dim), "dropout": float(dropout),
                          "freeze_feature_encoder": bool(freeze_feature_encoder)}
         self.encoder = encoder
-        if freeze_feature_encoder:
-            encoder.freeze_feature_encoder()
+        self.set_encoder_frozen(False)  # holds the front end still if asked (see _trainable)
+        if freeze_feature_encoder and hasattr(encoder, "freeze_feature_encoder"):
+            encoder.freeze_feature_encoder()  # also stops transformers asking for its input's gradient
         self.resnet = AMResNet(channels, blocks_per_stage, attention_kernel)
         self.project_audio = nn.Linear(self.resnet.out_dim, d_model)
-        self.project_w2v2 = nn.Linear(encoder.config.hidden_size, d_model)
+        self.project_w2v2 = nn.Linear(hidden_size(encoder), d_model)
         self.audio_to_w2v2 = CrossAttention(d_model, n_heads, ffn_dim, dropout)  # F_{a->w}: wav2vec 2.0 queries
         self.w2v2_to_audio = CrossAttention(d_model, n_heads, ffn_dim, dropout)  # F_{w->a}: AM-ResNet queries
         self.dropout = nn.Dropout(dropout)
@@ -201,16 +209,18 @@ class AMRWCNetwork(nn.Module):
         return {"encoder_config": self.encoder.config.to_dict(), **self.settings}
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        """The encoder's trainable parameters (its CNN left out while frozen for good), also while held still."""
-        return [p for name, p in self.encoder.named_parameters() if not self._frozen_cnn(name)]
+        """The encoder's trainable parameters (its front end left out while frozen for good), also while held still."""
+        return [p for name, p in self.encoder.named_parameters() if self._trainable(name)]
 
-    def _frozen_cnn(self, name: str) -> bool:
-        return self.settings["freeze_feature_encoder"] and name.startswith("feature_extractor.")
+    def _trainable(self, name: str) -> bool:
+        """Not a front end held for good, nor a part the encoder never trains (Whisper's positions)."""
+        held = self.settings["freeze_feature_encoder"] and name.startswith(front_end_prefixes(self.encoder))
+        return not held and not name.startswith(fixed_prefixes(self.encoder))
 
     def set_encoder_frozen(self, frozen: bool) -> None:
-        """Hold the encoder still (or release it; a frozen CNN stays frozen), e.g. for the first steps."""
+        """Hold the encoder still (or release it; a frozen front end stays frozen), e.g. for the first steps."""
         for name, param in self.encoder.named_parameters():
-            param.requires_grad = not frozen and not self._frozen_cnn(name)
+            param.requires_grad = not frozen and self._trainable(name)
 
     def head_parameters(self) -> list[nn.Parameter]:
         encoder = {id(p) for p in self.encoder.parameters()}
@@ -233,31 +243,35 @@ class AMRWCNetwork(nn.Module):
         return NetworkOutput(emo_logits=logits, frame_features=fused, frame_lens=steps)
 
     def _last_layer(self, wavs: Tensor, n_samples: Tensor) -> tuple[Tensor, Tensor]:
-        """wav2vec 2.0's last hidden states [B, F, D] and real frame counts, independent of the padding."""
-        wavs = normalise_waveforms(wavs, n_samples)
-        frame_lens = self.encoder._get_feat_extract_output_lengths(n_samples).long()
-        if n_samples.device.type == "cpu" and bool(torch.any(frame_lens < 1)):
+        """The encoder's last hidden states [B, F, D] and real frame counts, independent of the padding."""
+        lens = frame_lens(self.encoder, n_samples)
+        if n_samples.device.type == "cpu" and bool(torch.any(lens < 1)):
             raise ModelInputError(f"an utterance of the batch has {int(n_samples.min())} samples, fewer than the "
-                                  f"{receptive_field(self.encoder.config)} the wav2vec 2.0 CNN needs for one frame")
+                                  f"{min_samples(self.encoder.config)} the encoder needs for one frame")
+        if is_whisper(self.encoder):
+            last: dict[str, Tensor] = {}  # each state replaces the one before: only H_N is kept
+            whisper_encoder.run_layers(self.encoder, wavs, n_samples, lambda _index, state: last.update(state=state))
+            return last["state"], lens
+        wavs = waveform_input(self.encoder, wavs, n_samples)
         grad = torch.is_grad_enabled() and not self.settings["freeze_feature_encoder"]
         with torch.set_grad_enabled(grad):
             cnn = self.encoder.feature_extractor
-            if self.encoder.config.feat_extract_norm != "group":
+            # data2vec-audio has no feat_extract_norm: a LayerNorm in every CNN layer, per frame.
+            if getattr(self.encoder.config, "feat_extract_norm", "layer") != "group":
                 features = cnn(wavs)
             elif self.cnn_mode == "batched" or (self.cnn_mode == "auto" and wavs.device.type != "cpu"):
                 features = masked_group_norm_cnn(cnn, wavs, n_samples)
             else:
                 features = per_utterance_cnn(cnn, wavs, n_samples)
-        hidden, _ = self.encoder.feature_projection(features.transpose(1, 2))
-        hidden = self.encoder.encoder(hidden, attention_mask=length_mask(frame_lens, hidden.shape[1]))[0]
-        return hidden, frame_lens
+        features = features.transpose(1, 2)
+        return transformer_output(self.encoder, features, length_mask(lens, features.shape[1])), lens
 
 
 # ----------------------------------------------------------------------------- the family
 class AMRWCFamily(ModelFamily):
     """AMRWC (Li & Zhang 2024): AM-ResNet over log-Mel + wav2vec 2.0's last layer, cross-attention fusion.
 
-    Two parameter groups, each with its own optimizer: ``encoder`` (the pretrained wav2vec 2.0, its
+    Two parameter groups, each with its own optimizer: ``encoder`` (the pretrained SSL encoder, its
     CNN left out while frozen) and ``heads`` (AM-ResNet, cross-attention and classifier, all new).
     """
 
@@ -276,7 +290,8 @@ class AMRWCFamily(ModelFamily):
                 {"kind": "log_mel_deltas", "sample_rate": rate, "params": dict(hparams["spectrogram"])}]
 
     def build_network(self, hparams: dict, n_classes: int, input_dims) -> AMRWCNetwork:
-        encoder = load_encoder(hparams["encoder_source"])
+        encoder = load_encoder(hparams["encoder_source"], hparams.get("encoder_type"))
+        check_sample_rate(encoder, int(hparams["sample_rate"]), hparams["encoder_source"])
         return AMRWCNetwork(encoder, n_classes, **self._framing(hparams), **dict(hparams.get("network") or {}),
                             freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]),
                             cnn_mode=hparams.get("cnn_mode", "auto"))
@@ -296,8 +311,8 @@ class AMRWCFamily(ModelFamily):
         return AMRWCNetwork(encoder_from_config(config.pop("encoder_config")), **config)
 
     def min_input_frames(self, network_config: dict[str, Any]) -> int:
-        """Samples the wav2vec 2.0 CNN needs for one frame (400 = 25 ms at 16 kHz for base models)."""
-        return receptive_field(Wav2Vec2Config.from_dict(dict(network_config["encoder_config"])))
+        """Samples the encoder needs for one frame (400 = 25 ms at 16 kHz for the wav2vec 2.0 CNN)."""
+        return min_samples(config_from_dict(dict(network_config["encoder_config"])))
 
     def param_groups(self, model: SERModel) -> dict[str, list[nn.Parameter]]:
         return {"encoder": model.network.encoder_parameters(), "heads": model.network.head_parameters()}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serkit.errors import SerkitError
-from serkit.features.encoder import hub_offline
+from serkit.features.encoder import check_sample_rate, hub_offline
 from serkit.model.centre_loss import Centres, centre_loss
 from serkit.model.common import masked_mean
 from serkit.model.family import ModelFamily
@@ -206,7 +206,9 @@ class MultiLevelFamily(ModelFamily):
 
     def build_network(self, hparams: dict, n_classes: int, input_dims) -> MultiLevelNetwork:
         w2v2 = W2V2Network.from_pretrained(hparams["encoder_source"], n_emotions=n_classes,
-                                           freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]))
+                                           freeze_feature_encoder=bool(hparams["freeze_feature_encoder"]),
+                                           encoder_type=hparams.get("encoder_type"))
+        check_sample_rate(w2v2.encoder, int(hparams["sample_rate"]), hparams["encoder_source"])
         w2v2.cnn_mode = checked_cnn_mode(hparams.get("cnn_mode", "auto"))
         (_, (_, n_mels), (n_mfcc,)) = input_dims
         network_settings = dict(hparams["network"])
