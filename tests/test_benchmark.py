@@ -1,8 +1,9 @@
 """tools/benchmark.py --paired: serkit's W2V2-MTL step against the plain SpeechBrain baseline.
 
-One real paired run with the tiny encoder (1 timed step each, batch 2, two peak-RSS child
-processes): the report has every figure docs/benchmarks.md describes, and both models really
-trained (their trainable parameters moved; the frozen CNN did not count as trainable).
+One real paired run with the tiny encoder (1 timed step each, batch 2, three peak-RSS child
+processes): the report has every figure docs/benchmarks.md describes, and every model really
+trained (their trainable parameters moved; the frozen CNN did not count as trainable). The strong
+baseline (SpeechBrain's own precision option, duration-sorted batches) is also checked by a fast test.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from serkit.bench.baseline import BaselineNetwork
+from serkit.bench import paired
 from serkit.bench.paired import Plan, serkit_batch_seconds
 from serkit.training.precision import resolve_precision
 
@@ -38,7 +40,7 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     finally:
         torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for row in ("same_batches", "duration_batches"):
+    for row in ("same_batches", "duration_batches", "strongest_baseline"):
         figures = report[row]
         assert len(figures["ratios"]) == 1
         assert figures["ratio_min"] <= figures["ratio_median"] <= figures["ratio_max"]
@@ -47,11 +49,12 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     same = report["same_batches"]
     assert math.isclose(same["ratio_median"], same["serkit_audio_s_per_s"] / same["baseline_audio_s_per_s"],
                         rel_tol=1e-6)
-    # serkit's side goes through its trainer's precision choice; the baseline recipe trains fp32
-    assert report["precision"] == {"baseline": "fp32", "serkit": resolve_precision("auto", "cpu").name}
+    # serkit's side and the strong baseline go through the trainer's precision choice; the recipe trains fp32
+    auto = resolve_precision("auto", "cpu").name
+    assert report["precision"] == {"baseline": "fp32", "baseline_strong": auto, "serkit": auto}
     assert 0 <= report["padding"]["buckets"] < 1 and 0 <= report["padding"]["random"] < 1
-    assert all(report["peak_memory_MB"][side] > 100 for side in ("baseline", "serkit"))
-    assert all(report["inference_rtf"][side] > 0 for side in ("baseline", "serkit"))
+    assert all(report["peak_memory_MB"][side] > 100 for side in paired.SIDES)
+    assert all(report["inference_rtf"][side] > 0 for side in paired.SIDES)
     assert len(report["memory_batch"]) == 2 and max(report["memory_batch"]) <= 3.0
     # the frozen-encoder probe: cache filled once, then an epoch of the head only, faster than fine-tuning
     probe = report["probe"]
@@ -61,7 +64,7 @@ def test_paired_mode_reports_every_figure_and_trains_both_models(capsys):
     # padding over a whole fold's worth of IEMOCAP-like durations, batch 2
     assert report["fold_padding"]["utterances"] == 4400
     assert report["fold_padding"]["buckets"] < report["fold_padding"]["random"]
-    for side in ("baseline", "serkit"):
+    for side in paired.SIDES:
         trained = report["trained"][side]
         assert trained["update_norm"] > 0
         assert trained["changed_tensors"] >= trained["trainable_tensors"] - 1  # at most the rarely used mask embedding
@@ -80,6 +83,35 @@ def test_duration_buckets_pad_less_than_the_baselines_random_batches():
     assert [min(d, 6.0) for d in plan.durations] == cropped.durations
     with pytest.raises(ValueError, match="max_seconds"):
         Plan.draw(steps=1, batch_size=2, seed=0, max_seconds=0.0)
+
+
+def test_sorted_batches_are_speechbrains_ascending_sort_in_batches_of_the_batch_size():
+    plan = Plan.draw(steps=20, batch_size=16, seed=0)
+    assert sorted(i for batch in plan.sorted for i in batch) == list(range(len(plan.durations)))
+    assert all(len(batch) == 16 for batch in plan.sorted)
+    # consecutive runs of the duration order: no batch overlaps another's duration range
+    ranges = sorted((min(plan.seconds(batch)), max(plan.seconds(batch))) for batch in plan.sorted)
+    assert all(high <= next_low for (_, high), (next_low, _) in zip(ranges, ranges[1:]))
+    assert [min(plan.seconds(batch)) for batch in plan.sorted] != [low for low, _ in ranges]  # visited shuffled
+    from serkit.data.dataio import padded_fraction
+    assert padded_fraction(plan.durations, plan.sorted) < 0.25 * padded_fraction(plan.durations, plan.random)
+
+
+def test_strong_baseline_trains_in_speechbrains_precision_on_sorted_batches(tmp_path):
+    """A paired run (no child processes) with the tiny encoder: the strong baseline's Brain trains in the
+    precision asked for while the plain baseline stays fp32, and its row compares serkit's duration
+    batches with its sorted ones."""
+    folder = paired.save_encoder("tiny", tmp_path / "encoder")
+    plan = Plan.draw(steps=1, batch_size=2, seed=0, max_seconds=2.0, batch_seconds=serkit_batch_seconds())
+    report = paired.paired_run(folder, plan, "bf16", "cpu", seed=0)
+    assert report["precision"] == {"baseline": "fp32", "baseline_strong": "bf16", "serkit": "bf16"}
+    row = report["strongest_baseline"]
+    assert report["batches"]["sorted"] == 1 and 0 <= report["padding"]["sorted"] < 1
+    assert len(row["ratios"]) == 1  # the rounds both sides trained; serkit's further buckets are unpaired
+    assert row["serkit_audio_s_per_s"] > 0 and row["baseline_audio_s_per_s"] > 0
+    assert row["serkit_audio_s_per_s"] == report["duration_batches"]["serkit_audio_s_per_s"]  # the same serkit epoch
+    trained = report["trained"]["baseline_strong"]
+    assert trained["update_norm"] > 0 and trained["changed_tensors"] >= trained["trainable_tensors"] - 1
 
 
 def test_baseline_calls_the_encoder_as_speechbrains_wrapper_does(tmp_path):

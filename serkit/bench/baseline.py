@@ -11,8 +11,9 @@ encoder:
 * the last hidden state only (no layer fusion), layer-normalised over each padded row as the
   recipe's ``output_norm: True`` asks, averaged over the real frames (SpeechBrain's
   ``StatisticsPooling`` without std), a bias-free linear layer, log-softmax;
-* NLL loss, Adam, fp32, in a plain :class:`speechbrain.core.Brain` (its ``fit_batch``: gradient
-  clipping and the optimizer step). The recipe gives the encoder and the output layer one Adam
+* NLL loss, Adam, in a plain :class:`speechbrain.core.Brain` (its ``fit_batch``: gradient
+  clipping and the optimizer step), fp32 as the recipe ships or in the ``precision`` a SpeechBrain
+  user may pass (``bf16``: SpeechBrain's own autocast). The recipe gives the encoder and the output layer one Adam
   each (learning rates 1e-5 and 1e-4); one Adam over both does the same work per step (Adam's cost
   is per parameter), so the baseline keeps a single optimizer.
 
@@ -71,12 +72,14 @@ class BaselineBrain(sb.Brain):
         return nll_loss(predictions, batch.emo.to(self.device))
 
 
-def baseline_brain(encoder: Wav2Vec2Model, n_emotions: int, device: str = "cpu") -> BaselineBrain:
-    """A baseline Brain ready for ``fit_batch`` (optimizer made, modules in training mode), fp32."""
+def baseline_brain(encoder: Wav2Vec2Model, n_emotions: int, device: str = "cpu",
+                   precision: str = "fp32") -> BaselineBrain:
+    """A baseline Brain ready for ``fit_batch`` (optimizer made, modules in training mode), training in
+    SpeechBrain's run option ``precision`` and evaluating in fp32 (SpeechBrain's default)."""
     network = BaselineNetwork(encoder, n_emotions)
     brain = BaselineBrain(modules={"model": network},
                           opt_class=lambda params: torch.optim.Adam(params, lr=BASELINE_LR),
-                          run_opts={"device": device, "precision": "fp32", "eval_precision": "fp32"})
+                          run_opts={"device": device, "precision": precision, "eval_precision": "fp32"})
     brain.on_fit_start()  # what Brain.fit does first: makes the optimizer
     brain.modules.train()
     return brain

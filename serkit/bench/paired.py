@@ -4,13 +4,18 @@ Two Brains share one process, one randomly initialised encoder (the same weights
 the same synthetic utterances; each training step is ``Brain.fit_batch`` (forward, backward,
 clipping, optimizer step), i.e. what a run executes per batch. Steps alternate between the models
 (the order rotates every step) so that both see the same machine load; each pair gives a ratio, and
-the median with its min-max range is robust to a busy neighbour. Two rows:
+the median with its min-max range is robust to a busy neighbour. Three rows:
 
 * ``same_batches``: both models train the same random batches (the baseline recipe's batching);
 * ``duration_batches``: serkit trains its own :class:`~serkit.data.dataio.DurationBucketBatchSampler`
   batches (the config's ``batch_size`` cap and ``batch_seconds`` budget, so possibly more, smaller
   batches), the baseline random batches of ``batch_size``, both over the same utterance set (one
-  epoch each); throughput is compared in audio-seconds per second.
+  epoch each); throughput is compared in audio-seconds per second;
+* ``strongest_baseline``: serkit's duration batches against a second baseline Brain at the strongest
+  setting a SpeechBrain user would choose: SpeechBrain's ``precision`` run option resolved as
+  serkit's ``--precision`` is (bf16 where the CPU or GPU has bf16 units) and duration-sorted batches
+  of ``batch_size`` (the recipes' ``sorting: ascending``, see :func:`sorted_batches`), so that the
+  speed-up is not bf16 and buckets against fp32 and random batches.
 
 Peak memory needs a fresh process per model (``ru_maxrss`` never decreases), see :func:`peak_memory_child`.
 serkit's side is built as ``serkit.training.train.train_fold`` builds it (conf/w2v2_mtl.yaml through
@@ -106,13 +111,22 @@ def serkit_brain(encoder_dir: Path, precision: str, device: str = "cpu", conf: P
     return brain
 
 
+SIDES = ("baseline", "baseline_strong", "serkit")
+
+
 def build_side(side: str, encoder_dir: Path, precision: str, device: str):
-    """The Brain of ``side`` (``baseline`` or ``serkit``) on the encoder saved in ``encoder_dir``."""
+    """The Brain of ``side`` (one of :data:`SIDES`) on the encoder saved in ``encoder_dir``: ``baseline``
+    trains fp32 as the recipe ships, ``baseline_strong`` in ``precision`` resolved as serkit's trainer
+    resolves it (SpeechBrain's own ``precision`` run option)."""
     if side == "serkit":
         return serkit_brain(encoder_dir, precision, device)
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
     from serkit.bench.baseline import baseline_brain
     from serkit.features.encoder import load_encoder
-    return baseline_brain(load_encoder(str(encoder_dir)), N_EMOTIONS, device)
+    from serkit.training.precision import resolve_precision
+    baseline_precision = resolve_precision(precision, device).name if side == "baseline_strong" else "fp32"
+    return baseline_brain(load_encoder(str(encoder_dir)), N_EMOTIONS, device, baseline_precision)
 
 
 # ----------------------------------------------------------------------------- batches and steps
@@ -155,13 +169,29 @@ def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, n, batch_size)]
 
 
+def sorted_batches(durations: list[float], batch_size: int, seed: int) -> list[list[int]]:
+    """A SpeechBrain recipe's ``sorting: ascending``: the dataset sorted by duration with SpeechBrain's
+    ``DynamicItemDataset.filtered_sorted`` and cut into consecutive batches of ``batch_size``. The batches
+    are then visited in a seeded random order (what ``DynamicBatchSampler``'s ``batch_ordering: random``
+    does): the same work, but short and long batches spread over the timed rounds as serkit's do."""
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    dataset = DynamicItemDataset({str(i): {"duration": d} for i, d in enumerate(durations)})
+    order = [int(key) for key in dataset.filtered_sorted(sort_key="duration").data_ids]
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
 @dataclass
 class Plan:
-    """The utterance set and both batchings of it; round ``k`` trains ``random[k]`` and ``buckets[k]``."""
+    """The utterance set and its three batchings; round ``k`` trains ``random[k]``, ``buckets[k]`` and
+    ``sorted[k]``."""
 
     durations: list[float]
     random: list[list[int]]
     buckets: list[list[int]]
+    sorted: list[list[int]]
     warmup: list[float]
 
     @classmethod
@@ -181,7 +211,8 @@ class Plan:
         durations = draw(steps * batch_size, seed)
         buckets = list(DurationBucketBatchSampler(durations, batch_size, batch_seconds=batch_seconds, shuffle=True,
                                                   seed=seed))
-        return cls(durations, random_batches(len(durations), batch_size, seed), buckets, draw(batch_size, seed + 1))
+        return cls(durations, random_batches(len(durations), batch_size, seed), buckets,
+                   sorted_batches(durations, batch_size, seed), draw(batch_size, seed + 1))
 
     def audio(self, batch: list[int]) -> float:
         return sum(self.durations[i] for i in batch)
@@ -237,35 +268,41 @@ def inference_rtf(brain, wav: torch.Tensor, repeats: int = 3) -> float:
 
 
 def paired_run(encoder_dir: Path, plan: Plan, precision: str, device: str, seed: int) -> dict:
-    """Alternate baseline / serkit (same batches) / serkit (its buckets) over ``plan``'s rounds in this process.
+    """Alternate baseline / serkit (same batches) / serkit (its buckets) / the strong baseline (sorted
+    batches) over ``plan``'s rounds in this process.
 
-    Round ``k`` trains what exists of ``random[k]`` (both models) and ``buckets[k]`` (serkit); the
-    buckets may outnumber the random batches (a seconds budget), and their last rounds are then unpaired.
+    Round ``k`` trains what exists of ``random[k]`` (baseline and serkit), ``buckets[k]`` (serkit) and
+    ``sorted[k]`` (the strong baseline); the buckets may outnumber the others (a seconds budget), and
+    their last rounds are then unpaired.
     """
-    brains = {side: build_side(side, encoder_dir, precision, device) for side in ("baseline", "serkit")}
+    brains = {side: build_side(side, encoder_dir, precision, device) for side in SIDES}
     snapshots = {side: trainable_snapshot(brain) for side, brain in brains.items()}
     warmup = make_batch(plan.warmup, seed + 1)
     for brain in brains.values():  # not timed: allocations, kernel selection
         timed_step(brain, warmup, seed)
-    times = {"baseline": [], "serkit": [], "serkit_buckets": []}
-    for k in range(max(len(plan.random), len(plan.buckets))):
-        runs = [("baseline", "baseline", plan.random), ("serkit", "serkit", plan.random),
-                ("serkit_buckets", "serkit", plan.buckets)]
-        for name, side, batches in runs[k % 3:] + runs[:k % 3]:  # rotate who goes first
+    runs = [("baseline", "baseline", plan.random), ("serkit", "serkit", plan.random),
+            ("serkit_buckets", "serkit", plan.buckets), ("baseline_strong", "baseline_strong", plan.sorted)]
+    times = {name: [] for name, _, _ in runs}
+    for k in range(max(len(batches) for _, _, batches in runs)):
+        for name, side, batches in runs[k % len(runs):] + runs[:k % len(runs)]:  # rotate who goes first
             if k < len(batches):
                 batch = make_batch(plan.seconds(batches[k]), seed + 100 + k)
                 times[name].append(timed_step(brains[side], batch, seed + 1000 + k))
     random_audio = [plan.audio(b) for b in plan.random]
     bucket_audio = [plan.audio(b) for b in plan.buckets]
+    sorted_audio = [plan.audio(b) for b in plan.sorted]
     same = throughput_row(random_audio, times["serkit"], random_audio, times["baseline"])
     buckets = throughput_row(bucket_audio, times["serkit_buckets"], random_audio, times["baseline"])
+    strongest = throughput_row(bucket_audio, times["serkit_buckets"], sorted_audio, times["baseline_strong"])
     wav = 0.1 * torch.randn(int(INFERENCE_SECONDS * SAMPLE_RATE), generator=torch.Generator().manual_seed(seed))
     return {
         "same_batches": same,
         "duration_batches": buckets,
+        "strongest_baseline": strongest,
         "padding": {"random": padded_fraction(plan.durations, plan.random),
-                    "buckets": padded_fraction(plan.durations, plan.buckets)},
-        "batches": {"random": len(plan.random), "buckets": len(plan.buckets)},
+                    "buckets": padded_fraction(plan.durations, plan.buckets),
+                    "sorted": padded_fraction(plan.durations, plan.sorted)},
+        "batches": {"random": len(plan.random), "buckets": len(plan.buckets), "sorted": len(plan.sorted)},
         "audio_seconds": sum(random_audio),
         "inference_rtf": {side: inference_rtf(brain, wav) for side, brain in brains.items()},
         "precision": {side: brain.precision for side, brain in brains.items()},
@@ -281,7 +318,8 @@ def fold_padding(batch_size: int, batch_seconds: float | None, seed: int, n: int
     buckets = list(DurationBucketBatchSampler(durations, batch_size, batch_seconds=batch_seconds, shuffle=True,
                                               seed=seed))
     return {"utterances": n, "buckets": padded_fraction(durations, buckets),
-            "random": padded_fraction(durations, random_batches(n, batch_size, seed))}
+            "random": padded_fraction(durations, random_batches(n, batch_size, seed)),
+            "sorted": padded_fraction(durations, sorted_batches(durations, batch_size, seed))}
 
 
 def peak_memory_mb(device: str) -> float:
