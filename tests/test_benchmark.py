@@ -138,3 +138,23 @@ def test_baseline_calls_the_encoder_as_speechbrains_wrapper_does(tmp_path):
         assert not torch.allclose(unmasked, expected, atol=1e-3)  # the mask matters: a call without it differs
         log_probs = network(wavs, lengths)
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2))
+
+
+@pytest.mark.e2e  # builds and trains each model; the two-input families take seconds a step on 2 cores
+@pytest.mark.parametrize("name", ["amrwc", "multilevel", "tim_net"])
+def test_every_family_row_trains_and_infers(name):
+    """tools/benchmark.py's per-family row (``--model NAME``), in this process: a timed training step and
+    an inference, every input the family declares built (AMRWC: waveform + log-Mel with deltas)."""
+    script = load_script()
+    assert name in script.MODELS
+    rows = []
+
+    class Queue:
+        put = staticmethod(rows.append)
+
+    script.run_model(name, steps=1, batch_size=2, device="cpu", seed=0, queue=Queue())
+    row = rows[0]
+    assert row["model"] == name and row["params_M"] > 0
+    assert row["train_utts_per_s"] > 0 and row["train_audio_s_per_s"] > row["train_utts_per_s"] * 0.5
+    assert row["inference_rtf"] > 0 and row["feature_rtf"] > 0
+    assert 0 <= row["padded_fraction_bucketed"] < row["padded_fraction_random"]

@@ -51,8 +51,8 @@ from serkit.bench.paired import iemocap_like_durations, peak_memory_mb  # noqa: 
 BASE_ENCODERS = {"w2v2_mtl-base": "wav2vec2", "w2v2_mtl-hubert-base": "hubert", "w2v2_mtl-wavlm-base": "wavlm",
                  "w2v2_mtl-data2vec-base": "data2vec-audio", "w2v2_mtl-whisper-base": "whisper"}
 MODELS = ("w2v2_mtl", *BASE_ENCODERS, "tim_net", "sta_crnn", "egemaps_svm", "nlinear", "dlinear", "vggish_bilstm",
-          "multilevel")
-ENCODER_FAMILIES = ("w2v2_mtl", "multilevel")  # their configs name a wav2vec 2.0 encoder_source
+          "multilevel", "amrwc")
+ENCODER_FAMILIES = ("w2v2_mtl", "multilevel", "amrwc")  # their configs name a wav2vec 2.0 encoder_source
 
 
 def save_base_encoder(encoder_type: str, folder: Path) -> None:
