@@ -56,7 +56,7 @@ def iemocap_like_durations(n: int, seed: int) -> list[float]:
 
 def save_encoder(kind: str, folder: Path) -> Path:
     """Write a randomly initialised encoder: ``base`` (``Wav2Vec2Config()``, wav2vec2-base's shape) or ``tiny``."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
     from serkit.model.tiny_w2v2 import build_tiny_w2v2
 
     if kind == "tiny":
@@ -66,6 +66,7 @@ def save_encoder(kind: str, folder: Path) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor().save_pretrained(folder)  # wav2vec2-base's input: the normalised waveform
     return folder
 
 
