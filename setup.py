@@ -36,7 +36,7 @@ setup(
         "pypinyin>=0.50",      # Mandarin (ESD) text to initials/finals for emotion-phoneme labels
     ],
     # tensorboard: run.sh --tensorboard's live curves (serkit/training/tensorboard.py), optional
-    extras_require={"dev": ["pytest>=7", "pytest-timeout"], "tensorboard": ["tensorboard>=2"]},
+    extras_require={"dev": ["pytest>=7", "pytest-timeout", "pytest-xdist"], "tensorboard": ["tensorboard>=2"]},
     entry_points={
         "console_scripts": [
             "serkit-infer=serkit.bin.infer:main",
