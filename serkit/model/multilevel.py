@@ -1,6 +1,6 @@
 """Multi-level SER: wav2vec 2.0, spectrogram-AlexNet and MFCC-BiLSTM levels fused by attention, with
 the gender prior (MF), one auxiliary classifier per level (MTL) and a centre loss (CR) as options
-(seed paper 000, ../shared/papers.md section 5; docs/models.md).
+(seed paper 000; docs/models.md).
 
 The three levels of one (3-s) segment:
 
