@@ -25,6 +25,7 @@ raises :class:`EncoderNotFoundError` with the ways to provide one instead of a h
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -389,24 +390,34 @@ def waveform_input(encoder: PreTrainedModel, wavs: Tensor, n_samples: Tensor) ->
     return torch.where(mask, wavs.float(), torch.zeros((), device=wavs.device))
 
 
-def transformer_output(encoder: PreTrainedModel, features: Tensor, frame_mask: Tensor) -> Tensor:
-    """A waveform encoder's last hidden state [B, F, D] from its CNN features [B, F, C], padding-invariant.
-
-    The Transformer gets ``frame_mask`` [B, F] as its attention mask, and data2vec-audio's positional
-    embedding (a stack of padded convolutions) has each convolution's output zeroed past the real frames,
-    so the next one sees the zeros it would see on the utterance alone. HuBERT's projection returns a
-    tensor where the others return a tuple.
-    """
+def project_features(encoder: PreTrainedModel, features: Tensor) -> Tensor:
+    """The Transformer's input [B, F, D] from CNN features [B, F, C]: HuBERT's projection returns a
+    tensor where the other waveform encoders return a tuple."""
     projected = encoder.feature_projection(features)
-    hidden = projected[0] if isinstance(projected, tuple) else projected
+    return projected[0] if isinstance(projected, tuple) else projected
+
+
+@contextlib.contextmanager
+def padding_free_positions(encoder: PreTrainedModel, frame_mask: Tensor):
+    """While active, data2vec-audio's positional embedding (a stack of padded convolutions) has each
+    convolution's output zeroed past the real frames of ``frame_mask`` [B, F], so the next one sees the
+    zeros it would see on the utterance alone; the other encoders' single convolution needs nothing."""
     keep = frame_mask.unsqueeze(1)  # [B, 1, F]
     handles = [layer.register_forward_hook(lambda _m, _i, out: out * keep.to(out.dtype))
                for layer in getattr(encoder.encoder.pos_conv_embed, "layers", ())]
     try:
-        return encoder.encoder(hidden, attention_mask=frame_mask)[0]
+        yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def transformer_output(encoder: PreTrainedModel, features: Tensor, frame_mask: Tensor) -> Tensor:
+    """A waveform encoder's last hidden state [B, F, D] from its CNN features [B, F, C], padding-invariant:
+    the Transformer gets ``frame_mask`` [B, F] as its attention mask (see :func:`padding_free_positions`)."""
+    hidden = project_features(encoder, features)
+    with padding_free_positions(encoder, frame_mask):
+        return encoder.encoder(hidden, attention_mask=frame_mask)[0]
 
 
 def hidden_states(encoder: PreTrainedModel, waveform: Tensor) -> list[Tensor]:

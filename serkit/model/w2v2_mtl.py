@@ -49,7 +49,8 @@ from serkit.errors import SerkitError
 from serkit.features import whisper_encoder
 from serkit.features.encoder import (check_sample_rate, config_from_dict, encoder_from_config, fixed_prefixes,
                                      frame_lens, front_end_prefixes, hidden_size, is_whisper, load_encoder,
-                                     min_samples, n_states, waveform_input)
+                                     min_samples, n_states, padding_free_positions, project_features,
+                                     waveform_input)
 from serkit.model.common import ModelInputError, length_mask, masked_mean
 from serkit.model.family import ModelFamily
 from serkit.model.ser_model import NetworkOutput, SERModel
@@ -158,8 +159,7 @@ class W2V2Network(nn.Module):
                 # Normalised in float32, then given to the CNN in the encoder's own dtype (e.g. after .half()).
                 wavs = waveform_input(self.encoder, wavs, n_samples).to(self.fusion_weights.dtype)
                 features = self._cnn_features(wavs, n_samples)
-                projected = self.encoder.feature_projection(features)  # HuBERT's returns no tuple
-                hidden = projected[0] if isinstance(projected, tuple) else projected
+                hidden = project_features(self.encoder, features)
                 fused = self._fused_layers(hidden, length_mask(lens, hidden.shape[1]), layer_weights, fusion_grad)
         fused = self.head_dropout(fused)
 
@@ -237,13 +237,9 @@ class W2V2Network(nn.Module):
         # the encoder's output itself (it includes the final LayerNorm of pre-LN models).
         handles = [transformer.dropout.register_forward_hook(recorder(0))]
         handles += [layer.register_forward_hook(recorder(i + 1)) for i, layer in enumerate(transformer.layers[:-1])]
-        # data2vec-audio's positional embedding is a stack of padded convolutions: each one's output is
-        # zeroed past the real frames, so the next sees the zeros it would see on the utterance alone.
-        keep = frame_mask.unsqueeze(1)  # [B, 1, F]
-        handles += [layer.register_forward_hook(lambda _m, _i, out: out * keep.to(out.dtype))
-                    for layer in getattr(transformer.pos_conv_embed, "layers", ())]
         try:
-            last = transformer(hidden, attention_mask=frame_mask)[0]
+            with padding_free_positions(self.encoder, frame_mask):
+                last = transformer(hidden, attention_mask=frame_mask)[0]
         finally:
             for handle in handles:
                 handle.remove()
