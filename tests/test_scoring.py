@@ -438,6 +438,10 @@ def test_compare_orders_by_lambda(scored, tmp_path, capsys):
     assert "UA per fold" in out
     text = results.read_text(encoding="utf-8")
     assert "<!-- serkit:begin compare:lambda-ablation -->" in text
+    # the picture of the table: next to RESULTS.md, linked from the section by a relative path
+    figure = tmp_path / "figures" / "lambda-ablation.png"
+    assert figure.read_bytes().startswith(PNG_SIGNATURE) and figure.stat().st_size > 5000
+    assert "](figures/lambda-ablation.png)" in text
 
     # re-running the comparison replaces its section instead of adding another
     assert compare_cli.main(argv[:4] + [str(exp_dirs["lam0"])]) == 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from serkit.data import datadir
-from serkit.scoring import comparison, ensemble, metrics, results_md, scoring, stats
+from serkit.scoring import comparison, ensemble, metrics, plots, results_md, scoring, stats
 from serkit.training import expdir
 
 CLASSES = ["ang", "hap", "sad", "neu"]
@@ -148,7 +148,7 @@ def test_scores_carry_the_speaker_bootstrap_interval(tmp_path):
     assert plain["pooled"]["UA"] == pooled["UA"]
 
 
-def test_comparison_marks_rows_significantly_different_from_the_floor(tmp_path):
+def test_comparison_marks_rows_significantly_different_from_the_floor(tmp_path, monkeypatch):
     data = write_data(tmp_path)
     summaries = [scoring.score_experiment(write_experiment(tmp_path, tag, accuracies, family), data_dir=data)
                  for tag, accuracies, family in (("strong", STRONG, "tim_net"), ("same", FLOOR, "sta_crnn"),
@@ -160,6 +160,19 @@ def test_comparison_marks_rows_significantly_different_from_the_floor(tmp_path):
     assert strong[-1].endswith(" *") and strong[-1].startswith("+")
     assert not same[-1].endswith("*") and same[-1].startswith("+0.0")
     assert "UA vs floor" in section and "Holm-adjusted over the 2 row(s) tested" in section
+    # the section's picture gets the same figures: pooled UA inside its interval, the folds, the marks
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_comparison", lambda path, points, chance, title: drawn.update(
+        points={p["label"]: p for p in points}, chance=chance))
+    pictured = results_md.comparison_section("t", summaries, figure=(tmp_path / "t.png", "figures/t.png"))
+    assert "![t: pooled UA with 95 % intervals and each fold's UA](figures/t.png)" in pictured
+    points = drawn["points"]
+    assert drawn["chance"] == 25.0 and points["floor / loso"]["reference"] and not points["strong / loso"]["reference"]
+    assert points["strong / loso"]["mark"] == "*" and points["same / loso"]["mark"] == ""
+    for summary in summaries:
+        point = points[f"{summary['tag']} / loso"]
+        assert point["ua"] == pytest.approx(100 * summary["pooled"]["UA"])
+        assert point["interval"][0] <= point["ua"] <= point["interval"][1] and len(point["folds"]) == 4
     # another test set (one speaker fewer) is not paired with the floor
     partial = dict(summaries[0], tag="other", test_digest="x")
     assert comparison.reference_tests(comparison.group_seeds([summaries[2], partial]))[1] is None

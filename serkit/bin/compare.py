@@ -11,11 +11,14 @@ model_config.json), so an ablation reads top to bottom. Runs that
 differ only in their seed (``..._seed1``, ``..._seed2``) are one row (mean ± std over seeds). Each row
 is tested against the reference row (the eGeMAPS floor when present, else the first) with a paired
 speaker-level permutation test, Holm-corrected, and marked ``*`` where p < 0.05 (serkit.scoring.comparison).
+The section also shows the rows' pooled UA with their intervals and fold UAs as a picture,
+``figures/<title as a slug>.png`` next to RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from serkit.bin import one_line_errors, setup_logging
 from serkit.scoring.results_md import comparison_key, comparison_section, update_results
@@ -40,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     summaries = [load_summary(exp_dir) for exp_dir in args.exp_dirs]
-    section = comparison_section(args.title, summaries, args.n_resamples)
-    update_results(args.results, comparison_key(args.title), section)
+    key = comparison_key(args.title)
+    link = f"figures/{key.split(':', 1)[1]}.png"
+    section = comparison_section(args.title, summaries, args.n_resamples,
+                                 figure=(Path(args.results).parent / link, link))
+    update_results(args.results, key, section)
     print(section)
     print(f"wrote the section '{comparison_key(args.title)}' of {args.results}")
     return 0

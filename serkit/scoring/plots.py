@@ -124,3 +124,36 @@ def _plot_series(ax, epochs: list, records: Sequence[Mapping], key: str, scale: 
     if points:
         xs, ys = zip(*points)
         ax.plot(xs, ys, style, color=colour, label=label, marker="." if len(points) < 30 else None)
+
+
+def plot_comparison(path: str | Path, points: Sequence[Mapping], chance: float, title: str) -> None:
+    """Pooled UA of each row of a comparison table with its 95 % interval and its folds' UA.
+
+    ``points``: one mapping per row, top to bottom: ``label``, ``ua`` (pooled, %), ``interval`` ([low,
+    high] % or None), ``folds`` (fold UAs, %), ``reference`` (bool) and ``mark`` (``*`` or "").
+    The reference row's pooled UA and chance are drawn as vertical lines, so a row's interval can be
+    read against both.
+    """
+    fig = Figure(figsize=(8.0, 1.6 + 0.55 * len(points)), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(points)))[::-1]
+    for y, point in zip(ys, points):
+        colour = "tab:orange" if point["reference"] else "tab:blue"
+        ax.scatter(point["folds"], [y] * len(point["folds"]), s=14, color="0.6", zorder=2,
+                   label="fold UA" if y == ys[0] else None)
+        if point["interval"]:
+            low, high = point["interval"]
+            ax.plot([low, high], [y, y], color=colour, linewidth=2.5, zorder=3)
+        ax.scatter([point["ua"]], [y], s=50, color=colour, zorder=4, label=None)
+        ax.annotate(f"{point['ua']:.1f}{point['mark']}", (point["ua"], y), textcoords="offset points",
+                    xytext=(0, 7), ha="center", fontsize=8)
+        if point["reference"]:
+            ax.axvline(point["ua"], color=colour, linestyle="--", linewidth=1, label="reference (pooled UA)")
+    ax.axvline(chance, color="0.3", linestyle=":", linewidth=1, label=f"chance ({chance:.1f})")
+    ax.set_yticks(ys, [point["label"] for point in points])
+    ax.set_ylim(-0.7, len(points) - 0.3)
+    ax.set_xlabel("UA (%): pooled with its 95 % speaker-bootstrap interval; grey: each fold")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=7)
+    _save(fig, path)

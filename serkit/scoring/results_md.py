@@ -365,8 +365,9 @@ def comparison_table(summaries: Sequence[dict], n_resamples: int = stats.N_RESAM
     return _comparison(summaries, n_resamples)[0]
 
 
-def _comparison(summaries: Sequence[dict], n_resamples: int) -> tuple[str, str]:
-    """The comparison table and the legend of its figures, interval and significance marks."""
+def _comparison(summaries: Sequence[dict], n_resamples: int) -> tuple[str, str, list[dict]]:
+    """The comparison table, the legend of its figures, interval and significance marks, and one point
+    per row for :func:`serkit.scoring.plots.plot_comparison`."""
     columns = score_columns(summaries)
     rows = comparison.group_seeds(comparison_order(summaries))
     tests = comparison.reference_tests(rows, n_resamples)
@@ -374,7 +375,7 @@ def _comparison(summaries: Sequence[dict], n_resamples: int) -> tuple[str, str]:
     header = ["experiment", "model", "folds", *(f"{heading} mean ± std" for heading, _ in columns),
               *(f"pooled {heading}" for heading, _ in base_columns()), "pooled UA 95 % CI",
               f"UA vs {rows[reference].tag}"]
-    lines = []
+    lines, points = [], []
     for index, row in enumerate(rows):
         s = row.first
         folds = f"{len(s['folds'])}/{len(s['expected_folds'])}"
@@ -388,7 +389,12 @@ def _comparison(summaries: Sequence[dict], n_resamples: int) -> tuple[str, str]:
                       *(pct_pm(*row.figure("pooled", key)) for _, key in base_columns()),
                       f"[{pct(interval[0])}, {pct(interval[1])}]" if interval else "–",
                       "reference" if index == reference else _test_cell(tests[index])])
-    return markdown_table(header, lines), _comparison_legend(rows, tests, n_resamples)
+        points.append({"label": f"{row.tag} / {s['protocol']}", "ua": 100 * row.figure("pooled", "UA")[0],
+                       "interval": [100 * v for v in interval] if interval else None,
+                       "folds": [100 * run["folds"][name]["UA"] for run in row.runs for name in run["folds"]],
+                       "reference": index == reference,
+                       "mark": SIGNIFICANT if tests[index] and tests[index]["significant"] else ""})
+    return markdown_table(header, lines), _comparison_legend(rows, tests, n_resamples), points
 
 
 def _test_cell(test: dict | None) -> str:
@@ -431,15 +437,23 @@ def per_fold_comparison(summaries: Sequence[dict]) -> str:
     return markdown_table(["UA per fold", *(s["tag"] for s in ordered)], rows)
 
 
-def comparison_section(title: str, summaries: Sequence[dict], n_resamples: int = stats.N_RESAMPLES) -> str:
-    """The markdown of a comparison section (without its markers)."""
+def comparison_section(title: str, summaries: Sequence[dict], n_resamples: int = stats.N_RESAMPLES,
+                       figure: tuple[Path, str] | None = None) -> str:
+    """The markdown of a comparison section (without its markers). ``figure`` = (the PNG to draw, its
+    link relative to RESULTS.md): the section then shows the rows' pooled UA with intervals as a picture."""
     protocols = sorted({s["protocol"] for s in summaries})
     parts = [f"## Comparison: {title}", ""]
     if len(protocols) > 1:
         parts += [f"**Warning**: the experiments use different protocols ({', '.join(protocols)}); "
                   "their figures are not directly comparable.", ""]
-    table, legend = _comparison(summaries, n_resamples)
-    parts += [legend, "", table, "", per_fold_comparison(summaries), ""]
+    table, legend, points = _comparison(summaries, n_resamples)
+    parts += [legend, "", table, ""]
+    if figure is not None:
+        from serkit.scoring import plots  # matplotlib only where a picture is drawn
+        path, link = figure
+        plots.plot_comparison(path, points, chance=100.0 / len(summaries[0]["classes"]), title=title)
+        parts += [f"![{title}: pooled UA with 95 % intervals and each fold's UA]({link})", ""]
+    parts += [per_fold_comparison(summaries), ""]
     return "\n".join(parts)
 
 
