@@ -134,7 +134,7 @@ def plot_comparison(path: str | Path, points: Sequence[Mapping], chance: float, 
     The reference row's pooled UA and chance are drawn as vertical lines, so a row's interval can be
     read against both.
     """
-    fig = Figure(figsize=(8.0, 1.6 + 0.55 * len(points)), layout="constrained")
+    fig = Figure(figsize=(9.0, 1.8 + 0.7 * len(points)), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     ys = list(range(len(points)))[::-1]
     for y, point in zip(ys, points):
@@ -150,7 +150,7 @@ def plot_comparison(path: str | Path, points: Sequence[Mapping], chance: float, 
         if point["reference"]:
             ax.axvline(point["ua"], color=colour, linestyle="--", linewidth=1, label="reference (pooled UA)")
     ax.axvline(chance, color="0.3", linestyle=":", linewidth=1, label=f"chance ({chance:.1f})")
-    ax.set_yticks(ys, [point["label"] for point in points])
+    ax.set_yticks(ys, [point["label"].replace(" / ", "\n") for point in points], fontsize=8)
     ax.set_ylim(-0.7, len(points) - 0.3)
     ax.set_xlabel("UA (%): pooled with its 95 % speaker-bootstrap interval; grey: each fold")
     ax.set_title(title)
