@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                                  figure=(Path(args.results).parent / link, link))
     update_results(args.results, key, section)
     print(section)
-    print(f"wrote the section '{comparison_key(args.title)}' of {args.results}")
+    print(f"wrote the section '{key}' of {args.results}")
     return 0
 
 

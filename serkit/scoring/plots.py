@@ -144,7 +144,7 @@ def plot_comparison(path: str | Path, points: Sequence[Mapping], chance: float, 
         if point["interval"]:
             low, high = point["interval"]
             ax.plot([low, high], [y, y], color=colour, linewidth=2.5, zorder=3)
-        ax.scatter([point["ua"]], [y], s=50, color=colour, zorder=4, label=None)
+        ax.scatter([point["ua"]], [y], s=50, color=colour, zorder=4)
         ax.annotate(f"{point['ua']:.1f}{point['mark']}", (point["ua"], y), textcoords="offset points",
                     xytext=(0, 7), ha="center", fontsize=8)
         if point["reference"]:
