@@ -14,8 +14,9 @@
 set -euo pipefail
 # The command as RESULTS.md and provenance.json record it: no path of this machine (utils/recipe_command.sh).
 . ../TEMPLATE/utils/recipe_command.sh
-cmdline=$(portable_cmdline "$@")
-export SERKIT_RECIPE_COMMAND=$cmdline  # each fold's provenance.json records it (serkit.training.provenance)
+# run.sh records its user's words (record_recipe_command); ser.sh run by hand records its own.
+[ -n "${SERKIT_RECIPE_COMMAND:-}" ] || record_recipe_command "$@"
+cmdline=$SERKIT_RECIPE_COMMAND  # each fold's provenance.json records it too (serkit.training.provenance)
 
 help_message="Usage: $0 [options]
   --stage N            first stage to run (default 0)

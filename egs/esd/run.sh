@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
+. ../TEMPLATE/utils/recipe_command.sh && record_recipe_command "$@"  # RESULTS.md: the user's words
 exec ../TEMPLATE/ser.sh --corpus_root "$ESD" --class_map 5class --protocol predefined --models "w2v2_mtl egemaps_svm" "$@"

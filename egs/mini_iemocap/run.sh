@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
+. ../TEMPLATE/utils/recipe_command.sh && record_recipe_command "$@"  # RESULTS.md: the user's words
 # The default compares W2V2-MTL with the classical floor (eGeMAPS + SVM) on the same folds;
 # --model NAME or --models "..." choose others (w2v2_mtl tim_net sta_crnn egemaps_svm ssl_probe).
 # Stage 0 also builds a tiny random encoder of each type, so the encoder comparison runs offline:

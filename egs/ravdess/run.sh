@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
+. ../TEMPLATE/utils/recipe_command.sh && record_recipe_command "$@"  # RESULTS.md: the user's words
 exec ../TEMPLATE/ser.sh --corpus_root "$RAVDESS" --class_map 8class --protocol loso_speaker --models "w2v2_mtl egemaps_svm" "$@"

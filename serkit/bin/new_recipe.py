@@ -37,6 +37,7 @@ RUN_SH = """#!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
+. ../TEMPLATE/utils/recipe_command.sh && record_recipe_command "$@"  # RESULTS.md: the user's words
 exec ../TEMPLATE/ser.sh --corpus_root "${var}" --class_map {class_map} --protocol {protocol}{kfold}{models} "$@"
 """
 DB_SH = """# Where the corpus lives. Edit the default, or override per run: {var}=/data/{name} ./run.sh

@@ -16,3 +16,11 @@ portable_cmdline() {
   done
   echo "${words[*]}"
 }
+
+# record_recipe_command ARGS...: a recipe's run.sh calls it with the user's own arguments, before it
+# adds the corpus's defaults, so that RESULTS.md shows what the user typed (which reruns the same
+# experiment: run.sh adds the same defaults again) rather than the defaults followed by the user's words.
+record_recipe_command() {
+  export SERKIT_RECIPE_COMMAND
+  SERKIT_RECIPE_COMMAND=$(portable_cmdline "$@")
+}
