@@ -231,7 +231,7 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
     assert floor_summary["pooled"]["UA"] > 0.4  # the floor recognises the synthetic emotions well above chance
     assert (floor / "export" / "model.pt").is_file()
     assert (exp / "loso" / "scores" / "confusion_pooled.png").is_file()
-    # RESULTS.md is committed: no path of this machine, the corpus named by its db.sh variable (issue 15, 6)
+    # RESULTS.md is committed: no path of this machine (issue 15, 6; the db.sh naming: tests/test_scoring.py)
     assert str(recipe.parent.parent) not in results
     # the command as the user typed it, not run.sh's defaults (--corpus_root, --models) followed by it
     assert "**Command**: `./run.sh --stage 3 --stop_stage 5`" in results
