@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from serkit.bin.train import load_hparams
+from serkit.features.augment import make_augmenter
 from serkit.model import family_names, get_family
 from serkit.safe_yaml import load_plain_mapping
 from serkit.training.experiments import read_config_values
@@ -54,3 +55,27 @@ def test_variant_applies_to_a_family(path):
             assert hparams[option] == value, f"{path.name}: {option} not applied to {name}"
         takers.append(name)
     assert takers, f"{path.name}: no family's config and network take all of {sorted(variant)}"
+
+
+def _feature_bins(hparams: dict) -> int:
+    """The length of the feature axis a frequency mask acts on (MFCC coefficients or Mel bands)."""
+    params = hparams["feature"]["params"]
+    return params["n_mfcc"] if hparams["feature"]["kind"] == "mfcc" else params["n_mels"]
+
+
+@pytest.mark.parametrize("path", [p for p in VARIANTS if "augment" in load_plain_mapping(p)],
+                         ids=lambda p: f"{p.parts[-4]}/{p.name}")
+def test_augmenting_variant_builds_and_leaves_most_of_the_feature_axis(path):
+    """SpectrogramDrop's default sizes suit 80 Mel bands; on fewer bins they can hide the whole axis."""
+    variant = load_plain_mapping(path)
+    takers = [name for name in _families_with_options(variant)
+              if "feature" in read_config_values(str(ROOT / "conf" / f"{name}.yaml"))]
+    assert takers, f"{path.name}: no spectral family takes it"
+    for name in takers:
+        hparams = load_hparams(str(ROOT / "conf" / f"{name}.yaml"), {**variant, **PATHS})
+        assert make_augmenter(hparams, hparams["feature"]["kind"]) is not None
+        freq_mask = variant["augment"].get("freq_mask")
+        if freq_mask is not None:
+            widest = freq_mask.get("drop_count_high", 3) * freq_mask.get("drop_length_high", 15)
+            assert widest <= _feature_bins(hparams) / 2, (
+                f"{path.name}: frequency masks can cover {widest} of {name}'s {_feature_bins(hparams)} bins")
