@@ -371,6 +371,25 @@ def test_generated_results_md_records_no_machine_path(tmp_path, monkeypatch, cap
     assert "IEMOCAP_full_release: outside the recipe" in caplog.text  # said, not silently dropped
 
 
+def test_links_through_an_exp_symlink_stay_inside_the_recipe(tmp_path, monkeypatch):
+    """exp/ as a symlink to a scratch disk (as Kaldi recipes make it): RESULTS.md links and names the
+    experiment through exp/..., never through the disk's path."""
+    checkout = tmp_path / "checkout"
+    recipe = checkout / "egs" / "corpus"
+    (checkout / ".git").mkdir(parents=True)
+    recipe.mkdir(parents=True)
+    scratch = tmp_path / "scratch"
+    two_fold_experiment(scratch)  # scratch/exp/mtl/loso
+    (recipe / "exp").symlink_to(scratch / "exp", target_is_directory=True)
+    monkeypatch.chdir(recipe)
+    assert score_cli.main(["--exp", "exp/mtl/loso", "--results", "RESULTS.md"]) == 0
+    text = (recipe / "RESULTS.md").read_text(encoding="utf-8")
+    assert "](exp/mtl/loso/scores/confusion_pooled.png)" in text
+    assert "](exp/mtl/loso/scores/summary.json)" in text
+    assert "scratch" not in text and "](../" not in text
+    assert "## mtl / loso" in text
+
+
 def test_recipe_command_names_the_corpus_by_its_db_sh_variable(tmp_path):
     """ser.sh records ``./run.sh ...`` with the corpus as ``"$IEMOCAP"`` (db.sh's variable), set from
     the environment or db.sh's default, and quotes other words as the shell needs them."""

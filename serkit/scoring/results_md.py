@@ -204,7 +204,7 @@ def experiment_section(
     ``command`` is the training command (from the recipe), ``scored_with`` the scoring command.
     ``environment`` and ``commit`` default to this machine's and this checkout's; tests pass them.
     """
-    results_dir = Path(results_path).resolve().parent
+    results_dir = Path(os.path.abspath(results_path)).parent
     command, scored_with = (portable_text(text, results_dir) if text else text for text in (command, scored_with))
     if overrides and not Path(overrides).is_file():
         overrides = portable_text(overrides, results_dir)
@@ -307,8 +307,9 @@ def portable_text(text: str, recipe_dir: str | Path) -> str:
     rather than through ``db.sh``, whose variable ``ser.sh`` writes as ``$IEMOCAP``) keeps only its
     last component, as ``<...>/IEMOCAP_full_release``, and a warning says so.
     """
-    recipe_dir = Path(recipe_dir).resolve()
-    anchors = [recipe_dir] + [parent for parent in recipe_dir.parents if (parent / ".git").exists()][:1]
+    recipe_dir = Path(os.path.abspath(recipe_dir))
+    anchors = [anchor for start in (recipe_dir, recipe_dir.resolve())  # a path may be written either way
+               for anchor in [start] + [parent for parent in start.parents if (parent / ".git").exists()][:1]]
 
     def replace(match: re.Match) -> str:
         path = Path(match.group(0))
@@ -335,11 +336,14 @@ def _figure_links(summary: dict, scores_dir: Path, results_dir: Path) -> list[st
 
 
 def _relative(path: Path, start: Path) -> str:
-    """A link target relative to RESULTS.md (absolute only across drives), with '/' separators."""
+    """A link target relative to RESULTS.md (absolute only across drives), with '/' separators.
+
+    Symlinks are kept as they are: a link through exp/ must not name the disk exp/ points to.
+    """
     try:
-        return Path(os.path.relpath(Path(path).resolve(), start)).as_posix()
+        return Path(os.path.relpath(os.path.abspath(path), start)).as_posix()
     except ValueError:
-        return Path(path).resolve().as_posix()
+        return Path(os.path.abspath(path)).as_posix()
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from collections import Counter
 from datetime import datetime, timezone
@@ -196,10 +197,13 @@ def score_experiment(
     pooled = score_predictions(pooled_preds, model)
     speakers = _speaker_figures(pooled_preds, pooled, Path(data_dir) if data_dir is not None else None, n_resamples)
 
+    # absolute but not resolved: an exp/ that is a symlink to a scratch disk (as Kaldi users make
+    # it) must stay exp/... in RESULTS.md's links, not become the disk's path
+    exp_path = Path(os.path.abspath(exp_dir))
     summary = {
-        "exp_dir": str(exp_dir.resolve()),
-        "tag": exp_dir.resolve().parent.name,
-        "protocol": exp_dir.resolve().name,
+        "exp_dir": str(exp_path),
+        "tag": exp_path.parent.name,
+        "protocol": exp_path.name,
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "classes": folds[0].classes,
         "expected_folds": expected,
