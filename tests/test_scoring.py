@@ -390,6 +390,18 @@ def test_links_through_an_exp_symlink_stay_inside_the_recipe(tmp_path, monkeypat
     assert "## mtl / loso" in text
 
 
+def test_a_recipe_reached_through_a_symlink_is_recognised_either_way(tmp_path):
+    """A checkout under a symlinked home: a command may spell the recipe's paths through the link or
+    through the real folder (``pwd -P``); both become paths relative to the recipe."""
+    real = tmp_path / "disk" / "checkout"
+    (real / ".git").mkdir(parents=True)
+    (real / "egs" / "corpus").mkdir(parents=True)
+    (tmp_path / "home").symlink_to(real, target_is_directory=True)
+    linked = tmp_path / "home" / "egs" / "corpus"
+    text = f"--exp {linked}/exp/a --data {real}/egs/corpus/data --config {real}/conf/x.yaml"
+    assert results_md.portable_text(text, linked) == "--exp exp/a --data data --config ../../conf/x.yaml"
+
+
 def test_recipe_command_names_the_corpus_by_its_db_sh_variable(tmp_path):
     """ser.sh records ``./run.sh ...`` with the corpus as ``"$IEMOCAP"`` (db.sh's variable), set from
     the environment or db.sh's default, and quotes other words as the shell needs them."""

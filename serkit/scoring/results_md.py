@@ -308,13 +308,15 @@ def portable_text(text: str, recipe_dir: str | Path) -> str:
     last component, as ``<...>/IEMOCAP_full_release``, and a warning says so.
     """
     recipe_dir = Path(os.path.abspath(recipe_dir))
-    anchors = [anchor for start in (recipe_dir, recipe_dir.resolve())  # a path may be written either way
-               for anchor in [start] + [parent for parent in start.parents if (parent / ".git").exists()][:1]]
+    # (recipe, anchor) for each spelling of the recipe: through symlinks, or resolved (``pwd -P``)
+    anchors = [(recipe, anchor) for recipe in (recipe_dir, recipe_dir.resolve())
+               for anchor in [recipe] + [parent for parent in recipe.parents if (parent / ".git").exists()][:1]]
 
     def replace(match: re.Match) -> str:
         path = Path(match.group(0))
-        if any(path == anchor or anchor in path.parents for anchor in anchors):
-            return Path(os.path.relpath(path, recipe_dir)).as_posix()
+        for recipe, anchor in anchors:
+            if path == anchor or anchor in path.parents:
+                return Path(os.path.relpath(path, recipe)).as_posix()
         logger.warning("%s: outside the recipe and its checkout; RESULTS.md records it as <...>/%s "
                        "(name a corpus through db.sh to record its variable)", path, path.name)
         return f"<...>/{path.name}"
