@@ -280,3 +280,14 @@ def test_an_inconsistent_checkpoint_left_by_hand_does_not_stop_export(tmp_path, 
     with caplog.at_level(logging.WARNING, logger="serkit.training.expdir"):
         assert [c.path for c in expdir.list_checkpoints(tmp_path)] == [first]
     assert any("model.ckpt is" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_the_progress_line_names_the_epoch_the_test_fold_is_scored_with():
+    """Epochs 3 and 5 tie on validation UA: the best-checkpoint rule scores the test fold with the newer,
+    and the progress line must name that epoch, not the first of the tie."""
+    uas = [0.40, 0.55, 0.61, 0.58, 0.61, 0.50]
+    records = [{"epoch": e, "valid_UA": ua} for e, ua in enumerate(uas, start=1)]
+    metas = [{"UA": ua, "unixtime": 1000.0 + e} for e, ua in enumerate(uas, start=1)]
+    scored_epoch = 1 + max(range(len(metas)), key=lambda i: expdir.best_key(metas[i]))
+    assert scored_epoch == 5
+    assert expdir.fold_summary(records) == f"6 epoch(s), best valid UA 61.0% (epoch {scored_epoch})"

@@ -148,11 +148,14 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 def fold_summary(records: list[dict]) -> str:
-    """``12 epochs, best valid UA 51.2% (epoch 9)``: what stage 3's progress line says of a finished fold."""
+    """``12 epochs, best valid UA 51.2% (epoch 9)``: what stage 3's progress line says of a finished fold.
+
+    The epoch is the one the test fold is scored with: among equal UAs the newest, as :func:`best_key`.
+    """
     scored = [r for r in records if isinstance(r.get("valid_UA"), (int, float)) and math.isfinite(r["valid_UA"])]
     if not scored:
         return f"{len(records)} epoch(s), no validation UA"
-    best = max(scored, key=lambda r: r["valid_UA"])
+    best = max(scored, key=lambda r: (r["valid_UA"], r["epoch"]))
     return f"{len(records)} epoch(s), best valid UA {100 * best['valid_UA']:.1f}% (epoch {best['epoch']})"
 
 
