@@ -157,9 +157,11 @@ fi
 
 if stage_on 4; then
   exps=()
+  declare -A trained_with=()  # an experiment's config and overrides, keyed by its tag less _seed<N>
   while IFS=$'\t' read -r tag family config overrides lang_dir args; do
     exp=exp/$tag/$protocol
     exps+=("$exp")
+    trained_with[${tag%_seed*}]="$config"$'\t'"$overrides"
     log "Stage 4: scoring $exp"
     opts=()
     [ "$overrides" = - ] || opts+=(--overrides "$overrides")
@@ -169,8 +171,12 @@ if stage_on 4; then
   ensembles=$(python -m serkit.bin.ensemble "${exps[@]}")  # several --seeds: exp/<tag>_ens_seed1-2-3/<protocol>
   for ens in $ensembles; do  # each experiment's seed ensemble (mean posterior) is one more row
     log "Stage 4: scoring the seed ensemble $ens"
-    python -m serkit.bin.score --exp "$ens" --results RESULTS.md --folds "data/folds/$protocol" --data "$data" \
-      --command "$cmdline" ${folds:+--allow-partial}
+    ens_tag=${ens#exp/}
+    IFS=$'\t' read -r config overrides <<< "${trained_with[${ens_tag%%_ens_seed*}]}"  # its seeds' config
+    opts=()
+    [ "$overrides" = - ] || opts+=(--overrides "$overrides")
+    python -m serkit.bin.score --exp "$ens" --results RESULTS.md --config "$config" "${opts[@]}" \
+      --folds "data/folds/$protocol" --data "$data" --command "$cmdline" ${folds:+--allow-partial}
     exps+=("$ens")
   done
   if [ ${#exps[@]} -gt 1 ]; then
