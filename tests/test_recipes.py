@@ -259,18 +259,23 @@ def test_mini_stages_3_to_5_train_score_export_and_infer(mini_stages_0_2):
 @pytest.mark.e2e  # runs the mini recipe's stages 3-4 (its fixture: stages 0-2)
 def test_seed_ensemble_section_records_its_seeds_config(mini_stages_0_2):
     """--seeds trains one run a seed and stage 4 scores their ensemble: the ensemble's section names the
-    config and overrides its seeds trained with, as theirs do (not 'not recorded')."""
+    config and overrides its seeds trained with, as theirs do (not 'not recorded'), and the comparison's
+    title names the --train_overrides variant, so another variant's seeds get a section of their own."""
     recipe, _ = mini_stages_0_2
-    result = run_recipe(recipe, "--stage", "3", "--stop_stage", "4", "--models", "egemaps_svm", "--seeds", "2 3")
+    (recipe / "plain.yaml").write_text("grid: [{C: 10.0, gamma: 0.0113}]\nrefit: true\n")  # no search: quick
+    result = run_recipe(recipe, "--stage", "3", "--stop_stage", "4", "--models", "egemaps_svm", "--seeds", "2 3",
+                        "--train_overrides", "plain.yaml")
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    assert "Stage 4: scoring the seed ensemble exp/egemaps_svm_4class_ens_seed2-3/loso" in result.stdout
+    assert "Stage 4: scoring the seed ensemble exp/egemaps_svm_plain_4class_ens_seed2-3/loso" in result.stdout
     results = (recipe / "RESULTS.md").read_text()
 
     def config_block(key):
         section = results.split(f"<!-- serkit:begin {key} -->")[1].split(f"<!-- serkit:end {key} -->")[0]
         return section[section.index("**Config**"):section.index("### Scores")]
 
-    ensemble = config_block("egemaps_svm_4class_ens_seed2-3/loso")
+    ensemble = config_block("egemaps_svm_plain_4class_ens_seed2-3/loso")
     assert ensemble.startswith("**Config**: `../../conf/egemaps_svm.yaml`"), ensemble[:300]
-    assert ensemble == config_block("egemaps_svm_4class_seed2/loso")
+    assert "**Overrides**: `plain.yaml`" in ensemble, ensemble[-300:]
+    assert ensemble == config_block("egemaps_svm_plain_4class_seed2/loso")
     assert "mean posterior of 2 seeds" in results
+    assert "## Comparison: egemaps_svm, plain, seeds 2 3 (loso)" in results

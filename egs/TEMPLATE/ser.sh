@@ -181,7 +181,8 @@ if stage_on 4; then
   done
   if [ ${#exps[@]} -gt 1 ]; then
     log "Stage 4: comparison of ${#exps[@]} experiments"
-    python -m serkit.bin.compare --results RESULTS.md --title "$models${encoders:+, encoders $encoders}${lambdas:+, lambdas $lambdas}${grid:+, grid $grid}${seeds:+, seeds $seeds} ($protocol)" "${exps[@]}"
+    variant=${train_overrides:+$(basename "$train_overrides" .yaml)}  # another variant's table is another section
+    python -m serkit.bin.compare --results RESULTS.md --title "$models${variant:+, $variant}${encoders:+, encoders $encoders}${lambdas:+, lambdas $lambdas}${grid:+, grid $grid}${seeds:+, seeds $seeds} ($protocol)" "${exps[@]}"
   fi
 fi
 
